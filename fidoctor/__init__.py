@@ -1,0 +1,3 @@
+"""fidoctor: a doctor for FlashInfer JIT hangs."""
+
+__version__ = "0.1.0"

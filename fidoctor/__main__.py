@@ -1,0 +1,3 @@
+from fidoctor.cli import main
+
+main()

@@ -1,0 +1,82 @@
+"""The ``fidoctor`` command: a click group whose commands live one per file.
+
+Commands are discovered from ``fidoctor/commands/*.py`` (file ``foo_bar.py`` →
+command ``foo-bar``, object ``command``) and imported only when run, so
+``fidoctor --help`` stays instant and adding a command is adding a file.
+
+Exit codes: 0 healthy, 1 problems found, 2 fidoctor could not do its job.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import sys
+import traceback
+from typing import List, Optional
+
+import click
+
+from fidoctor import __version__
+from fidoctor.errors import FidoctorError
+
+EXIT_FAILED = 2
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        from fidoctor import commands
+
+        return sorted(
+            info.name.replace("_", "-")
+            for info in pkgutil.iter_modules(commands.__path__)
+            if not info.name.startswith("_")
+        )
+
+    def get_command(self, ctx: click.Context, name: str) -> Optional[click.Command]:
+        if name not in self.list_commands(ctx):
+            return None
+        mod = importlib.import_module(f"fidoctor.commands.{name.replace('-', '_')}")
+        return mod.command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fidoctor")
+def cli() -> None:
+    """A doctor for FlashInfer JIT hangs.
+
+    \b
+    Exit codes: 0 healthy · 1 problems found · 2 fidoctor could not do its job.
+    Start with:  fidoctor diagnose   (or: fidoctor diagnose --pid <hung server pid>)
+    """
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    try:
+        rc = cli.main(args=argv, prog_name="fidoctor", standalone_mode=False)
+    except FidoctorError as e:
+        click.echo(f"fidoctor: error: {e.message}", err=True)
+        if e.hint:
+            click.echo(f"hint: {e.hint}", err=True)
+        sys.exit(EXIT_FAILED)
+    except click.exceptions.Abort:
+        click.echo("fidoctor: aborted", err=True)
+        sys.exit(EXIT_FAILED)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EXIT_FAILED)
+    except KeyboardInterrupt:
+        click.echo("fidoctor: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(EXIT_FAILED)
+    except Exception as e:  # noqa: BLE001 - a bug must still exit 2, readably
+        click.echo(f"fidoctor: internal error: {type(e).__name__}: {e}", err=True)
+        if os.environ.get("FIDOCTOR_DEBUG"):
+            traceback.print_exc()
+        else:
+            click.echo("this is a fidoctor bug; rerun with FIDOCTOR_DEBUG=1 for the traceback",
+                       err=True)
+        sys.exit(EXIT_FAILED)
+    sys.exit(rc if isinstance(rc, int) else 0)

@@ -1,0 +1,109 @@
+"""Run every probe over a snapshot and collect the verdict.
+
+Exit codes (a contract): 0 no warning or error, 1 at least one, 2 fidoctor
+could not do its job (raised as FidoctorError before we get here).
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from fidoctor import __version__
+from fidoctor.model import Finding, Inconclusive, sort_key
+from fidoctor.probes import all_probes
+from fidoctor.snapshot import SCHEMA_VERSION, Snapshot
+
+EXIT_HEALTHY, EXIT_PROBLEMS, EXIT_FAILED = 0, 1, 2
+
+
+@dataclass
+class Diagnosis:
+    snapshot: Snapshot
+    findings: List[Finding] = field(default_factory=list)
+    inconclusive: List[Inconclusive] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PROBLEMS if any(f.is_problem for f in self.findings) else EXIT_HEALTHY
+
+    def counts(self) -> Dict[str, int]:
+        out = {"error": 0, "warning": 0, "info": 0}
+        for f in self.findings:
+            out[f.severity] += 1
+        return out
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "fidoctor_version": __version__,
+            "taken_at": self.snapshot.taken_at,
+            "target": target_summary(self.snapshot),
+            "findings": [f.to_dict() for f in self.findings],
+            "inconclusive": [i.to_dict() for i in self.inconclusive],
+            "gather": {
+                name: {"status": s.status, "elapsed_s": s.elapsed_s, "error": s.error}
+                for name, s in self.snapshot.sections.items()
+            },
+            "summary": dict(self.counts(), exit_code=self.exit_code),
+        }
+
+
+def _version(pkgs: Dict[str, Any], *names: str) -> Optional[str]:
+    for n in names:
+        if n in pkgs:
+            return pkgs[n].get("version")
+    return None
+
+
+def target_summary(snap: Snapshot) -> Dict[str, Any]:
+    """The interpreter diagnosed and the versions that matter, for every output format."""
+    ctx = snap.context
+    t = snap.section("target")
+    tdata = t.data if t else {}
+    pkgs = tdata.get("packages", {})
+    return {
+        "python": ctx.get("python"),
+        "source": ctx.get("python_source"),
+        "pid": ctx.get("pid"),
+        "usable": tdata.get("usable", False),
+        "python_version": tdata.get("version"),
+        "torch": _version(pkgs, "torch") or tdata.get("torch", {}).get("version"),
+        "torch_cuda": tdata.get("torch", {}).get("cuda"),
+        "flashinfer": _version(pkgs, "flashinfer-python", "flashinfer"),
+        "flashinfer_jit_cache": _version(pkgs, "flashinfer-jit-cache"),
+        "flashinfer_cubin": _version(pkgs, "flashinfer-cubin"),
+        "cuda_runtime": _version(
+            pkgs, "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime"
+        ),
+        "flashinfer_root": ctx.get("flashinfer_root"),
+    }
+
+
+def diagnose(snap: Snapshot) -> Diagnosis:
+    """Apply every registered probe; a probe that crashes is inconclusive, not fatal."""
+    diag = Diagnosis(snapshot=snap)
+    for probe in all_probes():
+        missing = [
+            f"{r} ({s.status}{': ' + s.error if s.error else ''})" if s else f"{r} (not gathered)"
+            for r in probe.requires
+            for s in [snap.section(r)]
+            if s is None or not s.ok
+        ]
+        if missing:
+            diag.inconclusive.append(Inconclusive(probe.id, "missing facts: " + ", ".join(missing)))
+            continue
+        try:
+            diag.findings.extend(probe.check(snap))
+        except Exception as e:  # noqa: BLE001 - one broken probe must not sink the rest
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            diag.inconclusive.append(
+                Inconclusive(
+                    probe.id,
+                    f"probe failed ({type(e).__name__}: {e} at "
+                    f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno}); this is a fidoctor bug",
+                )
+            )
+    diag.findings.sort(key=sort_key)
+    return diag

@@ -1,0 +1,74 @@
+"""Find FlashInfer workspaces under a cache root, whatever version wrote them.
+
+Layouts (flashinfer-jit.md §0–1):
+  A/B/C≤0.4.0  <root>/<arch>/{cached_ops,generated,flashinfer_jit.log}
+  C≥0.4.1, D   <root>/<version>/<arch>/…   (and <root>/<version>/ with no arch
+               when no GPU and no arch list were given)
+``<arch>`` is ``90``, ``80_90``, ``noarch`` (0.2/0.3) or ``90a``, ``100a``,
+``120f``, ``75_80_89`` (0.4+). ``cubins/`` is not a workspace. We discover what
+is there rather than assume one layout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Dict, List, Optional
+
+VERSION_RE = re.compile(r"^\d+\.\d+\.\d+([.+\-a-zA-Z0-9]*)$")
+ARCH_RE = re.compile(r"^(noarch|\d{2,3}[a-z]?(_\d{2,3}[a-z]?)*)$")
+WORKSPACE_MARKERS = ("cached_ops", "flashinfer_jit.log", "generated")
+NOT_WORKSPACES = {"cubins"}
+
+
+def is_workspace(path: str) -> bool:
+    return any(os.path.lexists(os.path.join(path, m)) for m in WORKSPACE_MARKERS)
+
+
+def _subdirs(path: str) -> List[str]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(
+                e.name for e in it
+                if e.name not in NOT_WORKSPACES and e.is_dir(follow_symlinks=False)
+            )
+    except OSError:
+        return []
+
+
+def discover_workspaces(root: str) -> List[Dict[str, Optional[str]]]:
+    """All workspaces under ``root`` with the version and arch their path implies."""
+    found: List[Dict[str, Optional[str]]] = []
+    if is_workspace(root):
+        found.append({"path": root, "version": None, "arch": None})
+    for name in _subdirs(root):
+        p = os.path.join(root, name)
+        if VERSION_RE.match(name):
+            if is_workspace(p):
+                found.append({"path": p, "version": name, "arch": None})
+            for sub in _subdirs(p):
+                q = os.path.join(p, sub)
+                if is_workspace(q):
+                    found.append({"path": q, "version": name, "arch": sub})
+        elif is_workspace(p):
+            found.append({"path": p, "version": None, "arch": name if ARCH_RE.match(name) else name})
+    return found
+
+
+def family_of(version: Optional[str]) -> Optional[str]:
+    """A: 0.2.0–0.2.5, B: 0.2.6–0.3.x, C: 0.4–0.6.x, D: 0.7.x+ (None if unknown)."""
+    if not version:
+        return None
+    try:
+        from packaging.version import InvalidVersion, Version
+
+        v = Version(version)
+    except (ImportError, InvalidVersion):
+        return None
+    if v < Version("0.2.6"):
+        return "A"
+    if v < Version("0.4.0"):
+        return "B"
+    if v < Version("0.7.0"):
+        return "C"
+    return "D"

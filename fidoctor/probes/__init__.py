@@ -1,0 +1,57 @@
+"""Probe registry: one module per finding id, discovered at run time (as ruff rules are).
+
+A probe module defines::
+
+    ID = "cache-incomplete-module"     # stable, kebab-case, names the problem
+    REQUIRES = ("cache",)              # snapshot sections it reads
+    def check(snap) -> Iterable[Finding]: ...
+
+and a docstring saying what it detects, why it matters and how it is fixed.
+``check`` is a pure function of the snapshot. If a section it requires was not
+gathered (timeout, denied…) the probe is reported *inconclusive* with the
+reason instead of being run on half the facts. Retired ids go in RETIRED and
+are never reused.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Iterable, List, Tuple
+
+from fidoctor.model import Finding
+
+RETIRED: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Probe:
+    id: str
+    requires: Tuple[str, ...]
+    check: Callable[..., Iterable[Finding]]
+    doc: str
+    module: str
+
+
+@lru_cache(maxsize=1)
+def all_probes() -> List[Probe]:
+    probes = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        if not hasattr(mod, "check"):
+            continue
+        probes.append(
+            Probe(
+                id=mod.ID,
+                requires=tuple(getattr(mod, "REQUIRES", ())),
+                check=mod.check,
+                doc=(mod.__doc__ or "").strip(),
+                module=mod.__name__,
+            )
+        )
+    probes.sort(key=lambda p: p.id)
+    return probes

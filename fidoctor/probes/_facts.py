@@ -1,0 +1,78 @@
+"""Shared views over a snapshot for probes: modules, live builders, ages.
+
+Pure functions of the snapshot, so every probe stays replayable.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from fidoctor.snapshot import Snapshot
+
+
+def workspaces(snap: Snapshot) -> List[Dict[str, Any]]:
+    return snap.data("cache").get("workspaces", [])
+
+
+def iter_modules(snap: Snapshot) -> Iterator[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """(workspace, module) pairs for every module dir in the cache."""
+    for ws in workspaces(snap):
+        for mod in ws.get("modules", []):
+            yield ws, mod
+
+
+def module_by_path(snap: Snapshot) -> Dict[str, Dict[str, Any]]:
+    return {os.path.normpath(m["path"]): m for _, m in iter_modules(snap)}
+
+
+def builders(snap: Snapshot, module_dir: str) -> List[Dict[str, Any]]:
+    """Live processes working on ``module_dir`` (empty if processes were not gathered)."""
+    want = os.path.normpath(module_dir)
+    return [
+        p for p in snap.data("processes").get("processes", [])
+        if p.get("module_dir") and os.path.normpath(p["module_dir"]) == want
+        and p.get("state") not in ("zombie", "gone")
+    ]
+
+
+def processes_known(snap: Snapshot) -> bool:
+    s = snap.section("processes")
+    return s is not None and s.ok
+
+
+def age_s(snap: Snapshot, ts: Optional[float]) -> Optional[float]:
+    return None if ts is None else max(0.0, snap.taken_at - ts)
+
+
+def fmt_age(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "unknown age"
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 172800:
+        return f"{s // 3600} h"
+    return f"{s // 86400} days"
+
+
+def so_problem(mod: Dict[str, Any]) -> Optional[str]:
+    """Why a module has no loadable .so, or None if it has one."""
+    so = mod.get("so")
+    if not so:
+        return "no .so"
+    if so.get("kind") not in ("file", None):
+        return f".so is a {so.get('kind')}"
+    return so.get("problem")
+
+
+def has_build_files(mod: Dict[str, Any]) -> bool:
+    return bool(mod.get("build_ninja") or mod.get("objects") or mod.get("stale_depfiles"))
+
+
+def quote(path: str) -> str:
+    import shlex
+
+    return shlex.quote(path)

@@ -1,0 +1,76 @@
+"""cache-incomplete-module: a module dir with build files but no loadable ``.so``.
+
+What: ``cached_ops/<module>/`` holds ``build.ninja`` or objects, but its ``.so``
+is missing, empty, truncated or not ELF, and no live process is building it.
+Why: a build killed mid-way (OOM killer, Ctrl-C, a restarted server) leaves
+this behind. A bad ``.so`` fails at load with ``invalid ELF header``
+(FlashInfer#2010); a missing one makes the next start rebuild from a state
+ninja may misjudge (stale ``.o.d``, no ``.ninja_log``).
+Fix: move that one module dir aside (never the whole cache) so the next start
+rebuilds it cleanly. Safe: nothing is deleted, ``fidoctor undo`` restores it.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from fidoctor.model import Finding, Fix
+from fidoctor.paths import quarantine_dir
+from fidoctor.probes._facts import builders, has_build_files, iter_modules, quote, so_problem
+from fidoctor.snapshot import Snapshot
+
+ID = "cache-incomplete-module"
+REQUIRES = ("cache",)
+
+
+def check(snap: Snapshot) -> Iterable[Finding]:
+    for ws, mod in iter_modules(snap):
+        if mod.get("error"):
+            continue
+        problem = so_problem(mod)
+        if problem is None or not has_build_files(mod):
+            continue
+        if builders(snap, mod["path"]):
+            continue  # being built right now: the process probes speak for it
+        bad_so = problem != "no .so"
+        evidence = [f"{mod['path']}: {problem}"]
+        if mod.get("build_ninja"):
+            evidence.append("build.ninja present")
+        if mod.get("objects") or mod.get("cuda_compile_edges"):
+            edges = mod.get("cuda_compile_edges")
+            total = f" of {edges} compile steps" if edges else ""
+            evidence.append(f"{mod.get('objects', 0)} object file(s){total} present")
+        if mod.get("stale_depfiles"):
+            evidence.append(
+                f"leftover depfiles (a compile was running when the build died): "
+                f"{', '.join(mod['stale_depfiles'][:3])}"
+            )
+        if mod.get("ninja_lock"):
+            evidence.append(".ninja_lock left behind (ninja did not exit cleanly)")
+        evidence.append("no live process is building it")
+        q = quarantine_dir(mod["path"], "<timestamp>")
+        yield Finding(
+            id=ID,
+            severity="error" if bad_so else "warning",
+            title=(
+                f"module {mod['name']} has a broken .so ({problem}); loading it will fail"
+                if bad_so
+                else f"module {mod['name']} was never finished: build files but no .so"
+            ),
+            subject=mod["path"],
+            evidence=evidence,
+            fixes=[
+                Fix(
+                    id="quarantine-module",
+                    description="Move this one module dir aside so the next start rebuilds it "
+                    "(the rest of the cache stays warm; fidoctor undo brings it back)",
+                    commands=[
+                        f"fidoctor fix --only {ID}",
+                        f"# by hand: mkdir -p {quote(q)} && mv {quote(mod['path'])} {quote(q)}/",
+                    ],
+                    safety="safe",
+                )
+            ],
+            data={"module_dir": mod["path"], "module": mod["name"], "workspace": ws["path"],
+                  "problem": problem},
+        )

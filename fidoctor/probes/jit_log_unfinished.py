@@ -1,0 +1,90 @@
+"""jit-log-unfinished: the JIT log says a module build started and nothing says it ended.
+
+What: in FlashInfer 0.2.0–0.2.5 a ``Loading JIT ops: <m>`` line with no
+``Finished loading JIT ops: <m>`` after it; in 0.7.x (which never logs an end)
+a ``Building JIT module <m>`` line whose module dir has no loadable ``.so``.
+Why: that is exactly where a hung server's log stops. If a process is
+compiling that module right now it is a cold build, not a hang (info); if
+nobody is, the build died or is stuck waiting (error).
+Fix: see the other findings for the same module (stale lock, stuck build,
+incomplete module); otherwise rebuild it under ``fidoctor warmup``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterable, Optional
+
+from fidoctor.model import Finding, Fix
+from fidoctor.probes._facts import (
+    age_s,
+    builders,
+    fmt_age,
+    module_by_path,
+    processes_known,
+    so_problem,
+)
+from fidoctor.snapshot import Snapshot
+
+ID = "jit-log-unfinished"
+REQUIRES = ("jitlog", "cache")
+
+
+def _unfinished(entry: Dict[str, Any], mod: Optional[Dict[str, Any]]) -> bool:
+    start = entry.get("last_start")
+    if not start:
+        return False
+    if start["event"] == "loading":
+        finish = entry.get("last_finish")
+        return finish is None or finish["offset"] < start["offset"]
+    # "building" (0.7.x): no end line exists; the .so is the only witness.
+    return mod is not None and so_problem(mod) is not None
+
+
+def check(snap: Snapshot) -> Iterable[Finding]:
+    modules = module_by_path(snap)
+    for log in snap.data("jitlog").get("logs", []):
+        for name, entry in sorted(log.get("modules", {}).items()):
+            mod_dir = os.path.normpath(os.path.join(log["workspace"], "cached_ops", name))
+            mod = modules.get(mod_dir)
+            if not _unfinished(entry, mod):
+                continue
+            start = entry["last_start"]
+            age = age_s(snap, start.get("ts"))
+            live = builders(snap, mod_dir)
+            evidence = [f"{log['path']}: {start['line'].strip()}", f"written {fmt_age(age)} ago"]
+            if start["event"] == "loading":
+                evidence.append(f"no 'Finished loading JIT ops: {name}' after it")
+            else:
+                evidence.append(f"{mod_dir}: {so_problem(mod) if mod else 'missing'}")
+            if not log.get("complete", True):
+                evidence.append(f"log only read up to byte {log.get('bytes_read')} (time budget)")
+            data = {"module": name, "module_dir": mod_dir, "log": log["path"], "age_s": age}
+            if live:
+                oldest = min(p.get("create_time") or snap.taken_at for p in live)
+                pids = ", ".join(str(p["pid"]) for p in live[:8])
+                yield Finding(
+                    id=ID, severity="info", subject=mod_dir, data=dict(data, pids=[p["pid"] for p in live]),
+                    title=f"{name} is compiling now (for {fmt_age(snap.taken_at - oldest)}): "
+                    "a cold build, not a hang",
+                    evidence=evidence + [f"live build processes: {pids}"],
+                )
+                continue
+            who = "no live process is building it" if processes_known(snap) else \
+                "process table not gathered: cannot tell whether it is still building"
+            yield Finding(
+                id=ID,
+                severity="error" if processes_known(snap) else "warning",
+                title=f"build of {name} started {fmt_age(age)} ago and never finished",
+                subject=mod_dir,
+                evidence=evidence + [who],
+                fixes=[
+                    Fix(
+                        description="Rebuild the module under supervision (names the cause if "
+                        "it hangs again)",
+                        commands=["fidoctor warmup --modules " + name],
+                        safety="safe",
+                    )
+                ],
+                data=data,
+            )

@@ -1,0 +1,1 @@
+"""Turning a Diagnosis into text for people and JSON for machines."""

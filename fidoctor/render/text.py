@@ -1,0 +1,69 @@
+"""Human output: findings grouped by severity, each with evidence and fix commands.
+
+Shaped to be pasted into a bug report: plain text, no colour off a TTY, the
+full module names and paths in evidence, one fix command per line.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from fidoctor import __version__
+from fidoctor.diagnosis import Diagnosis, target_summary
+from fidoctor.model import SEVERITIES, Finding
+from fidoctor.render.style import Styler
+
+
+def _target_lines(diag: Diagnosis) -> List[str]:
+    t = target_summary(diag.snapshot)
+    bits = [f"{t['python']} ({t['source']})"]
+    if t["python_version"]:
+        bits.append(f"Python {t['python_version']}")
+    if t["torch"]:
+        bits.append(f"torch {t['torch']}" + (f" (CUDA {t['torch_cuda']})" if t["torch_cuda"] else ""))
+    if t["flashinfer"]:
+        bits.append(f"flashinfer-python {t['flashinfer']}")
+    if t["cuda_runtime"]:
+        bits.append(f"pip CUDA runtime {t['cuda_runtime']}")
+    lines = ["target: " + " · ".join(bits)]
+    cache = diag.snapshot.data("cache")
+    wss = cache.get("workspaces", [])
+    n = sum(len(w.get("modules", [])) for w in wss)
+    lines.append(f"cache:  {t['flashinfer_root']} ({len(wss)} workspace(s), {n} module(s))")
+    return lines
+
+
+def _finding(f: Finding, s: Styler) -> List[str]:
+    out = [f"{s.severity(f.severity)}  {s(f.id, bold=True)}  {f.title}"]
+    for e in f.evidence:
+        out.append(f"    - {e}")
+    for fix in f.fixes:
+        out.append(f"  fix ({fix.safety}): {fix.description}")
+        for c in fix.commands:
+            out.append(f"      {c}" if c.startswith("#") else f"      $ {c}")
+    return out
+
+
+def render(diag: Diagnosis, s: Styler) -> str:
+    lines = [s(f"fidoctor {__version__} — FlashInfer JIT diagnosis", bold=True)]
+    lines += _target_lines(diag)
+    lines.append("")
+    if not diag.findings:
+        lines.append("No findings.")
+    for sev in SEVERITIES:
+        group = [f for f in diag.findings if f.severity == sev]
+        for f in group:
+            lines += _finding(f, s)
+            lines.append("")
+    for inc in diag.inconclusive:
+        lines.append(f"inconclusive: {inc.probe}: {inc.reason}")
+    bad = [f"{n} ({sec.status}: {sec.error})" for n, sec in diag.snapshot.sections.items()
+           if not sec.ok]
+    if bad:
+        lines.append("not gathered: " + "; ".join(bad))
+    c = diag.counts()
+    verdict = "healthy" if diag.exit_code == 0 else "problems found"
+    lines.append(
+        f"summary: {c['error']} error(s), {c['warning']} warning(s), {c['info']} info — {verdict}"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""Whose machine view the gatherers take: fidoctor's own, or a running server's.
+
+With ``--pid`` the environment (FLASHINFER_WORKSPACE_BASE, HOME, CUDA_HOME,
+LD_LIBRARY_PATH, PATH, MAX_JOBS, …) is read from ``/proc/PID/environ`` and the
+interpreter from ``/proc/PID/exe``, so every gatherer sees what the hung
+server saw. Without it, the target interpreter is ``--python``, else the active
+venv/conda interpreter, else the one running fidoctor.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Optional
+
+from fidoctor.errors import FidoctorError
+
+# Environment variables worth recording in a snapshot (by exact name or prefix).
+# Anything else (tokens, keys) never enters the snapshot at all.
+ENV_NAMES = {
+    "PATH", "HOME", "USER", "LOGNAME", "MAX_JOBS", "VIRTUAL_ENV", "CONDA_PREFIX",
+    "PYTHONPATH", "CC", "CXX", "TMPDIR", "XDG_CACHE_HOME", "XDG_STATE_HOME",
+    "LD_LIBRARY_PATH", "LD_PRELOAD", "TORCH_CUDA_ARCH_LIST", "TORCH_EXTENSIONS_DIR",
+    "PYTORCH_NVCC", "NVCC_PREPEND_FLAGS", "NVCC_APPEND_FLAGS",
+}
+ENV_PREFIXES = ("FLASHINFER_", "CUDA_", "NVIDIA_", "SGLANG_", "VLLM_")
+
+
+def relevant_env(env: Dict[str, str]) -> Dict[str, str]:
+    return {
+        k: v for k, v in env.items() if k in ENV_NAMES or k.startswith(ENV_PREFIXES)
+    }
+
+
+@dataclass
+class GatherContext:
+    """Inputs of a gather run; stored (env filtered) in the snapshot's ``context``."""
+
+    env: Dict[str, str]
+    python: str
+    python_source: str
+    pid: Optional[int] = None
+    deep: bool = False
+    sample_window_s: float = 0.5
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def home(self) -> str:
+        return self.env.get("HOME") or os.path.expanduser("~")
+
+    @property
+    def flashinfer_root(self) -> str:
+        """``$FLASHINFER_WORKSPACE_BASE`` (else ``$HOME``) ``/.cache/flashinfer``."""
+        base = self.env.get("FLASHINFER_WORKSPACE_BASE") or self.home
+        return os.path.join(base, ".cache", "flashinfer")
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["env"] = relevant_env(self.env)
+        d["flashinfer_root"] = self.flashinfer_root
+        return d
+
+
+def read_proc_environ(pid: int) -> Dict[str, str]:
+    path = f"/proc/{pid}/environ"
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise FidoctorError(f"no process with pid {pid}", "check the pid with: ps aux") from None
+    except PermissionError:
+        raise FidoctorError(
+            f"permission denied reading {path}",
+            "run fidoctor as the user that owns the server process (or root)",
+        ) from None
+    env: Dict[str, str] = {}
+    for item in raw.split(b"\0"):
+        if b"=" in item:
+            k, _, v = item.partition(b"=")
+            env[k.decode("utf-8", "replace")] = v.decode("utf-8", "replace")
+    return env
+
+
+def default_python(env: Dict[str, str]) -> tuple:
+    """The interpreter a user most likely means: active venv, conda env, or ours."""
+    for var in ("VIRTUAL_ENV", "CONDA_PREFIX"):
+        prefix = env.get(var)
+        if prefix:
+            for name in ("python", "python3"):
+                cand = os.path.join(prefix, "bin", name)
+                if os.path.exists(cand):
+                    return cand, var
+    return sys.executable, "fidoctor's own interpreter"
+
+
+def build_context(
+    python: Optional[str] = None,
+    pid: Optional[int] = None,
+    deep: bool = False,
+    env: Optional[Dict[str, str]] = None,
+) -> GatherContext:
+    if pid is not None:
+        penv = read_proc_environ(pid)
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError as e:
+            raise FidoctorError(
+                f"cannot read /proc/{pid}/exe: {e.strerror}",
+                "run fidoctor as the user that owns the server process (or root)",
+            ) from None
+        if exe.endswith(" (deleted)"):
+            exe = exe[: -len(" (deleted)")]
+        return GatherContext(
+            env=penv, python=python or exe, python_source=f"--pid {pid}", pid=pid, deep=deep
+        )
+    env = dict(os.environ if env is None else env)
+    if python:
+        return GatherContext(env=env, python=python, python_source="--python", deep=deep)
+    exe, source = default_python(env)
+    return GatherContext(env=env, python=exe, python_source=source, deep=deep)

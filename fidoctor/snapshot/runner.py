@@ -1,0 +1,187 @@
+"""Run gatherers in parallel, each in a forked child with its own deadline.
+
+Why fork and not threads (sos's lesson): a thread stuck in ``read()`` on a
+FIFO or in ``stat()`` on a dead NFS mount cannot be interrupted, a child can
+be killed or, if it sits in uninterruptible sleep, simply abandoned. The child
+sends its JSON result through a pipe; the parent never blocks on it for
+longer than the gatherer's budget.
+
+Gatherers may depend on other sections (``REQUIRES``); a gatherer starts as
+soon as everything it requires has finished, whatever its status.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal
+import time
+import traceback
+from typing import Dict, List, Optional
+
+from fidoctor.snapshot import Section, Snapshot
+from fidoctor.snapshot.context import GatherContext
+from fidoctor.snapshot.gather import Gatherer, all_gatherers
+
+GLOBAL_BUDGET_S = 45.0
+
+
+def _status_for(exc: BaseException) -> str:
+    if isinstance(exc, PermissionError):
+        return "denied"
+    if isinstance(exc, FileNotFoundError):
+        return "absent"
+    return "error"
+
+
+def run_inline(g: Gatherer, ctx: GatherContext, done: Dict[str, Section]) -> Section:
+    """Run one gatherer in this process (tests, debugging); errors become facts."""
+    t0 = time.monotonic()
+    try:
+        data = g.gather(ctx, done)
+        return Section("ok", data, elapsed_s=round(time.monotonic() - t0, 4))
+    except Exception as e:  # noqa: BLE001 - a gatherer's failure is a fact
+        return Section(
+            _status_for(e), error=f"{type(e).__name__}: {e}",
+            elapsed_s=round(time.monotonic() - t0, 4),
+        )
+
+
+class _Child:
+    def __init__(self, g: Gatherer, pid: int, fd: int, started: float) -> None:
+        self.g, self.pid, self.fd, self.started = g, pid, fd, started
+        self.buf = bytearray()
+
+
+def _fork(g: Gatherer, ctx: GatherContext, done: Dict[str, Section]) -> _Child:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 0
+        try:
+            os.close(r)
+            os.setpgid(0, 0)  # so a timeout can kill what the gatherer spawned
+            section = run_inline(g, ctx, done)
+            payload = json.dumps(
+                {"status": section.status, "data": section.data, "error": section.error}
+            ).encode()
+            view = memoryview(payload)
+            while view:
+                n = os.write(w, view)
+                view = view[n:]
+        except BaseException:  # noqa: BLE001
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    return _Child(g, pid, r, time.monotonic())
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _finish(child: _Child, timed_out: bool) -> Section:
+    elapsed = round(time.monotonic() - child.started, 4)
+    if timed_out:
+        for target in (-child.pid, child.pid):
+            try:
+                os.kill(target, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        os.close(child.fd)
+        _reap(child.pid)  # a child in D state stays; never block on it
+        return Section("timeout", error=f"gave up after {child.g.budget_s:g} s",
+                       elapsed_s=elapsed)
+    os.close(child.fd)
+    try:
+        os.waitpid(child.pid, 0)
+    except ChildProcessError:
+        pass
+    try:
+        obj = json.loads(bytes(child.buf).decode("utf-8"))
+        return Section(obj["status"], obj["data"], obj["error"], elapsed)
+    except (ValueError, KeyError, TypeError):
+        return Section("error", error="gatherer crashed before reporting", elapsed_s=elapsed)
+
+
+def gather_snapshot(
+    ctx: GatherContext,
+    only: Optional[List[str]] = None,
+    inline: bool = False,
+    gatherers: Optional[List[Gatherer]] = None,
+) -> Snapshot:
+    """Gather every registered section (or ``only`` these) into a Snapshot."""
+    taken_at = time.time()
+    registry = list(gatherers) if gatherers is not None else all_gatherers()
+    pending = [g for g in registry if only is None or g.name in only]
+    done: Dict[str, Section] = {}
+    if inline or os.environ.get("FIDOCTOR_INLINE_GATHER") == "1":
+        for g in _ordered(pending):
+            done[g.name] = run_inline(g, ctx, done)
+        return Snapshot(context=ctx.to_dict(), sections=done, taken_at=taken_at)
+
+    running: Dict[int, _Child] = {}
+    deadline = time.monotonic() + GLOBAL_BUDGET_S
+    while pending or running:
+        for g in list(pending):
+            if all(r in done or r not in _names(pending, running) for r in g.requires):
+                pending.remove(g)
+                child = _fork(g, ctx, done)
+                running[child.fd] = child
+        if not running:  # unmet requirements that will never run
+            for g in pending:
+                done[g.name] = Section("skipped", error="required sections missing")
+            break
+        now = time.monotonic()
+        wait = min(c.started + c.g.budget_s for c in running.values()) - now
+        wait = max(0.0, min(wait, deadline - now))
+        try:
+            ready, _, _ = select.select(list(running), [], [], wait)
+        except InterruptedError:
+            continue
+        for fd in ready:
+            child = running[fd]
+            try:
+                chunk = os.read(fd, 1 << 20)
+            except OSError as e:
+                if e.errno == errno.EINTR:
+                    continue
+                chunk = b""
+            if chunk:
+                child.buf += chunk
+            else:
+                done[child.g.name] = _finish(running.pop(fd), timed_out=False)
+        now = time.monotonic()
+        for fd, child in list(running.items()):
+            if now >= child.started + child.g.budget_s or now >= deadline:
+                done[child.g.name] = _finish(running.pop(fd), timed_out=True)
+    ordered = {g.name: done[g.name] for g in registry if g.name in done}
+    return Snapshot(context=ctx.to_dict(), sections=ordered, taken_at=taken_at)
+
+
+def _names(pending: List[Gatherer], running: Dict[int, _Child]) -> set:
+    return {g.name for g in pending} | {c.g.name for c in running.values()}
+
+
+def _ordered(gs: List[Gatherer]) -> List[Gatherer]:
+    """Topological order by REQUIRES (ties by registry order)."""
+    out: List[Gatherer] = []
+    names = {g.name for g in gs}
+    remaining = list(gs)
+    while remaining:
+        for g in remaining:
+            if all(r not in names or r in {o.name for o in out} for r in g.requires):
+                out.append(g)
+                remaining.remove(g)
+                break
+        else:
+            out.extend(remaining)
+            break
+    return out
