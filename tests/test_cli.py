@@ -1,0 +1,162 @@
+"""The CLI's contracts, run as a real child process: exit codes, --json schema,
+snapshot/--from, --pid, colour rules, and bad input as one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from importlib import resources
+
+import jsonschema
+import pytest
+from conftest import DECODE, FA3, log_line, run_cli
+
+
+def schema():
+    return json.loads(resources.files("fidoctor").joinpath("schema/diagnose.schema.json").read_text())
+
+
+def broken_box(box):
+    ws = box.workspace()
+    box.module(ws, DECODE)
+    box.module(ws, FA3, so="missing", depfiles=2)
+    box.log(ws, [log_line("new", "building", FA3, time.time() - 90)])
+    return ws
+
+
+def test_exit_0_on_healthy_and_json_validates(box):
+    box.module(box.workspace(), DECODE)
+    r = run_cli(["diagnose", "--json"], env=box.env())
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    jsonschema.validate(out, schema())
+    assert out["summary"]["exit_code"] == 0
+    assert out["target"]["python"] == sys.executable or out["target"]["usable"]
+
+
+def test_exit_1_on_problems_with_evidence_and_fix_commands(box):
+    broken_box(box)
+    r = run_cli(["diagnose"], env=box.env())
+    assert r.returncode == 1, r.stderr
+    assert "WARNING  cache-incomplete-module" in r.stdout
+    assert "ERROR  jit-log-unfinished" in r.stdout
+    assert "$ fidoctor fix --only cache-incomplete-module" in r.stdout
+    assert "\x1b[" not in r.stdout  # not a TTY: no colour
+    j = run_cli(["diagnose", "--json"], env=box.env())
+    assert j.returncode == 1
+    doc = json.loads(j.stdout)
+    jsonschema.validate(doc, schema())
+    assert {f["id"] for f in doc["findings"]} == {"cache-incomplete-module", "jit-log-unfinished"}
+
+
+def test_snapshot_then_replay_elsewhere(box, tmp_path):
+    broken_box(box)
+    snap = tmp_path / "snap.json"
+    r = run_cli(["snapshot", "-o", str(snap)], env=box.env())
+    assert r.returncode == 0, r.stderr
+    live = json.loads(run_cli(["diagnose", "--json"], env=box.env()).stdout)
+    shutil.rmtree(box.root)  # the machine state is gone; the snapshot still replays
+    env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path / "elsewhere"))
+    replay = run_cli(["diagnose", "--json", "--from", str(snap)], env=env)
+    assert replay.returncode == 1
+    key = lambda d: [(f["id"], f["subject"], f["severity"]) for f in d["findings"]]  # noqa: E731
+    assert key(json.loads(replay.stdout)) == key(live)
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"", "not a JSON snapshot"),
+    (b"\x00\xff garbage", "not a JSON snapshot"),
+    (b"[1, 2]", "not a JSON object"),
+    (b'{"schema_version": 1}', "not a fidoctor snapshot"),
+    (b'{"schema_version": 99, "context": {}, "sections": {}, "taken_at": 0}', "newer than"),
+])
+def test_bad_snapshot_is_exit_2_one_line(tmp_path, content, needle):
+    p = tmp_path / "s.json"
+    p.write_bytes(content)
+    r = run_cli(["diagnose", "--from", str(p)])
+    assert r.returncode == 2
+    assert needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert run_cli(["diagnose", "--bogus"]).returncode == 2
+    r = run_cli(["diagnose", "--python", str(tmp_path / "nope")])
+    assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(["diagnose", "--from", str(tmp_path / "missing.json")])
+    assert r.returncode == 2 and "cannot read snapshot" in r.stderr
+
+
+def test_pid_drives_the_environment(box, tmp_path):
+    """The server's FLASHINFER_WORKSPACE_BASE, not fidoctor's, decides where to look."""
+    broken_box(box)
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                              env=box.env())
+    try:
+        own_env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path / "empty"))
+        r = run_cli(["diagnose", "--json", "--pid", str(server.pid)], env=own_env)
+        doc = json.loads(r.stdout)
+        assert doc["target"]["pid"] == server.pid
+        assert doc["target"]["python"] == os.path.realpath(sys.executable)
+        assert doc["target"]["flashinfer_root"] == str(box.root)
+        assert "cache-incomplete-module" in {f["id"] for f in doc["findings"]}
+    finally:
+        server.kill()
+        server.wait()
+    r = run_cli(["diagnose", "--pid", str(server.pid)])
+    assert r.returncode == 2 and "no process with pid" in r.stderr
+
+
+def test_fifo_log_and_unreadable_cache_do_not_hang_or_crash(box):
+    ws = box.workspace()
+    box.module(ws, DECODE)
+    os.mkfifo(ws / "flashinfer_jit.log")
+    r = run_cli(["diagnose", "--json"], env=box.env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["gather"]["jitlog"]["status"] == "ok"
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None or os.geteuid() != 0,
+                    reason="needs root and setpriv to drop to an unprivileged user")
+def test_permission_denied_as_unprivileged_user(built_so):
+    """Run as 'nobody' so permission checks are real even though the suite runs as root."""
+    import tempfile
+    from pathlib import Path
+
+    from conftest import Box
+
+    top = Path(tempfile.mkdtemp(prefix="fidoctor-perm-"))  # pytest's tmp is root-only
+    try:
+        box = Box(top / "base", built_so)
+        ws = box.workspace()
+        box.module(ws, FA3, so="missing")
+        ops = ws / "cached_ops"
+        for p in [top, *top.rglob("*")]:
+            if p.is_dir():
+                os.chmod(p, 0o755)
+        os.chmod(ops, 0o700)  # owned by root: nobody cannot list it
+        _run_as_nobody(box, top, ops)
+    finally:
+        shutil.rmtree(top)
+
+
+def _run_as_nobody(box, home, ops):
+    env = box.env(HOME=str(home), PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+            sys.executable, "-m", "fidoctor", "diagnose", "--json"]
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in r.stderr
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    found = [f for f in doc["findings"] if f["id"] == "cache-unreadable"]
+    assert found and any(str(ops) in e and "permission denied" in e for e in found[0]["evidence"])
+    assert any("uid 65534" in e for e in found[0]["evidence"])
+
+
+def test_help_is_instant_and_lists_commands():
+    r = run_cli(["--help"])
+    assert r.returncode == 0 and "diagnose" in r.stdout and "snapshot" in r.stdout
