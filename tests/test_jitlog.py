@@ -50,7 +50,8 @@ def test_07_building_lines(tmp_path):
     m = r["modules"][DECODE]
     assert m["starts"] == 2 and m["last_start"]["event"] == "building"
     assert m["last_start"]["line"].startswith("2026-11-23 05:07:28,595")
-    assert m["last_start"]["ts"] == time.mktime(time.strptime("2026-11-23 05:07:28", "%Y-%m-%d %H:%M:%S")) + 0.595
+    expected = time.mktime(time.strptime("2026-11-23 05:07:28", "%Y-%m-%d %H:%M:%S")) + 0.595
+    assert m["last_start"]["ts"] == expected
 
 
 def test_compact_format_without_spaces(tmp_path):
@@ -109,3 +110,32 @@ def test_time_budget_stops_early_and_says_so(tmp_path):
     r = parse_log(p, budget_s=0.0)
     assert r["complete"] is False
     assert 0 < r["bytes_read"] < os.path.getsize(p)
+
+
+def test_resume_reads_only_the_appended_tail_and_matches_a_full_parse(tmp_path):
+    now = time.time()
+    p = write(tmp_path, [log_line("old", "loading", DECODE, now - 50),
+                         log_line("old", "finished", DECODE, now - 49)])
+    first = parse_log(p)
+    with open(p, "a") as f:  # FlashInfer appends; a half-written line is finished later
+        f.write(log_line("old", "loading", FA3, now - 10).rstrip("\n"))
+    second = parse_log(p, resume=first["state"])
+    assert second["resumed"] and FA3 in second["modules"]
+    with open(p, "a") as f:
+        f.write("\n" + log_line("old", "finished", FA3, now))
+    third = parse_log(p, resume=second["state"])
+    full = parse_log(p)
+    assert third["resumed"] and not full["resumed"]
+    for key in ("modules", "lines", "garbage_lines", "events", "format"):
+        assert third[key] == full[key], key
+    assert third["modules"][FA3]["finishes"] == 1
+
+
+def test_resume_is_refused_for_a_rewritten_log(tmp_path):
+    now = time.time()
+    p = write(tmp_path, [log_line("old", "loading", DECODE, now)])
+    state = parse_log(p)["state"]
+    write(tmp_path, [log_line("new", "building", FA3, now)])  # truncated and rewritten
+    r = parse_log(p, resume=state)
+    assert not r["resumed"]
+    assert list(r["modules"]) == [FA3]

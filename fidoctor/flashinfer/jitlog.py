@@ -14,9 +14,11 @@ contain NUL bytes are skipped and counted, never fatal.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from fidoctor.fsutil import open_regular
 
@@ -73,6 +75,23 @@ class _State:
         self.lines = 0
         self.garbage = 0
 
+    def dump(self) -> Dict[str, Any]:
+        return {
+            "lines": self.lines,
+            "garbage": self.garbage,
+            "events": [[e.decode(), n.decode(), off, self.count[(e, n)]]
+                       for (e, n), off in self.last.items()],
+        }
+
+    @classmethod
+    def load(cls, d: Dict[str, Any]) -> _State:
+        st = cls()
+        st.lines, st.garbage = int(d["lines"]), int(d["garbage"])
+        for e, n, off, cnt in d["events"]:
+            key = (e.encode(), n.encode())
+            st.last[key], st.count[key] = int(off), int(cnt)
+        return st
+
     def scan(self, buf: bytes, base: int) -> None:
         """Scan complete lines in ``buf`` (which starts at file offset ``base``)."""
         self.lines += buf.count(b"\n")
@@ -122,17 +141,40 @@ def _line_at(f, offset: int) -> bytes:
     return data[ls : le if le >= 0 else len(data)][:KEEP_LINE]
 
 
-def parse_log(path: str, budget_s: float = 8.0) -> Dict[str, Any]:
+def _identity(f, st_ino: int, n: int) -> List[Any]:
+    """What must not change for a saved parse to be resumable: inode and first ``n`` bytes."""
+    f.seek(0)
+    head = f.read(min(n, 1024))
+    return [st_ino, hashlib.sha1(head).hexdigest(), len(head)]
+
+
+def parse_log(path: str, budget_s: float = 8.0,
+              resume: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Facts from one JIT log: per-module last start/finish, counts, format seen.
 
     Stops after ``budget_s`` seconds and says so (``complete: False``) rather
-    than letting a runaway log eat the whole diagnose budget.
+    than letting a runaway log eat the whole diagnose budget. FlashInfer only
+    ever appends to this file, so ``resume`` (the ``state`` a previous call
+    returned) lets us read just the new tail; a rotated or rewritten log (other
+    inode, other first KiB, or shorter than before) is parsed from scratch.
     """
     t0 = time.monotonic()
     st = _State()
     complete = True
     offset = 0
+    resumed = False
     with open_regular(path) as f:
+        info = os.fstat(f.fileno())
+        old = (resume or {}).get("identity") or [None, None, 0]
+        if resume and resume.get("complete") and old == _identity(f, info.st_ino, old[2]) \
+                and resume.get("offset", 0) <= info.st_size:
+            try:
+                st = _State.load(resume["state"])
+                offset = int(resume["offset"])
+                resumed = True
+            except (KeyError, TypeError, ValueError):
+                st, offset = _State(), 0
+        f.seek(offset)
         carry = b""
         while True:
             chunk = f.read(CHUNK)
@@ -153,7 +195,10 @@ def parse_log(path: str, budget_s: float = 8.0) -> Dict[str, Any]:
             if time.monotonic() - t0 > budget_s:
                 complete = False
                 break
-        if carry and complete:  # a last line with no newline still counts
+        # Resume later from before an unterminated last line: its writer may finish it.
+        saved = {"identity": _identity(f, info.st_ino, offset), "offset": offset,
+                 "complete": complete, "state": st.dump()}
+        if carry and complete:  # a last line with no newline still counts now
             st.scan(carry + b"\n", offset)
             offset += len(carry)
         modules: Dict[str, Dict[str, Any]] = {}
@@ -183,6 +228,8 @@ def parse_log(path: str, budget_s: float = 8.0) -> Dict[str, Any]:
             fmt = "0.2.0-0.2.11"
     return {
         "path": path,
+        "resumed": resumed,
+        "state": saved,
         "bytes_read": offset,
         "complete": complete,
         "lines": st.lines,

@@ -1,21 +1,53 @@
-"""Every ``flashinfer_jit.log`` under the cache root, parsed (streamed, budgeted)."""
+"""Every ``flashinfer_jit.log`` under the cache root, parsed (streamed, budgeted).
+
+Parse state is kept in fidoctor's cache dir so the next run reads only what
+FlashInfer appended since (logs reach hundreds of MB). Losing that file only
+costs a full parse.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from typing import Any, Dict
 
 from fidoctor.flashinfer.jitlog import parse_log
 from fidoctor.flashinfer.layout import discover_workspaces
 from fidoctor.fsutil import lstat_info
+from fidoctor.paths import cache_dir
 
 NAME = "jitlog"
 BUDGET_S = 12.0
 ORDER = 3
 PARSE_BUDGET_S = 8.0
+STATE_FILE = "jitlog-resume-v1.json"
+
+
+def _load_resume(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_resume(path: str, data: Dict[str, Any]) -> None:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".jitlog-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache dir only costs speed
 
 
 def gather(ctx, done) -> Dict[str, Any]:
+    state_path = os.path.join(cache_dir(), STATE_FILE)
+    resume = _load_resume(state_path)
+    new_resume: Dict[str, Any] = {}
     logs = []
     for ws in discover_workspaces(ctx.flashinfer_root):
         path = os.path.join(ws["path"], "flashinfer_jit.log")
@@ -27,8 +59,11 @@ def gather(ctx, done) -> Dict[str, Any]:
             entry["error"] = f"not a regular file ({info['kind']})"
         else:
             try:
-                entry.update(parse_log(path, budget_s=PARSE_BUDGET_S))
+                entry.update(parse_log(path, budget_s=PARSE_BUDGET_S, resume=resume.get(path)))
+                new_resume[path] = entry.pop("state")
             except OSError as e:
                 entry["error"] = e.strerror or str(e)
         logs.append(entry)
+    if new_resume and new_resume != resume:
+        _save_resume(state_path, new_resume)
     return {"logs": logs}
