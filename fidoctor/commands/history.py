@@ -1,0 +1,40 @@
+"""``fidoctor history``: every fix fidoctor applied here, newest last, with its status."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+
+@click.command("history")
+@click.option("--json", "as_json", is_flag=True, help="One JSON list of fixes.")
+def command(as_json) -> int:
+    """List fixes: id, when, status (committed, undone, rolled-back, interrupted), what."""
+    from fidoctor.paths import state_dir
+    from fidoctor.txn import history
+
+    state = state_dir()
+    rows = []
+    for j in history(state):
+        h = j.header
+        rows.append({
+            "id": j.txid, "time": h.get("time"), "status": j.status,
+            "findings": [f"{p.get('finding')} {p.get('subject')}".strip()
+                         for p in h.get("plans", [])],
+            "fixes": sorted({p.get("fix") for p in h.get("plans", [])} - {None}),
+            "steps": h.get("steps", []), "journal": j.path,
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        click.echo(f"no fixes recorded (state dir: {state})")
+        return 0
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"] or 0))
+        click.echo(f"{r['id']}  {when}  {r['status']:<12} {', '.join(r['fixes'])}")
+        for s in r["steps"]:
+            click.echo(f"    - {s}")
+    return 0

@@ -1,0 +1,39 @@
+"""``fidoctor undo``: revert the last fix byte-for-byte, or recover an interrupted one.
+
+A committed fix is undone step by step, newest first (files restored from
+their backups, quarantined dirs renamed back, sha256 checked). A fix that was
+killed mid-way is rolled back from its journal and the disk's actual state.
+Exit codes: 0 reverted; 1 reverted with parts left as they were (listed);
+2 nothing to undo or fidoctor could not do it.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("undo")
+@click.option("--id", "txid", metavar="ID", help="The fix to revert (see fidoctor history); "
+              "default: the last applied or interrupted one.")
+def command(txid) -> int:
+    """Revert the last fix (or --id), or recover one that was interrupted."""
+    from fidoctor.paths import state_dir
+    from fidoctor.txn import FixLock, history, undo
+
+    state = state_dir()
+    with FixLock(state, "fidoctor undo"):
+        before = {j.txid: j.status for j in history(state)}
+        out = undo(state, txid)
+    was = before.get(out.txid)
+    verb = "rolled back interrupted fix" if was == "interrupted" else "undid fix"
+    click.echo(f"{verb} {out.txid}: {len(out.done)} change(s) reverted")
+    for d in out.done:
+        click.echo(f"  {d}")
+    for w in out.warnings:
+        click.echo(f"  warning: {w}")
+    for left in out.left:
+        click.echo(f"  left as is: {left}")
+    if out.left:
+        click.echo("some changes were not reverted (see above); nothing was overwritten")
+        return 1
+    return 0

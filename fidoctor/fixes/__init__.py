@@ -1,0 +1,109 @@
+"""Fix registry: one module per fix id, discovered like the probes.
+
+A fix module defines::
+
+    ID = "quarantine-module"            # the id probes put in Fix(id=...)
+    SAFETY = "safe"                     # safe | caution | risky (default grade)
+    def plan(finding, ctx) -> Plan      # raise NotApplicable(reason) to decline
+
+and a docstring (what it changes, why, how safe, how undone). ``plan`` only
+*describes*: it returns transaction steps (fidoctor.txn.steps) and never
+touches the box; fidoctor.txn applies them. A finding lists its fixes safest
+first; the first whose ``plan`` accepts the finding is chosen.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from fidoctor.model import Finding
+
+
+class NotApplicable(Exception):
+    """This fix does not apply here; the message says why (shown in the plan)."""
+
+
+@dataclass
+class FixContext:
+    """What a fix may look at while planning: the snapshot and the target's view."""
+
+    txid: str
+    state: str
+    env: Dict[str, str]
+    python: str
+    snapshot: Any = None
+    pid: Optional[int] = None
+
+
+@dataclass
+class Plan:
+    """One finding's fix: what will change, how safe that is, and why."""
+
+    fix_id: str
+    finding_id: str
+    subject: str
+    safety: str
+    why: str
+    steps: List[Any] = field(default_factory=list)
+    env: Dict[str, str] = field(default_factory=dict)  # for the env file users source
+    notes: List[str] = field(default_factory=list)
+    modules: List[str] = field(default_factory=list)  # module dirs the proof warms up
+    manual: bool = False  # advice only: fidoctor changes nothing for it
+
+    @property
+    def changes_something(self) -> bool:
+        return bool(self.steps or self.env)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"fix": self.fix_id, "finding": self.finding_id, "subject": self.subject,
+                "safety": self.safety, "why": self.why, "env": self.env,
+                "notes": self.notes, "manual": self.manual,
+                "steps": [s.describe() for s in self.steps]}
+
+
+@dataclass(frozen=True)
+class Fixer:
+    id: str
+    plan: Callable[[Finding, FixContext], Plan]
+    safety: str
+    doc: str
+    module: str
+
+
+@lru_cache(maxsize=1)
+def all_fixes() -> Dict[str, Fixer]:
+    out: Dict[str, Fixer] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        if not hasattr(mod, "plan"):
+            continue
+        out[mod.ID] = Fixer(mod.ID, mod.plan, getattr(mod, "SAFETY", "caution"),
+                            (mod.__doc__ or "").strip(), mod.__name__)
+    return out
+
+
+def choose(finding: Finding, ctx: FixContext) -> Tuple[Optional[Plan], List[str]]:
+    """The first applicable fix of ``finding`` (its fixes are listed safest first).
+
+    Returns the plan (or None) and why each fix before it was declined.
+    """
+    registry = all_fixes()
+    declined: List[str] = []
+    for fx in finding.fixes:
+        if not fx.id:
+            continue
+        fixer = registry.get(fx.id)
+        if fixer is None:
+            declined.append(f"{fx.id}: not implemented by this fidoctor")
+            continue
+        try:
+            return fixer.plan(finding, ctx), declined
+        except NotApplicable as e:
+            declined.append(f"{fx.id}: {e}")
+    return None, declined

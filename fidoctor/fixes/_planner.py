@@ -1,0 +1,94 @@
+"""From a diagnosis to a plan: pick a fix per finding, merge steps, render it.
+
+Kept apart from the command so it is plain, testable code: ``make_plans`` is
+pure apart from the fixes' own read-only look at the disk (fingerprints).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Sequence, Tuple
+
+from fidoctor.fixes import FixContext, Plan, choose
+from fidoctor.fixes._envfile import env_path, env_step
+from fidoctor.model import Finding
+
+
+@dataclass
+class FixPlan:
+    plans: List[Plan] = field(default_factory=list)
+    unaddressed: List[Tuple[Finding, str]] = field(default_factory=list)
+    steps: List[Any] = field(default_factory=list)
+    env_lines: List[str] = field(default_factory=list)
+    env: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def to_apply(self) -> List[Plan]:
+        return [p for p in self.plans if p.changes_something and not p.manual]
+
+
+def _step_key(step: Any) -> Tuple[str, str]:
+    d = step.__dict__
+    return (step.kind, str(d.get("src") or d.get("path") or sorted(d.get("pgids") or [])))
+
+
+def select(findings: Sequence[Finding], only: Sequence[str], skip: Sequence[str]) -> List[Finding]:
+    """Problems (errors, warnings) the user asked for; info findings are never fixed."""
+    out = []
+    for f in findings:
+        if not f.is_problem or (only and f.id not in only) or f.id in skip:
+            continue
+        out.append(f)
+    return out
+
+
+def make_plans(findings: Sequence[Finding], ctx: FixContext) -> FixPlan:
+    fp = FixPlan()
+    seen: Dict[Tuple[str, str], str] = {}
+    for f in findings:
+        plan, declined = choose(f, ctx)
+        if plan is None:
+            why = "; ".join(declined) if declined else "no automatic fix for this finding"
+            fp.unaddressed.append((f, why))
+            continue
+        fresh = []
+        for s in plan.steps:
+            k = _step_key(s)
+            if k in seen:
+                plan.notes.append(f"{s.describe()}: already planned for {seen[k]}")
+            else:
+                seen[k] = f"{f.id} {f.subject}".strip()
+                fresh.append(s)
+        plan.steps = fresh
+        fp.plans.append(plan)
+        if not plan.manual:
+            fp.env.update(plan.env)
+    for p in fp.plans:
+        if not p.manual:
+            fp.steps.extend(p.steps)
+    step, fp.env_lines = env_step(ctx.state, fp.env)
+    if step is not None:
+        fp.steps.append(step)
+    return fp
+
+
+def render(fp: FixPlan, state: str) -> str:
+    out: List[str] = []
+    for i, p in enumerate(fp.plans, 1):
+        kind = "advice only, nothing changed automatically" if p.manual else p.safety
+        out.append(f"{i}. {p.finding_id}  {p.subject}")
+        out.append(f"   fix: {p.fix_id} ({kind})")
+        out.append(f"   why: {p.why}")
+        for s in p.steps:
+            out.append(f"   - {s.describe()}")
+        for k, v in sorted(p.env.items()):
+            out.append(f"   - set {k}={v} in {env_path(state)}")
+        for n in p.notes:
+            out.append(f"   note: {n}")
+    for f, why in fp.unaddressed:
+        out.append(f"-  {f.id}  {f.subject}: not fixed automatically ({why})")
+    if fp.env_lines:
+        out.append("")
+        out.append(f"environment for the server (written to {env_path(state)}):")
+        out += [f"   {line}" for line in fp.env_lines]
+    return "\n".join(out)

@@ -1,0 +1,51 @@
+"""quarantine-module: move one FlashInfer module dir aside so the next start rebuilds it.
+
+What: renames ``<workspace>/cached_ops/<name>`` to
+``<workspace>/fidoctor-quarantine/<txid>/<name>`` — one atomic rename on the
+same file system; nothing is copied or deleted, and the rest of the cache
+stays warm (unlike the usual ``rm -rf ~/.cache/flashinfer``).
+Why: a half-built or truncated module fails at load (``invalid ELF header``)
+or confuses ninja; FlashInfer rebuilds a missing module dir from scratch.
+Safety: safe. Refused when the dir changed since the plan (a build may have
+started), when a symlink leads out of the workspace, or when the workspace
+is not writable. ``fidoctor undo`` renames it back, byte-for-byte (sha256 of
+every file is recorded before the move and checked after).
+Finding data read: ``module_dir`` (required), ``workspace`` (optional).
+"""
+
+from __future__ import annotations
+
+import os
+
+from fidoctor.fixes import FixContext, NotApplicable, Plan
+from fidoctor.model import Finding
+from fidoctor.paths import quarantine_dir
+from fidoctor.txn.safety import fingerprint
+from fidoctor.txn.steps import MoveAside
+
+ID = "quarantine-module"
+SAFETY = "safe"
+
+
+def move_step(module_dir: str, workspace: str, txid: str) -> MoveAside:
+    """The step that takes ``module_dir`` aside; shared with fixes that stop a build first."""
+    dst = os.path.join(quarantine_dir(module_dir, txid), os.path.basename(module_dir))
+    return MoveAside(src=module_dir, dst=dst, root=workspace, fp=fingerprint(module_dir))
+
+
+def plan(finding: Finding, ctx: FixContext) -> Plan:
+    mod = finding.data.get("module_dir")
+    if not mod:
+        raise NotApplicable("the finding names no module_dir")
+    mod = os.path.normpath(mod)
+    if not os.path.lexists(mod):
+        raise NotApplicable(f"{mod} is already gone")
+    ws = finding.data.get("workspace") or os.path.dirname(os.path.dirname(mod))
+    step = move_step(mod, ws, ctx.txid)
+    return Plan(
+        fix_id=ID, finding_id=finding.id, subject=finding.subject or mod, safety=SAFETY,
+        why=f"{os.path.basename(mod)} has no loadable .so "
+            f"({finding.data.get('problem', 'incomplete')}); moving just this module aside "
+            "makes the next start rebuild it while the rest of the cache stays warm",
+        steps=[step], modules=[mod],
+    )

@@ -1,0 +1,153 @@
+"""The journal: an append-only, fsynced record of what a fix is about to do and did.
+
+Layout under ``fidoctor.paths.state_dir()``::
+
+    transactions/<txid>/journal.jsonl   one JSON object per line
+    transactions/<txid>/backups/        copies of every file a step replaces
+    transactions/<txid>/removed/        files fidoctor created and later took back
+
+Records, in order: ``begin`` (the plan), then per step ``intent`` (written and
+fsynced *before* the step touches anything) and ``done`` (after it), then one
+ending: ``commit``, ``rolled-back`` (a failed or interrupted fix was reverted)
+or, later, ``undone``. ``reverted`` records mark steps already reverted, so an
+undo that is itself interrupted resumes where it stopped. A torn last line (a
+crash mid-write) is ignored: the step it described was not started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from fidoctor.paths import state_dir
+
+ENDINGS = ("commit", "rolled-back", "undone")
+
+
+def tx_root(env: Optional[Dict[str, str]] = None) -> str:
+    return os.path.join(state_dir(env), "transactions")
+
+
+def new_txid() -> str:
+    """Sortable by time, unique enough for one user's fixes."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or create inside ``path`` durable (ignored where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Journal:
+    """One transaction's journal file; every append is flushed and fsynced."""
+
+    dir: str
+    records: List[Dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def txid(self) -> str:
+        return os.path.basename(self.dir)
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.dir, "journal.jsonl")
+
+    @property
+    def backups(self) -> str:
+        return os.path.join(self.dir, "backups")
+
+    @property
+    def removed(self) -> str:
+        return os.path.join(self.dir, "removed")
+
+    @classmethod
+    def create(cls, root: str, txid: str, header: Dict[str, Any]) -> Journal:
+        os.makedirs(root, exist_ok=True)
+        d = os.path.join(root, txid)
+        os.mkdir(d, 0o700)
+        fsync_dir(root)
+        j = cls(d)
+        j.append(dict(header, op="begin", txid=txid, time=time.time(), pid=os.getpid()))
+        return j
+
+    @classmethod
+    def load(cls, d: str) -> Journal:
+        j = cls(d)
+        try:
+            with open(j.path, "rb") as f:
+                raw = f.read()
+        except OSError:
+            return j
+        for line in raw.split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                j.records.append(json.loads(line))
+            except ValueError:
+                break  # torn last line: the crash happened while writing it
+        return j
+
+    def append(self, rec: Dict[str, Any]) -> None:
+        line = (json.dumps(rec, sort_keys=True) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.records.append(rec)
+
+    # -- views -------------------------------------------------------------
+    @property
+    def header(self) -> Dict[str, Any]:
+        return self.records[0] if self.records and self.records[0].get("op") == "begin" else {}
+
+    @property
+    def ending(self) -> Optional[str]:
+        ends = [r["op"] for r in self.records if r.get("op") in ENDINGS]
+        return ends[-1] if ends else None
+
+    @property
+    def status(self) -> str:
+        """committed | undone | rolled-back | interrupted (no ending: crashed or killed)."""
+        e = self.ending
+        if e == "commit":
+            return "committed"
+        return e or "interrupted"
+
+    def intents(self) -> Dict[int, Dict[str, Any]]:
+        return {r["n"]: r["step"] for r in self.records if r.get("op") == "intent"}
+
+    def done(self) -> Dict[int, Dict[str, Any]]:
+        return {r["n"]: r for r in self.records if r.get("op") == "done"}
+
+    def reverted(self) -> List[int]:
+        return [r["n"] for r in self.records if r.get("op") == "reverted"]
+
+
+def all_journals(root: str) -> List[Journal]:
+    """Every transaction under ``root``, oldest first (txids sort by time)."""
+    try:
+        names = sorted(n for n in os.listdir(root) if not n.startswith("."))
+    except OSError:
+        return []
+    out = []
+    for n in names:
+        j = Journal.load(os.path.join(root, n))
+        if j.records:
+            out.append(j)
+    return out

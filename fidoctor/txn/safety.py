@@ -1,0 +1,151 @@
+"""Checks every step makes before it touches anything: symlinks, writability, hashes.
+
+fidoctor changes only the path a step names. A symlink anywhere between the
+root the fix works in (a workspace, a site-packages dir) and that path could
+send a rename or a write somewhere else entirely, so a step refuses when the
+resolved parent leaves its root. Nothing here escalates privileges: a path
+the user cannot write is reported, never retried with sudo.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from typing import Any, Dict
+
+from fidoctor.errors import FidoctorError
+
+CHUNK = 1 << 20
+
+
+class StepError(FidoctorError):
+    """A step could not (or must not) be done; the message says which and why."""
+
+
+def sha256_file(path: str) -> str:
+    """sha256 of a regular file's bytes, never following a symlink or opening a FIFO."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StepError(f"{path}: not a regular file")
+        h = hashlib.sha256()
+        while True:
+            b = os.read(fd, CHUNK)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+    finally:
+        os.close(fd)
+
+
+def sha256_or_none(path: str) -> Any:
+    try:
+        return sha256_file(path)
+    except (OSError, StepError):
+        return None
+
+
+def inside(path: str, root: str) -> bool:
+    root = os.path.realpath(root)
+    p = os.path.realpath(path)
+    return p == root or p.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def check_parent_inside(path: str, root: str) -> None:
+    """Refuse when a symlinked component would take ``path`` out of ``root``."""
+    parent = os.path.dirname(os.path.normpath(path))
+    if not inside(parent, root):
+        raise StepError(
+            f"{path}: a symlink leads it out of {root} (to {os.path.realpath(parent)}); "
+            "fidoctor does not follow symlinks out of the path it changes",
+            "move the directory by hand if that is really what you want",
+        )
+
+
+def check_writable_dir(d: str, why: str) -> None:
+    """The directory must accept entries being added or removed (rename, create)."""
+    if not os.path.isdir(d):
+        raise StepError(f"{d}: not a directory ({why})")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise StepError(
+            f"{d}: not writable by this user ({why}); nothing was changed",
+            "run fidoctor as the user that owns it; fidoctor never uses sudo itself",
+        )
+
+
+def explain_os_error(e: OSError, what: str) -> StepError:
+    """Turn an OSError from a step into a one-line message with a useful hint."""
+    code = e.errno
+    where = e.filename or ""
+    msg = f"{what}: {where + ': ' if where else ''}{e.strerror or e}"
+    if code in (errno.EACCES, errno.EPERM):
+        return StepError(msg + " (permission denied or immutable)",
+                         "run fidoctor as the owner of the file; check lsattr for the "
+                         "immutable flag; fidoctor never uses sudo itself")
+    if code == errno.EROFS:
+        return StepError(msg + " (read-only file system)",
+                         "remount it read-write or point FLASHINFER_WORKSPACE_BASE elsewhere")
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return StepError(msg + " (no space for the backup or the new file)",
+                         "free some space (df -h) or set XDG_STATE_HOME to a disk with room")
+    if code == errno.EXDEV:
+        return StepError(msg + " (would cross file systems)",
+                         "fidoctor only renames within one file system; it never copies "
+                         "and deletes")
+    return StepError(msg)
+
+
+def manifest(path: str) -> Dict[str, Any]:
+    """Every entry under ``path`` (not following symlinks): files with sha256 and size.
+
+    Recorded before a directory is moved aside, so undo can prove it put back
+    exactly the same bytes.
+    """
+    out: Dict[str, Any] = {}
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        return {".": _entry(path, st)}
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, path)
+        for n in sorted(dirnames + filenames):
+            p = os.path.join(dirpath, n)
+            out[os.path.normpath(os.path.join(rel_dir, n))] = _entry(p, os.lstat(p))
+    return out
+
+
+def _entry(p: str, st: os.stat_result) -> Dict[str, Any]:
+    if stat.S_ISLNK(st.st_mode):
+        return {"kind": "symlink", "target": os.readlink(p)}
+    if stat.S_ISDIR(st.st_mode):
+        return {"kind": "dir"}
+    if stat.S_ISREG(st.st_mode):
+        return {"kind": "file", "size": st.st_size, "sha256": sha256_file(p)}
+    return {"kind": "special"}
+
+
+def fingerprint(path: str) -> str:
+    """A cheap digest of names, types, sizes and mtimes under ``path``.
+
+    Taken when the plan is made and again right before acting: if it differs,
+    something changed the target in between and the step refuses.
+    """
+    h = hashlib.sha256()
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "absent"
+    h.update(f".:{st.st_mode}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    if stat.S_ISDIR(st.st_mode):
+        for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+            dirnames.sort()
+            for n in sorted(dirnames + filenames):
+                p = os.path.join(dirpath, n)
+                try:
+                    s = os.lstat(p)
+                except OSError:
+                    continue
+                rel = os.path.relpath(p, path)
+                h.update(f"{rel}:{s.st_mode}:{s.st_size}:{s.st_mtime_ns}\n".encode())
+    return h.hexdigest()

@@ -1,0 +1,318 @@
+"""The changes a fix can make, each one reversible from what the journal records.
+
+A step is plain data (it is written to the journal before it runs) plus four
+verbs: ``preflight`` (refuse early: symlinks, permissions, "changed since the
+plan"), ``apply``, ``state`` (look at the disk: was it applied? — what crash
+recovery relies on, since the journal cannot know whether a killed process got
+past the rename) and ``revert``.
+
+* ``move-aside`` renames a file or directory into the quarantine on the same
+  file system (one atomic rename; never a copy, never a delete).
+* ``put-file`` writes a file through a same-directory temp file, fsync and
+  ``os.replace``, after copying the old bytes (if any) into the journal's
+  backups; revert restores them the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+from fidoctor.txn.journal import fsync_dir
+from fidoctor.txn.safety import (
+    StepError,
+    check_parent_inside,
+    check_writable_dir,
+    explain_os_error,
+    fingerprint,
+    manifest,
+    sha256_file,
+    sha256_or_none,
+)
+
+BEFORE, AFTER, UNKNOWN = "before", "after", "unknown"
+
+
+class TxContext:
+    """What a step needs from its transaction: the id and the journal's dirs."""
+
+    def __init__(self, txid: str, backups: str, removed: str, n: int = 0) -> None:
+        self.txid, self.backups, self.removed, self.n = txid, backups, removed, n
+
+
+@dataclass
+class MoveAside:
+    """Rename ``src`` to ``dst`` (in the quarantine, same file system)."""
+
+    src: str
+    dst: str
+    root: str
+    fp: str = ""
+    manifest: Dict[str, Any] = field(default_factory=dict)
+    created: List[str] = field(default_factory=list)
+    kind: str = "move-aside"
+    revertible: bool = True
+
+    def describe(self) -> str:
+        return f"move {self.src} aside to {self.dst}"
+
+    def preflight(self, tx: Optional[TxContext] = None) -> None:
+        check_parent_inside(self.src, self.root)
+        if not os.path.lexists(self.src):
+            raise StepError(f"{self.src} is gone since the plan was made; re-run fidoctor fix")
+        if self.fp and fingerprint(self.src) != self.fp:
+            raise StepError(f"{self.src} changed since the plan was made (a build may be "
+                            "writing to it); nothing was moved", "re-run fidoctor fix")
+        if os.path.lexists(self.dst):
+            raise StepError(f"{self.dst} already exists; fidoctor will not overwrite it")
+        check_writable_dir(os.path.dirname(self.src), "to move the entry out of it")
+        # The quarantine's missing ancestors, top first: created by apply, removed
+        # again (only if empty) by revert.
+        self.created = []
+        d = os.path.dirname(self.dst)
+        while not os.path.lexists(d):
+            self.created.insert(0, d)
+            d = os.path.dirname(d)
+        check_parent_inside(d + "/x", self.root)
+        check_writable_dir(d, "to create the quarantine")
+        if os.stat(d).st_dev != os.lstat(os.path.dirname(self.src)).st_dev:
+            raise StepError(f"quarantine {d} is on another file system than {self.src}",
+                            "fidoctor only renames; it never copies and deletes")
+        try:
+            self.manifest = manifest(self.src)
+        except OSError as e:
+            raise explain_os_error(e, "cannot read what is to be moved") from None
+
+    def apply(self, tx: TxContext) -> Dict[str, Any]:
+        try:
+            for d in self.created:
+                os.mkdir(d, 0o755)
+            os.rename(self.src, self.dst)
+        except OSError as e:
+            raise explain_os_error(e, f"cannot move {self.src} aside") from None
+        fsync_dir(os.path.dirname(self.src))
+        fsync_dir(os.path.dirname(self.dst))
+        return {}
+
+    def state(self) -> str:
+        s, d = os.path.lexists(self.src), os.path.lexists(self.dst)
+        if d and not s:
+            return AFTER
+        if s and not d:
+            return BEFORE
+        return UNKNOWN
+
+    def explain_unknown(self) -> str:
+        if os.path.lexists(self.src):
+            return (f"{self.src} exists again (rebuilt since the fix?) and the moved copy is "
+                    f"still at {self.dst}; left both as they are")
+        return f"neither {self.src} nor {self.dst} exists; nothing to move back"
+
+    def revert(self, tx: TxContext) -> List[str]:
+        warnings: List[str] = []
+        try:
+            os.rename(self.dst, self.src)
+        except OSError as e:
+            raise explain_os_error(e, f"cannot move {self.dst} back") from None
+        fsync_dir(os.path.dirname(self.src))
+        self.cleanup()
+        try:
+            now = manifest(self.src)
+        except OSError:
+            now = {}
+        if self.manifest and now != self.manifest:
+            diff = sorted(k for k in set(now) | set(self.manifest)
+                          if now.get(k) != self.manifest.get(k))[:3]
+            warnings.append(f"{self.src} restored, but differs from what was moved: "
+                            + ", ".join(diff))
+        return warnings
+
+    def cleanup(self) -> None:
+        for d in reversed(self.created):
+            try:
+                os.rmdir(d)  # only ever removes an empty dir fidoctor made
+            except OSError:
+                break
+
+
+@dataclass
+class PutFile:
+    """Write ``path`` (new bytes from ``content`` or ``source``), keeping the old ones."""
+
+    path: str
+    root: str
+    new_sha: str
+    old_sha: Optional[str] = None  # None: the file did not exist when planned
+    content: Optional[str] = None
+    source: Optional[str] = None
+    backup: str = ""
+    mode: Optional[int] = None
+    mtime_ns: Optional[int] = None
+    kind: str = "put-file"
+    revertible: bool = True
+
+    def describe(self) -> str:
+        what = f"copy {self.source} over" if self.source else (
+            "write" if self.old_sha is None else "rewrite")
+        keep = " (old bytes backed up; sha256 " + self.old_sha[:12] + "…)" if self.old_sha else ""
+        return f"{what} {self.path}{keep}"
+
+    def _tmp(self, tx: TxContext) -> str:
+        return os.path.join(os.path.dirname(self.path),
+                            f".{os.path.basename(self.path)}.fidoctor-{tx.txid}.tmp")
+
+    def preflight(self, tx: Optional[TxContext] = None) -> None:
+        check_parent_inside(self.path, self.root)
+        parent = os.path.dirname(self.path)
+        if self.old_sha is None:
+            if os.path.lexists(self.path):
+                raise StepError(f"{self.path} appeared since the plan was made; re-run "
+                                "fidoctor fix")
+        else:
+            st = os.lstat(self.path)
+            if stat.S_ISLNK(st.st_mode):
+                raise StepError(f"{self.path} is a symlink; fidoctor will not replace a file "
+                                "through a symlink")
+            if sha256_or_none(self.path) != self.old_sha:
+                raise StepError(f"{self.path} changed since the plan was made; nothing was "
+                                "replaced", "re-run fidoctor fix")
+            self.mode = stat.S_IMODE(st.st_mode)
+            self.mtime_ns = st.st_mtime_ns
+        if self.source and sha256_or_none(self.source) != self.new_sha:
+            raise StepError(f"{self.source} changed since the plan was made", "re-run fidoctor fix")
+        if not os.path.isdir(parent) and self.old_sha is None:
+            os.makedirs(parent, 0o700, exist_ok=True)
+        check_writable_dir(parent, "to replace a file in it")
+        if tx is not None and self.old_sha is not None:
+            self.backup = os.path.join(tx.backups, f"{tx.n:02d}-{os.path.basename(self.path)}")
+
+    def _new_bytes(self) -> bytes:
+        if self.content is not None:
+            return self.content.encode()
+        with open(self.source or "", "rb") as f:
+            return f.read()
+
+    def apply(self, tx: TxContext) -> Dict[str, Any]:
+        tmp = self._tmp(tx)
+        try:
+            if self.old_sha is not None:
+                os.makedirs(tx.backups, 0o700, exist_ok=True)
+                _copy_durably(self.path, self.backup)
+                if sha256_file(self.backup) != self.old_sha:
+                    raise StepError(f"backup {self.backup} does not match {self.path}")
+            _write_durably(tmp, self._new_bytes(), self.mode if self.mode is not None else 0o644)
+            os.replace(tmp, self.path)
+        except OSError as e:
+            _unlink_quietly(tmp)
+            raise explain_os_error(e, f"cannot replace {self.path}") from None
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        fsync_dir(os.path.dirname(self.path))
+        return {"backup": self.backup}
+
+    def state(self) -> str:
+        cur = sha256_or_none(self.path)
+        if cur == self.new_sha:
+            return AFTER
+        if (self.old_sha is None and not os.path.lexists(self.path)) or cur == self.old_sha:
+            return BEFORE
+        return UNKNOWN
+
+    def explain_unknown(self) -> str:
+        return (f"{self.path} changed since the fix (sha256 {sha256_or_none(self.path)}); "
+                f"left as it is" + (f"; the original is in {self.backup}" if self.backup else ""))
+
+    def revert(self, tx: TxContext) -> List[str]:
+        _unlink_quietly(self._tmp(tx))  # fidoctor's own partial write, if a crash left one
+        if self.old_sha is None:
+            os.makedirs(tx.removed, 0o700, exist_ok=True)
+            dest = os.path.join(tx.removed, f"{tx.n:02d}-{os.path.basename(self.path)}")
+            try:
+                os.replace(self.path, dest)
+            except OSError as e:  # another file system: keep a copy, then remove ours
+                try:
+                    _copy_durably(self.path, dest)
+                    os.unlink(self.path)
+                except OSError:
+                    raise explain_os_error(e, f"cannot take back {self.path}") from None
+            fsync_dir(os.path.dirname(self.path))
+            return []
+        tmp = self._tmp(tx)
+        try:
+            with open(self.backup, "rb") as f:
+                data = f.read()
+            _write_durably(tmp, data, self.mode if self.mode is not None else 0o644)
+            if self.mtime_ns is not None:
+                os.utime(tmp, ns=(self.mtime_ns, self.mtime_ns))
+            os.replace(tmp, self.path)
+        except OSError as e:
+            _unlink_quietly(tmp)
+            raise explain_os_error(e, f"cannot restore {self.path}") from None
+        fsync_dir(os.path.dirname(self.path))
+        if sha256_or_none(self.path) != self.old_sha:
+            return [f"{self.path} restored but its sha256 differs from the original"]
+        return []
+
+    def cleanup(self) -> None:
+        pass
+
+
+def _write_durably(path: str, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_durably(src: str, dst: str) -> None:
+    """Copy bytes, mode and mtime of ``src`` to ``dst`` via a temp name, fsynced."""
+    st = os.stat(src)
+    tmp = dst + ".partial"
+    _unlink_quietly(tmp)
+    try:
+        with open(src, "rb") as f:
+            _write_durably(tmp, f.read(), stat.S_IMODE(st.st_mode))
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(tmp, dst)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    fsync_dir(os.path.dirname(dst))
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+KINDS: Dict[str, Any] = {"move-aside": MoveAside, "put-file": PutFile}
+
+
+def register_kind(cls: Any) -> Any:
+    """Let a step kind defined elsewhere (process termination) be read back from a journal."""
+    KINDS[cls.kind if isinstance(cls.kind, str) else cls.__name__] = cls
+    return cls
+
+
+def to_dict(step: Any) -> Dict[str, Any]:
+    return asdict(step)
+
+
+def from_dict(d: Dict[str, Any]) -> Any:
+    kind = d.get("kind")
+    if kind not in KINDS:
+        raise StepError(f"journal names an unknown step kind {kind!r}",
+                        "this journal was written by a newer fidoctor; undo with that version")
+    return KINDS[kind](**d)
