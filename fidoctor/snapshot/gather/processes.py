@@ -2,23 +2,63 @@
 
 Every compiler-like process (ninja, nvcc, cicc, ptxas, cudafe++, cc1plus, ld…)
 is recorded with its ancestry; each is tied to the ``cached_ops/<module>`` dir
-it works on (from argv or cwd, else inherited from its parent). Processes we
-may not inspect are recorded as such, not skipped silently.
+it works on (from argv or cwd, else inherited from its parent). Compilers of
+other users and other tools share the process table: a tree that touches no
+module dir is dropped. Processes we may not inspect are recorded as such.
+
+Progress vs. stall cannot be seen in one look, so CPU time is read twice,
+``ctx.sample_window_s`` apart (default 0.5 s, capped at MAX_WINDOW_S). That
+sleep is the only wait, and it is skipped when nothing is building. A step
+that starts or ends inside the window is progress too (``appeared`` /
+``exited``).
+
+Data contract (``data["processes"]``, one dict per process; never renamed):
+pid, ppid, name, argv, cwd, state (psutil status), create_time, cpu_s, rss,
+module_dir, module. Added here: exe, state_code (R/S/D/T/Z…), wchan, pgid,
+sid, uid, ppid_chain (ppid up to pid 1), cpu_s_end, cpu_delta_s, rss_end,
+appeared, exited, vol_ctx_delta (voluntary context switches over the window),
+env_max_jobs (ninja only, from its environ), parent_exists, parent_name,
+parent_exe, parent_sid, parent_is_python, and on tree roots orphaned (see
+fidoctor.proctree.is_orphaned). Top level: sample_window_s (measured),
+groups ({pgid: [every pid in that group]}, for group-safe termination),
+self_pid.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List
+import time
+from typing import Any, Dict, List, Optional
 
 import psutil
 
 from fidoctor.flashinfer.builds import COMPILERS, module_dir_of
+from fidoctor.proctree import (
+    STATE_LETTER,
+    build_trees,
+    is_orphaned,
+    is_python_exe,
+    read_wchan,
+)
 
 NAME = "processes"
 BUDGET_S = 6.0
 ORDER = 4
 ARGV_CHARS = 4000
+MAX_WINDOW_S = 2.0
+
+
+def _env_var(pid: int, var: str) -> Optional[str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    key = var.encode() + b"="
+    for item in raw.split(b"\0"):
+        if item.startswith(key):
+            return item[len(key):].decode("utf-8", "replace")
+    return None
 
 
 def _describe(p: psutil.Process) -> Dict[str, Any]:
@@ -34,6 +74,7 @@ def _describe(p: psutil.Process) -> Dict[str, Any]:
             d["cpu_s"] = round(ct.user + ct.system, 3)
             d["rss"] = p.memory_info().rss
             d["uid"] = p.uids().real
+            d["vol_ctx"] = p.num_ctx_switches().voluntary
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             d.setdefault("state", "gone")
         except psutil.AccessDenied:
@@ -42,11 +83,19 @@ def _describe(p: psutil.Process) -> Dict[str, Any]:
             d["cwd"] = p.cwd()
         except (psutil.Error, OSError):
             d["cwd"] = None
+        try:
+            d["exe"] = p.exe()
+        except (psutil.Error, OSError):
+            d["exe"] = None
+    d["state_code"] = STATE_LETTER.get(d.get("state") or "", None)
+    d["wchan"] = read_wchan(p.pid)
     try:
         d["pgid"] = os.getpgid(p.pid)
         d["sid"] = os.getsid(p.pid)
     except OSError:
         pass
+    if d.get("name") == "ninja":
+        d["env_max_jobs"] = _env_var(p.pid, "MAX_JOBS")
     joined = " ".join(d.get("argv") or [])
     if len(joined) > ARGV_CHARS:
         d["argv"] = [joined[:ARGV_CHARS] + " …"]
@@ -54,27 +103,103 @@ def _describe(p: psutil.Process) -> Dict[str, Any]:
     return d
 
 
-def gather(ctx, done) -> Dict[str, Any]:
-    by_pid: Dict[int, Dict[str, Any]] = {}
-    parents: Dict[int, int] = {}
-    for p in psutil.process_iter(["name", "ppid"]):
-        name = p.info.get("name") or ""
-        parents[p.pid] = p.info.get("ppid") or 0
-        if name in COMPILERS:
-            by_pid[p.pid] = _describe(p)
-    # Keep only compiler trees that touch a FlashInfer module dir (other users' and
-    # other tools' compilers share the process table), plus their ancestors.
-    for d in by_pid.values():
-        d["module_dir"] = module_dir_of(d.get("argv") or [], d.get("cwd"))
+def _resample(d: Dict[str, Any]) -> None:
+    """Second look at one process after the window: CPU, state, memory."""
+    try:
+        p = psutil.Process(d["pid"])
+        if p.create_time() != d.get("create_time"):
+            raise psutil.NoSuchProcess(d["pid"])  # pid reused
+        with p.oneshot():
+            ct = p.cpu_times()
+            d["cpu_s_end"] = round(ct.user + ct.system, 3)
+            d["state"] = p.status()
+            d["rss_end"] = p.memory_info().rss
+            vol = p.num_ctx_switches().voluntary
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        d["exited"] = True
+        d["cpu_delta_s"] = 0.0
+        return
+    except psutil.AccessDenied:
+        return
+    d["cpu_delta_s"] = round(max(0.0, d["cpu_s_end"] - (d.get("cpu_s") or 0.0)), 3)
+    if d.get("vol_ctx") is not None:
+        d["vol_ctx_delta"] = vol - d["vol_ctx"]
+    d["state_code"] = STATE_LETTER.get(d["state"])
+    d["wchan"] = read_wchan(d["pid"]) or d.get("wchan")
+
+
+def _inherit_module_dirs(by_pid: Dict[int, Dict[str, Any]]) -> None:
     changed = True
     while changed:
         changed = False
         for d in by_pid.values():
-            if d["module_dir"] is None:
+            if d.get("module_dir") is None:
                 parent = by_pid.get(d.get("ppid", 0))
                 if parent and parent.get("module_dir"):
                     d["module_dir"] = parent["module_dir"]
                     changed = True
+
+
+def _scan_compilers(parents: Dict[int, int]) -> Dict[int, Dict[str, Any]]:
+    by_pid: Dict[int, Dict[str, Any]] = {}
+    for p in psutil.process_iter(["name", "ppid"]):
+        name = p.info.get("name") or ""
+        parents[p.pid] = p.info.get("ppid") or 0
+        if name in COMPILERS:
+            d = _describe(p)
+            d["module_dir"] = module_dir_of(d.get("argv") or [], d.get("cwd"))
+            by_pid[p.pid] = d
+    _inherit_module_dirs(by_pid)
+    return by_pid
+
+
+def _ppid_chain(pid: int, parents: Dict[int, int]) -> List[int]:
+    chain, seen = [], {pid}
+    ppid = parents.get(pid, 0)
+    while ppid and ppid not in seen and len(chain) < 64:
+        chain.append(ppid)
+        seen.add(ppid)
+        ppid = parents.get(ppid, 0)
+    return chain
+
+
+def _parent_facts(d: Dict[str, Any], keep: Dict[int, Dict[str, Any]]) -> None:
+    ppid = d.get("ppid") or 0
+    parent = keep.get(ppid)
+    if parent is None and ppid:
+        try:
+            pp = psutil.Process(ppid)
+            parent = {"name": pp.name(), "exe": None, "sid": os.getsid(ppid)}
+            try:
+                parent["exe"] = pp.exe()
+            except (psutil.Error, OSError):
+                pass
+        except (psutil.Error, OSError):
+            parent = None
+    d["parent_exists"] = parent is not None
+    if parent is not None:
+        d["parent_name"] = parent.get("name")
+        d["parent_exe"] = parent.get("exe")
+        d["parent_sid"] = parent.get("sid")
+        d["parent_is_python"] = is_python_exe(parent.get("exe"), parent.get("name"))
+
+
+def _groups(pgids: set) -> Dict[str, List[int]]:
+    """Every pid in each of ``pgids`` (a cheap getpgid per pid on the box)."""
+    out: Dict[str, List[int]] = {str(g): [] for g in pgids}
+    for pid in psutil.pids():
+        try:
+            g = os.getpgid(pid)
+        except OSError:
+            continue
+        if g in pgids:
+            out[str(g)].append(pid)
+    return out
+
+
+def gather(ctx, done) -> Dict[str, Any]:
+    parents: Dict[int, int] = {}
+    by_pid = _scan_compilers(parents)
     keep: Dict[int, Dict[str, Any]] = {pid: d for pid, d in by_pid.items() if d["module_dir"]}
     for d in list(keep.values()):
         ppid = d.get("ppid", 0)
@@ -84,7 +209,42 @@ def gather(ctx, done) -> Dict[str, Any]:
             except psutil.Error:
                 break
             ppid = parents.get(ppid) or keep[ppid].get("ppid", 0)
+    window = 0.0
+    if keep:
+        window = max(0.0, min(float(getattr(ctx, "sample_window_s", 0.5) or 0.0), MAX_WINDOW_S))
+        t0 = time.monotonic()
+        time.sleep(window)
+        later: Dict[int, int] = {}
+        again = _scan_compilers(later)
+        for d in keep.values():
+            _resample(d)
+        window = round(time.monotonic() - t0, 3)
+        # Steps ninja started inside the window: new compilers below a kept one.
+        for pid, d in again.items():
+            if pid in keep:
+                continue
+            chain = _ppid_chain(pid, later)
+            anchor = next((c for c in chain if c in keep and keep[c].get("module_dir")), None)
+            if anchor is None and not d.get("module_dir"):
+                continue
+            d["module_dir"] = d.get("module_dir") or keep[anchor]["module_dir"]
+            d["appeared"] = True
+            d["cpu_delta_s"] = d.get("cpu_s") or 0.0
+            keep[pid] = d
+            parents[pid] = later.get(pid, d.get("ppid", 0))
+    for d in keep.values():
+        d["ppid_chain"] = _ppid_chain(d["pid"], parents) or [d.get("ppid", 0)]
+        d.pop("vol_ctx", None)
+        _parent_facts(d, keep)
     procs: List[Dict[str, Any]] = sorted(keep.values(), key=lambda d: d["pid"])
     for d in procs:
         d["module"] = os.path.basename(d["module_dir"]) if d.get("module_dir") else None
-    return {"processes": procs, "self_pid": os.getpid()}
+    for tree in build_trees(procs):
+        tree["root"]["orphaned"] = is_orphaned(tree["root"])
+    pgids = {d["pgid"] for d in procs if d.get("pgid") and d.get("module_dir")}
+    return {
+        "processes": procs,
+        "self_pid": os.getpid(),
+        "sample_window_s": window,
+        "groups": _groups(pgids) if pgids else {},
+    }

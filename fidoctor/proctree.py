@@ -1,0 +1,195 @@
+"""Describe process trees: who started a build, what it has become, is it moving.
+
+Two kinds of helpers live here, both read-only (termination belongs to the
+warmup/fix code, never here):
+
+* pure functions over the process dicts stored in a snapshot's ``processes``
+  section (``pid``, ``ppid``, ``name``, ``state``, ``cpu_delta_s``…), which the
+  probes use, so judging stays replayable;
+* ``live_descendants`` / ``read_*``, which read ``/proc`` for callers that watch a
+  live child (the gatherers, the warmup helper).
+
+"Orphaned" is the question the issue hinges on, and it cannot be asked
+directly: the Python that started a build is gone by definition. What stays
+behind is where its children were re-parented to: pid 1, or the nearest
+*child subreaper* (systemd --user, tini, a container runtime, a test harness
+that called ``prctl(PR_SET_CHILD_SUBREAPER)``). FlashInfer and torch start
+ninja with plain ``subprocess`` (same session as the Python), so the root of a
+build tree is judged orphaned when its parent is
+
+* gone (no such pid), or
+* pid 1 and not a Python interpreter (in a container the server itself may
+  be pid 1, and then ninja's parent *is* the Python), or
+* in a different session than the root: a subreaper adopted it; the Python
+  that started it shared its session.
+
+A shell that runs ninja by hand shares ninja's session, so it is not an orphan.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterable, List, Optional, Set
+
+from fidoctor.flashinfer.builds import COMPILERS as COMPILER_NAMES
+
+# A tree whose processes together burnt less CPU than this over the window made
+# no progress (the kernel accounts CPU in 10 ms ticks).
+PROGRESS_CPU_S = 0.02
+STOPPED = ("stopped", "tracing-stop", "T", "t")
+# psutil status strings and their /proc/PID/stat letters.
+STATE_LETTER = {
+    "running": "R", "sleeping": "S", "disk-sleep": "D", "stopped": "T", "tracing-stop": "t",
+    "zombie": "Z", "dead": "X", "idle": "I", "parked": "P", "waking": "W", "wake-kill": "K",
+}
+# Kernel wait channels of a process parked in sleep(): a poll loop between rounds.
+SLEEP_WCHANS = ("hrtimer_nanosleep", "do_nanosleep", "clock_nanosleep", "nanosleep",
+                "schedule_hrtimeout_range", "do_select", "do_sys_poll")
+
+
+def is_python_exe(exe: Optional[str], name: Optional[str] = None) -> bool:
+    """True for a CPython/PyPy interpreter, judged by its executable, else its comm.
+
+    The comm alone misleads: torch renames the main thread ``pt_main_thread``
+    and servers call setproctitle, but ``/proc/PID/exe`` still names python.
+    """
+    for s in (exe, name):
+        if s:
+            base = os.path.basename(s.replace(" (deleted)", ""))
+            if base.startswith(("python", "pypy")):
+                return True
+    return False
+
+
+def is_compiler(proc: Dict[str, Any]) -> bool:
+    return (proc.get("name") or "") in COMPILER_NAMES
+
+
+def is_orphaned(root: Dict[str, Any]) -> bool:
+    """Whether a build tree's root was re-parented (see the module docstring).
+
+    ``root`` carries ``ppid``, ``sid`` and the facts about its parent recorded
+    by the gatherer: ``parent_exists``, ``parent_sid``, ``parent_is_python``.
+    """
+    if not root.get("parent_exists", True):
+        return True
+    ppid = root.get("ppid")
+    if ppid in (0, 1) and not root.get("parent_is_python"):
+        return True
+    psid, sid = root.get("parent_sid"), root.get("sid")
+    return psid is not None and sid is not None and psid != sid
+
+
+def children_map(procs: Iterable[Dict[str, Any]]) -> Dict[int, List[int]]:
+    kids: Dict[int, List[int]] = {}
+    for p in procs:
+        kids.setdefault(p.get("ppid") or 0, []).append(p["pid"])
+    return kids
+
+
+def descendants(pid: int, procs: Iterable[Dict[str, Any]]) -> List[int]:
+    """Pids below ``pid`` among ``procs`` (breadth first, ``pid`` excluded)."""
+    kids = children_map(procs)
+    out: List[int] = []
+    todo = list(kids.get(pid, []))
+    seen: Set[int] = {pid}
+    while todo:
+        p = todo.pop(0)
+        if p in seen:
+            continue
+        seen.add(p)
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def build_trees(procs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Group compiler processes into trees, one per topmost compiler.
+
+    A root is a compiler process whose parent is not a compiler (usually
+    ninja under Python; an nvcc whose ninja died; a bare cicc). Returns dicts
+    ``{"root": proc, "procs": [procs in the tree], "module_dir": …}``.
+    """
+    by_pid = {p["pid"]: p for p in procs}
+    trees = []
+    for p in procs:
+        if not is_compiler(p) or not p.get("module_dir"):
+            continue
+        parent = by_pid.get(p.get("ppid") or 0)
+        if parent is not None and is_compiler(parent):
+            continue
+        members = [p] + [by_pid[d] for d in descendants(p["pid"], procs) if d in by_pid]
+        trees.append({"root": p, "procs": members, "module_dir": p.get("module_dir")})
+    trees.sort(key=lambda t: t["root"]["pid"])
+    return trees
+
+
+def cpu_delta(procs: Iterable[Dict[str, Any]]) -> float:
+    return round(sum(p.get("cpu_delta_s") or 0.0 for p in procs), 3)
+
+
+def stopped(procs: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return [p for p in procs if p.get("state") in STOPPED or p.get("state_code") in ("T", "t")]
+
+
+def progressing(procs: List[Dict[str, Any]]) -> bool:
+    """CPU moved, or a step started or ended inside the window."""
+    if any(p.get("appeared") or p.get("exited") for p in procs):
+        return True
+    live = [p for p in procs if p.get("state") not in ("zombie", "gone")]
+    return cpu_delta(live) >= PROGRESS_CPU_S
+
+
+def safe_pgids(tree_pids: Iterable[int], groups: Dict[str, List[int]]) -> List[int]:
+    """Process groups wholly inside the tree, so signalling them hits nothing else.
+
+    ``groups`` maps a pgid (as a JSON string key) to every pid seen in it. A
+    group shared with a live Python parent (ninja runs in its parent's group)
+    is left out; its tree members must then be signalled by pid.
+    """
+    mine = set(tree_pids)
+    out = []
+    for key, members in groups.items():
+        if members and set(members) <= mine:
+            out.append(int(key))
+    return sorted(out)
+
+
+def fmt_rss(n: Optional[int]) -> str:
+    if not n:
+        return "0 MB"
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.1f} GB"
+    return f"{n // (1 << 20)} MB"
+
+
+# --- live, read-only helpers -------------------------------------------------
+
+def read_wchan(pid: int) -> Optional[str]:
+    """The kernel function a sleeping process waits in ("0" while running)."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def read_state_letter(pid: int) -> Optional[str]:
+    """The state letter from /proc/PID/stat (after the parenthesised comm)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    i = raw.rfind(b")")
+    return raw[i + 2:i + 3].decode() if i >= 0 else None
+
+
+def live_descendants(pid: int) -> List[int]:
+    """Pids currently below ``pid`` (via psutil; empty if it is gone)."""
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []

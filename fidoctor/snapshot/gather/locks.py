@@ -1,0 +1,325 @@
+"""JIT locks of every FlashInfer version: who holds them, who waits, who has them open.
+
+Lock files (listed by the ``cache`` section):
+
+* ``cached_ops/tmp/<name>.lock`` (0.2.6+) and ``cached_ops/<name>.lock``
+  (≤0.2.5): filelock's ``fcntl.flock``. The kernel drops the lock when the
+  holder dies, so the file staying behind means nothing; only a ``/proc/locks``
+  entry on its device+inode does.
+* ``cached_ops/<name>/lock`` (≤0.2.5): torch's FileBaton, an O_EXCL file the
+  holder keeps open. Nobody has it open → stale; every later build spins.
+
+``/proc/locks`` prints the device as ``MAJOR:MINOR`` in hex (``fe:00:2686989``)
+while ``st_dev`` is one integer; they are matched through ``os.major/minor``.
+Blocked ``->`` lines are waiters in the kernel, but filelock never blocks:
+it polls ``flock(LOCK_EX|LOCK_NB)``, closes, sleeps 50 ms, so its waiters
+never show up there, and FileBaton waiters only ``stat()`` every 100 ms.
+They are found by how they behave, and the confidence says how sure:
+
+* ``seen``: caught with the lock file open (sampling ``/proc/PID/fd`` during
+  the window) while another pid holds it;
+* ``likely``: a Python process of the same cache (its environ points there,
+  or it has a file under it open, e.g. ``flashinfer_jit.log``), no compiler
+  children, parked in a sleep wchan and waking several times a second;
+* ``possible``: same cache and parked in a sleep, but not seen waking.
+
+Data: ``locks`` (path, style flock|flock-toplevel|baton, module, module_dir,
+ino, dev, dev_hex, holders, blocked, open_by, waiters [{pid, confidence,
+reasons}], match), ``procs`` {pid: what each holder/waiter is doing},
+``proc_locks_ok``, ``fd_scan`` {processes, denied}, ``sample_window_s``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+import psutil
+
+from fidoctor.proctree import (
+    COMPILER_NAMES,
+    SLEEP_WCHANS,
+    STATE_LETTER,
+    is_orphaned,
+    is_python_exe,
+    read_wchan,
+)
+
+NAME = "locks"
+BUDGET_S = 6.0
+ORDER = 5
+REQUIRES = ("cache",)
+MAX_WINDOW_S = 2.0
+FD_SAMPLE_EVERY_S = 0.005
+MAX_CANDIDATES = 64
+# A poll loop (filelock 50 ms, FileBaton 100 ms) wakes 10–20 times a second.
+POLL_WAKEUPS_PER_S = 4.0
+
+
+def parse_proc_locks(text: str) -> List[Dict[str, Any]]:
+    """``/proc/locks`` lines as dicts: kind, mode, pid, major, minor, ino, blocked."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 6:
+            continue
+        blocked = parts[1] == "->"
+        if blocked:
+            parts = parts[:1] + parts[2:]
+        try:
+            kind, mode, pid, devino = parts[1], parts[3], int(parts[4]), parts[5]
+            maj, mnr, ino = devino.split(":")
+            out.append({"kind": kind, "mode": mode, "pid": pid, "major": int(maj, 16),
+                        "minor": int(mnr, 16), "ino": int(ino), "blocked": blocked})
+        except (ValueError, IndexError):
+            continue
+    return out
+
+
+def _lock_files(cache: Dict[str, Any]) -> List[Dict[str, Any]]:
+    locks = []
+    for ws in cache.get("workspaces", []):
+        ops = os.path.join(ws["path"], "cached_ops")
+        for lk in ws.get("locks", []):
+            locks.append({"path": lk["path"], "style": lk.get("style", "flock"),
+                          "module": lk.get("module"), "workspace": ws["path"],
+                          "module_dir": os.path.join(ops, lk.get("module") or ""),
+                          "ino": lk.get("ino"), "dev": lk.get("dev"), "mtime": lk.get("mtime")})
+        for mod in ws.get("modules", []):
+            b = mod.get("baton")
+            if b:
+                locks.append({"path": b["path"], "style": "baton", "module": mod["name"],
+                              "workspace": ws["path"], "module_dir": mod["path"],
+                              "ino": b.get("ino"), "dev": b.get("dev"), "mtime": b.get("mtime")})
+    return locks
+
+
+def _fd_targets(pid: int) -> Optional[List[str]]:
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    out = []
+    for n in names:
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{n}"))
+        except OSError:
+            continue
+    return out
+
+
+def _environ_root(pid: int) -> Optional[str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    env = dict(i.split(b"=", 1) for i in raw.split(b"\0") if b"=" in i)
+    base = env.get(b"FLASHINFER_WORKSPACE_BASE") or env.get(b"HOME")
+    if not base:
+        return None
+    return os.path.join(base.decode("utf-8", "replace"), ".cache", "flashinfer")
+
+
+def _describe(pid: int, all_procs: Dict[int, Tuple[str, int]]) -> Dict[str, Any]:
+    d: Dict[str, Any] = {"pid": pid}
+    try:
+        p = psutil.Process(pid)
+        with p.oneshot():
+            d["name"] = p.name()
+            d["ppid"] = p.ppid()
+            d["state"] = p.status()
+            d["create_time"] = p.create_time()
+            d["argv"] = " ".join(p.cmdline())[:500]
+            ct = p.cpu_times()
+            d["cpu_s"] = round(ct.user + ct.system, 3)
+            d["vol_ctx"] = p.num_ctx_switches().voluntary
+            d["rss"] = p.memory_info().rss
+        d["exe"] = p.exe()
+    except psutil.AccessDenied:
+        d["denied"] = True
+    except psutil.Error:
+        d["state"] = "gone"
+        return d
+    d["state_code"] = STATE_LETTER.get(d.get("state") or "")
+    d["wchan"] = read_wchan(pid)
+    try:
+        d["sid"] = os.getsid(pid)
+        d["pgid"] = os.getpgid(pid)
+    except OSError:
+        pass
+    kids = [c for c, (_, pp) in all_procs.items() if pp == pid]
+    todo, desc = list(kids), []
+    while todo and len(desc) < 200:
+        c = todo.pop()
+        desc.append(c)
+        todo.extend(k for k, (_, pp) in all_procs.items() if pp == c)
+    d["children"] = [{"pid": c, "name": all_procs[c][0]} for c in sorted(kids)]
+    d["compiler_descendants"] = sorted(c for c in desc if all_procs[c][0] in COMPILER_NAMES)
+    ppid = d.get("ppid") or 0
+    d["parent_exists"] = ppid in all_procs
+    if d["parent_exists"]:
+        d["parent_name"] = all_procs[ppid][0]
+        try:
+            d["parent_sid"] = os.getsid(ppid)
+            d["parent_is_python"] = is_python_exe(psutil.Process(ppid).exe(), all_procs[ppid][0])
+        except (OSError, psutil.Error):
+            d["parent_is_python"] = is_python_exe(None, all_procs[ppid][0])
+    d["orphaned"] = is_orphaned(d)
+    return d
+
+
+def _resample(d: Dict[str, Any], window: float) -> None:
+    try:
+        p = psutil.Process(d["pid"])
+        with p.oneshot():
+            ct = p.cpu_times()
+            vol = p.num_ctx_switches().voluntary
+            d["state"] = p.status()
+    except psutil.Error:
+        d["exited"] = True
+        return
+    d["cpu_delta_s"] = round(max(0.0, ct.user + ct.system - d.get("cpu_s", 0.0)), 3)
+    if d.get("vol_ctx") is not None:
+        d["vol_ctx_delta"] = vol - d.pop("vol_ctx")
+        d["wakeups_per_s"] = round(d["vol_ctx_delta"] / window, 1) if window else None
+    d["state_code"] = STATE_LETTER.get(d["state"])
+    d["wchan"] = read_wchan(d["pid"]) or d.get("wchan")
+
+
+def _candidates(all_procs, roots: Set[str], exclude: Set[int]) -> Dict[int, List[str]]:
+    """Python processes that belong to this cache (and why we think so)."""
+    out: Dict[int, List[str]] = {}
+    me = os.getpid()
+    for pid, (name, _) in all_procs.items():
+        if pid in exclude or pid == me or len(out) >= MAX_CANDIDATES:
+            continue
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            exe = None
+        if not is_python_exe(exe, name):
+            continue
+        why = []
+        r = _environ_root(pid)
+        if r and os.path.realpath(r) in roots:
+            why.append("its environment points at this cache")
+        fds = _fd_targets(pid) or []
+        hit = next((t for t in fds if any(t.startswith(x + "/") for x in roots)), None)
+        if hit:
+            why.append(f"has {hit} open")
+        if why:
+            out[pid] = why
+    return out
+
+
+def gather(ctx, done) -> Dict[str, Any]:
+    cache = done["cache"].data if "cache" in done and done["cache"].ok else {}
+    locks = _lock_files(cache)
+    out: Dict[str, Any] = {"locks": locks, "procs": {}, "sample_window_s": 0.0}
+    try:
+        with open("/proc/locks") as f:
+            entries = parse_proc_locks(f.read())
+        out["proc_locks_ok"] = True
+    except OSError as e:
+        entries, out["proc_locks_ok"] = [], False
+        out["proc_locks_error"] = e.strerror or str(e)
+    if not locks:
+        return out
+    all_procs: Dict[int, Tuple[str, int]] = {}
+    for p in psutil.process_iter(["name", "ppid"]):
+        all_procs[p.pid] = (p.info.get("name") or "", p.info.get("ppid") or 0)
+    real = {}
+    for lk in locks:
+        real[os.path.realpath(lk["path"])] = lk
+        real[lk["path"]] = lk
+        dev = lk.get("dev")
+        lk["dev_hex"] = f"{os.major(dev):02x}:{os.minor(dev):02x}" if dev is not None else None
+        same = [e for e in entries if e["ino"] == lk.get("ino")]
+        exact = [e for e in same if dev is not None
+                 and (e["major"], e["minor"]) == (os.major(dev), os.minor(dev))]
+        # overlayfs and some FUSE report another device than stat(): fall back to inode.
+        hits, lk["match"] = (exact, "dev+inode") if exact else (same, "inode" if same else None)
+        lk["holders"] = sorted({e["pid"] for e in hits if not e["blocked"]})
+        lk["blocked"] = sorted({e["pid"] for e in hits if e["blocked"]})
+        lk["open_by"], lk["waiters"] = [], []
+    scanned = denied = 0
+    for pid in all_procs:
+        targets = _fd_targets(pid)
+        if targets is None:
+            denied += 1
+            continue
+        scanned += 1
+        for t in targets:
+            lk = real.get(t)
+            if lk is not None and pid not in lk["open_by"]:
+                lk["open_by"].append(pid)
+    out["fd_scan"] = {"processes": scanned, "denied": denied}
+    seen_at_scan: Dict[int, Set[str]] = {}
+    live = [lk for lk in locks if lk["holders"] or lk["blocked"] or lk["open_by"]
+            or lk["style"] == "baton"]
+    if not live:
+        return out  # only harmless leftover flock files: nothing to watch
+    involved: Set[int] = set()
+    holders: Set[int] = set()
+    for lk in live:
+        involved.update(lk["holders"], lk["blocked"], lk["open_by"])
+        holders.update(lk["open_by"] if lk["style"] == "baton" else lk["holders"])
+    for lk in live:  # a flock poller caught mid-round by the fd scan
+        for pid in lk["open_by"]:
+            if lk["style"] != "baton" and pid not in holders:
+                seen_at_scan.setdefault(pid, set()).add(lk["path"])
+    roots = {os.path.realpath(ctx.flashinfer_root)}
+    cands = _candidates(all_procs, roots, holders | {p for lk in live for p in lk["blocked"]})
+    procs = {pid: _describe(pid, all_procs) for pid in involved | set(cands)}
+    seen: Dict[int, Set[str]] = {k: set(v) for k, v in seen_at_scan.items()}
+    window = max(0.0, min(float(getattr(ctx, "sample_window_s", 0.5) or 0.0), MAX_WINDOW_S))
+    t0 = time.monotonic()
+    while True:
+        for pid in cands:
+            for t in _fd_targets(pid) or []:
+                lk = real.get(t)
+                if lk is not None:
+                    seen.setdefault(pid, set()).add(lk["path"])
+        if time.monotonic() - t0 >= window:
+            break
+        time.sleep(FD_SAMPLE_EVERY_S)
+    elapsed = round(time.monotonic() - t0, 3)
+    out["sample_window_s"] = elapsed
+    for d in procs.values():
+        _resample(d, elapsed)
+    for lk in live:
+        for pid in lk["blocked"]:
+            lk["waiters"].append({"pid": pid, "confidence": "seen",
+                                  "reasons": ["blocked on it in /proc/locks"]})
+    for pid, why in sorted(cands.items()):
+        d = procs[pid]
+        if d.get("compiler_descendants") or d.get("exited"):
+            continue  # a builder, not a waiter
+        asleep = any(w in (d.get("wchan") or "") for w in SLEEP_WCHANS)
+        polling = (d.get("wakeups_per_s") or 0) >= POLL_WAKEUPS_PER_S
+        caught = seen.get(pid, set())
+        for lk in live:
+            if caught and lk["path"] not in caught:
+                continue  # it was seen polling another lock
+            if lk["style"] != "baton" and not lk["holders"]:
+                continue  # nobody holds it: a poller would have taken it
+            reasons = list(why)
+            if lk["path"] in caught:
+                conf = "seen"
+                reasons.append("caught with the lock file open while another pid holds it")
+            elif asleep and polling:
+                conf = "likely"
+                reasons.append(f"sleeps in {d.get('wchan')} and wakes "
+                               f"{d.get('wakeups_per_s')}/s (a poll loop)")
+            elif asleep:
+                conf = "possible"
+                reasons.append(f"sleeps in {d.get('wchan')}")
+            else:
+                continue
+            if len(live) > 1 and conf != "seen":
+                reasons.append(f"one of {len(live)} live locks in this cache; which one is a guess")
+            lk["waiters"].append({"pid": pid, "confidence": conf, "reasons": reasons})
+    out["procs"] = {str(k): v for k, v in sorted(procs.items())}
+    return out
