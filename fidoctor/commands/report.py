@@ -1,0 +1,90 @@
+"""``fidoctor report``: a Markdown report to paste into a GitHub issue, redacted by default.
+
+Exit codes: 0 when the report was written (whatever it found: the findings are
+its content, ``fidoctor diagnose`` is the command whose exit code judges the
+box); 2 when it was not (bad ``--from`` snapshot, unwritable ``-o``, bad
+``--python``/``--pid``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from fidoctor.commands._common import obtain_snapshot, target_options
+from fidoctor.errors import FidoctorError
+
+DEFAULT_SNAPSHOT = "fidoctor-report.snapshot.json"
+
+
+def snapshot_path(output: str) -> str:
+    """``report.md`` → ``report.snapshot.json`` next to it; stdout → the current directory."""
+    if output == "-":
+        return DEFAULT_SNAPSHOT
+    base = output[:-3] if output.endswith(".md") else output
+    return base + ".snapshot.json"
+
+
+def _write(path: str, text: str) -> None:
+    """Write through a temp file and rename, so a failed write leaves no half report."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise FidoctorError(f"cannot write {path}: {e.strerror or e}",
+                            "pick another path with -o FILE") from None
+
+
+@click.command("report")
+@target_options
+@click.option("-o", "--output", metavar="FILE", default="-", show_default=True,
+              help="Where to write the Markdown report ('-' for stdout).")
+@click.option("--no-redact", is_flag=True,
+              help="Keep user names, host names, addresses and secrets (for your eyes only).")
+@click.option("--attach-snapshot", is_flag=True,
+              help="Also write the (redacted) snapshot next to the report as "
+              "<report>.snapshot.json, for: fidoctor diagnose --from FILE.")
+def command(python, pid, deep, from_file, output, no_redact, attach_snapshot) -> int:
+    """Write a Markdown report for a bug report: verdict, findings and fixes, versions.
+
+    \b
+    Redacted by default: the same private value always becomes the same
+    placeholder (<user-1>, <host-1>, <ip-1>, <mac-1>, <secret-1>, <home-1>).
+    Exit codes: 0 report written · 2 it could not be written.
+    """
+    import json
+
+    from fidoctor.report import build
+
+    snap = obtain_snapshot(python, pid, deep, from_file)
+    snap_file = snapshot_path(output) if attach_snapshot else None
+    report = build(snap, redact=not no_redact,
+                   snapshot_name=os.path.basename(snap_file) if snap_file else None)
+    if snap_file:
+        body = json.dumps(report.snapshot.to_dict(), indent=1, sort_keys=True) + "\n"
+        _write(snap_file, body)
+    if output == "-":
+        sys.stdout.write(report.markdown)
+        sys.stdout.flush()
+    else:
+        _write(output, report.markdown)
+    c = report.diagnosis.counts()
+    what = f"{c['error']} error(s), {c['warning']} warning(s), {c['info']} info"
+    hidden = ("NOT redacted: read it before you post it" if report.redaction is None else
+              "redacted " + (", ".join(f"{n} {k}" for k, n in report.redaction.items())
+                             or "(nothing private found)"))
+    where = "" if output == "-" else f"wrote {output}: "
+    click.echo(f"{where}{what}; {hidden}"
+               + (f"; snapshot: {snap_file}" if snap_file else ""), err=True)
+    if report.replay_mismatch:
+        click.echo("warning: the redacted snapshot does not replay to the same findings "
+                   f"({report.replay_mismatch[:3]}); this is a fidoctor bug", err=True)
+    return 0

@@ -1,0 +1,138 @@
+"""The version table: every component that decides whether a JIT module builds and loads.
+
+Read defensively from the snapshot: the toolkit, cudart, elf and GPU sections
+are optional (older snapshots, other gatherers failing), so a missing fact is
+a missing row, never a crash. Keys are looked up along a few known spellings.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from fidoctor import __version__
+from fidoctor.snapshot import Snapshot
+
+Row = Tuple[str, Optional[str], str]
+
+
+def dig(d: Any, *paths: str) -> Any:
+    """The first non-empty value along dotted ``paths`` (``"nvcc.version"``), else None."""
+    for path in paths:
+        cur = d
+        for part in path.split("."):
+            if isinstance(cur, dict):
+                cur = cur.get(part)
+            elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+                cur = cur[int(part)]
+            else:
+                cur = None
+                break
+        if cur not in (None, "", [], {}):
+            return cur
+    return None
+
+
+def _pkg(pkgs: Dict[str, Any], *names: str) -> Tuple[Optional[str], str]:
+    for n in names:
+        if n in pkgs:
+            return pkgs[n].get("version"), n
+    return None, ""
+
+
+def _s(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
+def rows(snap: Snapshot) -> List[Row]:
+    t = snap.data("target")
+    pkgs = t.get("packages") or {}
+    out: List[Row] = []
+    fid = __version__
+    if snap.fidoctor_version not in (__version__, "?"):
+        fid = f"{__version__} (snapshot by {snap.fidoctor_version})"
+    out.append(("fidoctor", fid, ""))
+    if t:
+        out.append(("Python", t.get("version"), _s(t.get("python") or snap.context.get("python"))))
+    else:
+        out.append(("Python", None, _s(snap.context.get("python")) + " (not gathered)"))
+    torch_v, _ = _pkg(pkgs, "torch")
+    torch_v = torch_v or dig(t, "torch.version")
+    if torch_v or t.get("torch"):
+        cuda = dig(t, "torch.cuda")
+        out.append(("torch", torch_v, f"built for CUDA {cuda}" if cuda else ""))
+    for names in (("flashinfer-python", "flashinfer"), ("flashinfer-jit-cache",),
+                  ("flashinfer-cubin",)):
+        v, n = _pkg(pkgs, *names)
+        if v or names[0] == "flashinfer-python":
+            out.append((n or names[0], v, "" if v else "not installed"))
+    out += _toolkit_rows(snap)
+    v, n = _pkg(pkgs, "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu13",
+                "nvidia-cuda-runtime")
+    if v:
+        out.append(("pip CUDA runtime", v, n))
+    out += _cudart_rows(snap)
+    out += _gpu_rows(snap)
+    for name in ("sglang", "vllm", "apache-tvm-ffi", "ninja", "triton"):
+        v, _ = _pkg(pkgs, name)
+        if v:
+            out.append((name, v, ""))
+    h = snap.data("host")
+    if h:
+        fs = h.get("cache_fs") or {}
+        mem = h.get("mem_total")
+        bits = [f"{h.get('cpu_count')} cores" if h.get("cpu_count") else "",
+                f"{mem / 2**30:.0f} GiB RAM" if isinstance(mem, (int, float)) else "",
+                f"cache on {fs.get('fstype')}" if fs.get("fstype") else ""]
+        out.append(("host", f"Linux {h.get('kernel')} {h.get('machine')}",
+                    ", ".join(b for b in bits if b)))
+    return out
+
+
+def _toolkit_rows(snap: Snapshot) -> List[Row]:
+    tk = snap.data("toolkit")
+    if not tk:
+        return []
+    ver = dig(tk, "toolkit.nvcc.version.version", "toolkit.version", "nvcc.version",
+              "nvcc_version", "version")
+    home = dig(tk, "toolkit.path", "resolution.path", "cuda_home", "path")
+    how = dig(tk, "resolution.source", "source")
+    if isinstance(ver, dict):
+        ver = ver.get("version") or ver.get("release")
+    detail = _s(home) + (f" (from {how})" if how else "")
+    return [("nvcc (toolkit FlashInfer uses)", _s(ver) or None, detail or "not found")]
+
+
+def _cudart_rows(snap: Snapshot) -> List[Row]:
+    cr = snap.data("cudart")
+    if not cr:
+        return []
+    loaded = dig(cr, "loaded", "resolved", "chosen", "target") or cr
+    if not isinstance(loaded, dict):
+        loaded = {"path": loaded}
+    ver = dig(loaded, "version", "version.value")
+    path = dig(loaded, "path", "realpath")
+    how = dig(loaded, "how", "via", "source", "chosen_by", "reason")
+    if isinstance(ver, dict):
+        ver = ver.get("value") or ver.get("version")
+    detail = _s(path) + (f" (via {how})" if how and not isinstance(how, (dict, list)) else "")
+    return [("libcudart the target loads", _s(ver) or None, detail)]
+
+
+def _gpu_rows(snap: Snapshot) -> List[Row]:
+    out: List[Row] = []
+    for name in ("gpu", "driver", "nvidia"):
+        g = snap.data(name)
+        if not g:
+            continue
+        drv = dig(g, "driver_version", "driver.version", "driver")
+        if drv and not isinstance(drv, (dict, list)):
+            out.append(("NVIDIA driver", str(drv), _s(dig(g, "cuda_driver_version", "cuda"))))
+        gpus = dig(g, "gpus", "devices")
+        if isinstance(gpus, list) and gpus:
+            names = sorted({_s(dig(x, "name")) for x in gpus if isinstance(x, dict)})
+            caps = sorted({_s(dig(x, "compute_cap", "capability")) for x in gpus
+                           if isinstance(x, dict)} - {""})
+            out.append(("GPU", f"{len(gpus)} × {', '.join(names)}",
+                        f"compute capability {', '.join(caps)}" if caps else ""))
+        break
+    return out
