@@ -98,13 +98,16 @@ class Journal:
             try:
                 j.records.append(json.loads(line))
             except ValueError:
-                break  # torn last line: the crash happened while writing it
+                continue  # a line torn by a crash mid-write: that record never happened
         return j
 
     def append(self, rec: Dict[str, Any]) -> None:
         line = (json.dumps(rec, sort_keys=True) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # close a line torn by a crash before appending
             os.write(fd, line)
             os.fsync(fd)
         finally:
