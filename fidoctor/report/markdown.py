@@ -131,12 +131,19 @@ def findings_section(diag: Diagnosis) -> List[str]:
     return out
 
 
+def detail_cell(detail: str) -> str:
+    """A path as code, anything after it (`` (from which nvcc)``) as prose."""
+    m = re.match(r"^([/<]\S*)( \(.*\))?$", detail or "")
+    if not m:
+        return esc(detail)
+    return code(m.group(1)) + (" " + esc(m.group(2)) if m.group(2) else "")
+
+
 def versions_section(snap) -> List[str]:
     rows = versions.rows(snap)
     out = ["## Versions", "", "| component | version | details |", "|---|---|---|"]
     for name, ver, detail in rows:
-        out.append(f"| {esc(name)} | {esc(ver) if ver else '—'} | "
-                   f"{code(detail) if detail and detail.startswith(('/', '<')) else esc(detail)} |")
+        out.append(f"| {esc(name)} | {esc(ver) if ver else '—'} | {detail_cell(detail)} |")
     return out + [""]
 
 

@@ -103,19 +103,25 @@ def _toolkit_rows(snap: Snapshot) -> List[Row]:
 
 
 def _cudart_rows(snap: Snapshot) -> List[Row]:
+    """The libcudart the target maps first (observed via --pid/--deep, else predicted)."""
     cr = snap.data("cudart")
     if not cr:
         return []
-    loaded = dig(cr, "loaded", "resolved", "chosen", "target") or cr
-    if not isinstance(loaded, dict):
-        loaded = {"path": loaded}
-    ver = dig(loaded, "version", "version.value")
-    path = dig(loaded, "path", "realpath")
-    how = dig(loaded, "how", "via", "source", "chosen_by", "reason")
-    if isinstance(ver, dict):
-        ver = ver.get("value") or ver.get("version")
-    detail = _s(path) + (f" (via {how})" if how and not isinstance(how, (dict, list)) else "")
-    return [("libcudart the target loads", _s(ver) or None, detail)]
+    libs = cr.get("libraries") or {}
+    loaded = [x for x in cr.get("loaded") or [] if isinstance(x, dict)]
+    source = _s(cr.get("loaded_source"))
+    if not loaded:
+        why = "none predicted: no torch in the target" if not dig(cr, "torch.present") \
+            else "not resolved"
+        return [("libcudart the target loads", None, why)]
+    out: List[Row] = []
+    for lib in loaded[:2]:
+        path = _s(lib.get("path"))
+        info = libs.get(path) or {}
+        ver = info.get("version") or lib.get("version")
+        out.append(("libcudart the target loads", _s(ver) or None,
+                    path + (f" ({source})" if source else "")))
+    return out
 
 
 def _gpu_rows(snap: Snapshot) -> List[Row]:

@@ -1,0 +1,143 @@
+"""``fidoctor report`` end to end, as a real child process on real boxes.
+
+A leaky box (planted user/home, API key, proxy credentials, addresses; the
+machine's real host name) must leave no private value in the report or the
+attached snapshot (raw file bytes); the report must carry the findings and
+versions, parse as Markdown with the expected structure, and its attached
+snapshot must replay (``fidoctor diagnose --from``) to the same findings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from html import unescape
+from pathlib import Path
+from typing import List, Set, Tuple
+
+import pytest
+from conftest import DECODE, run_cli
+from markdown_it import MarkdownIt
+from report_helpers import USER, leaky_box, survivors
+
+from fidoctor import __version__
+
+
+def parse(md: str):
+    """GitHub-flavoured enough: CommonMark + tables, raw HTML allowed (for <details>)."""
+    mdi = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    return mdi.parse(md), mdi.render(md)
+
+
+def report_keys(html: str) -> Set[Tuple[str, str]]:
+    """(finding id, subject) pairs as a reader sees them in the rendered report."""
+    out = set()
+    blocks = re.split(r"<h3>", html)[1:]
+    for b in blocks:
+        fid = re.search(r"<code>([a-z0-9-]+)</code></h3>", b).group(1)
+        m = re.search(r"<p>Subject: <code>(.*?)</code></p>", b)
+        out.add((fid, unescape(m.group(1)) if m else ""))
+    return out
+
+
+def run_report(args: List[str], env, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fidoctor", "report", *args], env=env,
+                          cwd=str(cwd), capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.timeout(180)
+def test_leaky_box_report_is_redacted_parses_and_replays(box, tmp_path):
+    env = leaky_box(box, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_report(["-o", "issue.md", "--attach-snapshot"], env, out)
+    assert r.returncode == 0, r.stderr
+    report, snap = out / "issue.md", out / "issue.snapshot.json"
+    assert "redacted" in r.stderr and str(snap.name) in r.stderr
+    # nothing private survives, anywhere, in the raw bytes of either file
+    for f in (report, snap):
+        assert survivors(f.read_bytes()) == [], f
+    assert sorted(os.listdir(out)) == ["issue.md", "issue.snapshot.json"]  # no temp files left
+    md = report.read_text()
+    tokens, html = parse(md)
+    # structure: title, verdict first, findings before versions, a table, details blocks
+    heads = [(t.tag, tokens[i + 1].content) for i, t in enumerate(tokens) if t.type == "heading_open"]
+    assert heads[0][0] == "h1" and "2 errors, 1 warning" in heads[0][1]
+    h2 = [c for tag, c in heads if tag == "h2"]
+    assert h2[:2] == ["Findings", "Versions"] and "Evidence" in h2
+    first_para = next(tokens[i + 1].content for i, t in enumerate(tokens)
+                      if t.type == "paragraph_open")
+    assert first_para.startswith("**Verdict: 2 errors, 1 warning.**")
+    assert "fidoctor fix --only cache-incomplete-module" in first_para
+    assert html.count("<table>") >= 2 and "<th>component</th>" in html
+    assert html.count("<details>") == html.count("</details>") >= 4
+    assert "<summary>Evidence (" in html and "<summary>JIT log &lt;home-1&gt;" in html
+    assert '<code class="language-sh">fidoctor fix --only cache-incomplete-module' in html
+    # placeholders render as text, never as (invisible) HTML tags
+    assert not re.search(r"<(user|home|host|ip|mac|secret)-\d+>", html)
+    assert "&lt;home-1&gt;/.cache/flashinfer/0.7.2.post1/90a" in html
+    # errors on top, then warnings
+    sev = re.findall(r"<h3>\d+\. (ERROR|WARNING|INFO) ", html)
+    assert sev == sorted(sev, key=["ERROR", "WARNING", "INFO"].index) and sev[0] == "ERROR"
+    # versions: fidoctor and the target's Python
+    assert f"<td>fidoctor</td>\n<td>{__version__}</td>" in html
+    py = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+    assert f"<td>Python</td>\n<td>{py}</td>" in html
+    # the log excerpt holds the unfinished line only, not the whole log
+    log_block = html.split("<summary>JIT log", 1)[1].split("</details>", 1)[0]
+    assert "Building JIT module single_prefill" in log_block and DECODE not in log_block
+    # replay the attached snapshot elsewhere: same finding ids and subjects as the report
+    shown = report_keys(html)
+    assert {i for i, _ in shown} == {"cache-incomplete-module", "jit-log-unfinished"}
+    assert len(shown) == 3 and all(s.startswith("<home-1>/") for _, s in shown)
+    clean = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path / "elsewhere"))
+    rep = run_cli(["diagnose", "--json", "--from", str(snap)], env=clean)
+    assert rep.returncode == 1, rep.stderr
+    replayed = {(f["id"], f["subject"]) for f in json.loads(rep.stdout)["findings"]}
+    assert replayed == shown
+
+
+def test_report_from_snapshot_redacts_without_the_machine(box, tmp_path):
+    env = leaky_box(box, tmp_path)
+    raw = tmp_path / "raw.json"
+    r = run_cli(["snapshot", "-o", str(raw)], env=env)
+    assert r.returncode == 0, r.stderr
+    assert USER.encode() in raw.read_bytes()  # the unredacted snapshot has it
+    clean = dict(os.environ, NO_COLOR="1")
+    rep = run_cli(["report", "--from", str(raw)], env=clean)
+    assert rep.returncode == 0, rep.stderr
+    assert survivors(rep.stdout.encode()) == []
+    assert "cache-incomplete-module" in rep.stdout and "jit-log-unfinished" in rep.stdout
+
+
+def test_no_redact_keeps_values_and_says_so(box, tmp_path):
+    env = leaky_box(box, tmp_path)
+    r = run_report(["--no-redact", "--attach-snapshot"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert USER in r.stdout and "not redacted" in r.stdout
+    assert "NOT redacted" in r.stderr
+    assert USER in (tmp_path / "fidoctor-report.snapshot.json").read_text()
+
+
+def test_healthy_box_verdict(box, tmp_path):
+    box.module(box.workspace(), DECODE)
+    r = run_cli(["report"], env=box.env())
+    assert r.returncode == 0, r.stderr
+    _, html = parse(r.stdout)
+    assert "<strong>Verdict: no problems found.</strong>" in html
+    assert "<h2>Findings</h2>\n<p>None.</p>" in html or "INFO" in html
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--from", "/nonexistent/snap.json"], "cannot read snapshot"),
+    (["-o", "/nonexistent-dir/r.md"], "cannot write /nonexistent-dir/r.md"),
+])
+def test_cannot_write_is_exit_2_one_line(box, args, needle):
+    box.module(box.workspace(), DECODE)
+    r = run_cli(["report", *args], env=box.env())
+    assert r.returncode == 2
+    assert needle in r.stderr and "Traceback" not in r.stderr
+    assert not os.path.exists("/nonexistent-dir")
