@@ -1,0 +1,149 @@
+"""``fidoctor warmup``: compile FlashInfer's usual modules in the target, guarded.
+
+Exit codes: 0 all modules compiled (or already cached); 1 some failed,
+stalled or timed out; 2 could not start (no FlashInfer in the target, bad
+arguments); 130 interrupted (after the same clean-up).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import click
+
+FA3_ADVICE = (
+    "FA3 is FlashInfer's choice, not a switch: its prefill wrappers default to backend='auto', "
+    "and {fn} picks 'fa3' on compute capability 9.x with torch CUDA >= 12.3. It reads "
+    "{envs}; {mentions}. What keeps a server off FA3: the wrapper argument backend='fa2' "
+    "(code), or a non-FlashInfer prefill/attention backend in the serving stack "
+    "(SGLang --attention-backend, vLLM --attention-backend / VLLM_ATTENTION_BACKEND).")
+
+
+def fa3_advice(target: dict) -> str:
+    f = target.get("fa3") or {}
+    envs = ", ".join(f.get("env_vars_read") or []) or "no environment variable"
+    m = f.get("disable_sm90_mentions")
+    mentions = ("FLASHINFER_DISABLE_SM90 appears nowhere in flashinfer " + str(target.get("version"))
+                if m == [] else f"DISABLE_SM90 appears in {', '.join(m or ['?'])}")
+    return FA3_ADVICE.format(fn=f.get("function") or "determine_attention_backend()",
+                             envs=envs, mentions=mentions)
+
+
+@click.command("warmup")
+@click.option("--python", "python", metavar="PATH",
+              help="Interpreter of the serving environment (default: active venv/conda).")
+@click.option("--modules", metavar="SPECS",
+              help="Comma list: KIND[:DTYPE[:HEAD_DIM]] or full module names; '+spec' adds "
+              "to the default set. KIND: decode, prefill-fa2, prefill-fa3, single-decode, "
+              "single-prefill-fa2, single-prefill-fa3.")
+@click.option("--list", "list_only", is_flag=True, help="Show the module set and exit.")
+@click.option("--arch", metavar="LIST",
+              help="FLASHINFER_CUDA_ARCH_LIST for the build, e.g. 9.0a (builds without a GPU; "
+              "nothing is loaded then).")
+@click.option("--jobs", type=click.IntRange(1, 256), help="MAX_JOBS (default: from memory).")
+@click.option("--timeout", type=float, metavar="S",
+              help="Hard limit per module (default: 900 decode, 1800 FA2, 3600 FA3).")
+@click.option("--stall-after", type=float, default=60.0, show_default=True, metavar="S",
+              help="Stop a module when its compiler tree shows no CPU and no new files this long.")
+@click.option("--orphans", type=click.Choice(["end", "wait"]), default="end", show_default=True,
+              help="Compilers of the same module left by a killed server: end or wait for them.")
+@click.option("--no-load", is_flag=True, help="Build only, even on a GPU box.")
+@click.option("--check", is_flag=True, help="List compiled and incomplete modules; build nothing.")
+@click.option("--clear-incomplete", is_flag=True,
+              help="Move incomplete module dirs aside (undoable) and exit.")
+@click.option("--disable-sm90", is_flag=True,
+              help="Skip FA3 modules and say what really keeps the server off FA3.")
+@click.option("--once", "once", metavar="FLAG_FILE",
+              help="Skip when FLAG_FILE exists and the modules are cached; write it on success.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def command(python, modules, list_only, arch, jobs, timeout, stall_after, orphans, no_load,
+            check, clear_incomplete, disable_sm90, once, as_json) -> int:
+    """Pre-compile FlashInfer's usual kernels in the target, safely (stall/timeout guarded)."""
+    from fidoctor.errors import FidoctorError
+    from fidoctor.warmup import cache, specs
+
+    if sum(bool(x) for x in (list_only, check, clear_incomplete)) > 1:
+        raise FidoctorError("--list, --check and --clear-incomplete are exclusive")
+    if list_only:
+        return _list(modules, arch, disable_sm90, as_json)
+    if check or clear_incomplete:
+        env = dict(os.environ)
+        if clear_incomplete:
+            lines = cache.clear_incomplete(env)
+            click.echo(json.dumps({"actions": lines}) if as_json else "\n".join(lines))
+            return 0
+        ws = cache.scan(env)
+        bad = any(not m["complete"] for w in ws for m in w["modules"])
+        if as_json:
+            click.echo(json.dumps({"workspaces": ws}, indent=2))
+        else:
+            click.echo("\n".join(cache.render_check(ws, time.time())))
+        return 1 if bad else 0
+    from fidoctor.snapshot.context import default_python
+    from fidoctor.warmup.progress import LineProgress
+    from fidoctor.warmup.runner import describe, run_warmup, target_env
+
+    py = python or default_python(dict(os.environ))[0]
+    if python and not os.path.exists(python):
+        raise FidoctorError(f"--python {python}: no such file")
+    if once:
+        info = describe(py, target_env(py, arch, None),
+                        specs.select(modules, sm90=_sm90_hint(arch), disable_sm90=disable_sm90))
+        if cache.once_satisfied(once, info["specs"]):
+            msg = f"{once} exists and all {len(info['specs'])} modules are cached: nothing to do"
+            click.echo(json.dumps({"skipped": True, "reason": msg}) if as_json else msg)
+            return 0
+    progress = LineProgress(tty=False if as_json else None)
+    result = run_warmup(python=py, modules=modules, arch=arch, jobs=jobs, timeout=timeout,
+                        stall_after=stall_after, disable_sm90=disable_sm90, load=not no_load,
+                        orphans=orphans, progress=progress)
+    doc = result.to_dict()
+    if disable_sm90:
+        doc["fa3_advice"] = fa3_advice(result.target)
+    if once and result.exit_code == 0:
+        cache.write_flag(once, doc)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, default=str))
+    else:
+        _summary(result, doc)
+    return result.exit_code
+
+
+def _sm90_hint(arch) -> bool:
+    a = arch or os.environ.get("FLASHINFER_CUDA_ARCH_LIST", "")
+    return any(x.startswith("9.") for x in a.split()) if a else True
+
+
+def _list(modules, arch, disable_sm90, as_json) -> int:
+    from fidoctor.warmup import specs
+
+    known = bool(arch or os.environ.get("FLASHINFER_CUDA_ARCH_LIST"))
+    chosen = specs.select(modules, sm90=_sm90_hint(arch), disable_sm90=disable_sm90)
+    if as_json:
+        click.echo(json.dumps({"modules": [s.to_dict() for s in chosen]}, indent=2))
+        return 0
+    for s in chosen:
+        note = " (Hopper/sm90 only)" if s.is_sm90 and not known else ""
+        click.echo(f"{s.key:<26} {s.mem_class:<6} timeout {s.default_timeout:>4} s{note}\n"
+                   f"    {s.expected_name()}")
+    return 0
+
+
+def _summary(result, doc) -> None:
+    for n in result.notes:
+        if "moved aside" in n or "left in place" in n:
+            click.echo(n)
+    for f in result.findings:
+        click.echo(f"\n{f.severity.upper()} {f.id}: {f.title}")
+        for e in f.evidence:
+            click.echo(f"  - {e}")
+        for fx in f.fixes:
+            click.echo(f"  fix: {fx.description}")
+            for c in fx.commands:
+                click.echo(f"      $ {c}")
+    if "fa3_advice" in doc:
+        click.echo("\n--disable-sm90: " + doc["fa3_advice"])
+    ok = sum(m.status in ("done", "cached") for m in result.modules)
+    click.echo(f"\nwarmup: {ok}/{len(result.modules)} modules ready in {result.seconds:.0f} s")

@@ -1,0 +1,186 @@
+"""Runs INSIDE the target interpreter: generate and build FlashInfer modules.
+
+Started by fidoctor's supervisor as ``<target python> child.py '<json request>'``
+in a session of its own. Uses only the stdlib, torch and flashinfer (never
+fidoctor: the target venv does not have it) and must run on Python 3.9.
+Talks back by lines ``@@fidoctor {json}`` on stdout; FlashInfer's own logging
+goes to stderr, which the supervisor keeps for the error report.
+
+Request: {"mode": "describe"|"build", "modules": [{"key", "kind", "dtype",
+"head_dim"}], "load": bool, "fa3_source": bool}.
+"""
+
+import inspect
+import json
+import os
+import re
+import sys
+import time
+import traceback
+
+TAG = "@@fidoctor "
+ERROR_PATTERNS = ("fatal error", "error:", "error :", "cannot find", "undefined reference",
+                  "No such file", "Killed", "out of memory", "RuntimeError", "FAILED:")
+
+
+def emit(event, **kw):
+    kw["event"] = event
+    kw["t"] = time.time()
+    sys.stdout.write(TAG + json.dumps(kw, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def first_error_line(text):
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    for pat in ERROR_PATTERNS:
+        for ln in lines:
+            if pat in ln and not ln.startswith("[") and "Ninja output" not in ln:
+                return ln[:400]
+    return (lines[0] if lines else "unknown error")[:400]
+
+
+def generators(jit):
+    names = ("gen_batch_decode_module", "gen_batch_prefill_module", "gen_single_decode_module",
+             "gen_single_prefill_module")
+    found = {}
+    for modname in ("flashinfer.jit", "flashinfer.jit.attention",
+                    "flashinfer.jit.attention.modules", "flashinfer.jit.attention.pytorch"):
+        try:
+            mod = __import__(modname, fromlist=["_"])
+        except Exception:
+            continue
+        for n in names:
+            if n not in found and hasattr(mod, n):
+                found[n] = getattr(mod, n)
+    return found
+
+
+def make_spec(gens, m, torch):
+    dt = {"bf16": torch.bfloat16, "f16": torch.float16}[m["dtype"]]
+    idx, hd, kind = torch.int32, int(m["head_dim"]), m["kind"]
+    backend = kind.rsplit("-", 1)[1] if "prefill" in kind else None
+    if kind == "decode":
+        return gens["gen_batch_decode_module"](dt, dt, dt, idx, hd, hd, 0, False, False)
+    if kind == "single-decode":
+        return gens["gen_single_decode_module"](dt, dt, dt, hd, hd, 0, False, False)
+    if kind.startswith("prefill"):
+        return gens["gen_batch_prefill_module"](backend, dt, dt, dt, idx, hd, hd, 0, False,
+                                                False, False)
+    return gens["gen_single_prefill_module"](backend, dt, dt, dt, hd, hd, 0, False, False, False)
+
+
+def spec_paths(spec):
+    name = spec.name
+    ninja = getattr(spec, "ninja_path", None)
+    mdir = getattr(spec, "build_dir", None) or (ninja.parent if ninja is not None else None)
+    lib = getattr(spec, "jit_library_path", None) or (mdir / (name + ".so") if mdir else None)
+    lock = getattr(spec, "lock_path", None)
+    sources = [str(s) for s in (getattr(spec, "sources", None) or [])]
+    return {"name": name, "module_dir": str(mdir) if mdir else None,
+            "so_path": str(lib) if lib else None, "lock_path": str(lock) if lock else None,
+            "compiled": bool(lib and os.path.exists(str(lib))), "edges": len(sources) + 1,
+            "generated_dir": str(os.path.dirname(sources[0])) if sources else None}
+
+
+def fa3_facts():
+    """What really selects FA3 in this FlashInfer: read the installed source."""
+    out = {"function": None, "env_vars_read": [], "disable_sm90_mentions": []}
+    try:
+        import flashinfer.utils as u
+
+        fns = [getattr(u, n) for n in ("determine_attention_backend", "is_sm90a_supported",
+                                       "is_fa3_backend_supported") if hasattr(u, n)]
+        if fns:
+            out["function"] = "flashinfer.utils.determine_attention_backend"
+        src = "".join(inspect.getsource(f) for f in fns)
+        out["env_vars_read"] = sorted(set(re.findall(r"environ(?:\.get)?\(?\[?[\"'](\w+)", src)
+                                          + re.findall(r"getenv\([\"'](\w+)", src)))
+        out["auto_requires"] = "compute capability 9.x and torch CUDA >= 12.3" \
+            if "12.3" in src else "see is_sm90a_supported"
+    except Exception as e:  # noqa: BLE001 - report, never crash describe
+        out["error"] = repr(e)[:200]
+    root = os.path.dirname(sys.modules["flashinfer"].__file__)
+    for d, _, files in os.walk(root):
+        for f in files:
+            if f.endswith(".py"):
+                p = os.path.join(d, f)
+                try:
+                    with open(p, errors="replace") as fh:
+                        if "DISABLE_SM90" in fh.read():
+                            out["disable_sm90_mentions"].append(os.path.relpath(p, root))
+                except OSError:
+                    pass
+    return out
+
+
+def main():
+    req = json.loads(sys.argv[1])
+    try:
+        import flashinfer
+        import flashinfer.jit as jit
+        import torch
+    except Exception as e:  # noqa: BLE001
+        emit("fatal", stage="import", error=first_error_line(repr(e)),
+             detail=traceback.format_exc()[-2000:])
+        return 3
+    env = getattr(jit, "env", None)
+    gpu = None
+    try:
+        if torch.cuda.is_available():
+            gpu = list(torch.cuda.get_device_capability(0))
+    except Exception:
+        gpu = None
+    info = {"version": getattr(flashinfer, "__version__", None), "torch": torch.__version__,
+            "torch_cuda": getattr(torch.version, "cuda", None), "gpu": gpu,
+            "python": sys.version.split()[0],
+            "workspace": str(getattr(env, "FLASHINFER_WORKSPACE_DIR", "") or "") or None,
+            "jit_dir": str(getattr(env, "FLASHINFER_JIT_DIR", "") or "") or None,
+            "arch_list": os.environ.get("FLASHINFER_CUDA_ARCH_LIST")}
+    if req.get("fa3_source"):
+        info["fa3"] = fa3_facts()
+    gens = generators(jit)
+    emit("info", **info, generators=sorted(gens))
+    if len(gens) < 4:
+        emit("fatal", stage="api",
+             error="this FlashInfer ({}) has no gen_*_module generators (family "
+             "0.2.0-0.2.5 builds inside its kernels' first call); warmup needs 0.2.6+"
+             .format(info["version"]))
+        return 3
+    rc = 0
+    for m in req.get("modules", []):
+        try:
+            spec = make_spec(gens, m, torch)
+        except Exception as e:  # noqa: BLE001
+            emit("failed", key=m["key"], stage="generate", error=first_error_line(str(e)),
+                 detail=traceback.format_exc()[-3000:])
+            rc = 1
+            continue
+        paths = spec_paths(spec)
+        emit("spec", key=m["key"], **paths)
+        if req["mode"] != "build":
+            continue
+        t0 = time.time()
+        emit("building", key=m["key"], name=spec.name, load=bool(req.get("load") and gpu))
+        try:
+            if req.get("load") and gpu:
+                spec.build_and_load()
+            elif "need_lock" in inspect.signature(spec.build).parameters:
+                spec.build(need_lock=True)
+            else:
+                from filelock import FileLock
+
+                with FileLock(paths["lock_path"]):
+                    spec.build()
+        except Exception as e:  # noqa: BLE001
+            emit("failed", key=m["key"], stage="build", seconds=time.time() - t0,
+                 error=first_error_line(str(e)), detail=str(e)[-4000:])
+            rc = 1
+            continue
+        emit("done", key=m["key"], seconds=time.time() - t0,
+             so_size=os.path.getsize(paths["so_path"]) if paths["so_path"]
+             and os.path.exists(paths["so_path"]) else None)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

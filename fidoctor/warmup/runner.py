@@ -1,0 +1,198 @@
+"""``run_warmup``: the whole warmup as a plain function (the CLI and ``fidoctor fix`` call it).
+
+1. describe: the child imports FlashInfer in the target and reports version,
+   GPU, workspace and, per module, its real name, dir and lock file;
+2. choose the set (FA3 only when the target arch is sm90), MAX_JOBS per
+   module from memory and cores;
+3. per module: deal with orphaned compilers, then build under supervision.
+A module that stalls or times out does not stop the others; Ctrl-C does.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from fidoctor.errors import FidoctorError
+from fidoctor.model import Finding
+from fidoctor.snapshot.context import default_python
+from fidoctor.warmup import jobs as jobs_mod
+from fidoctor.warmup import specs as specs_mod
+from fidoctor.warmup.quarantine import move_aside
+from fidoctor.warmup.supervisor import Interrupted, ModuleResult, build_module, install_sigterm, run_child
+
+DESCRIBE_TIMEOUT = 180.0
+EXIT_OK, EXIT_PROBLEMS, EXIT_CANNOT = 0, 1, 2
+
+
+@dataclass
+class WarmupResult:
+    python: str
+    target: Dict[str, Any] = field(default_factory=dict)
+    modules: List[ModuleResult] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    @property
+    def findings(self) -> List[Finding]:
+        return [m.verdict for m in self.modules if m.verdict is not None]
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        ok = all(m.status in ("done", "cached", "skipped") for m in self.modules)
+        return EXIT_OK if ok else EXIT_PROBLEMS
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"schema_version": 1, "python": self.python, "target": self.target,
+                "exit_code": self.exit_code, "interrupted": self.interrupted,
+                "seconds": round(self.seconds, 1), "notes": self.notes,
+                "modules": [m.to_dict() for m in self.modules],
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+class Progress:
+    """Callbacks the renderer implements; the default does nothing."""
+
+    def note(self, text: str) -> None: ...
+    def queued(self, mods: List[ModuleResult]) -> None: ...
+    def start(self, m: ModuleResult, i: int, n: int) -> None: ...
+    def tick(self, m: ModuleResult, elapsed: float, sample: Any) -> None: ...
+    def end(self, m: ModuleResult, i: int, n: int) -> None: ...
+
+
+def target_env(python: str, arch: Optional[str], env: Optional[Dict[str, str]]) -> Dict[str, str]:
+    """The child's environment: ours (or ``env``), the target's bin dir first on PATH.
+
+    FlashInfer runs whatever ``ninja`` PATH finds; a venv's ninja 1.13 and
+    /usr/bin's 1.11 write incompatible .ninja_log versions and trigger full
+    rebuilds, so the target's own bin dir goes first, as an activated venv has it.
+    """
+    e = dict(os.environ if env is None else env)
+    bindir = os.path.dirname(python)
+    path = e.get("PATH", "")
+    if bindir and path.split(":")[0] != bindir:
+        e["PATH"] = f"{bindir}:{path}" if path else bindir
+    if arch:
+        e["FLASHINFER_CUDA_ARCH_LIST"] = arch
+    return e
+
+
+def describe(python: str, env: Dict[str, str], mods: List[specs_mod.ModuleSpec],
+             fa3_source: bool = False) -> Dict[str, Any]:
+    """Ask the target about FlashInfer and these modules; FidoctorError if it cannot build."""
+    events = run_child(python, {"mode": "describe", "fa3_source": fa3_source,
+                                "modules": [_req(m) for m in mods]}, env, DESCRIBE_TIMEOUT)
+    info = next((e for e in events if e["event"] == "info"), None)
+    fatal = next((e for e in events if e["event"] == "fatal"), None)
+    failed = [e for e in events if e["event"] == "failed"]
+    if fatal or info is None or (failed and len(failed) == len(mods)):
+        err = (fatal or (failed[0] if failed else {})).get("error") or "no answer"
+        hint = "install flashinfer-python in the target, or pass --python"
+        if "sm75" in err or "TARGET_CUDA_ARCHS" in err:
+            hint = "no GPU here: pass --arch 9.0a (or set FLASHINFER_CUDA_ARCH_LIST)"
+        elif "No module named" in err:
+            hint = f"{python} has no FlashInfer: pass --python <serving venv>/bin/python"
+        raise FidoctorError(f"cannot warm up with {python}: {err}", hint)
+    info["specs"] = {e["key"]: e for e in events if e["event"] == "spec"}
+    info["spec_errors"] = {e["key"]: e.get("error", "") for e in failed}
+    return info
+
+
+def _req(m: specs_mod.ModuleSpec) -> Dict[str, Any]:
+    return {"key": m.key, "kind": m.kind, "dtype": m.dtype, "head_dim": m.head_dim}
+
+
+def is_sm90(arch_list: Optional[str], gpu: Optional[List[int]]) -> bool:
+    if arch_list:
+        return any(a.strip().startswith("9.") for a in arch_list.replace(";", " ").split())
+    return bool(gpu and gpu[0] == 9)
+
+
+def run_warmup(python: Optional[str] = None, modules: Optional[str] = None,
+               arch: Optional[str] = None, jobs: Optional[int] = None,
+               timeout: Optional[float] = None, stall_after: float = 60.0,
+               disable_sm90: bool = False, load: bool = True, orphans: str = "end",
+               env: Optional[Dict[str, str]] = None,
+               progress: Optional[Progress] = None) -> WarmupResult:
+    """Compile the module set in the target; never leaves a process or a half-built dir."""
+    progress = progress or Progress()
+    python = python or default_python(dict(os.environ if env is None else env))[0]
+    if not python or not os.path.exists(python):
+        raise FidoctorError(f"no target interpreter ({python})", "pass --python PATH")
+    if stall_after <= 0 or (timeout is not None and timeout <= 0):
+        raise FidoctorError("--stall-after and --timeout must be positive")
+    t0 = time.monotonic()
+    cenv = target_env(python, arch, env)
+    candidates = specs_mod.select(modules, sm90=True, disable_sm90=disable_sm90)
+    info = describe(python, cenv, candidates, fa3_source=disable_sm90)
+    sm90 = is_sm90(cenv.get("FLASHINFER_CUDA_ARCH_LIST"), info.get("gpu"))
+    chosen = specs_mod.select(modules, sm90=sm90, disable_sm90=disable_sm90)
+    res = WarmupResult(python=python, target={k: v for k, v in info.items() if k != "specs"})
+    if modules is None and not sm90 and not disable_sm90:
+        res.notes.append("FA3 (sm90) modules skipped: the target arch is not Hopper")
+    res.modules = [ModuleResult(key=m.key, name=info["specs"].get(m.key, {}).get("name", ""),
+                                module_dir=info["specs"].get(m.key, {}).get("module_dir") or "")
+                   for m in chosen]
+    for n in res.notes:
+        progress.note(n)
+    progress.queued(res.modules)
+    restore = install_sigterm()
+    try:
+        for i, (m, r) in enumerate(zip(chosen, res.modules)):
+            spec_info = info["specs"].get(m.key)
+            if spec_info is None:
+                r.status, r.error = "failed", info["spec_errors"].get(m.key, "not generated")
+                progress.end(r, i, len(chosen))
+                continue
+            r.max_jobs, why = jobs_mod.choose_jobs(m.mem_class, jobs)
+            progress.note(f"{m.key}: {why}")
+            for line in jobs_mod.handle_orphans(spec_info, orphans):
+                progress.note(f"{m.key}: {line}")
+                res.notes.append(f"{m.key}: {line}")
+            menv = dict(cenv, MAX_JOBS=str(r.max_jobs))
+            progress.start(r, i, len(chosen))
+            was_compiled = bool(spec_info.get("compiled"))
+            done = build_module(
+                python, _req(m), spec_info, menv, timeout or m.default_timeout, stall_after,
+                load, on_tick=progress.tick,
+                quarantine=lambda mr, why: _quarantine(mr, why, res, cenv))
+            done.max_jobs = r.max_jobs
+            if done.status == "done" and was_compiled:
+                done.status = "cached"
+            res.modules[i] = done
+            progress.end(done, i, len(chosen))
+    except Interrupted as e:
+        res.interrupted = True
+        partial = e.args[0] if e.args and isinstance(e.args[0], ModuleResult) else None
+        for j, r in enumerate(res.modules):
+            if partial is not None and r.key == partial.key:
+                res.modules[j] = partial
+            elif r.status == "queued":
+                r.status = "skipped"
+    finally:
+        restore()
+        res.seconds = time.monotonic() - t0
+    return res
+
+
+def _quarantine(mr: ModuleResult, why: str, res: WarmupResult,
+                env: Dict[str, str]) -> Optional[str]:
+    if why == "foreign":
+        res.notes.append(f"{mr.key}: {mr.module_dir} left in place: another live process holds "
+                         "its lock, the dir is its work")
+        return None
+    if not os.path.isdir(mr.module_dir):
+        return None
+    out = move_aside(mr.module_dir, f"warmup {why}", env)
+    if out.get("moved_to"):
+        via = f"fidoctor undo --id {out['txid']}" if out.get("txid") else out.get("record")
+        res.notes.append(f"{mr.key}: half-built {mr.module_dir} moved aside to "
+                         f"{out['moved_to']} (undo: {via})")
+        return out["moved_to"]
+    res.notes.append(f"{mr.key}: could not move {mr.module_dir} aside: {out.get('error')}")
+    return None

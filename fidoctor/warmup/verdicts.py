@@ -1,0 +1,86 @@
+"""Finding-shaped verdicts for a module that failed, stalled or timed out.
+
+They speak the probes' vocabulary (model.Finding: id, evidence, fixes, data)
+so ``fidoctor fix`` and ``--json`` consumers read them like any diagnosis.
+Ids: ``warmup-stalled`` (data.cause: ``lock-held`` | ``process-blocked``),
+``warmup-timed-out``, ``warmup-build-failed``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, List
+
+from fidoctor.model import Finding, Fix
+
+if TYPE_CHECKING:
+    from fidoctor.warmup.supervisor import ModuleResult
+
+
+def _data(res: ModuleResult, **kw) -> dict:
+    d = {"module": res.name, "module_dir": res.module_dir, "key": res.key}
+    d.update(kw)
+    return d
+
+
+def stalled_on_lock(res: ModuleResult, after: float, lock: str, holder: str,
+                    tree: List[str]) -> Finding:
+    pid = holder.split()[1] if holder.startswith("pid ") else "?"
+    return Finding(
+        id="warmup-stalled", severity="error", subject=res.name or res.key,
+        title=f"{res.key}: waited {after:.0f} s on the module lock held by another process "
+              "that is doing nothing",
+        evidence=[f"lock {lock} is held (flock, /proc/locks) by {holder}",
+                  f"no CPU and no new files for {after:.0f} s in our tree or the holder's",
+                  *[f"our tree: {t}" for t in tree]],
+        fixes=[Fix("see what the holder is; if it is a dead or stuck server, stop it — the "
+                   "kernel drops the flock when it exits — then warm up again",
+                   [f"ps -o pid,stat,etime,wchan:30,cmd -p {pid}", f"kill {pid}",
+                    "fidoctor warmup"], safety="caution")],
+        data=_data(res, cause="lock-held", lock_path=lock, holder_pid=_int(pid)),
+    )
+
+
+def stalled_blocked(res: ModuleResult, after: float, leaf: str, tree: List[str]) -> Finding:
+    what = leaf or "the target interpreter"
+    compiler = any(c in leaf for c in ("nvcc", "cicc", "ptxas", "cudafe", "ninja", "c++", "gcc"))
+    return Finding(
+        id="warmup-stalled", severity="error", subject=res.name or res.key,
+        title=f"{res.key}: {'the compiler' if compiler else 'the build'} made no progress for "
+              f"{after:.0f} s (no CPU, no new files); stopped",
+        evidence=[f"blocked: {what}", *[f"tree: {t}" for t in tree]],
+        fixes=[Fix("look at where it blocks (wchan above; a dead NFS mount, a full disk or a "
+                   "broken toolkit are usual); `fidoctor diagnose` checks them", ["fidoctor diagnose"]),
+               Fix("if the machine is merely overloaded, allow a longer quiet period",
+                   [f"fidoctor warmup --stall-after {int(after * 4)}"])],
+        data=_data(res, cause="process-blocked", blocked=leaf),
+    )
+
+
+def timed_out(res: ModuleResult, timeout: float, tree: List[str]) -> Finding:
+    return Finding(
+        id="warmup-timed-out", severity="error", subject=res.name or res.key,
+        title=f"{res.key}: still compiling after {timeout:.0f} s (--timeout); stopped",
+        evidence=[f"busy for {timeout:.0f} s; peak tree RSS {res.peak_rss / 2**30:.1f} GiB",
+                  *[f"tree: {t}" for t in tree]],
+        fixes=[Fix("give it more time, or fewer parallel jobs if memory was short",
+                   [f"fidoctor warmup --modules {res.key} --timeout {int(timeout * 3)}"])],
+        data=_data(res, cause="timeout"),
+    )
+
+
+def failed(res: ModuleResult) -> Finding:
+    return Finding(
+        id="warmup-build-failed", severity="error", subject=res.name or res.key,
+        title=f"{res.key}: build failed: {res.error[:200]}",
+        evidence=[f"first error: {res.error}"],
+        fixes=[Fix("`fidoctor diagnose` names the usual causes (toolkit, headers, libcuda, "
+                   "permissions, disk)", ["fidoctor diagnose"])],
+        data=_data(res, cause="build-failed", error=res.error),
+    )
+
+
+def _int(s: str):
+    try:
+        return int(s)
+    except ValueError:
+        return None

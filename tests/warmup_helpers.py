@@ -1,0 +1,163 @@
+"""Real targets and real hangs for the warmup tests and bench.
+
+``target_venv()`` builds (once, cached by versions) a venv with CPU torch and
+flashinfer-python, which is what ``fidoctor warmup`` compiles in. The pieces a
+GPU-less box lacks are supplied as real-builds-on-cpu.md says: a gcc-built
+stub ``libcuda.so`` (there is no driver here, and the link step needs
+``-lcuda``), ``CUDA_HOME=/usr/local/cuda`` and the venv's bin first on PATH.
+
+The hang helpers stand in for real failures that cannot be provoked on
+demand: a CUDA_HOME whose ``bin/nvcc`` blocks forever (a hung nvcc), and a
+real ``fcntl.flock`` held on a module's lock file by another process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+TORCH = "2.13.0"
+FLASHINFER = "0.7.2.post1"
+SMALL_DEPS = ["apache-tvm-ffi==0.1.15.post2", "ninja", "numpy", "packaging", "requests",
+              "einops", "tqdm", "click", "tabulate", "nvidia-ml-py", "filelock"]
+CUDA_HOME = "/usr/local/cuda"
+
+
+def cache_root() -> Path:
+    root = os.environ.get("FIDOCTOR_TEST_CACHE") or os.path.expanduser("~/.cache/fidoctor-test")
+    p = Path(root)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _locked(path: Path):
+    f = open(path, "a+")  # noqa: SIM115 - returned, held by the caller
+    fcntl.flock(f, fcntl.LOCK_EX)
+    return f
+
+
+def stub_libcuda() -> Path:
+    """A gcc-built ``libcuda.so`` stub: no driver exists here, the link needs one."""
+    d = cache_root() / "stubs"
+    so = d / "libcuda.so"
+    if so.exists():
+        return d
+    d.mkdir(parents=True, exist_ok=True)
+    src = d / "stub.c"
+    src.write_text("void cuGetErrorString(void){}\n")
+    tmp = d / "libcuda.so.tmp"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(tmp),
+                    str(src)], check=True)
+    os.replace(tmp, so)
+    return d
+
+
+def target_venv(log=None) -> Path:
+    """The interpreter of a cached venv with CPU torch + flashinfer (built on first use)."""
+    pyver = f"py{sys.version_info[0]}.{sys.version_info[1]}"
+    venv = cache_root() / f"fi-target-{pyver}-torch{TORCH}-fi{FLASHINFER}"
+    done = venv / ".fidoctor-complete"
+    py = venv / "bin" / "python"
+    if done.exists():
+        return py
+    with _locked(cache_root() / (venv.name + ".lock")):
+        if done.exists():
+            return py
+        if venv.exists():
+            shutil.rmtree(venv)
+        out = log if log is not None else subprocess.DEVNULL
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        subprocess.run(pip + [f"torch=={TORCH}"], check=True, stdout=out, stderr=out)
+        subprocess.run(pip + ["--no-deps", f"flashinfer-python=={FLASHINFER}"], check=True,
+                       stdout=out, stderr=out)
+        subprocess.run(pip + SMALL_DEPS, check=True, stdout=out, stderr=out)
+        subprocess.run([str(py), "-c", "import flashinfer"], check=True, stdout=out, stderr=out,
+                       env=build_env(venv, Path("/nonexistent")))
+        done.write_text(f"torch=={TORCH} flashinfer-python=={FLASHINFER}\n")
+    return py
+
+
+def build_env(venv: Path, base: Path, cuda_home: str = CUDA_HOME,
+              extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment a CPU box needs to build FlashInfer modules for sm_90a."""
+    env = dict(os.environ)
+    env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '')}"
+    env["FLASHINFER_WORKSPACE_BASE"] = str(base)
+    env["FLASHINFER_CUDA_ARCH_LIST"] = "9.0a"
+    env["CUDA_HOME"] = cuda_home
+    env["FLASHINFER_EXTRA_LDFLAGS"] = f"-L{stub_libcuda()}"
+    env["NO_COLOR"] = "1"
+    env.pop("VIRTUAL_ENV", None)
+    env.update(extra or {})
+    return env
+
+
+def hung_toolkit(d: Path) -> Path:
+    """A CUDA_HOME whose ``bin/nvcc`` blocks forever: it stands in for a hung nvcc.
+
+    ``--version`` answers like the real one (FlashInfer parses it before it
+    builds); any compile execs ``sleep`` so the compiler tree sits idle, as a
+    nvcc stuck on a dead NFS read or a futex does. Headers and libs come from
+    the real toolkit via symlinks.
+    """
+    (d / "bin").mkdir(parents=True, exist_ok=True)
+    for name in os.listdir(CUDA_HOME):
+        if name != "bin" and not (d / name).exists():
+            os.symlink(os.path.join(CUDA_HOME, name), d / name)
+    real = subprocess.run([f"{CUDA_HOME}/bin/nvcc", "--version"], capture_output=True,
+                          text=True).stdout
+    nvcc = d / "bin" / "nvcc"
+    nvcc.write_text("#!/bin/sh\ncase \"$*\" in *--version*) cat <<'EOF'\n" + real +
+                    "EOF\nexit 0;; esac\nexec sleep 100000\n")
+    nvcc.chmod(0o755)
+    return d
+
+
+def hold_flock(lock_path: Path) -> subprocess.Popen:
+    """Another process that takes a real ``fcntl.flock`` on ``lock_path`` and keeps it."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    code = ("import fcntl,sys,time\nf=open(sys.argv[1],'a')\nfcntl.flock(f,fcntl.LOCK_EX)\n"
+            "print('held',flush=True)\ntime.sleep(100000)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, str(lock_path)], stdout=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    assert line.strip() == "held", line
+    return p
+
+
+def alive(pids: List[int]) -> List[int]:
+    """Those of ``pids`` that still exist and are not zombies."""
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            out.append(pid)
+    return out
+
+
+def kill_and_wait(p: subprocess.Popen) -> None:
+    try:
+        os.killpg(p.pid, 9)
+    except OSError:
+        pass
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+if __name__ == "__main__":
+    t = time.time()
+    print(target_venv(log=None if "-q" in sys.argv else sys.stderr), f"{time.time() - t:.0f}s")
