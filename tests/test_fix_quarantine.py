@@ -27,6 +27,9 @@ from fix_helpers import (
 
 ID = "cache-incomplete-module"
 pytestmark = pytest.mark.timeout(240)
+# --only: the process table is shared with whatever else runs on this machine;
+# a test must never act on findings about processes it did not start.
+FIX = ["fix", "--yes", "--no-warmup", "--only", ID]
 
 
 def broken_box(box):
@@ -43,7 +46,7 @@ def test_fix_then_undo_is_byte_identical(box, tmp_path):
     before = tree_hashes(box.base)
     assert finding_ids(env).count(ID) == 2
 
-    r = cli(["fix", "--yes", "--no-warmup"], env)
+    r = cli(FIX, env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "quarantine-module (safe)" in r.stdout and "fixed:" in r.stdout
     assert ID not in finding_ids(env)
@@ -70,10 +73,10 @@ def test_without_tty_or_yes_only_shows_the_plan(box, tmp_path):
     broken_box(box)
     env = fix_env(box, tmp_path / "state")
     before = tree_hashes(box.base)
-    r = cli(["fix", "--no-warmup"], env)
+    r = cli(["fix", "--no-warmup", "--only", ID], env)
     assert r.returncode == 1
     assert "quarantine-module" in r.stdout and "--yes" in r.stdout
-    d = cli(["fix", "--dry-run"], env)
+    d = cli(["fix", "--dry-run", "--only", ID], env)
     assert d.returncode == 1 and "nothing was changed" in d.stdout
     assert tree_hashes(box.base) == before
     assert json.loads(cli(["history", "--json"], env).stdout) == []
@@ -83,7 +86,7 @@ def test_only_and_skip_select_findings(box, tmp_path):
     broken_box(box)
     env = fix_env(box, tmp_path / "state")
     before = tree_hashes(box.base)
-    r = cli(["fix", "--yes", "--no-warmup", "--skip", ID], env)
+    r = cli(["fix", "--yes", "--no-warmup", "--only", ID, "--skip", ID], env)
     assert r.returncode == 0 and "Nothing to fix" in r.stdout
     r = cli(["fix", "--yes", "--no-warmup", "--only", "some-other-id"], env)
     assert r.returncode == 0 and "Nothing to fix" in r.stdout
@@ -91,6 +94,21 @@ def test_only_and_skip_select_findings(box, tmp_path):
     r = cli(["fix", "--yes", "--no-warmup", "--only", ID], env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert ID not in finding_ids(env)
+
+
+def test_proof_warmup_failure_means_not_fixed(box, tmp_path):
+    """Without --no-warmup the proof runs the guarded warmup on the fixed module.
+
+    fidoctor's own test interpreter has no flashinfer, so the warmup cannot
+    build anything: the finding is gone, but fix must not claim success.
+    """
+    broken_box(box)
+    env = fix_env(box, tmp_path / "state")
+    r = cli(["fix", "--yes", "--only", ID], env, timeout=200)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "cache-incomplete-module" in r.stdout and "gone" in r.stdout
+    assert "warmup:" in r.stdout and "not fixed: warmup failed" in r.stdout
+    assert cli(["undo"], env).returncode == 0
 
 
 def test_healthy_box_has_nothing_to_fix(box, tmp_path):
@@ -109,7 +127,7 @@ def test_sigkill_mid_fix_is_recovered_by_undo(box, tmp_path, point):
     before = tree_hashes(box.base)
     proc = None
     try:
-        proc = spawn_paused(["fix", "--yes", "--no-warmup"], env, point)
+        proc = spawn_paused(FIX, env, point)
         wait_paused(proc, state, point)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=10)
@@ -124,7 +142,7 @@ def test_sigkill_mid_fix_is_recovered_by_undo(box, tmp_path, point):
     rows = json.loads(cli(["history", "--json"], env).stdout)
     assert [r["status"] for r in rows] == ["interrupted"]
 
-    blocked = cli(["fix", "--yes", "--no-warmup"], env)
+    blocked = cli(FIX, env)
     assert blocked.returncode == 2 and "interrupted" in blocked.stderr
     assert "fidoctor undo" in blocked.stderr
 
@@ -142,9 +160,9 @@ def test_two_fix_runs_at_once_get_a_clear_message(box, tmp_path):
     env = fix_env(box, state)
     proc = None
     try:
-        proc = spawn_paused(["fix", "--yes", "--no-warmup"], env, "after-journal")
+        proc = spawn_paused(FIX, env, "after-journal")
         wait_paused(proc, state, "after-journal")
-        second = cli(["fix", "--yes", "--no-warmup"], env)
+        second = cli(FIX, env)
         assert second.returncode == 2
         assert "another fidoctor fix or undo is running" in second.stderr
         assert f"pid {proc.pid}" in second.stderr
@@ -163,7 +181,7 @@ def test_ctrl_c_mid_fix_reverts_and_says_so(box, tmp_path):
     before = tree_hashes(box.base)
     proc = None
     try:
-        proc = spawn_paused(["fix", "--yes", "--no-warmup"], env, "after-step")
+        proc = spawn_paused(FIX, env, "after-step")
         wait_paused(proc, state, "after-step")
         proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers
         out, err = proc.communicate(timeout=30)
@@ -197,7 +215,7 @@ def test_read_only_cache_gives_a_clear_message_and_changes_nothing(box, tmp_path
     if undo_ro is None:
         pytest.skip("cannot make a directory read-only here (no chattr as root)")
     try:
-        r = cli(["fix", "--yes", "--no-warmup"], env)
+        r = cli(FIX, env)
     finally:
         undo_ro()
     assert r.returncode == 2, r.stdout + r.stderr
@@ -217,7 +235,7 @@ def test_symlink_out_of_the_workspace_is_not_followed(box, tmp_path):
     box.module(ws, DECODE, so="truncated")
     env = fix_env(box, tmp_path / "state")
     outside = tree_hashes(elsewhere)
-    r = cli(["fix", "--yes", "--no-warmup"], env)
+    r = cli(FIX, env)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "symlink" in r.stderr and "does not follow" in r.stderr
     assert tree_hashes(elsewhere) == outside

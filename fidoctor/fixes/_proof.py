@@ -9,9 +9,8 @@ diagnosis alone.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from fidoctor.model import Finding
 
@@ -65,21 +64,37 @@ def render(proof: Proof) -> str:
 
 
 def run_warmup(python: str, env: Dict[str, str], modules: List[str]) -> Tuple[Optional[str], bool]:
-    """Call fidoctor.warmup.run_warmup if it exists; (verdict line, ok)."""
+    """Warm the fixed modules through fidoctor.warmup's guarded runner; (verdict line, ok).
+
+    Only modules the warmup knows how to build (names that parse into a spec)
+    are passed; the others are named in the verdict.
+    """
+    import os
+
     try:
-        from fidoctor.warmup import run_warmup as warm  # type: ignore[attr-defined]
+        from fidoctor.warmup import run_warmup as warm
+        from fidoctor.warmup.specs import parse_spec
     except ImportError:
         return ("skipped: fidoctor.warmup is not available in this fidoctor; "
                 "the proof rests on the diagnosis", True)
-    params = inspect.signature(warm).parameters
-    offer: Dict[str, Any] = {"python": python, "env": env, "modules": modules,
-                             "module_dirs": modules}
-    kwargs = {k: v for k, v in offer.items() if k in params}
+    names, unknown = [], []
+    for m in modules:
+        name = os.path.basename(m.rstrip("/"))
+        try:
+            parse_spec(name)
+            names.append(name)
+        except Exception:  # noqa: BLE001 - an unparseable name is just not warmed
+            unknown.append(name)
+    if not names:
+        return (f"skipped: no module the warmup can build ({', '.join(unknown)[:200]})", True)
     try:
-        res = warm(**kwargs)
+        res = warm(python=python, modules=",".join(names), env=dict(env))
     except Exception as e:  # noqa: BLE001 - the proof reports, it does not crash
-        return f"failed to run: {type(e).__name__}: {e}", False
-    ok = bool(getattr(res, "ok", res if isinstance(res, bool) else True))
-    text = getattr(res, "summary", None) or getattr(res, "message", None) or ("ok" if ok
-                                                                             else "failed")
-    return (text() if callable(text) else str(text)), ok
+        return f"could not run: {getattr(e, 'message', None) or e}", False
+    counts: Dict[str, int] = {}
+    for mr in res.modules:
+        counts[mr.status] = counts.get(mr.status, 0) + 1
+    text = ", ".join(f"{n} {st}" for st, n in sorted(counts.items()))
+    if unknown:
+        text += f"; not warmed (unknown to warmup): {', '.join(unknown)[:200]}"
+    return f"{text} (exit {res.exit_code})", res.exit_code == 0
