@@ -16,9 +16,13 @@ from typing import Any, Dict, Iterable, List, Optional
 
 from fidoctor import __version__
 from fidoctor.diagnosis import Diagnosis, target_summary
-from fidoctor.model import Finding
+from fidoctor.model import SEVERITIES, Finding
 from fidoctor.report import versions
 
+# Within one severity, root causes come before the symptoms they produce: a missing
+# cudart symbol explains an unfinished log line, not the other way round.
+CAUSE_RANK = {"cudart-missing-symbol": 0, "cuda-toolkit-unusable": 1, "cuda-version-skew": 2}
+SYMPTOM_RANK = {"cache-incomplete-module": 8, "jit-log-unfinished": 9}
 MAX_EVIDENCE = 12
 MAX_LOG_LINES = 12
 MAX_PROCS = 15
@@ -61,6 +65,13 @@ def details(summary: str, body: List[str]) -> List[str]:
     return ["<details>", f"<summary>{html(summary)}</summary>", "", *body, "", "</details>", ""]
 
 
+def ordered(findings: List[Finding]) -> List[Finding]:
+    """Errors first; within a severity, known causes before symptoms, then by id."""
+    return sorted(findings, key=lambda f: (SEVERITIES.index(f.severity),
+                                           CAUSE_RANK.get(f.id, SYMPTOM_RANK.get(f.id, 5)),
+                                           f.id, f.subject))
+
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
@@ -76,7 +87,7 @@ def verdict(diag: Diagnosis) -> List[str]:
              f"flashinfer-python {t['flashinfer']}" if t["flashinfer"] else ""]
     stack_s = ", ".join(s for s in stack if s) or "no torch/flashinfer found"
     target = f"Target: {who} ({stack_s}) at {code(t['python'])}."
-    problems = [f for f in diag.findings if f.is_problem]
+    problems = [f for f in ordered(diag.findings) if f.is_problem]
     if not problems:
         head = "**Verdict: no problems found.**"
         body = ("No error or warning findings"
@@ -126,7 +137,7 @@ def findings_section(diag: Diagnosis) -> List[str]:
     out = ["## Findings", ""]
     if not diag.findings:
         return out + ["None.", ""]
-    for n, f in enumerate(diag.findings, 1):
+    for n, f in enumerate(ordered(diag.findings), 1):
         out += finding_block(n, f)
     return out
 
