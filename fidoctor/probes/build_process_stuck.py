@@ -1,0 +1,152 @@
+"""build-process-stuck: a FlashInfer compiler tree that is orphaned, stopped or not moving.
+
+What: a ninja → nvcc → cicc/ptxas tree working on a ``cached_ops/<module>``
+dir that (a) lost the Python that started it (re-parented to pid 1 or a
+subreaper; see fidoctor.proctree), (b) has a process stopped (state T), or
+(c) burnt no CPU and started/ended no step over the sampling window while
+its module has no loadable ``.so``. A tree that *is* progressing is reported
+as ``info`` ("nvcc compiling <module> for 3 min, 1.4 GB, progressing") and
+never gets a terminate fix, orphaned or not (an orphaned ninja finishes its
+in-flight steps and exits by itself).
+Why: from outside, "compiling for 9 minutes" and "hung for 9 minutes" look
+the same. An orphaned ninja keeps its nvcc/cicc (≈3.4 GB each for FA3)
+running for minutes after the server died; a stopped or blocked compile
+holds the module's build forever, and any process waiting for that module
+waits with it.
+Fix: ``terminate-build-tree`` — TERM, a grace period, then KILL, by process
+group where the group holds only tree members (ninja shares its Python
+parent's group, which must survive), else by pid. Data: ``pids`` (every
+tree member), ``pgids`` (groups safe to signal whole), ``sid`` (the tree's
+session, to catch steps that start while it works), ``module_dir``,
+``create_times`` ({pid: create_time}, to refuse a reused pid). For a stopped
+tree the first advice is ``kill -CONT`` (someone may have pressed Ctrl-Z or
+attached a debugger). Safety: caution (the module must be rebuilt; nothing
+on disk is touched).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List
+
+from fidoctor.model import Finding, Fix
+from fidoctor.probes._facts import fmt_age, module_by_path, so_problem
+from fidoctor.proctree import (
+    build_trees,
+    cpu_delta,
+    fmt_rss,
+    progressing,
+    safe_pgids,
+    stopped,
+)
+from fidoctor.snapshot import Snapshot
+
+ID = "build-process-stuck"
+REQUIRES = ("processes",)
+ARGV_SHOWN = 160
+
+
+def describe_proc(snap: Snapshot, p: Dict[str, Any]) -> str:
+    """One evidence line: pid, name, state, age, CPU delta, RSS, argv."""
+    age = snap.taken_at - p["create_time"] if p.get("create_time") else None
+    argv = " ".join(p.get("argv") or [])
+    if len(argv) > ARGV_SHOWN:
+        argv = argv[:ARGV_SHOWN] + "…"
+    state = p.get("state_code") or p.get("state") or "?"
+    extra = " exited in window" if p.get("exited") else (" new in window" if p.get("appeared") else "")
+    return (f"pid {p['pid']} {p.get('name')} [{state}] ppid {p.get('ppid')} pgid {p.get('pgid')} "
+            f"age {fmt_age(age)} cpu +{p.get('cpu_delta_s', 0.0):.2f} s rss "
+            f"{fmt_rss(p.get('rss_end') or p.get('rss'))} wchan {p.get('wchan') or '?'}{extra}: "
+            f"{argv}")
+
+
+def tree_summary(snap: Snapshot, tree: Dict[str, Any]) -> Dict[str, Any]:
+    """Facts about one tree that several probes share."""
+    procs: List[Dict[str, Any]] = tree["procs"]
+    live = [p for p in procs if not p.get("exited")]
+    busiest = max(live or procs, key=lambda p: p.get("rss_end") or p.get("rss") or 0)
+    oldest = min((p.get("create_time") or snap.taken_at) for p in procs)
+    return {
+        "pids": [p["pid"] for p in procs],
+        "stopped": stopped(live),
+        "progressing": progressing(procs),
+        "orphaned": bool(tree["root"].get("orphaned")),
+        "cpu_delta": cpu_delta(procs),
+        "rss": sum(p.get("rss_end") or p.get("rss") or 0 for p in live),
+        "busiest": busiest,
+        "age": snap.taken_at - oldest,
+    }
+
+
+def stuck_trees(snap: Snapshot) -> List[Dict[str, Any]]:
+    """Every compiler tree of the snapshot with its summary (``tree`` + ``sum``)."""
+    procs = snap.data("processes").get("processes", [])
+    return [{"tree": t, "sum": tree_summary(snap, t)} for t in build_trees(procs)]
+
+
+def check(snap: Snapshot) -> Iterable[Finding]:
+    pdata = snap.data("processes")
+    window = pdata.get("sample_window_s") or 0.0
+    groups = pdata.get("groups", {})
+    modules = module_by_path(snap)
+    for item in stuck_trees(snap):
+        tree, s = item["tree"], item["sum"]
+        mod_dir = tree["module_dir"]
+        name = mod_dir.rstrip("/").rsplit("/", 1)[-1]
+        mod = modules.get(mod_dir)
+        so_state = so_problem(mod) if mod else "module dir not in the cache scan"
+        root = tree["root"]
+        evidence = [describe_proc(snap, p) for p in tree["procs"][:12]]
+        if len(tree["procs"]) > 12:
+            evidence.append(f"… and {len(tree['procs']) - 12} more processes")
+        evidence.append(f"CPU over the {window:.2f} s window: +{s['cpu_delta']:.2f} s for the whole tree")
+        if s["orphaned"]:
+            evidence.append(
+                f"root pid {root['pid']} ({root.get('name')}) was re-parented to pid "
+                f"{root.get('ppid')} ({root.get('parent_name') or 'gone'}): the Python that "
+                "started the build is gone")
+        evidence.append(f"{mod_dir}: {so_state or 'has a loadable .so'}")
+        data = {
+            "module": name, "module_dir": mod_dir, "pids": s["pids"],
+            "pgids": safe_pgids(s["pids"], groups), "sid": root.get("sid"),
+            "create_times": {str(p["pid"]): p.get("create_time") for p in tree["procs"]},
+            "orphaned": s["orphaned"], "progressing": s["progressing"],
+            "stopped_pids": [p["pid"] for p in s["stopped"]], "cpu_delta_s": s["cpu_delta"],
+        }
+        busiest = s["busiest"]
+        if s["progressing"] and not s["stopped"]:
+            orphan = " (orphaned: its Python is gone; it will exit after its in-flight steps)" \
+                if s["orphaned"] else ""
+            yield Finding(
+                id=ID, severity="info", subject=mod_dir, data=data, evidence=evidence,
+                title=f"{busiest.get('name')} compiling {name} for {fmt_age(s['age'])}, "
+                f"{fmt_rss(s['rss'])}, progressing{orphan}",
+            )
+            continue
+        terminate = Fix(
+            description="Terminate this build tree (TERM, grace period, KILL, by process group "
+            "where the group holds only the tree); the module is rebuilt on next use",
+            commands=[f"fidoctor fix --only terminate-build-tree  # pids {' '.join(map(str, s['pids']))}"],
+            id="terminate-build-tree", safety="caution",
+        )
+        if s["stopped"]:
+            spids = " ".join(str(p["pid"]) for p in s["stopped"])
+            fixes = [Fix(description="If it was stopped on purpose (Ctrl-Z, a debugger), resume it",
+                         commands=[f"kill -CONT {spids}"], safety="safe")]
+            if s["cpu_delta"] < 0.02:
+                fixes.append(terminate)
+            yield Finding(
+                id=ID, severity="error", subject=mod_dir, data=data, fixes=fixes,
+                evidence=evidence,
+                title=f"build of {name} is stopped (state T: pid {spids}); it will never finish",
+            )
+            continue
+        why = "orphaned and making no progress" if s["orphaned"] else \
+            f"no CPU progress in {window:.1f} s"
+        sev = "error" if s["orphaned"] else "warning"
+        if not s["orphaned"]:
+            evidence.append("the Python that started it is alive; a longer look "
+                            "(a second diagnose) tells a pause from a hang")
+        yield Finding(
+            id=ID, severity=sev, subject=mod_dir, data=data, fixes=[terminate], evidence=evidence,
+            title=f"build of {name} is stuck ({why}) after {fmt_age(s['age'])}",
+        )
