@@ -4,8 +4,9 @@ What: in FlashInfer 0.2.0–0.2.5 a ``Loading JIT ops: <m>`` line with no
 ``Finished loading JIT ops: <m>`` after it; in 0.7.x (which never logs an end)
 a ``Building JIT module <m>`` line whose module dir has no loadable ``.so``.
 Why: that is exactly where a hung server's log stops. If a process is
-compiling that module right now it is a cold build, not a hang (info); if
-nobody is, the build died or is stuck waiting (error).
+compiling that module right now and its CPU moved over the sampling window,
+it is a cold build, not a hang (info); if its compiler tree is stopped or
+not moving, or nobody is building it, the build died or is stuck (error).
 Fix: see the other findings for the same module (stale lock, stuck build,
 incomplete module); otherwise rebuild it under ``fidoctor warmup``.
 """
@@ -24,6 +25,7 @@ from fidoctor.probes._facts import (
     processes_known,
     so_problem,
 )
+from fidoctor.probes.build_process_stuck import stuck_trees
 from fidoctor.snapshot import Snapshot
 
 ID = "jit-log-unfinished"
@@ -60,6 +62,20 @@ def check(snap: Snapshot) -> Iterable[Finding]:
             if not log.get("complete", True):
                 evidence.append(f"log only read up to byte {log.get('bytes_read')} (time budget)")
             data = {"module": name, "module_dir": mod_dir, "log": log["path"], "age_s": age}
+            trees = [t for t in stuck_trees(snap)
+                     if os.path.normpath(t["tree"]["module_dir"]) == mod_dir]
+            if live and trees and not any(
+                t["sum"]["progressing"] and not t["sum"]["stopped"] for t in trees
+            ):
+                pids = [p for t in trees for p in t["sum"]["pids"]]
+                yield Finding(
+                    id=ID, severity="error", subject=mod_dir, data=dict(data, pids=pids),
+                    title=f"build of {name} started {fmt_age(age)} ago and its compiler tree "
+                    "is stuck (see build-process-stuck)",
+                    evidence=evidence + [f"build processes not progressing: "
+                                         f"{', '.join(map(str, pids[:8]))}"],
+                )
+                continue
             if live:
                 oldest = min(p.get("create_time") or snap.taken_at for p in live)
                 pids = ", ".join(str(p["pid"]) for p in live[:8])
