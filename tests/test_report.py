@@ -153,3 +153,47 @@ def test_cannot_write_is_exit_2_one_line(box, args, needle):
     assert r.returncode == 2
     assert needle in r.stderr and "Traceback" not in r.stderr
     assert not os.path.exists("/nonexistent-dir")
+
+
+@pytest.mark.timeout(240)
+def test_seed_box_report_puts_cudart_missing_symbol_and_its_fix_on_top(tmp_path):
+    """The issue's done-when: the seed-like box (real NVIDIA cudart wheels 12.4.127 in the
+    venv, 12.9.79 in the toolkit, gcc-built modules; tests/cudart_helpers.py) with planted
+    secrets: cudart-missing-symbol and its fix first, nothing private, replay matches."""
+    from cudart_helpers import Seed
+    from report_helpers import API_KEY, HF_TOKEN, IPV4, PROXY_URL
+
+    root = tmp_path / "home" / USER
+    root.mkdir(parents=True)
+    seed = Seed(root)
+    env = seed.env(HOME=str(root), USER=USER, LOGNAME=USER, HF_TOKEN=HF_TOKEN,
+                   VLLM_API_KEY=API_KEY, SGLANG_HTTP_PROXY=PROXY_URL, VLLM_HOST_IP=IPV4)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_report(["--python", str(seed.v["python"]), "-o", "seed.md", "--attach-snapshot"],
+                   env, out)
+    assert r.returncode == 0, r.stderr
+    for f in ("seed.md", "seed.snapshot.json"):
+        assert survivors((out / f).read_bytes()) == [], f
+    md = (out / "seed.md").read_text()
+    _, html = parse(md)
+    verdict = md.split("\n## ", 1)[0]
+    assert "The most likely cause is `cudart-missing-symbol`" in verdict
+    assert "Start with `export LD_PRELOAD=<home-1>/cuda-12.9/lib64/libcudart.so.12" in verdict
+    first = html.split("<h3>", 2)[1]
+    assert first.startswith("1. ERROR <code>cudart-missing-symbol</code>")
+    fix = first.split('<code class="language-sh">', 1)[1].split("</code>", 1)[0]
+    assert fix.startswith("export LD_PRELOAD=&lt;home-1&gt;/cuda-12.9/lib64/libcudart.so.12")
+    assert "cudaGetDriverEntryPointByVersion" in first
+    # the version table shows the skew a maintainer needs to see at a glance
+    for cells in (("torch", "2.6.0+cu124"), ("pip CUDA runtime", "12.4.127"),
+                  ("libcudart the target loads", "12.4.127"),
+                  ("nvcc (toolkit FlashInfer uses)", "12.9.86")):
+        assert f"<td>{cells[0]}</td>\n<td>{cells[1]}</td>" in html, cells
+    shown = report_keys(html)
+    rep = run_cli(["diagnose", "--json", "--from", str(out / "seed.snapshot.json")],
+                  env=dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path / "elsewhere")))
+    assert rep.returncode == 1, rep.stderr
+    assert {(f["id"], f["subject"]) for f in json.loads(rep.stdout)["findings"]} == shown
+    assert ("cudart-missing-symbol",
+            "<home-1>/base/.cache/flashinfer/90/cached_ops/fmha_sm90_tma/fmha_sm90_tma.so") in shown

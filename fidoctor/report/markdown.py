@@ -116,15 +116,25 @@ def _first_command(f: Finding) -> str:
     return ""
 
 
+def fix_lines(label: str, fix) -> List[str]:
+    out = [f"{label} ({esc(fix.safety)}): {esc(fix.description)}", ""]
+    if fix.commands:
+        out += fenced(fix.commands, "sh") + [""]
+    return out
+
+
 def finding_block(n: int, f: Finding) -> List[str]:
     out = [f"### {n}. {f.severity.upper()} {code(f.id)}", "", f"**{esc(f.title)}**", ""]
     if f.subject:
         out += [f"Subject: {code(f.subject)}", ""]
-    for i, fix in enumerate(f.fixes):
-        label = "Fix" if i == 0 else f"Alternative {i}"
-        out += [f"{label} ({esc(fix.safety)}): {esc(fix.description)}", ""]
-        if fix.commands:
-            out += fenced(fix.commands, "sh") + [""]
+    if f.fixes:
+        out += fix_lines("Fix", f.fixes[0])
+    if len(f.fixes) > 1:
+        alt: List[str] = []
+        for i, fix in enumerate(f.fixes[1:], 1):
+            alt += fix_lines(f"Alternative {i}", fix)
+        grades = ", ".join(fix.safety for fix in f.fixes[1:])
+        out += details(f"Other fixes ({len(f.fixes) - 1}: {grades})", alt[:-1])
     if f.evidence:
         items = [f"- {esc(e)}" for e in f.evidence[:MAX_EVIDENCE]]
         if len(f.evidence) > MAX_EVIDENCE:
