@@ -1,0 +1,132 @@
+"""build-process-stuck, jit-log-unfinished's join, build-memory-pressure on real builds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+from conftest import DECODE, FA3, log_line
+from proc_helpers import (
+    Procs,
+    make_fifo,
+    reparented,
+    set_subreaper,
+    snap_of,
+    start_server,
+    wait_for,
+    write_module,
+)
+
+from fidoctor.diagnosis import diagnose
+from fidoctor.snapshot import Snapshot
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def procs(tmp_path):
+    """Every process a test starts, killed by pid afterwards; none may survive."""
+    assert set_subreaper(True), "prctl(PR_SET_CHILD_SUBREAPER) failed"
+    pr = Procs(tmp_path)
+    try:
+        yield pr
+    finally:
+        survivors = pr.kill_all()
+        set_subreaper(False)
+        assert survivors == [], f"processes survived the test: {survivors}"
+
+
+def _of(diag, fid, subject_part=""):
+    return [f for f in diag.findings if f.id == fid and subject_part in f.subject]
+
+
+def _fix_ids(f):
+    return [x.id for x in f.fixes]
+
+
+def test_orphaned_blocked_build_is_stuck_error(box, procs, tmp_path):
+    ws = box.workspace()
+    fifo = make_fifo(tmp_path / "never.fifo")
+    write_module(ws, DECODE, f"--fifo {fifo}")
+    box.log(ws, [log_line("new", "building", DECODE, time.time() - 300)])
+    server = start_server(procs, ws, DECODE, box.env())
+    nvcc, ninja = procs.find("nvcc"), procs.find("ninja")
+    server.kill()
+    server.wait()
+    wait_for(lambda: reparented(ninja, server.pid), what="ninja re-parented")
+    snap = snap_of(box.env())
+    diag = diagnose(snap)
+    [f] = _of(diag, "build-process-stuck", DECODE)
+    assert f.severity == "error" and "orphaned" in f.title
+    text = "\n".join(f.evidence)
+    assert f"pid {ninja} ninja" in text and f"pid {nvcc} nvcc" in text
+    assert _fix_ids(f) == ["terminate-build-tree"]
+    assert {ninja, nvcc} <= set(f.data["pids"])
+    assert f.data["pgids"] and os.getpgid(nvcc) in f.data["pgids"]
+    assert f.data["sid"] == os.getsid(ninja) and f.data["module_dir"].endswith(DECODE)
+    # The log says "Building" and the tree is stuck: not "a cold build".
+    [j] = _of(diag, "jit-log-unfinished", DECODE)
+    assert j.severity == "error" and nvcc in j.data["pids"]
+    # The snapshot carries every fact: replay gives the same findings.
+    again = diagnose(Snapshot.from_dict(json.loads(json.dumps(snap.to_dict()))))
+    assert [x.to_dict() for x in again.findings] == [x.to_dict() for x in diag.findings]
+
+
+def test_progressing_build_is_info_without_terminate(box, procs):
+    ws = box.workspace()
+    write_module(ws, FA3, "--burn 60")
+    box.log(ws, [log_line("new", "building", FA3, time.time() - 30)])
+    start_server(procs, ws, FA3, box.env())
+    nvcc = procs.find("nvcc")
+    diag = diagnose(snap_of(box.env()))
+    [f] = _of(diag, "build-process-stuck", FA3)
+    assert f.severity == "info" and "progressing" in f.title and f.fixes == []
+    assert nvcc in f.data["pids"] and f.data["progressing"] is True
+    [j] = _of(diag, "jit-log-unfinished", FA3)
+    assert j.severity == "info" and "not a hang" in j.title
+    assert not any(x.is_problem for x in diag.findings if x.id.startswith("build-"))
+
+
+def test_stopped_compiler_is_stuck_error(box, procs):
+    ws = box.workspace()
+    write_module(ws, DECODE, "--burn 60")
+    start_server(procs, ws, DECODE, box.env())
+    nvcc = procs.find("nvcc")
+    os.kill(nvcc, signal.SIGSTOP)
+    procs.find("nvcc", state="stopped")
+    diag = diagnose(snap_of(box.env()))
+    [f] = _of(diag, "build-process-stuck", DECODE)
+    assert f.severity == "error" and "stopped" in f.title and str(nvcc) in f.title
+    assert f.data["stopped_pids"] == [nvcc]
+    assert f"kill -CONT {nvcc}" in f.fixes[0].commands
+    assert "terminate-build-tree" in _fix_ids(f)
+    # ninja shares its live Python parent's group: that group must not be signalled.
+    assert os.getpgid(procs.find("ninja")) not in f.data["pgids"]
+    assert os.getpgid(nvcc) in f.data["pgids"]
+
+
+def test_memory_pressure_warns_with_concrete_max_jobs(box, procs):
+    ws = box.workspace()
+    write_module(ws, FA3, "--burn 60")
+    start_server(procs, ws, FA3, box.env(), "-j", "64")
+    ninja = procs.find("ninja")
+    procs.find("nvcc")
+    snap = snap_of(box.env())
+    avail = snap.data("host")["mem_available"]
+    [f] = _of(diagnose(snap), "build-memory-pressure")
+    assert f.severity == "warning" and _fix_ids(f) == ["set-max-jobs"]
+    n = f.data["max_jobs"]
+    assert 1 <= n < 64 and f.fixes[0].commands == [f"export MAX_JOBS={n}"]
+    assert n * 3.5 * (1 << 30) <= avail + (1 << 30)  # fits in what is available
+    assert f"ninja pid {ninja}" in "\n".join(f.evidence) and "64 jobs" in "\n".join(f.evidence)
+
+
+def test_memory_pressure_quiet_for_one_light_job(box, procs):
+    ws = box.workspace()
+    write_module(ws, DECODE, "--burn 60")
+    start_server(procs, ws, DECODE, box.env(), "-j", "1")
+    procs.find("nvcc")
+    assert _of(diagnose(snap_of(box.env())), "build-memory-pressure") == []
