@@ -1,0 +1,155 @@
+"""The locks gatherer and build-lock-held with real flock holders and real pollers."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+
+import pytest
+from conftest import DECODE
+from proc_helpers import (
+    BATON_WAITER,
+    FLOCK_WAITER,
+    HOLDER,
+    Procs,
+    script,
+    set_subreaper,
+    snap_of,
+    start_server,
+    write_module,
+)
+
+from fidoctor.diagnosis import diagnose
+from fidoctor.snapshot.gather.locks import parse_proc_locks
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def procs(tmp_path):
+    """Every process a test starts, killed by pid afterwards; none may survive."""
+    assert set_subreaper(True), "prctl(PR_SET_CHILD_SUBREAPER) failed"
+    pr = Procs(tmp_path)
+    try:
+        yield pr
+    finally:
+        survivors = pr.kill_all()
+        set_subreaper(False)
+        assert survivors == [], f"processes survived the test: {survivors}"
+
+
+def _lock(snap, path):
+    sec = snap.section("locks")
+    assert sec is not None and sec.ok, sec
+    [lk] = [x for x in sec.data["locks"] if x["path"] == str(path)]
+    return sec.data, lk
+
+
+def _held(procs, ws, name):
+    lock = ws / "cached_ops" / "tmp" / f"{name}.lock"
+    p = procs.python(script(procs.tmp, "holder.py", HOLDER), lock, stdout=-1)
+    assert p.stdout.readline().strip() == b"locked"
+    return p, lock
+
+
+def _waiter(procs, ws, lock, box, body=FLOCK_WAITER):
+    return procs.python(script(procs.tmp, "waiter.py", body), lock,
+                        ws / "flashinfer_jit.log", env=box.env())
+
+
+def test_proc_locks_dev_is_hex_major_minor(tmp_path):
+    path = tmp_path / "x.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        st = os.fstat(fd)
+        with open("/proc/locks") as f:
+            mine = [e for e in parse_proc_locks(f.read()) if e["ino"] == st.st_ino]
+        assert [(e["kind"], e["mode"], e["pid"], e["blocked"]) for e in mine] == [
+            ("FLOCK", "WRITE", os.getpid(), False)]
+        assert (mine[0]["major"], mine[0]["minor"]) == (os.major(st.st_dev), os.minor(st.st_dev))
+    finally:
+        os.close(fd)
+    blocked = parse_proc_locks("2: -> FLOCK  ADVISORY  WRITE 77 fe:01:123 0 EOF\ngarbage\n")
+    assert blocked == [{"kind": "FLOCK", "mode": "WRITE", "pid": 77, "major": 0xfe,
+                        "minor": 1, "ino": 123, "blocked": True}]
+
+
+def test_idle_holder_with_polling_waiter_is_error(box, procs):
+    ws = box.workspace()
+    write_module(ws, DECODE, "--burn 60")  # module dir exists, nothing builds it
+    holder, lock = _held(procs, ws, DECODE)
+    waiter = _waiter(procs, ws, lock, box)
+    time.sleep(0.3)
+    snap = snap_of(box.env())
+    data, lk = _lock(snap, lock)
+    assert lk["holders"] == [holder.pid] and lk["match"] == "dev+inode"
+    assert holder.pid in lk["open_by"]
+    w = {x["pid"]: x for x in lk["waiters"]}
+    assert waiter.pid in w and w[waiter.pid]["confidence"] in ("seen", "likely")
+    assert data["procs"][str(waiter.pid)]["wchan"]
+    [f] = [f for f in diagnose(snap).findings if f.id == "build-lock-held"]
+    assert f.severity == "error" and "building nothing" in f.title
+    assert f.data["holder_pids"] == [holder.pid] and waiter.pid in f.data["waiter_pids"]
+    text = "\n".join(f.evidence)
+    assert f"holder pid {holder.pid}" in text and f"waiter pid {waiter.pid}" in text
+
+
+def test_waiter_behind_a_progressing_build_is_info(box, procs):
+    ws = box.workspace()
+    write_module(ws, DECODE, "--burn 60")
+    server = start_server(procs, ws, DECODE, box.env())
+    procs.find("nvcc")
+    lock = ws / "cached_ops" / "tmp" / f"{DECODE}.lock"
+    waiter = _waiter(procs, ws, lock, box)
+    time.sleep(0.3)
+    snap = snap_of(box.env())
+    _, lk = _lock(snap, lock)
+    assert lk["holders"] == [server.pid]
+    assert waiter.pid in {x["pid"] for x in lk["waiters"]}
+    assert server.pid not in {x["pid"] for x in lk["waiters"]}, "a builder is not a waiter"
+    [f] = [f for f in diagnose(snap).findings if f.id == "build-lock-held"]
+    assert f.severity == "info" and "not a hang" in f.title and f.fixes == []
+
+
+def test_stale_baton_with_spinning_waiter(box, procs):
+    ws = box.workspace()
+    moddir = box.module(ws, DECODE, so="missing", objects=1)
+    baton = moddir / "lock"
+    baton.write_bytes(b"")  # left behind by a SIGKILLed torch build
+    waiter = _waiter(procs, ws, baton, box, body=BATON_WAITER)
+    time.sleep(0.3)
+    snap = snap_of(box.env())
+    _, lk = _lock(snap, baton)
+    assert lk["style"] == "baton" and lk["open_by"] == []
+    assert [x["pid"] for x in lk["waiters"]] == [waiter.pid]
+    assert lk["waiters"][0]["confidence"] in ("likely", "possible")
+    [f] = [f for f in diagnose(snap).findings if f.id == "build-lock-held"]
+    assert f.severity == "error" and "stale" in f.title
+    assert [x.id for x in f.fixes] == ["remove-stale-baton"]
+    assert f.data["lock_path"] == str(baton) and f.data["waiter_pids"] == [waiter.pid]
+
+
+def test_baton_held_open_is_not_stale(box, procs):
+    ws = box.workspace()
+    moddir = box.module(ws, DECODE, so="missing", objects=1)
+    baton = moddir / "lock"
+    holder = procs.python(script(procs.tmp, "holder.py", HOLDER), baton, stdout=-1)
+    assert holder.stdout.readline().strip() == b"locked"
+    snap = snap_of(box.env())
+    _, lk = _lock(snap, baton)
+    assert lk["open_by"] == [holder.pid]
+    found = [f for f in diagnose(snap).findings if f.id == "build-lock-held"]
+    assert all("remove-stale-baton" not in [x.id for x in f.fixes] for f in found)
+    assert [f.data["holder_pids"] for f in found] == [[holder.pid]]
+
+
+def test_unheld_flock_file_is_harmless_and_quiet(box, procs):
+    ws = box.workspace()
+    box.module(ws, DECODE)  # a finished build leaves tmp/<name>.lock behind, unheld
+    snap = snap_of(box.env())
+    data, lk = _lock(snap, ws / "cached_ops" / "tmp" / f"{DECODE}.lock")
+    assert lk["holders"] == [] and lk["open_by"] == []
+    assert data["sample_window_s"] == 0.0, "nothing to watch: no sampling wait"
+    assert [f for f in diagnose(snap).findings if f.id == "build-lock-held"] == []
