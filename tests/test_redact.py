@@ -57,6 +57,8 @@ def test_home_paths_teach_user_names_even_unannounced():
     ("peer fe80::1ff:fe23:4567:890a%eth0 up", ["fe80::1ff:fe23:4567:890a%eth0"], ["up"]),
     ("link/ether 02:42:ac:11:00:02 brd", ["02:42:ac:11:00:02"], ["brd"]),
     ("MAC 02-42-AC-11-00-02", ["02-42-AC-11-00-02"], []),
+    ("python -m vllm serve m --api-key sk-abc-123456 --port 8000 --hf-token=hf_x1234567 …",
+     ["sk-abc-123456", "hf_x1234567"], ["--port 8000", "--api-key", "--hf-token="]),
 ])
 def test_patterns_hide_what_they_should(text, hidden, kept):
     out = Redactor().text(text)

@@ -197,3 +197,43 @@ def test_seed_box_report_puts_cudart_missing_symbol_and_its_fix_on_top(tmp_path)
     assert {(f["id"], f["subject"]) for f in json.loads(rep.stdout)["findings"]} == shown
     assert ("cudart-missing-symbol",
             "<home-1>/base/.cache/flashinfer/90/cached_ops/fmha_sm90_tma/fmha_sm90_tma.so") in shown
+
+
+def test_damaged_snapshot_still_reports_and_says_what_it_could_not_show(box, tmp_path):
+    """A hand-edited or damaged snapshot: parts it cannot render say so; exit 0, no traceback."""
+    box.module(box.workspace(), DECODE, so="text")
+    raw = tmp_path / "raw.json"
+    assert run_cli(["snapshot", "-o", str(raw)], env=box.env()).returncode == 0
+    d = json.loads(raw.read_text())
+    d["sections"]["jitlog"]["data"]["logs"] = ["garbage", 5]
+    d["sections"]["cache"]["data"]["workspaces"].append({"path": 3, "modules": "x"})
+    d["context"]["env"] = ["not", "a", "dict"]
+    raw.write_text(json.dumps(d))
+    r = run_cli(["report", "--from", str(raw)], env=box.env())
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+    assert "*JIT log excerpt not shown: the snapshot's data has an unexpected shape" in r.stdout
+    assert "*environment not shown" in r.stdout
+    _, html = parse(r.stdout)
+    assert "<h2>Not checked</h2>" in html  # the probes that tripped on it are inconclusive
+
+
+def test_many_findings_stay_short(box, tmp_path):
+    ws = box.workspace()
+    for i in range(25):
+        box.module(ws, f"norm_{i:02d}", so="text", lock=False)
+    out = tmp_path / "r.md"
+    r = run_cli(["report", "-o", str(out), "--attach-snapshot"], env=box.env())
+    assert r.returncode == 0, r.stderr
+    _, html = parse(out.read_text())
+    assert len(report_keys(html)) == html.count("<h3>") == 20  # full blocks, then a table
+    mine = [k for k in report_keys(html) if "norm_" in k[1]]
+    assert re.search(r"<summary>(\d+) more findings", html)
+    extra = re.findall(r"<td><code>cache-incomplete-module</code></td>\n<td><code>(.*?)</code>",
+                       html)
+    assert len(mine) + len(extra) == 25
+    rep = run_cli(["diagnose", "--json", "--from", str(tmp_path / "r.snapshot.json")])
+    subjects = {f["subject"] for f in json.loads(rep.stdout)["findings"]
+                if f["id"] == "cache-incomplete-module" and "norm_" in f["subject"]}
+    assert subjects == {s for _, s in mine} | {unescape(s) for s in extra}
+    assert len(out.read_bytes()) < 65536

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from fidoctor import __version__
 from fidoctor.diagnosis import Diagnosis, target_summary
@@ -23,6 +23,7 @@ from fidoctor.report import versions
 # cudart symbol explains an unfinished log line, not the other way round.
 CAUSE_RANK = {"cudart-missing-symbol": 0, "cuda-toolkit-unusable": 1, "cuda-version-skew": 2}
 SYMPTOM_RANK = {"cache-incomplete-module": 8, "jit-log-unfinished": 9}
+MAX_FULL_FINDINGS = 20  # GitHub comments stop at 65,536 characters
 MAX_EVIDENCE = 12
 MAX_LOG_LINES = 12
 MAX_PROCS = 15
@@ -147,8 +148,16 @@ def findings_section(diag: Diagnosis) -> List[str]:
     out = ["## Findings", ""]
     if not diag.findings:
         return out + ["None.", ""]
-    for n, f in enumerate(ordered(diag.findings), 1):
+    shown = ordered(diag.findings)
+    for n, f in enumerate(shown[:MAX_FULL_FINDINGS], 1):
         out += finding_block(n, f)
+    rest = shown[MAX_FULL_FINDINGS:]
+    if rest:
+        rows = ["| # | severity | id | subject |", "|---|---|---|---|"]
+        rows += [f"| {n} | {f.severity} | {code(f.id)} | {code(f.subject)} |"
+                 for n, f in enumerate(rest, MAX_FULL_FINDINGS + 1)]
+        out += details(f"{len(rest)} more findings (full evidence and fixes: fidoctor diagnose "
+                       "--from the snapshot)", rows)
     return out
 
 
@@ -256,6 +265,16 @@ def footer(diag: Diagnosis, redaction: Optional[Dict[str, int]], snapshot_name: 
     return lines
 
 
+def _safe(what: str, fn: Callable[..., List[str]], arg: Any) -> List[str]:
+    """Optional parts read snapshot data of any shape (hand-edited, older, damaged):
+    a part that cannot be rendered says so in one line instead of sinking the report."""
+    try:
+        return fn(arg)
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as e:
+        return [f"*{esc(what)} not shown: the snapshot's data has an unexpected shape "
+                f"({esc(type(e).__name__)}: {esc(str(e)[:120])})*", ""]
+
+
 def render(diag: Diagnosis, redaction: Optional[Dict[str, int]] = None,
            snapshot_name: Optional[str] = None) -> str:
     """The whole report. ``redaction`` is the redactor's summary (None: not redacted)."""
@@ -265,10 +284,12 @@ def render(diag: Diagnosis, redaction: Optional[Dict[str, int]] = None,
     lines = [f"# fidoctor report: FlashInfer JIT ({state})", ""]
     lines += verdict(diag)
     lines += findings_section(diag)
-    lines += versions_section(diag.snapshot)
+    lines += _safe("version table", versions_section, diag.snapshot)
     lines += not_checked_section(diag)
-    extra = log_excerpts(diag) + process_excerpt(diag.snapshot) + cache_excerpt(diag.snapshot) \
-        + env_excerpt(diag.snapshot)
+    extra = (_safe("JIT log excerpt", log_excerpts, diag)
+             + _safe("process table", process_excerpt, diag.snapshot)
+             + _safe("cache summary", cache_excerpt, diag.snapshot)
+             + _safe("environment", env_excerpt, diag.snapshot))
     if extra:
         lines += ["## Evidence", ""] + extra
     lines += footer(diag, redaction, snapshot_name)

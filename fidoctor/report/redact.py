@@ -39,6 +39,10 @@ _SECRET_FLAG = re.compile(
     r"^--?(?:[\w-]*-)?(?:api-key|token|hf-token|secret|password|passwd|key|auth)(?:=(.*))?$",
     re.I,
 )
+_FLAG_IN_TEXT = re.compile(
+    r"(?:^|\s)--?(?:[\w-]*-)?(?:api-key|token|secret|password|passwd)[= ]+([^\s'\"-][^\s'\"]*)",
+    re.I,
+)
 _ASSIGN = re.compile(
     r"\b([A-Z][A-Z0-9_]*(?:TOKEN|KEY|SECRET|PASSWORD|PASSWD))=([^\s'\"]+)"
 )
@@ -167,6 +171,8 @@ class Redactor:
             self._add_secret(m.group(3))
         for m in _ASSIGN.finditer(s):
             self._add_secret(m.group(2))
+        for m in _FLAG_IN_TEXT.finditer(s):
+            self._add_secret(m.group(1))
         for m in _TOKEN_SHAPES.finditer(s):
             self._add_secret(m.group(0))
         for m in _HOME_PATH.finditer(s):
