@@ -102,8 +102,8 @@ def parse_ldconfig(text: str, machine: str = "x86-64") -> Dict[str, List[str]]:
         if not m:
             continue
         name, flags, path = m.groups()
-        if machine and "," in flags and machine not in flags:
-            continue  # a 32-bit or foreign-ABI entry
+        if machine and machine not in flags:
+            continue  # a 32-bit ("libc6" alone) or foreign-ABI entry
         out.setdefault(name, []).append(path)
     return out
 

@@ -65,6 +65,20 @@ def toolkit_copy(cud: Dict[str, Any], tk: Dict[str, Any], soname: Optional[str]
     return None
 
 
+def soname_path(lib: Optional[Dict[str, Any]]) -> Optional[str]:
+    """The path a user would type for ``lib``: its SONAME link if we saw one, else the file.
+
+    ``$CUDA_LIB_PATH/libcudart.so.12`` is what FlashInfer opens, so a dir is only
+    a valid CUDA_LIB_PATH when that link (or file) is in it.
+    """
+    if not lib:
+        return None
+    for p in lib.get("seen_as") or []:
+        if os.path.basename(p) == lib.get("soname"):
+            return p
+    return lib.get("path")
+
+
 def runtime_data(snap: Snapshot, runtime: Dict[str, Any], provider: Optional[Dict[str, Any]]
                  ) -> Dict[str, Any]:
     """The machine-readable facts the fix layer needs, shared with cuda-version-skew."""
@@ -79,9 +93,9 @@ def runtime_data(snap: Snapshot, runtime: Dict[str, Any], provider: Optional[Dic
         "runtime_path": runtime.get("path"), "runtime_version": runtime.get("version"),
         "runtime_version_source": runtime.get("version_source"),
         "runtime_soname": soname, "runtime_via": runtime.get("via"),
-        "provider_path": (provider or {}).get("path"),
+        "provider_path": soname_path(provider),
         "provider_version": (provider or {}).get("version"),
-        "cuda_lib_path": os.path.dirname(provider["path"]) if provider else None,
+        "cuda_lib_path": _lib_dir(provider),
         "pip_cudart_path": (pip or {}).get("path"), "pip_package": pkg if pip else None,
         "pip_version": (pip or {}).get("version"),
         "toolkit_path": tkd.get("path"), "toolkit_version": tkd.get("version"),
@@ -91,6 +105,11 @@ def runtime_data(snap: Snapshot, runtime: Dict[str, Any], provider: Optional[Dic
     }
 
 
+def _lib_dir(lib: Optional[Dict[str, Any]]) -> Optional[str]:
+    p = soname_path(lib)
+    return os.path.dirname(p) if p and os.path.basename(p) == "libcudart.so.12" else None
+
+
 def runtime_fixes(snap: Snapshot, data: Dict[str, Any], probe_id: str) -> List[Fix]:
     """Fixes for "the loaded runtime is older than what the code needs", safest first."""
     fixes: List[Fix] = []
@@ -98,7 +117,7 @@ def runtime_fixes(snap: Snapshot, data: Dict[str, Any], probe_id: str) -> List[F
     torch_cuda = (snap.data("target").get("torch") or {}).get("cuda")
     if prov:
         cmds = [f"export LD_PRELOAD={quote(prov)}${{LD_PRELOAD:+:$LD_PRELOAD}}"]
-        if os.path.basename(prov) == "libcudart.so.12" or data.get("cuda_lib_path"):
+        if data.get("cuda_lib_path"):
             cmds.append(f"export CUDA_LIB_PATH={quote(data['cuda_lib_path'])}")
         cmds.append(f"fidoctor fix --only {probe_id}  # writes these into an env file")
         fixes.append(Fix(
@@ -193,7 +212,7 @@ def _finding(snap: Snapshot, so_path: str, mod: Dict[str, Any], r: Dict[str, Any
         tk = toolkit_copy(cud, snap.data("toolkit"), soname)
         pick = tk["path"] if tk and tk["path"] in have else sorted(have)[0]
         provider = libs[pick]
-        evidence.append(f"{lib_label(provider)} on this machine exports "
+        evidence.append(f"{soname_path(provider)} → {lib_label(provider)} on this machine exports "
                         f"{'them' if len(syms) > 1 else 'it'}")
     else:
         evidence.append(f"no libcudart found on this machine exports {', '.join(syms)}")

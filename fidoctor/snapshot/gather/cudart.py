@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -139,7 +140,8 @@ def _ldcache(env: Dict[str, str]) -> Dict[str, Any]:
     r = proc.run([exe, "-p"], timeout=LDCONFIG_TIMEOUT_S, env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"})
     if not r.ok:
         return {"error": r.describe(), "entries": {}}
-    entries = rules.parse_ldconfig(r.stdout)
+    abi = {"x86_64": "x86-64", "aarch64": "AArch64", "ppc64le": "64bit"}.get(platform.machine())
+    entries = rules.parse_ldconfig(r.stdout, abi or "")
     return {"entries": {k: v for k, v in entries.items() if k.startswith("libcudart")}}
 
 
@@ -300,4 +302,3 @@ def _candidates(libs: _Libs, target: Dict[str, Any], tk: Dict[str, Any]) -> None
                 p = os.path.join(d, sub, so)
                 if os.path.lexists(p):
                     libs.add(p, f"{why} ({d})")
-                    break
