@@ -30,9 +30,11 @@ def _echo(s: str = "") -> None:
 @click.option("--dry-run", is_flag=True, help="Show the plan only; change nothing.")
 @click.option("--only", multiple=True, metavar="ID", help="Fix only findings with this id.")
 @click.option("--skip", multiple=True, metavar="ID", help="Leave findings with this id alone.")
+@click.option("--use", "prefer", multiple=True, metavar="FIX",
+              help="Prefer this fix id where a finding offers it (e.g. replace-pip-cudart).")
 @click.option("--no-warmup", is_flag=True,
               help="Prove by re-diagnosing only; skip the guarded warmup of affected modules.")
-def command(python, pid, deep, yes, dry_run, only, skip, no_warmup) -> int:
+def command(python, pid, deep, yes, dry_run, only, skip, prefer, no_warmup) -> int:
     """Fix what diagnose found: show a plan, apply it (journalled, undoable), prove it."""
     from fidoctor.diagnosis import diagnose
     from fidoctor.errors import FidoctorError
@@ -61,7 +63,7 @@ def command(python, pid, deep, yes, dry_run, only, skip, no_warmup) -> int:
         txid = new_txid()
         fctx = FixContext(txid=txid, state=state, env=dict(ctx.env), python=ctx.python,
                           snapshot=diag.snapshot, pid=pid)
-        fp = planner.make_plans(chosen, fctx)
+        fp = planner.make_plans(chosen, fctx, prefer)
         _echo(f"fidoctor fix — plan {txid} for {ctx.python}")
         _echo(planner.render(fp, state))
         if not fp.steps:
@@ -81,9 +83,8 @@ def command(python, pid, deep, yes, dry_run, only, skip, no_warmup) -> int:
                   "plans": [p.to_dict() for p in fp.plans]}
         out = apply_steps(state, fp.steps, header, txid=txid)
         _echo(f"\napplied fix {txid} ({len(out.done)} change(s)); undo with: fidoctor undo")
-        for p in fp.to_apply:
-            for n in p.notes:
-                _echo(f"note: {n}")
+        for n in dict.fromkeys(n for p in fp.to_apply for n in p.notes):
+            _echo(f"note: {n}")
         if fp.env_lines:
             _echo(f"\nStart the server with this environment:  . {env_path(state)}")
             for line in fp.env_lines:

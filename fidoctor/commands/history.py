@@ -23,7 +23,9 @@ def command(as_json) -> int:
             "id": j.txid, "time": h.get("time"), "status": j.status,
             "findings": [f"{p.get('finding')} {p.get('subject')}".strip()
                          for p in h.get("plans", [])],
-            "fixes": sorted({p.get("fix") for p in h.get("plans", [])} - {None}),
+            "fixes": sorted(({p.get("fix") for p in h.get("plans", [])} | {h.get("fix")})
+                            - {None}),
+            "command": h.get("command") or "fix",
             "steps": h.get("steps", []), "journal": j.path,
         })
     if as_json:

@@ -4,6 +4,8 @@ A fix module defines::
 
     ID = "quarantine-module"            # the id probes put in Fix(id=...)
     SAFETY = "safe"                     # safe | caution | risky (default grade)
+    FINDINGS = ("some-finding-id",)     # optional: tried first for these findings,
+                                        # whatever fixes the probe attached
     def plan(finding, ctx) -> Plan      # raise NotApplicable(reason) to decline
 
 and a docstring (what it changes, why, how safe, how undone). ``plan`` only
@@ -18,7 +20,7 @@ import importlib
 import pkgutil
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from fidoctor.model import Finding
 
@@ -72,6 +74,7 @@ class Fixer:
     safety: str
     doc: str
     module: str
+    findings: Tuple[str, ...] = ()
 
 
 @lru_cache(maxsize=1)
@@ -84,26 +87,35 @@ def all_fixes() -> Dict[str, Fixer]:
         if not hasattr(mod, "plan"):
             continue
         out[mod.ID] = Fixer(mod.ID, mod.plan, getattr(mod, "SAFETY", "caution"),
-                            (mod.__doc__ or "").strip(), mod.__name__)
+                            (mod.__doc__ or "").strip(), mod.__name__,
+                            tuple(getattr(mod, "FINDINGS", ())))
     return out
 
 
-def choose(finding: Finding, ctx: FixContext) -> Tuple[Optional[Plan], List[str]]:
-    """The first applicable fix of ``finding`` (its fixes are listed safest first).
+def candidates(finding: Finding, prefer: Sequence[str] = ()) -> List[str]:
+    """Fix ids to try, in order: ``--use`` ids, fixes owning this finding id, the probe's."""
+    registry = all_fixes()
+    own = [f.id for f in finding.fixes if f.id]
+    owners = [fx.id for fx in registry.values() if finding.id in fx.findings]
+    order = [p for p in prefer if p in own or p in owners] + owners + own
+    return list(dict.fromkeys(order))
 
-    Returns the plan (or None) and why each fix before it was declined.
+
+def choose(finding: Finding, ctx: FixContext,
+           prefer: Sequence[str] = ()) -> Tuple[Optional[Plan], List[str]]:
+    """The first applicable fix of ``finding`` (the probe lists its fixes safest first).
+
+    Returns the plan (or None) and why each fix tried before it was declined.
     """
     registry = all_fixes()
     declined: List[str] = []
-    for fx in finding.fixes:
-        if not fx.id:
-            continue
-        fixer = registry.get(fx.id)
+    for fid in candidates(finding, prefer):
+        fixer = registry.get(fid)
         if fixer is None:
-            declined.append(f"{fx.id}: not implemented by this fidoctor")
+            declined.append(f"{fid}: not implemented by this fidoctor")
             continue
         try:
             return fixer.plan(finding, ctx), declined
         except NotApplicable as e:
-            declined.append(f"{fx.id}: {e}")
+            declined.append(f"{fid}: {e}")
     return None, declined

@@ -42,15 +42,17 @@ def select(findings: Sequence[Finding], only: Sequence[str], skip: Sequence[str]
     return out
 
 
-def make_plans(findings: Sequence[Finding], ctx: FixContext) -> FixPlan:
+def make_plans(findings: Sequence[Finding], ctx: FixContext,
+               prefer: Sequence[str] = ()) -> FixPlan:
     fp = FixPlan()
     seen: Dict[Tuple[str, str], str] = {}
     for f in findings:
-        plan, declined = choose(f, ctx)
+        plan, declined = choose(f, ctx, prefer)
         if plan is None:
             why = "; ".join(declined) if declined else "no automatic fix for this finding"
             fp.unaddressed.append((f, why))
             continue
+        plan.notes.extend(f"passed over {d}" for d in declined)
         fresh = []
         for s in plan.steps:
             k = _step_key(s)

@@ -35,6 +35,8 @@ def compare(before: Sequence[Finding], after: Sequence[Finding],
     proof = Proof()
     for f in before:
         key = (f.id, f.subject)
+        if key not in addressed and not f.is_problem:
+            continue  # info findings (e.g. someone else's build progressing) are not news
         if key in addressed:
             state = "still there" if key in now else "gone"
             if key in now:
@@ -44,7 +46,7 @@ def compare(before: Sequence[Finding], after: Sequence[Finding],
         proof.rows.append((f.id, f.subject, f.severity, state))
     before_keys = {(f.id, f.subject) for f in before}
     for f in after:
-        if (f.id, f.subject) not in before_keys:
+        if (f.id, f.subject) not in before_keys and f.is_problem:
             proof.rows.append((f.id, f.subject, "-", f"new: {f.severity}"))
     return proof
 

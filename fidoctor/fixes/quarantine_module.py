@@ -33,7 +33,18 @@ def move_step(module_dir: str, workspace: str, txid: str) -> MoveAside:
     return MoveAside(src=module_dir, dst=dst, root=workspace, fp=fingerprint(module_dir))
 
 
+# Findings where moving the module aside would only rebuild the same broken thing.
+NOT_ALONE = {
+    "cudart-missing-symbol": "rebuilt with the same toolkit it would need the same symbol; "
+                             "change the runtime or toolkit first",
+    "cuda-toolkit-unusable": "it would be rebuilt with the same unusable toolkit; set CUDA_HOME "
+                             "first",
+}
+
+
 def plan(finding: Finding, ctx: FixContext) -> Plan:
+    if finding.id in NOT_ALONE:
+        raise NotApplicable(NOT_ALONE[finding.id])
     mod = finding.data.get("module_dir")
     if not mod:
         raise NotApplicable("the finding names no module_dir")

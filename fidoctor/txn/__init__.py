@@ -5,10 +5,12 @@
   atomically) with apply / state / revert.
 * ``transaction``: apply a list of steps, roll back on failure or Ctrl-C,
   recover a fix killed mid-way, undo a committed one.
+* ``process``: terminating a stuck build tree (journalled, not reversible).
 * ``lock``: one fix or undo at a time.
 * ``safety``: symlink, writability and hash checks shared by the steps.
 """
 
+from fidoctor.txn import process as _process  # noqa: F401 - registers the terminate step
 from fidoctor.txn.lock import FixLock
 from fidoctor.txn.safety import StepError
 from fidoctor.txn.transaction import apply_steps, history, interrupted, rollback, undo

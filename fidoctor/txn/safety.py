@@ -13,7 +13,7 @@ import errno
 import hashlib
 import os
 import stat
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from fidoctor.errors import FidoctorError
 
@@ -149,3 +149,34 @@ def fingerprint(path: str) -> str:
                 rel = os.path.relpath(p, path)
                 h.update(f"{rel}:{s.st_mode}:{s.st_size}:{s.st_mtime_ns}\n".encode())
     return h.hexdigest()
+
+
+def open_by(path: str) -> List[int]:
+    """Pids with ``path`` open right now (by device and inode, from /proc/*/fd).
+
+    Processes whose fds this user may not read are skipped; as root none are.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return []
+    want = (st.st_dev, st.st_ino)
+    me = os.getpid()
+    out: List[int] = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        fd_dir = f"/proc/{name}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                s = os.stat(os.path.join(fd_dir, fd))
+            except OSError:
+                continue
+            if (s.st_dev, s.st_ino) == want:
+                out.append(int(name))
+                break
+    return out

@@ -28,6 +28,7 @@ from fidoctor.txn.safety import (
     explain_os_error,
     fingerprint,
     manifest,
+    open_by,
     sha256_file,
     sha256_or_none,
 )
@@ -52,6 +53,7 @@ class MoveAside:
     fp: str = ""
     manifest: Dict[str, Any] = field(default_factory=dict)
     created: List[str] = field(default_factory=list)
+    require_closed: bool = False  # refuse while any process has it open (a live lock)
     kind: str = "move-aside"
     revertible: bool = True
 
@@ -68,6 +70,7 @@ class MoveAside:
         if os.path.lexists(self.dst):
             raise StepError(f"{self.dst} already exists; fidoctor will not overwrite it")
         check_writable_dir(os.path.dirname(self.src), "to move the entry out of it")
+        self._check_closed()
         # The quarantine's missing ancestors, top first: created by apply, removed
         # again (only if empty) by revert.
         self.created = []
@@ -85,7 +88,15 @@ class MoveAside:
         except OSError as e:
             raise explain_os_error(e, "cannot read what is to be moved") from None
 
+    def _check_closed(self) -> None:
+        if self.require_closed:
+            pids = open_by(self.src)
+            if pids:
+                raise StepError(f"{self.src} is open by pid {', '.join(map(str, pids))} "
+                                "(a live holder); fidoctor leaves it alone")
+
     def apply(self, tx: TxContext) -> Dict[str, Any]:
+        self._check_closed()  # again, immediately before the rename
         try:
             for d in self.created:
                 os.mkdir(d, 0o755)

@@ -1,0 +1,58 @@
+"""terminate-build-tree: stop a stuck FlashInfer build tree, then move its half-built module aside.
+
+What: TERM → grace → KILL to every process of the tree the probe saw (by pid,
+checked against its create time, plus every member of the process groups
+that held only tree members), through fidoctor.kill.terminate_tree (it
+SIGSTOPs the tree first and re-collects children, so no new compile step
+escapes). Then, when the module has no loadable ``.so``, its dir is moved
+into the quarantine so the next start rebuilds it cleanly.
+Why: a stopped or orphaned compile (nvcc/cicc, GBs of RAM) holds the
+module's lock forever, and every process that needs the module waits.
+Safety: caution. Refused for a tree the probe saw progressing; right before
+signalling, the step samples the live tree again and refuses if it burns CPU
+or starts a process (a build that moves is never touched). Undo cannot bring
+processes back; it only moves the module dir back.
+Finding data read: pids, pgids, create_times, module_dir, progressing
+(build-process-stuck, build-lock-held).
+"""
+
+from __future__ import annotations
+
+import os
+
+from fidoctor.fixes import FixContext, NotApplicable, Plan
+from fidoctor.model import Finding
+from fidoctor.paths import quarantine_dir
+from fidoctor.probes._facts import module_by_path, so_problem
+from fidoctor.txn.process import Terminate
+from fidoctor.txn.steps import MoveAside
+
+ID = "terminate-build-tree"
+SAFETY = "caution"
+
+
+def plan(finding: Finding, ctx: FixContext) -> Plan:
+    d = finding.data
+    pids = [int(p) for p in d.get("pids") or []]
+    if not pids:
+        raise NotApplicable("the finding names no build processes")
+    if d.get("progressing"):
+        raise NotApplicable("the build is progressing; fidoctor never stops a progressing build")
+    steps = [Terminate(pids=pids, create_times=dict(d.get("create_times") or {}),
+                       pgids=[int(g) for g in d.get("pgids") or []],
+                       module_dir=d.get("module_dir") or "")]
+    mod_dir = d.get("module_dir")
+    notes = ["processes cannot be brought back by undo; the module is rebuilt on next use"]
+    if mod_dir and os.path.isdir(mod_dir) and not os.path.islink(mod_dir):
+        mod = module_by_path(ctx.snapshot).get(os.path.normpath(mod_dir)) if ctx.snapshot else None
+        if mod is None or so_problem(mod):
+            ws = os.path.dirname(os.path.dirname(os.path.normpath(mod_dir)))
+            dst = os.path.join(quarantine_dir(mod_dir, ctx.txid), os.path.basename(mod_dir))
+            # No fingerprint: the terminated build may have removed its partial outputs.
+            steps.append(MoveAside(src=os.path.normpath(mod_dir), dst=dst, root=ws))
+    return Plan(
+        fix_id=ID, finding_id=finding.id, subject=finding.subject, safety=SAFETY,
+        why="the build tree made no progress (stopped, orphaned or idle) and blocks this "
+            "module; it is re-checked right before being signalled",
+        steps=steps, notes=notes, modules=[mod_dir] if mod_dir else [],
+    )

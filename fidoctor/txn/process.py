@@ -1,0 +1,143 @@
+"""The one step that cannot be undone: terminating a stuck build tree.
+
+It is journalled like the others (intent before, done after) so history and
+recovery know it happened, but ``revert`` can only say so: a killed compiler
+does not come back; the module is rebuilt on next use.
+
+Right before acting it re-checks, on the live processes, what the plan
+assumed: every pid still belongs to the process the snapshot saw (same
+create time, so a reused pid is never signalled), and the tree is *still*
+stuck — over a fresh sampling window it burns no CPU and starts no new
+process. A build that moves is left alone, whatever the snapshot said.
+Termination itself is fidoctor.kill.terminate_tree (SIGSTOP the tree, TERM,
+grace, KILL, re-collecting children as it goes).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
+
+import psutil
+
+from fidoctor.txn.safety import StepError
+from fidoctor.txn.steps import AFTER, BEFORE, TxContext, register_kind
+
+CPU_LIMIT_S = 0.05  # tree CPU over the window above which it counts as progressing
+
+
+@dataclass
+class Terminate:
+    pids: List[int]
+    create_times: Dict[str, Any]
+    pgids: List[int] = field(default_factory=list)
+    module_dir: str = ""
+    window_s: float = 1.0
+    grace_s: float = 3.0
+    live: List[int] = field(default_factory=list)
+    kind: str = "terminate"
+    revertible: bool = False
+
+    def describe(self) -> str:
+        groups = f" (process groups {', '.join(map(str, self.pgids))})" if self.pgids else ""
+        return (f"terminate build tree pids {' '.join(map(str, self.pids))}{groups}: "
+                f"TERM, {self.grace_s:.0f} s grace, KILL — only if still stuck when re-checked")
+
+    def _same(self, pid: int) -> bool:
+        want = self.create_times.get(str(pid))
+        try:
+            ct = psutil.Process(pid).create_time()
+        except psutil.Error:
+            return False
+        return want is None or abs(ct - float(want)) < 0.05
+
+    def _tree(self) -> Dict[int, psutil.Process]:
+        out: Dict[int, psutil.Process] = {}
+        for pid in self.live:
+            try:
+                p = psutil.Process(pid)
+                out[pid] = p
+                for c in p.children(recursive=True):
+                    out[c.pid] = c
+            except psutil.Error:
+                continue
+        return out
+
+    def preflight(self, tx: Any = None) -> None:
+        self.live = [p for p in self.pids if self._same(p)]
+        if not self.live:
+            return  # already gone: apply has nothing to do
+        if os.getpid() in self.live:
+            raise StepError("refusing to terminate fidoctor itself")
+        t0 = self._tree()
+        cpu0 = _cpu(t0.values())
+        time.sleep(self.window_s)
+        t1 = self._tree()
+        new = sorted(set(t1) - set(t0))
+        delta = _cpu(p for pid, p in t1.items() if pid in t0) - cpu0
+        if new or delta > CPU_LIMIT_S:
+            why = f"started pid(s) {new}" if new else f"used {delta:.2f} s CPU"
+            raise StepError(
+                f"the build tree of {self.module_dir or 'pids ' + str(self.pids)} is progressing "
+                f"now (it {why} in {self.window_s:.1f} s); fidoctor never stops a progressing "
+                "build, nothing was signalled", "wait for it, or re-run fidoctor fix later")
+
+    def apply(self, tx: TxContext) -> Dict[str, Any]:
+        if not self.live:
+            return {"note": "already gone"}
+        from fidoctor.kill import terminate_tree
+
+        extra = set(self.live[1:]) | _group_members(self.pgids)
+        survivors = terminate_tree(self.live[0], grace=self.grace_s, extra=sorted(extra),
+                                   follow_session=False)
+        if survivors:
+            raise StepError(f"pids {survivors} survived SIGKILL (uninterruptible I/O?)",
+                            "look at them with: ps -o pid,stat,wchan -p "
+                            + ",".join(map(str, survivors)))
+        return {"terminated": self.live}
+
+    def state(self) -> str:
+        return BEFORE if any(self._same(p) for p in self.live) else AFTER
+
+    def explain_unknown(self) -> str:
+        return "unknown process state"
+
+    def revert(self, tx: TxContext) -> List[str]:
+        return [f"cannot bring back terminated processes {self.live}; the module is rebuilt "
+                "on next use"]
+
+    def cleanup(self) -> None:
+        pass
+
+
+def _cpu(procs: Any) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system + getattr(t, "children_user", 0.0) + \
+                getattr(t, "children_system", 0.0)
+        except psutil.Error:
+            continue
+    return total
+
+
+def _group_members(pgids: List[int]) -> set:
+    """Every live process in ``pgids`` (groups the probe saw holding only tree members)."""
+    want = {g for g in pgids if g > 1}
+    out = set()
+    if not want:
+        return out
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) in want:
+                out.add(p.pid)
+        except (OSError, psutil.Error):
+            continue
+    out.discard(os.getpid())
+    return out
+
+
+register_kind(Terminate)
