@@ -237,3 +237,21 @@ def test_many_findings_stay_short(box, tmp_path):
                 if f["id"] == "cache-incomplete-module" and "norm_" in f["subject"]}
     assert subjects == {s for _, s in mine} | {unescape(s) for s in extra}
     assert len(out.read_bytes()) < 65536
+
+
+@pytest.mark.timeout(120)
+def test_pid_target_environment_is_redacted(box, tmp_path):
+    """--pid reads the server's own /proc/PID/environ: its secrets must not leak either."""
+    env = leaky_box(box, tmp_path)
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], env=env)
+    try:
+        clean = dict(os.environ, NO_COLOR="1")  # fidoctor itself runs with no planted values
+        r = run_cli(["report", "--pid", str(server.pid)], env=clean)
+        assert r.returncode == 0, r.stderr
+        assert survivors(r.stdout.encode()) == []
+        assert "| `VLLM_API_KEY` | `<secret-" in r.stdout and "| `USER` | `<user-" in r.stdout
+        assert "jit-log-unfinished" in r.stdout  # the server's workspace, found via its env
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    assert server.poll() is not None

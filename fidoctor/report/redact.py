@@ -52,6 +52,7 @@ _TOKEN_SHAPES = re.compile(
     r"github_pat_[A-Za-z0-9_]{20,}|xox[abpr]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|"
     r"glpat-[A-Za-z0-9_-]{20,})\b"
 )
+_TOKEN_HINTS = ("hf_", "sk-", "gh", "github_pat_", "xox", "AKIA", "glpat-")
 _HOME_PATH = re.compile(r"(?:^|[\s:=\"'(])/(?:home|Users)/([A-Za-z0-9._-]+)(?=/|$|[\s:\"')])")
 _MAC = re.compile(r"(?<![0-9A-Fa-f:-])(?:[0-9A-Fa-f]{2}([:-]))(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}"
                   r"(?![0-9A-Fa-f:-])")
@@ -74,6 +75,10 @@ class Redactor:
         self._kind: Dict[str, str] = {}  # value -> kind
         self._counts: Dict[str, int] = {k: 0 for k in KINDS}
         self._regex: Optional[re.Pattern] = None
+        # Snapshots repeat strings (symbol names, module paths) by the thousand: learn each
+        # distinct string once, and remember results until the set of values changes.
+        self._learned: set = set()
+        self._memo: Dict[Tuple[str, bool], str] = {}
 
     # -- learning ---------------------------------------------------------------------------
 
@@ -97,6 +102,7 @@ class Redactor:
         self._map[value] = ph
         self._kind[value] = kind
         self._regex = None
+        self._memo.clear()
         return ph
 
     def learn_local(self, env: Optional[Dict[str, str]] = None) -> Redactor:
@@ -166,21 +172,32 @@ class Redactor:
                 self._add_secret(argv[i + 1])
 
     def _learn_string(self, s: str, key: Optional[str]) -> None:
-        for m in _URL_CRED.finditer(s):
-            self.add("user", m.group(2))
-            self._add_secret(m.group(3))
-        for m in _ASSIGN.finditer(s):
-            self._add_secret(m.group(2))
-        for m in _FLAG_IN_TEXT.finditer(s):
-            self._add_secret(m.group(1))
-        for m in _TOKEN_SHAPES.finditer(s):
-            self._add_secret(m.group(0))
-        for m in _HOME_PATH.finditer(s):
-            self.add("user", m.group(1))
-        for m in _MAC.finditer(s):
-            if m.group(0).replace("-", ":").lower() != "00:00:00:00:00:00":
-                self.add("mac", m.group(0))
-        for value in _ips(s, key):
+        versioned = bool(key and "version" in key.lower())
+        if (s, versioned) in self._learned:
+            return
+        self._learned.add((s, versioned))
+        # Cheap substring tests first: most strings (symbols, module names) hold no candidate.
+        if "://" in s:
+            for m in _URL_CRED.finditer(s):
+                self.add("user", m.group(2))
+                self._add_secret(m.group(3))
+        if "=" in s:
+            for m in _ASSIGN.finditer(s):
+                self._add_secret(m.group(2))
+        if "-" in s and " " in s:
+            for m in _FLAG_IN_TEXT.finditer(s):
+                self._add_secret(m.group(1))
+        if any(t in s for t in _TOKEN_HINTS):
+            for m in _TOKEN_SHAPES.finditer(s):
+                self._add_secret(m.group(0))
+        if "/home/" in s or "/Users/" in s:
+            for m in _HOME_PATH.finditer(s):
+                self.add("user", m.group(1))
+        if s.count(":") >= 5 or s.count("-") >= 5:
+            for m in _MAC.finditer(s):
+                if m.group(0).replace("-", ":").lower() != "00:00:00:00:00:00":
+                    self.add("mac", m.group(0))
+        for value in _ips(s, "version" if versioned else None):
             self.add("ip", value)
 
     # -- applying ---------------------------------------------------------------------------
@@ -205,11 +222,15 @@ class Redactor:
         """``s`` with every learned value and every pattern match replaced."""
         if not s:
             return s
+        memo_key = (s, bool(key and "version" in key.lower()))
+        hit = self._memo.get(memo_key)
+        if hit is not None:
+            return hit
         self._learn_string(s, key)  # anything new in this string joins the map first
         rx = self._compiled()
-        if rx is not None:
-            s = rx.sub(lambda m: self._map.get(m.group(0), m.group(0)), s)
-        return s
+        out = s if rx is None else rx.sub(lambda m: self._map.get(m.group(0), m.group(0)), s)
+        self._memo[memo_key] = out
+        return out
 
     def tree(self, obj: Any, key: Optional[str] = None) -> Any:
         """A redacted deep copy of a JSON-able tree; dict keys are redacted too."""
