@@ -14,7 +14,9 @@ real ``fcntl.flock`` held on a module's lock file by another process.
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -74,7 +76,8 @@ def target_venv(log=None) -> Path:
         out = log if log is not None else subprocess.DEVNULL
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        subprocess.run(pip + [f"torch=={TORCH}"], check=True, stdout=out, stderr=out)
+        subprocess.run(pip + [f"torch=={TORCH}", *torch_index(py)], check=True, stdout=out,
+                       stderr=out)
         subprocess.run(pip + ["--no-deps", f"flashinfer-python=={FLASHINFER}"], check=True,
                        stdout=out, stderr=out)
         subprocess.run(pip + SMALL_DEPS, check=True, stdout=out, stderr=out)
@@ -82,6 +85,21 @@ def target_venv(log=None) -> Path:
                        env=build_env(venv, Path("/nonexistent")))
         done.write_text(f"torch=={TORCH} flashinfer-python=={FLASHINFER}\n")
     return py
+
+
+def torch_index(py: Path) -> List[str]:
+    """Where CPU torch comes from: a wheel on disk if pip's find-links has one, else
+    PyTorch's CPU index (PyPI's default torch wheel is the CUDA build, gigabytes of
+    nvidia-* dependencies). ``FIDOCTOR_TORCH_INDEX`` overrides."""
+    if os.environ.get("FIDOCTOR_TORCH_INDEX"):
+        return ["--extra-index-url", os.environ["FIDOCTOR_TORCH_INDEX"]]
+    cfg = subprocess.run([str(py), "-m", "pip", "config", "list"], capture_output=True,
+                         text=True).stdout + " " + os.environ.get("PIP_FIND_LINKS", "")
+    for d in re.findall(r"find-links='?([^'\s]+)", cfg) + os.environ.get(
+            "PIP_FIND_LINKS", "").split():
+        if glob.glob(os.path.join(d, f"torch-{TORCH}+cpu-*.whl")):
+            return []
+    return ["--extra-index-url", "https://download.pytorch.org/whl/cpu"]
 
 
 def build_env(venv: Path, base: Path, cuda_home: str = CUDA_HOME,

@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
+import psutil
+
 from fidoctor.kill import terminate_tree
 from fidoctor.model import Finding
 from fidoctor.warmup import verdicts
@@ -51,7 +53,7 @@ class ModuleResult:
     info: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("verdict", "info", "pids_seen")}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("verdict", "info")}
         d["verdict"] = self.verdict.to_dict() if self.verdict else None
         return d
 
@@ -218,8 +220,15 @@ def _stall_verdict(res: ModuleResult, watch: TreeWatch, root: int, stall_after: 
         return verdicts.stalled_on_lock(res, stall_after, spec_info.get("lock_path", ""),
                                         describe_proc(holder), _procs_text(watch, root))
     leaf = blocked_leaf(procs, root)
-    return verdicts.stalled_blocked(res, stall_after, describe_proc(leaf) if leaf else "",
-                                    _procs_text(watch, root))
+    what = describe_proc(leaf) if leaf else ""
+    if leaf:
+        try:  # the edge's command line names the compiler even when it exec'd a helper
+            parent = psutil.Process(leaf).parent()
+            if parent is not None and parent.pid != root:
+                what += f", child of {describe_proc(parent.pid)}"
+        except psutil.Error:
+            pass
+    return verdicts.stalled_blocked(res, stall_after, what, _procs_text(watch, root))
 
 
 def install_sigterm() -> Callable[[], None]:

@@ -1,0 +1,234 @@
+"""warmup without a FlashInfer build: tree kill, specs, CLI contracts, --check/--clear-incomplete.
+
+Everything here uses real processes (children that ignore SIGTERM, ninja-style
+per-edge process groups, a real flock) and real directories.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from warmup_helpers import alive, hold_flock, kill_and_wait
+
+from fidoctor.errors import FidoctorError
+from fidoctor.kill import terminate_tree
+from fidoctor.warmup import specs
+from fidoctor.warmup.watch import TreeWatch, lock_holders
+
+# A root that starts: a child ignoring SIGTERM in its own process group (as
+# ninja does for each edge), a grandchild of that, and a double-forked orphan
+# (re-parented to init, still in the root's session). It prints all pids.
+TREE = r"""
+import os, signal, sys, time, subprocess
+ign = ("import os,signal,time,subprocess,sys\n"
+       "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+       "c = subprocess.Popen([sys.executable,'-c','import time; time.sleep(1000)'])\n"
+       "print(os.getpid(), c.pid, flush=True)\n"
+       "time.sleep(1000)\n")
+p = subprocess.Popen([sys.executable, "-c", ign], stdout=subprocess.PIPE, text=True,
+                     preexec_fn=lambda: os.setpgid(0, 0))
+a, b = p.stdout.readline().split()
+r, w = os.pipe()
+if os.fork() == 0:
+    if os.fork() == 0:
+        os.write(w, str(os.getpid()).encode()); os.close(w)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(1000)
+    os._exit(0)
+orphan = os.read(r, 32).decode()
+print(os.getpid(), a, b, orphan, flush=True)
+time.sleep(1000)
+"""
+
+
+def start_tree():
+    p = subprocess.Popen([sys.executable, "-c", TREE], stdout=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    pids = [int(x) for x in p.stdout.readline().split()]
+    assert len(pids) == 4
+    return p, pids
+
+
+@pytest.mark.timeout(60)
+def test_terminate_tree_ends_sigterm_ignorers_own_pgids_and_orphans():
+    p, pids = start_tree()
+    try:
+        assert len(set(os.getpgid(x) for x in pids)) >= 2, "an edge has its own process group"
+        assert alive(pids) == pids
+        left = terminate_tree(p.pid)
+        p.wait(timeout=10)
+        assert left == []
+        assert alive(pids) == []
+    finally:
+        for x in pids:
+            try:
+                os.kill(x, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.mark.timeout(60)
+def test_terminate_tree_without_session_spares_unrelated_session_members():
+    """follow_session=False (orphans we did not start) must not touch the rest of the session."""
+    p, pids = start_tree()
+    try:
+        left = terminate_tree(pids[1], follow_session=False)  # the SIGTERM-ignoring edge only
+        assert left == []
+        assert alive(pids[1:3]) == []
+        assert alive([pids[0], pids[3]]) == [pids[0], pids[3]]
+    finally:
+        terminate_tree(p.pid)
+        p.wait(timeout=10)
+        assert alive(pids) == []
+
+
+def test_parse_spec_short_and_full_names():
+    s = specs.parse_spec("prefill-fa3:f16")
+    assert (s.kind, s.dtype, s.head_dim, s.backend, s.is_sm90) == ("prefill-fa3", "f16", 128,
+                                                                   "fa3", True)
+    assert specs.parse_spec("prefill").kind == "prefill-fa2"
+    full = specs.parse_spec("decode:bf16:64").expected_name()
+    assert full.startswith("batch_decode_with_kv_cache_dtype_q_bf16_") and "_dtype_idx_i32_" in full
+    assert specs.parse_spec(full) == specs.ModuleSpec("decode", "bf16", 64)
+    fa3 = specs.ModuleSpec("single-prefill-fa3", "f16", 128).expected_name()
+    assert fa3.endswith("_f16qk_False_sm90") and specs.parse_spec(fa3).is_sm90
+    for bad in ("bogus", "decode:f32", "decode:bf16:100", "decode:bf16:x", "a:b:c:d"):
+        with pytest.raises(FidoctorError):
+            specs.parse_spec(bad)
+
+
+def test_select_defaults_add_and_disable_sm90():
+    d = specs.select(None, sm90=True, disable_sm90=False)
+    assert [s.key for s in d] == ["decode:bf16:128", "prefill-fa2:bf16:128", "prefill-fa3:bf16:128",
+                                  "decode:f16:128", "prefill-fa2:f16:128", "prefill-fa3:f16:128"]
+    assert not any(s.is_sm90 for s in specs.select(None, sm90=False, disable_sm90=False))
+    assert not any(s.is_sm90 for s in specs.select(None, sm90=True, disable_sm90=True))
+    added = specs.select("+single-decode:f16:64", sm90=False, disable_sm90=False)
+    assert len(added) == 5 and added[-1].key == "single-decode:f16:64"
+    only = specs.select("decode,decode:bf16", sm90=True, disable_sm90=False)
+    assert [s.key for s in only] == ["decode:bf16:128"]
+
+
+def test_cli_list_plain_and_json():
+    r = run_cli(["warmup", "--list", "--arch", "9.0a"])
+    assert r.returncode == 0, r.stderr
+    assert "prefill-fa3:bf16:128" in r.stdout and "_sm90" in r.stdout
+    r = run_cli(["warmup", "--list", "--json", "--arch", "8.0", "--modules", "+single-decode"])
+    doc = json.loads(r.stdout)
+    keys = [m["key"] for m in doc["modules"]]
+    assert "prefill-fa3:bf16:128" not in keys and "single-decode:bf16:128" in keys
+    assert all(m["expected_name"] for m in doc["modules"])
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--python", "/nonexistent/python"], "no such file"),
+    (["--modules", "bogus"], "unknown module spec"),
+    (["--stall-after", "0"], "must be positive"),
+    (["--list", "--check"], "exclusive"),
+])
+def test_cli_bad_arguments_exit_2_one_line(args, words):
+    r = run_cli(["warmup", *args])
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert words in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.timeout(120)
+def test_cli_target_without_flashinfer_exits_2_with_hint():
+    """fidoctor's own dev venv has no FlashInfer: warmup cannot start (exit 2), says why."""
+    r = run_cli(["warmup", "--python", sys.executable, "--arch", "9.0a"])
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "flashinfer" in r.stderr.lower() and "hint:" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_lock_holders_reads_proc_locks(tmp_path):
+    lock = tmp_path / "cached_ops" / "tmp" / "m.lock"
+    h = hold_flock(lock)
+    try:
+        assert lock_holders(str(lock)) == [h.pid]
+        assert lock_holders(str(tmp_path / "nope.lock")) == []
+    finally:
+        kill_and_wait(h)
+    assert lock_holders(str(lock)) == []
+
+
+def test_tree_watch_busy_vs_idle(tmp_path):
+    """A process burning CPU counts as progress; one sleeping does not; a new file does."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(100)"])
+    try:
+        for proc, expect in ((busy, True), (idle, False)):
+            w = TreeWatch(proc.pid, [str(tmp_path)])
+            w.sample(time.monotonic())
+            time.sleep(1.5)  # let the interpreter finish starting up
+            w.sample(time.monotonic())
+            time.sleep(1.0)
+            s = w.sample(time.monotonic())
+            assert s.progressed is expect, (s, expect)
+        (tmp_path / "x.cuda.o").write_bytes(b"1")
+        time.sleep(0.2)
+        assert w.sample(time.monotonic()).why.startswith("file")
+    finally:
+        for p in (busy, idle):
+            p.kill()
+            p.wait()
+    assert alive([busy.pid, idle.pid]) == []
+
+
+def test_check_and_clear_incomplete(box, tmp_path):
+    from conftest import DECODE, FA2, FA3
+
+    ws = box.workspace()
+    box.module(ws, DECODE, so="good")
+    bad = box.module(ws, FA3, so="missing", depfiles=1)
+    busy = box.module(ws, FA2, so="truncated")
+    env = box.env(XDG_STATE_HOME=str(tmp_path / "state"))
+    r = run_cli(["warmup", "--check"], env=env)
+    assert r.returncode == 1, r.stderr
+    assert "Found 1 compiled kernel(s), 2 incomplete" in r.stdout
+    assert "INCOMPLETE" in r.stdout and FA3 in r.stdout
+    holder = hold_flock(ws / "cached_ops" / "tmp" / f"{FA2}.lock")
+    try:
+        r = run_cli(["warmup", "--clear-incomplete"], env=env)
+    finally:
+        kill_and_wait(holder)
+    assert r.returncode == 0, r.stderr
+    assert not bad.exists(), r.stdout
+    moved = list((ws / "fidoctor-quarantine").glob(f"*/{FA3}"))
+    assert len(moved) == 1 and (moved[0] / "build.ninja").exists()
+    assert busy.exists() and f"its lock is held by pid {holder.pid}" in r.stdout
+    assert (ws / "cached_ops" / DECODE / f"{DECODE}.so").exists()
+    txid = moved[0].parent.name
+    assert f"fidoctor undo --id {txid}" in r.stdout
+    u = run_cli(["undo", "--id", txid], env=env)
+    if u.returncode == 0:  # the txn layer's undo brings the dir back byte-for-byte
+        assert bad.exists() and not moved[0].exists()
+
+
+def test_check_empty_cache(tmp_path):
+    env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path))
+    r = run_cli(["warmup", "--check", "--json"], env=env)
+    assert r.returncode == 0 and json.loads(r.stdout) == {"workspaces": []}
+
+
+def test_child_script_is_standalone():
+    """child.py runs in the target: it must not import fidoctor, and must parse as 3.9."""
+    import ast
+
+    src = Path("fidoctor/warmup/child.py").read_text()
+    tree = ast.parse(src, feature_version=(3, 9))
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+             for a in n.names}
+    names |= {n.module.split(".")[0] for n in ast.walk(tree)
+              if isinstance(n, ast.ImportFrom) and n.module}
+    assert "fidoctor" not in names
+    assert names <= {"inspect", "json", "os", "re", "sys", "time", "traceback", "torch",
+                     "flashinfer", "filelock"}, names

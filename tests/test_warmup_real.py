@@ -1,0 +1,218 @@
+"""warmup against a real FlashInfer in a real target venv (CPU torch + flashinfer-python).
+
+The venv is built once per machine and cached (warmup_helpers.target_venv,
+~80 s). The decode compile is real nvcc 13 for sm_90a (~40 s here). The hang
+cases are real processes: a toolkit whose nvcc blocks forever (it stands in
+for a hung nvcc, which cannot be provoked on demand), a real flock held by
+another process, a compiler that is busy but endless. Every case asserts by
+pid that nothing fidoctor started survives, and that no half-built module
+dir is left in cached_ops.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+from warmup_helpers import alive, build_env, hold_flock, hung_toolkit, kill_and_wait, target_venv
+
+from fidoctor.fsutil import elf_header_problem
+from fidoctor.warmup.specs import parse_spec
+
+pytestmark = pytest.mark.slow
+ARGS = ["--arch", "9.0a"]
+SMALL = "single-decode:f16:64"   # the module the hang cases start building
+
+
+@pytest.fixture(scope="session")
+def target_py() -> Path:
+    return target_venv()
+
+
+def warmup(py: Path, env: Dict[str, str], *args: str, timeout: float = 240
+           ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fidoctor", "warmup", "--python", str(py),
+                           *ARGS, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def ws_of(base: Path) -> Path:
+    return base / ".cache" / "flashinfer" / "0.7.2.post1" / "90a"
+
+
+def module_of(doc) -> dict:
+    assert len(doc["modules"]) == 1, doc
+    return doc["modules"][0]
+
+
+def assert_nothing_left(m: dict, base: Path, extra_ok: List[int] = ()) -> None:
+    assert m["pids_seen"], "the supervisor saw the tree"
+    assert alive([p for p in m["pids_seen"] if p not in extra_ok]) == [], m["pids_seen"]
+    assert m["survivors"] == []
+    name = parse_spec(m["key"]).expected_name()
+    assert not (ws_of(base) / "cached_ops" / name).exists(), "half-built dir left behind"
+
+
+@pytest.mark.timeout(900)
+def test_real_decode_compile_then_cached_then_once(target_py, tmp_path):
+    base = tmp_path / "base"
+    env = build_env(target_py.parent.parent, base, extra={"XDG_STATE_HOME": str(tmp_path / "st")})
+    r = warmup(target_py, env, "--modules", "decode", "--json", timeout=800)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    m = module_of(json.loads(r.stdout))
+    assert m["status"] == "done" and m["max_jobs"] >= 1
+    so = Path(m["module_dir"]) / f"{m['name']}.so"
+    assert m["name"] == parse_spec("decode").expected_name()
+    assert elf_header_problem(str(so)) is None, so
+    assert "done in" in r.stderr and "MAX_JOBS=" in r.stderr
+    assert alive(m["pids_seen"]) == []
+    # Again: FlashInfer's ninja finds it up to date.
+    r = warmup(target_py, env, "--modules", "decode", "--json")
+    assert r.returncode == 0 and module_of(json.loads(r.stdout))["status"] == "cached"
+    # --once: first run writes the flag, the second does nothing.
+    flag = tmp_path / "flags" / "warm"
+    r = warmup(target_py, env, "--modules", "decode", "--once", str(flag))
+    assert r.returncode == 0 and flag.exists(), r.stderr
+    r = warmup(target_py, env, "--modules", "decode", "--once", str(flag))
+    assert r.returncode == 0 and "nothing to do" in r.stdout
+    # --check sees it
+    r = subprocess.run([sys.executable, "-m", "fidoctor", "warmup", "--check"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "Found 1 compiled kernel(s), 0 incomplete" in r.stdout
+
+
+@pytest.mark.timeout(180)
+def test_hung_nvcc_is_stopped_named_and_cleaned(target_py, tmp_path):
+    base = tmp_path / "base"
+    tk = hung_toolkit(tmp_path / "cuda-hung")
+    env = build_env(target_py.parent.parent, base, cuda_home=str(tk),
+                    extra={"XDG_STATE_HOME": str(tmp_path / "st")})
+    r = warmup(target_py, env, "--modules", SMALL, "--stall-after", "5", "--json")
+    assert r.returncode == 1, (r.stdout[-2000:], r.stderr[-2000:])
+    m = module_of(json.loads(r.stdout))
+    assert m["status"] == "stalled"
+    v = m["verdict"]
+    assert v["id"] == "warmup-stalled" and v["data"]["cause"] == "process-blocked"
+    assert "nvcc" in v["data"]["blocked"] and "sleep" in v["data"]["blocked"]
+    assert v["data"]["module"] == parse_spec(SMALL).expected_name()
+    assert_nothing_left(m, base)
+    assert m["quarantined"] and Path(m["quarantined"]).is_dir()
+    assert "fidoctor-quarantine" in m["quarantined"]
+
+
+@pytest.mark.timeout(180)
+def test_lock_held_by_another_process_is_named(target_py, tmp_path):
+    base = tmp_path / "base"
+    env = build_env(target_py.parent.parent, base)
+    name = parse_spec(SMALL).expected_name()
+    holder = hold_flock(ws_of(base) / "cached_ops" / "tmp" / f"{name}.lock")
+    try:
+        r = warmup(target_py, env, "--modules", SMALL, "--stall-after", "5", "--json")
+        assert alive([holder.pid]) == [holder.pid], "warmup must not kill the lock's holder"
+    finally:
+        kill_and_wait(holder)
+    assert r.returncode == 1, (r.stdout[-2000:], r.stderr[-2000:])
+    m = module_of(json.loads(r.stdout))
+    v = m["verdict"]
+    assert m["status"] == "stalled" and v["data"]["cause"] == "lock-held"
+    assert v["data"]["holder_pid"] == holder.pid
+    assert v["data"]["lock_path"].endswith(f"cached_ops/tmp/{name}.lock")
+    assert_nothing_left(m, base)
+
+
+@pytest.mark.timeout(180)
+def test_busy_compiler_is_not_stalled_but_timeout_ends_it(target_py, tmp_path):
+    """An nvcc that burns CPU forever: never 'stalled' (stall-after 3), ended by --timeout."""
+    tk = hung_toolkit(tmp_path / "cuda-busy")
+    nvcc = tk / "bin" / "nvcc"
+    nvcc.write_text(nvcc.read_text().replace("exec sleep 100000",
+                                             "while :; do :; done"))
+    base = tmp_path / "base"
+    env = build_env(target_py.parent.parent, base, cuda_home=str(tk))
+    r = warmup(target_py, env, "--modules", SMALL, "--stall-after", "3", "--timeout", "20",
+               "--jobs", "1", "--json")
+    assert r.returncode == 1, (r.stdout[-2000:], r.stderr[-2000:])
+    m = module_of(json.loads(r.stdout))
+    assert m["status"] == "timed_out", m["verdict"]
+    assert m["verdict"]["id"] == "warmup-timed-out"
+    assert m["max_jobs"] == 1
+    assert_nothing_left(m, base)
+
+
+@pytest.mark.timeout(180)
+def test_compiler_error_reports_first_error_line(target_py, tmp_path):
+    tk = hung_toolkit(tmp_path / "cuda-bad")
+    nvcc = tk / "bin" / "nvcc"
+    nvcc.write_text(nvcc.read_text().replace(
+        "exec sleep 100000",
+        "echo 'x.h:52:10: fatal error: curand_kernel.h: No such file or directory' >&2; exit 1"))
+    base = tmp_path / "base"
+    env = build_env(target_py.parent.parent, base, cuda_home=str(tk))
+    r = warmup(target_py, env, "--modules", SMALL)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "failed after" in r.stderr
+    assert "fatal error: curand_kernel.h: No such file or directory" in r.stderr
+    assert "warmup-build-failed" in r.stdout
+
+
+@pytest.mark.timeout(180)
+def test_ctrl_c_cleans_up(target_py, tmp_path):
+    base = tmp_path / "base"
+    tk = hung_toolkit(tmp_path / "cuda-hung")
+    env = build_env(target_py.parent.parent, base, cuda_home=str(tk),
+                    extra={"XDG_STATE_HOME": str(tmp_path / "st")})
+    p = subprocess.Popen([sys.executable, "-m", "fidoctor", "warmup", "--python", str(target_py),
+                          *ARGS, "--modules", SMALL, "--stall-after", "600"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    name = parse_spec(SMALL).expected_name()
+    mdir = ws_of(base) / "cached_ops" / name
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(mdir.glob("build.ninja")):
+            time.sleep(0.5)
+        time.sleep(2)
+        import psutil
+
+        tree = [c.pid for c in psutil.Process(p.pid).children(recursive=True)]
+        assert any("sleep" in " ".join(psutil.Process(x).cmdline()) for x in tree if alive([x]))
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, err[-2000:]
+    assert alive(tree) == []
+    assert not mdir.exists() and "moved aside" in out + err
+
+
+@pytest.mark.timeout(180)
+def test_orphaned_compiler_of_the_module_is_ended(target_py, tmp_path):
+    """A compiler left running on this module by a killed server is ended before the build."""
+    base = tmp_path / "base"
+    name = parse_spec(SMALL).expected_name()
+    mdir = ws_of(base) / "cached_ops" / name
+    mdir.mkdir(parents=True)
+    fake = tmp_path / "bin" / "cicc"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\ntrap '' TERM\nwhile :; do sleep 1; done\n")
+    fake.chmod(0o755)
+    orphan = subprocess.Popen([str(fake), "-o", f"{mdir}/x.cuda.o"], start_new_session=True)
+    tk = hung_toolkit(tmp_path / "cuda-hung")
+    env = build_env(target_py.parent.parent, base, cuda_home=str(tk))
+    try:
+        r = warmup(target_py, env, "--modules", SMALL, "--stall-after", "3", "--json")
+        orphan.wait(timeout=10)
+    finally:
+        kill_and_wait(orphan)
+    doc = json.loads(r.stdout)
+    assert any(f"ended orphaned compilers of this module ({orphan.pid} cicc)" in n
+               for n in doc["notes"]), doc["notes"]
+    assert orphan.returncode is not None
+    assert_nothing_left(module_of(doc), base)
