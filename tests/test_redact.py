@@ -161,3 +161,11 @@ def test_build_reports_no_mismatch_and_no_planted_value(box, tmp_path):
     assert all(v not in PLANTED for v in rep.redaction)  # the summary counts, never values
     assert PROXY_URL not in rep.markdown and PROXY_USER not in rep.markdown
     assert IPV6 not in rep.markdown and MAC not in rep.markdown
+
+
+def test_summary_counts_only_what_was_replaced():
+    r = Redactor().learn_local({"HOME": "/home/someone", "USER": "someone"})
+    assert r.text("nothing private here") == "nothing private here"
+    assert r.summary() == {}  # learned the local names, but nothing was hidden
+    r.text("/home/someone/x")
+    assert r.summary() == {"home": 1}

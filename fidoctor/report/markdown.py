@@ -196,7 +196,13 @@ def log_excerpts(diag: Diagnosis) -> List[str]:
                 if ev and ev.get("line"):
                     events.append((ev.get("offset", 0), name, ev["line"].rstrip()))
         events.sort()
-        keep = [e for e in events if e[1] in named] or events[-MAX_LOG_LINES:]
+        unfinished = {n for n, m in (log.get("modules") or {}).items()
+                      if m.get("last_start") and (not m.get("last_finish") or
+                                                  m["last_finish"].get("offset", 0)
+                                                  < m["last_start"].get("offset", 0))}
+        keep = ([e for e in events if e[1] in named]
+                or [e for e in events if e[1] in unfinished]
+                or events[-MAX_LOG_LINES // 2:])
         keep = keep[-MAX_LOG_LINES:]
         if not keep and not log.get("error"):
             continue

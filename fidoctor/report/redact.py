@@ -79,6 +79,7 @@ class Redactor:
         # distinct string once, and remember results until the set of values changes.
         self._learned: set = set()
         self._memo: Dict[Tuple[str, bool], str] = {}
+        self._used: set = set()  # placeholders that replaced something
 
     # -- learning ---------------------------------------------------------------------------
 
@@ -228,9 +229,14 @@ class Redactor:
             return hit
         self._learn_string(s, key)  # anything new in this string joins the map first
         rx = self._compiled()
-        out = s if rx is None else rx.sub(lambda m: self._map.get(m.group(0), m.group(0)), s)
+        out = s if rx is None else rx.sub(self._replace, s)
         self._memo[memo_key] = out
         return out
+
+    def _replace(self, m: re.Match) -> str:
+        ph = self._map.get(m.group(0), m.group(0))
+        self._used.add(ph)
+        return ph
 
     def tree(self, obj: Any, key: Optional[str] = None) -> Any:
         """A redacted deep copy of a JSON-able tree; dict keys are redacted too."""
@@ -239,7 +245,10 @@ class Redactor:
             for k, v in obj.items():
                 ks = str(k)
                 if isinstance(v, str) and is_secret_key(ks) and v.strip():
-                    out[self.text(ks)] = self.add("secret", v.strip()) or self.text(v, ks)
+                    ph = self.add("secret", v.strip())
+                    if ph:
+                        self._used.add(ph)
+                    out[self.text(ks)] = ph or self.text(v, ks)
                 else:
                     out[self.text(ks)] = self.tree(v, ks)
             return out
@@ -258,8 +267,12 @@ class Redactor:
         return self.tree(snap)
 
     def summary(self) -> Dict[str, int]:
-        """How many distinct values of each kind were hidden (never the values)."""
-        return {k: n for k, n in self._counts.items() if n}
+        """How many distinct values of each kind were actually hidden (never the values)."""
+        out: Dict[str, int] = {}
+        for ph in sorted(self._used):
+            kind = ph[1:].split("-", 1)[0]
+            out[kind] = out.get(kind, 0) + 1
+        return {k: out[k] for k in KINDS if k in out}
 
     def mapping(self) -> List[Tuple[str, str]]:
         """(placeholder, value) pairs: the key to reverse a report. Never written by default."""
