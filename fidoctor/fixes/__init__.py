@@ -39,6 +39,7 @@ class FixContext:
     python: str
     snapshot: Any = None
     pid: Optional[int] = None
+    flashinfer_root: str = ""  # the target's cache: fixes never act on paths outside it
 
 
 @dataclass

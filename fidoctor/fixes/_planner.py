@@ -6,8 +6,9 @@ pure apart from the fixes' own read-only look at the disk (fingerprints).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from fidoctor.fixes import FixContext, Plan, choose
 from fidoctor.fixes._envfile import env_path, env_step
@@ -42,11 +43,31 @@ def select(findings: Sequence[Finding], only: Sequence[str], skip: Sequence[str]
     return out
 
 
+def outside_target(f: Finding, root: str) -> Optional[str]:
+    """The path of ``f`` that lies outside the target's FlashInfer cache, if any.
+
+    The process table is the whole machine's: a stuck build in someone else's
+    cache (another user, another venv's workspace) shows up too, but
+    ``fidoctor fix`` acts only on the target it was pointed at.
+    """
+    real_root = os.path.realpath(root)
+    for key in ("module_dir", "lock_path"):
+        p = f.data.get(key)
+        if p and not os.path.realpath(p).startswith(real_root.rstrip("/") + "/"):
+            return p
+    return None
+
+
 def make_plans(findings: Sequence[Finding], ctx: FixContext,
                prefer: Sequence[str] = ()) -> FixPlan:
     fp = FixPlan()
     seen: Dict[Tuple[str, str], str] = {}
     for f in findings:
+        away = outside_target(f, ctx.flashinfer_root) if ctx.flashinfer_root else None
+        if away:
+            fp.unaddressed.append((f, f"{away} is outside the target's cache "
+                                      f"{ctx.flashinfer_root}; left alone"))
+            continue
         plan, declined = choose(f, ctx, prefer)
         if plan is None:
             why = "; ".join(declined) if declined else "no automatic fix for this finding"
