@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 
 import pytest
 from conftest import DECODE, FA2
@@ -247,3 +248,61 @@ def test_undo_with_unknown_id_is_a_clear_error(box, tmp_path):
     assert r.returncode == 2 and "no fix with id nope" in r.stderr
     h = cli(["history"], env)
     assert h.returncode == 0 and "no fixes recorded" in h.stdout
+
+
+def test_undo_never_overwrites_a_module_rebuilt_since_the_fix(box, tmp_path):
+    ws = broken_box(box)
+    env = fix_env(box, tmp_path / "state")
+    assert cli(FIX, env).returncode == 0
+    rebuilt = box.module(ws, DECODE, so="good")  # the server rebuilt it after the fix
+    fresh = tree_hashes(rebuilt)
+    u = cli(["undo"], env)
+    assert u.returncode == 1, u.stdout + u.stderr
+    assert "exists again (rebuilt since the fix?)" in u.stdout
+    assert tree_hashes(rebuilt) == fresh  # the new build is untouched
+    assert list((ws / "fidoctor-quarantine").glob(f"*/{DECODE}/build.ninja"))  # old one kept
+
+
+def test_fix_with_pid_reads_the_servers_environment(box, tmp_path):
+    """--pid: the cache to fix comes from a real process's /proc/PID/environ."""
+    broken_box(box)
+    server = subprocess.Popen(["sleep", "120"], env=box.env(), start_new_session=True)
+    try:
+        env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), NO_COLOR="1")
+        env.pop("FLASHINFER_WORKSPACE_BASE", None)
+        r = cli(["fix", "--pid", str(server.pid), "--python", sys.executable, "--yes",
+                 "--no-warmup", "--only", ID], env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert str(box.base) in r.stdout
+        assert not (box.root / "0.7.2.post1" / "90a" / "cached_ops" / DECODE).exists()
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _run_on_tty(args, env, answer: bytes):
+    """Run fidoctor with a real pseudo-terminal as stdin and type ``answer``."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "fidoctor", *args], env=env, stdin=slave,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        os.close(slave)
+        os.write(master, answer)
+        out, err = p.communicate(timeout=120)
+    finally:
+        os.close(master)
+    return p.returncode, out.decode(), err.decode()
+
+
+def test_interactive_confirmation(box, tmp_path):
+    broken_box(box)
+    env = fix_env(box, tmp_path / "state")
+    before = tree_hashes(box.base)
+    rc, out, _ = _run_on_tty(["fix", "--no-warmup", "--only", ID], env, b"n\n")
+    assert rc == 1 and "Apply this plan?" in out and "Not applied." in out
+    assert tree_hashes(box.base) == before
+    rc, out, err = _run_on_tty(["fix", "--no-warmup", "--only", ID], env, b"y\n")
+    assert rc == 0, out + err
+    assert "applied fix" in out and ID not in finding_ids(env)

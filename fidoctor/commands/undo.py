@@ -9,6 +9,8 @@ Exit codes: 0 reverted; 1 reverted with parts left as they were (listed);
 
 from __future__ import annotations
 
+import signal
+
 import click
 
 
@@ -23,7 +25,12 @@ def command(txid) -> int:
     state = state_dir()
     with FixLock(state, "fidoctor undo"):
         before = {j.txid: j.status for j in history(state)}
-        out = undo(state, txid)
+        # Half an undo is worse than a slow one: Ctrl-C waits until the renames are done.
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            out = undo(state, txid)
+        finally:
+            signal.signal(signal.SIGINT, old)
     was = before.get(out.txid)
     verb = "rolled back interrupted fix" if was == "interrupted" else "undid fix"
     click.echo(f"{verb} {out.txid}: {len(out.done)} change(s) reverted")

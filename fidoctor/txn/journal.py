@@ -143,7 +143,7 @@ class Journal:
 
 
 def all_journals(root: str) -> List[Journal]:
-    """Every transaction under ``root``, oldest first (txids sort by time)."""
+    """Every transaction under ``root``, oldest first."""
     try:
         names = sorted(n for n in os.listdir(root) if not n.startswith("."))
     except OSError:
@@ -153,4 +153,6 @@ def all_journals(root: str) -> List[Journal]:
         j = Journal.load(os.path.join(root, n))
         if j.records:
             out.append(j)
+    # Two fixes in the same second: the begin record's clock orders them.
+    out.sort(key=lambda j: (j.header.get("time") or 0.0, j.txid))
     return out
