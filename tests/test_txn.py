@@ -167,3 +167,17 @@ def test_backup_on_a_full_disk_fails_cleanly(tmp_path, monkeypatch, full_fs, bui
     assert [j.status for j in history(state)] == ["rolled-back"]
     assert not os.listdir(os.path.join(state, "transactions", history(state)[0].txid,
                                        "backups"))  # no partial backup left
+
+
+def test_move_refuses_a_symlinked_parent_leading_out_of_its_root(state, tmp_path):
+    """The step itself checks too, whatever the planner let through."""
+    ws = tmp_path / "ws"
+    elsewhere = tmp_path / "elsewhere" / "cached_ops"
+    (elsewhere / "m").mkdir(parents=True)
+    ws.mkdir()
+    (ws / "cached_ops").symlink_to(elsewhere)
+    before = tree_hashes(tmp_path / "elsewhere")
+    step = MoveAside(src=str(ws / "cached_ops" / "m"), dst=str(ws / "q" / "m"), root=str(ws))
+    with pytest.raises(FidoctorError, match="does not follow symlinks"):
+        apply_steps(state, [step], {})
+    assert tree_hashes(tmp_path / "elsewhere") == before and not (ws / "q").exists()

@@ -44,17 +44,21 @@ def select(findings: Sequence[Finding], only: Sequence[str], skip: Sequence[str]
 
 
 def outside_target(f: Finding, root: str) -> Optional[str]:
-    """The path of ``f`` that lies outside the target's FlashInfer cache, if any.
+    """Why ``f`` names a path outside the target's FlashInfer cache (None: it does not).
 
     The process table is the whole machine's: a stuck build in someone else's
     cache (another user, another venv's workspace) shows up too, but
     ``fidoctor fix`` acts only on the target it was pointed at.
     """
-    real_root = os.path.realpath(root)
+    real_root = os.path.realpath(root).rstrip("/") + "/"
     for key in ("module_dir", "lock_path"):
         p = f.data.get(key)
-        if p and not os.path.realpath(p).startswith(real_root.rstrip("/") + "/"):
-            return p
+        if not p or os.path.realpath(p).startswith(real_root):
+            continue
+        if os.path.normpath(p).startswith(os.path.normpath(root).rstrip("/") + "/"):
+            return (f"a symlink leads {p} out of the target's cache (to {os.path.realpath(p)}); "
+                    "fidoctor does not follow symlinks out of the path it changes")
+        return f"{p} is outside the target's cache {root}; left alone"
     return None
 
 
@@ -65,8 +69,7 @@ def make_plans(findings: Sequence[Finding], ctx: FixContext,
     for f in findings:
         away = outside_target(f, ctx.flashinfer_root) if ctx.flashinfer_root else None
         if away:
-            fp.unaddressed.append((f, f"{away} is outside the target's cache "
-                                      f"{ctx.flashinfer_root}; left alone"))
+            fp.unaddressed.append((f, away))
             continue
         plan, declined = choose(f, ctx, prefer)
         if plan is None:
