@@ -208,9 +208,9 @@ def test_check_and_clear_incomplete(box, tmp_path):
     assert (ws / "cached_ops" / DECODE / f"{DECODE}.so").exists()
     txid = moved[0].parent.name
     assert f"fidoctor undo --id {txid}" in r.stdout
-    u = run_cli(["undo", "--id", txid], env=env)
-    if u.returncode == 0:  # the txn layer's undo brings the dir back byte-for-byte
-        assert bad.exists() and not moved[0].exists()
+    u = run_cli(["undo", "--id", txid], env=env)  # the fix layer's undo brings it back
+    assert u.returncode == 0, (u.stdout, u.stderr)
+    assert bad.exists() and not moved[0].exists() and (bad / "build.ninja").exists()
 
 
 def test_check_empty_cache(tmp_path):

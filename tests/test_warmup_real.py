@@ -75,6 +75,12 @@ def test_real_decode_compile_then_cached_then_once(target_py, tmp_path):
     # Again: FlashInfer's ninja finds it up to date.
     r = warmup(target_py, env, "--modules", "decode", "--json")
     assert r.returncode == 0 and module_of(json.loads(r.stdout))["status"] == "cached"
+    # --disable-sm90: what FlashInfer's own source says selects FA3 (read in the target)
+    r = warmup(target_py, env, "--modules", "decode", "--disable-sm90", "--json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and doc["target"]["fa3"]["disable_sm90_mentions"] == []
+    assert "FLASHINFER_DISABLE_SM90 appears nowhere in flashinfer 0.7.2.post1" in doc["fa3_advice"]
+    assert "backend='fa2'" in doc["fa3_advice"]
     # --once: first run writes the flag, the second does nothing.
     flag = tmp_path / "flags" / "warm"
     r = warmup(target_py, env, "--modules", "decode", "--once", str(flag))

@@ -136,7 +136,7 @@ def build_module(python: str, module: Dict[str, Any], spec_info: Dict[str, Any],
                 ended = True
                 break
             s = watch.sample(now)
-            seen.update(pr.pid for pr in watch.tree())
+            seen.update(pr.pid for pr in watch.last_procs)
             res.peak_rss = max(res.peak_rss, s.rss)
             res.cpu_seconds += s.cpu_fraction * INTERVAL
             if s.progressed:

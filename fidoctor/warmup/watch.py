@@ -41,35 +41,31 @@ class TreeWatch:
     _files: Dict[str, Tuple[int, int]] = field(default_factory=dict)
     _last: float = 0.0
     foreign_holder: Optional[int] = None
+    last_procs: List[psutil.Process] = field(default_factory=list)
 
     def tree(self) -> List[psutil.Process]:
-        heads = [self.root]
+        """Our child and its descendants, plus a foreign lock holder's tree (one /proc walk)."""
+        out: Dict[int, psutil.Process] = {}
+        self._add_tree(self.root, out)
         self.foreign_holder = None
         if self.lock_path:
-            holders = lock_holders(self.lock_path)
-            mine = self._pids_under(self.root)
-            others = [p for p in holders if p not in mine]
+            others = [h for h in lock_holders(self.lock_path) if h not in out]
             if others:
                 self.foreign_holder = others[0]
-                heads += others
-        out: Dict[int, psutil.Process] = {}
-        for h in heads:
-            try:
-                p = psutil.Process(h)
-                out[p.pid] = p
-                for c in p.children(recursive=True):
-                    out[c.pid] = c
-            except psutil.Error:
-                continue
-        return list(out.values())
+                for h in others:
+                    self._add_tree(h, out)
+        self.last_procs = list(out.values())
+        return self.last_procs
 
     @staticmethod
-    def _pids_under(root: int) -> set:
+    def _add_tree(pid: int, out: Dict[int, psutil.Process]) -> None:
         try:
-            p = psutil.Process(root)
-            return {root, *(c.pid for c in p.children(recursive=True))}
+            p = psutil.Process(pid)
+            out[p.pid] = p
+            for c in p.children(recursive=True):
+                out[c.pid] = c
         except psutil.Error:
-            return {root}
+            pass
 
     def sample(self, now: float) -> Sample:
         cpu: Dict[Key, float] = {}
