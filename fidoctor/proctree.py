@@ -108,19 +108,20 @@ def descendants(pid: int, procs: Iterable[Dict[str, Any]]) -> List[int]:
 
 
 def build_trees(procs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Group compiler processes into trees, one per topmost compiler.
+    """Group build processes into trees, one per topmost process on a module dir.
 
-    A root is a compiler process whose parent is not a compiler (usually
-    ninja under Python; an nvcc whose ninja died; a bare cicc). Returns dicts
+    A root is a process with a module dir whose parent has none (usually
+    ninja under Python; an nvcc whose ninja died; a bare cicc). Members are
+    all its descendants in ``procs``, whatever their names. Returns dicts
     ``{"root": proc, "procs": [procs in the tree], "module_dir": …}``.
     """
     by_pid = {p["pid"]: p for p in procs}
     trees = []
     for p in procs:
-        if not is_compiler(p) or not p.get("module_dir"):
+        if not p.get("module_dir"):
             continue
         parent = by_pid.get(p.get("ppid") or 0)
-        if parent is not None and is_compiler(parent):
+        if parent is not None and parent.get("module_dir"):
             continue
         members = [p] + [by_pid[d] for d in descendants(p["pid"], procs) if d in by_pid]
         trees.append({"root": p, "procs": members, "module_dir": p.get("module_dir")})

@@ -128,8 +128,12 @@ def fakecc() -> Path:
     return d
 
 
-def write_module(ws: Path, name: str, compile_args: str, link: bool = True) -> Path:
-    """A module dir with a real build.ninja whose compile step runs ``nvcc <compile_args>``."""
+def write_module(ws: Path, name: str, compile_args: str, link: bool = True,
+                 command: Optional[str] = None) -> Path:
+    """A module dir with a real build.ninja whose compile step runs ``nvcc <compile_args>``.
+
+    ``command`` replaces the whole compile command (a wrapper, say).
+    """
     bindir = fakecc()
     d = ws / "cached_ops" / name
     d.mkdir(parents=True, exist_ok=True)
@@ -139,7 +143,8 @@ def write_module(ws: Path, name: str, compile_args: str, link: bool = True) -> P
     obj = d / f"{name}_k0.cuda.o"
     lines = [
         "ninja_required_version = 1.3", f"name = {name}", "cuda_home = /usr/local/cuda", "",
-        "rule cuda_compile", f"  command = {bindir}/nvcc {compile_args} -o $out $in",
+        "rule cuda_compile",
+        f"  command = {command or f'{bindir}/nvcc {compile_args} -o $out $in'}",
         "rule link", f"  command = {bindir}/cicc -o $out $in", "",
         f"build {obj}: cuda_compile {src}",
     ]

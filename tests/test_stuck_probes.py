@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 
+import psutil
 import pytest
-from conftest import DECODE, FA3, log_line
+from conftest import DECODE, FA3, Box, log_line
 from proc_helpers import (
     Procs,
     make_fifo,
@@ -134,3 +136,37 @@ def test_memory_pressure_quiet_for_one_light_job(box, procs):
     found = _of(diagnose(snap_of(box.env())), "build-memory-pressure")
     # Another box's build on this shared machine may warn; ours must not be in it.
     assert all(f"ninja pid {ninja}" not in "\n".join(f.evidence) for f in found)
+
+
+def test_worker_under_another_name_counts_as_progress(box, procs, tmp_path):
+    """ninja → a Python "nvcc shim" burning CPU: the shim's CPU is the tree's progress."""
+    ws = box.workspace()
+    shim = tmp_path / "shim.py"
+    shim.write_text("import time\nt = time.time()\nwhile time.time() - t < 60:\n    pass\n")
+    write_module(ws, DECODE, "", command=f"{sys.executable} {shim} $out")
+    start_server(procs, ws, DECODE, box.env())
+    ninja = procs.find("ninja")
+    wait_for(lambda: any(c.name().startswith("python")
+                         for c in psutil.Process(ninja).children(recursive=True)),
+             what="the shim under ninja")
+    diag = diagnose(snap_of(box.env()))
+    [f] = _of(diag, "build-process-stuck", str(box.base))
+    assert f.severity == "info" and f.data["progressing"] is True
+    assert len(f.data["pids"]) >= 2 and ninja in f.data["pids"]
+
+
+def test_build_in_another_cache_is_not_judged(box, procs, tmp_path, built_so):
+    """Another workspace's hung build shares the process table, not this diagnosis."""
+    other = Box(tmp_path / "other", built_so)
+    (tmp_path / "other").mkdir()
+    ws = other.workspace()
+    fifo = make_fifo(tmp_path / "never.fifo")
+    write_module(ws, DECODE, f"--fifo {fifo}")
+    start_server(procs, ws, DECODE, other.env())
+    nvcc = procs.find("nvcc")
+    box.workspace()
+    snap = snap_of(box.env())
+    seen = {p["pid"]: p for p in snap.data("processes")["processes"]}
+    assert seen[nvcc]["in_target"] is False  # recorded, as a fact
+    assert not [f for f in diagnose(snap).findings
+                if f.id == "build-process-stuck" and str(other.base) in f.subject]

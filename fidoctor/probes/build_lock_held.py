@@ -40,7 +40,7 @@ REQUIRES = ("locks",)
 
 def _tree_of(snap: Snapshot, holder: int, module_dir: str) -> Optional[Dict[str, Any]]:
     """The compiler tree the holder started (or that builds its module)."""
-    items = stuck_trees(snap)
+    items = stuck_trees(snap, target_only=False)
     for it in items:
         if holder in (it["tree"]["root"].get("ppid_chain") or []):
             return it

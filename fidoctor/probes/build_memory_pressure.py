@@ -66,7 +66,10 @@ def check(snap: Snapshot) -> Iterable[Finding]:
         return
     env_jobs = (snap.context.get("env") or {}).get("MAX_JOBS")
     rows: List[Dict[str, Any]] = []
-    for item in stuck_trees(snap):
+    items = stuck_trees(snap, target_only=False)  # every build on the host shares its RAM
+    if not any(it["tree"]["root"].get("in_target", True) for it in items):
+        return
+    for item in items:
         tree, s = item["tree"], item["sum"]
         ninja = next((p for p in tree["procs"] if p.get("name") == "ninja"), None)
         name = tree["module_dir"].rstrip("/").rsplit("/", 1)[-1]

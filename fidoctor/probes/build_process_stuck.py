@@ -77,10 +77,15 @@ def tree_summary(snap: Snapshot, tree: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
-def stuck_trees(snap: Snapshot) -> List[Dict[str, Any]]:
-    """Every compiler tree of the snapshot with its summary (``tree`` + ``sum``)."""
+def stuck_trees(snap: Snapshot, target_only: bool = True) -> List[Dict[str, Any]]:
+    """Compiler trees of the snapshot with their summary (``tree`` + ``sum``).
+
+    Only trees building into the target's cache unless ``target_only`` is
+    false: other users' and other workspaces' builds are not this diagnosis's.
+    """
     procs = snap.data("processes").get("processes", [])
-    return [{"tree": t, "sum": tree_summary(snap, t)} for t in build_trees(procs)]
+    return [{"tree": t, "sum": tree_summary(snap, t)} for t in build_trees(procs)
+            if not target_only or t["root"].get("in_target", True)]
 
 
 def check(snap: Snapshot) -> Iterable[Finding]:

@@ -19,7 +19,11 @@ sid, uid, ppid_chain (ppid up to pid 1), cpu_s_end, cpu_delta_s, rss_end,
 appeared, exited, vol_ctx_delta (voluntary context switches over the window),
 env_max_jobs (ninja only, from its environ), parent_exists, parent_name,
 parent_exe, parent_sid, parent_is_python, and on tree roots orphaned (see
-fidoctor.proctree.is_orphaned). Top level: sample_window_s (measured),
+fidoctor.proctree.is_orphaned), in_target (the module dir lies in the
+target's cache; only those trees are judged and only they cause the sampling
+wait). Every descendant of a build is kept whatever its name (a ccache or a
+Python nvcc shim hides the real worker). Top level: sample_window_s (measured),
+target_root,
 groups ({pgid: [every pid in that group]}, for group-safe termination),
 self_pid.
 """
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import psutil
 
@@ -47,6 +51,7 @@ BUDGET_S = 6.0
 ORDER = 4
 ARGV_CHARS = 4000
 MAX_WINDOW_S = 2.0
+MAX_PROCS = 2000
 
 
 def _env_var(pid: int, var: str) -> Optional[str]:
@@ -141,10 +146,17 @@ def _inherit_module_dirs(by_pid: Dict[int, Dict[str, Any]]) -> None:
                     changed = True
 
 
-def _scan_compilers(parents: Dict[int, int], skip=frozenset()) -> Dict[int, Dict[str, Any]]:
+def _under_builds(table: Dict[int, Tuple[str, int]],
+                  known: Optional[Dict[int, Dict[str, Any]]] = None) -> Dict[int, Dict[str, Any]]:
+    """Compilers working on a module dir, and everything below them (any name).
+
+    A wrapper (ccache, a Python nvcc shim) hides the real worker under a name
+    that is not a compiler's; its CPU still counts for the tree's progress.
+    """
+    known = known or {}
+    skip = frozenset(known)
     by_pid: Dict[int, Dict[str, Any]] = {}
-    for pid, (name, ppid) in scan_table().items():
-        parents[pid] = ppid
+    for pid, (name, _) in table.items():
         if name in COMPILERS and pid not in skip:
             try:
                 d = _describe(psutil.Process(pid))
@@ -153,7 +165,30 @@ def _scan_compilers(parents: Dict[int, int], skip=frozenset()) -> Dict[int, Dict
             d["module_dir"] = module_dir_of(d.get("argv") or [], d.get("cwd"))
             by_pid[pid] = d
     _inherit_module_dirs(by_pid)
-    return by_pid
+    anchors = {pid for pid, d in by_pid.items() if d["module_dir"]} | set(skip)
+    kids: Dict[int, List[int]] = {}
+    for pid, (_, ppid) in table.items():
+        kids.setdefault(ppid, []).append(pid)
+    todo = [c for a in anchors for c in kids.get(a, [])]
+    while todo and len(by_pid) < MAX_PROCS:
+        pid = todo.pop()
+        if pid in skip or (pid in by_pid and by_pid[pid]["module_dir"]):
+            continue
+        if pid not in by_pid:
+            try:
+                by_pid[pid] = dict(_describe(psutil.Process(pid)), module_dir=None)
+            except psutil.Error:
+                continue
+        todo.extend(kids.get(pid, []))
+    _inherit_module_dirs(by_pid)
+    par = {k: v[1] for k, v in table.items()} if known else {}
+    for pid, d in by_pid.items():  # new children of processes already known
+        if not d["module_dir"] and known:
+            chain = _ppid_chain(pid, par)
+            anchor = next((known[c] for c in chain if c in known), None)
+            if anchor is not None:
+                d["module_dir"] = anchor.get("module_dir")
+    return {pid: d for pid, d in by_pid.items() if d["module_dir"] or pid in anchors}
 
 
 def _ppid_chain(pid: int, parents: Dict[int, int]) -> List[int]:
@@ -200,10 +235,18 @@ def _groups(pgids: set) -> Dict[str, List[int]]:
     return out
 
 
+def _in(path: Optional[str], roots: Tuple[str, ...]) -> bool:
+    return bool(path) and any(os.path.normpath(path).startswith(r + os.sep) for r in roots)
+
+
 def gather(ctx, done) -> Dict[str, Any]:
-    parents: Dict[int, int] = {}
-    by_pid = _scan_compilers(parents)
-    keep: Dict[int, Dict[str, Any]] = {pid: d for pid, d in by_pid.items() if d["module_dir"]}
+    table = scan_table()
+    parents = {pid: pp for pid, (_, pp) in table.items()}
+    root = ctx.flashinfer_root
+    roots = tuple({os.path.normpath(root), os.path.realpath(root)})
+    keep = {pid: d for pid, d in _under_builds(table).items() if d["module_dir"]}
+    for d in keep.values():
+        d["in_target"] = _in(d["module_dir"], roots) or _in(os.path.realpath(d["module_dir"]), roots)
     for d in list(keep.values()):
         ppid = d.get("ppid", 0)
         while ppid and ppid not in keep and ppid != 1:
@@ -213,28 +256,28 @@ def gather(ctx, done) -> Dict[str, Any]:
                 break
             ppid = parents.get(ppid) or keep[ppid].get("ppid", 0)
     window = 0.0
-    if keep:
+    if any(d.get("in_target") for d in keep.values()):
+        # Only the target's own builds are worth a wait; others are listed as seen.
         window = max(0.0, min(float(getattr(ctx, "sample_window_s", 0.5) or 0.0), MAX_WINDOW_S))
         t0 = time.monotonic()
         time.sleep(window)
-        later: Dict[int, int] = {}
-        again = _scan_compilers(later, skip=frozenset(keep))
+        later = scan_table()
+        again = _under_builds(later, known=keep)
         for d in keep.values():
             _resample(d)
         window = round(time.monotonic() - t0, 3)
-        # Steps ninja started inside the window: new compilers below a kept one.
+        # Steps ninja started inside the window: new processes below a kept one.
         for pid, d in again.items():
-            if pid in keep:
+            if pid in keep or not d.get("module_dir"):
                 continue
-            chain = _ppid_chain(pid, later)
+            chain = _ppid_chain(pid, {k: v[1] for k, v in later.items()})
             anchor = next((c for c in chain if c in keep and keep[c].get("module_dir")), None)
-            if anchor is None and not d.get("module_dir"):
-                continue
-            d["module_dir"] = d.get("module_dir") or keep[anchor]["module_dir"]
             d["appeared"] = True
             d["cpu_delta_s"] = d.get("cpu_s") or 0.0
+            d["in_target"] = _in(d["module_dir"], roots) or bool(
+                anchor and keep[anchor].get("in_target"))
             keep[pid] = d
-            parents[pid] = later.get(pid, d.get("ppid", 0))
+            parents[pid] = later.get(pid, ("", d.get("ppid", 0)))[1]
     for d in keep.values():
         d["ppid_chain"] = _ppid_chain(d["pid"], parents) or [d.get("ppid", 0)]
         d.pop("vol_ctx", None)
@@ -248,6 +291,7 @@ def gather(ctx, done) -> Dict[str, Any]:
     return {
         "processes": procs,
         "self_pid": os.getpid(),
+        "target_root": root,
         "sample_window_s": window,
         "groups": _groups(pgids) if pgids else {},
     }
