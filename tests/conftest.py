@@ -118,6 +118,9 @@ class Box:
         env = dict(os.environ)
         env["FLASHINFER_WORKSPACE_BASE"] = str(self.base)
         env["NO_COLOR"] = "1"
+        # A complete toolkit: without it FlashInfer's `which nvcc` finds the /usr/local/bin
+        # wrapper, cuda_home=/usr/local, and cuda-toolkit-unusable (rightly) fires.
+        env.setdefault("CUDA_HOME", "/usr/local/cuda")
         env.update(extra)
         return env
 

@@ -11,7 +11,8 @@ Why: the first cold build fails (``Could not find nvcc``, ``cuda_runtime.h: No
 such file``, ``cannot find -lcudart``) — often after minutes of silence — and a
 malformed value is baked into build.ninja (VLLM#36077, FI#1793).
 Fix: ``export CUDA_HOME=<a complete toolkit>`` in the server's environment
-(safe; modules whose build.ninja recorded the bad cuda_home are rebuilt).
+(fix id ``cuda-home-advice``, safe, advice only); modules whose build.ninja
+recorded the bad cuda_home are rebuilt (``quarantine-module``).
 
 ``data`` keys: toolkit_path, source (CUDA_HOME/CUDA_PATH/which nvcc/default),
 value (the raw setting), missing (codes: malformed, dir, nvcc, libcudart,
@@ -91,11 +92,12 @@ def check(snap: Snapshot) -> Iterable[Finding]:
         if res.get("source") in ("CUDA_HOME", "CUDA_PATH"):
             cmds.insert(0, f"# replace {res['source']}={res.get('value')!r} in the server's "
                            "environment with:")
-        fixes.append(Fix(safety="safe", commands=cmds,
+        fixes.append(Fix(id="cuda-home-advice", safety="safe", commands=cmds,
                          description=f"Point FlashInfer at the complete toolkit {sug['path']} "
                          f"(CUDA {sug.get('version') or '?'}) in the server's environment"))
     else:
-        fixes.append(Fix(safety="safe", commands=["apt-get install cuda-toolkit",
+        fixes.append(Fix(id="cuda-home-advice", safety="safe",
+                         commands=["apt-get install cuda-toolkit",
                                                   "export CUDA_HOME=/usr/local/cuda"],
                          description="Install a full CUDA toolkit (nvcc, headers, libcudart) "
                          "or use prebuilt kernels (flashinfer-jit-cache) so nothing is compiled"))

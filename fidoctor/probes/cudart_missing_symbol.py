@@ -21,7 +21,8 @@ risky: a pip reinstall silently reverts it).
 symbols, runtime_path (the libcudart chosen), runtime_version,
 runtime_version_source, runtime_via, runtime_soname, provider_path (a
 libcudart here that exports every missing symbol; null if none),
-provider_version, cuda_lib_path (dir of provider_path), pip_cudart_path,
+provider_version, cuda_lib_path (dir of provider_path when that is named
+libcudart.so.12, the name FlashInfer's preload opens; else null), pip_cudart_path,
 pip_package, pip_version, toolkit_path, toolkit_version, python, upgrade_spec,
 loaded_source (prediction / /proc/PID/maps / --deep).
 """
