@@ -54,7 +54,7 @@ def _cstr(buf: bytes, off: int) -> str:
 
 
 def _wanted(strtab: bytes, off: int, prefixes: Tuple[bytes, ...]) -> bool:
-    return any(strtab.startswith(p, off) for p in prefixes)
+    return bool(prefixes) and strtab.startswith(prefixes, off)
 
 
 def _open(path: str):
@@ -70,8 +70,27 @@ def _open(path: str):
         raise ElfError(e.strerror or str(e)) from None
 
 
-def _read_fast(f, size: int, prefixes: Tuple[bytes, ...]) -> Dict[str, Any]:
-    head = f.read(64)
+class _Reader:
+    """Reads by offset with one pread for the file's head (where .dynsym/.dynstr live).
+
+    Seeking a buffered file throws its buffer away; on small modules that
+    made reads 40% of the cost. One 64 KiB pread covers most of them.
+    """
+
+    HEAD = 1 << 16
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd, self.size = fd, size
+        self.head = os.pread(fd, min(size, self.HEAD), 0)
+
+    def read(self, off: int, n: int) -> bytes:
+        if off + n <= len(self.head):
+            return self.head[off:off + n]
+        return os.pread(self.fd, n, off)
+
+
+def _read_fast(f: _Reader, size: int, prefixes: Tuple[bytes, ...]) -> Dict[str, Any]:
+    head = f.read(0, 64)
     if len(head) == 0:
         raise ElfError("empty file")
     if head[:4] != b"\x7fELF":
@@ -99,8 +118,7 @@ def _read_fast(f, size: int, prefixes: Tuple[bytes, ...]) -> Dict[str, Any]:
     if shoff + shentsize * shnum > size:
         raise ElfError(f"truncated ELF ({size} bytes, section table ends at "
                        f"{shoff + shentsize * shnum})")
-    f.seek(shoff)
-    table = f.read(shentsize * shnum)
+    table = f.read(shoff, shentsize * shnum)
     shdrs = []  # (type, offset, size, link, entsize)
     for i in range(shnum):
         s = struct.unpack_from(shfmt, table, i * shentsize)
@@ -110,8 +128,7 @@ def _read_fast(f, size: int, prefixes: Tuple[bytes, ...]) -> Dict[str, Any]:
         typ, off, sz, _, _ = shdrs[idx]
         if sz > MAX_SECTION or off + sz > size:
             raise ElfError(f"truncated ELF (section {idx} ends at {off + sz}, file is {size} bytes)")
-        f.seek(off)
-        return f.read(sz)
+        return f.read(off, sz)
 
     by_type: Dict[int, int] = {}
     for i, s in enumerate(shdrs):
@@ -136,8 +153,8 @@ def _read_fast(f, size: int, prefixes: Tuple[bytes, ...]) -> Dict[str, Any]:
                 facts["rpath"] = _cstr(strtab, val)
             elif tag == DT_RUNPATH:
                 facts["runpath"] = _cstr(strtab, val)
-    if SHT_DYNSYM not in by_type:
-        return facts
+    if SHT_DYNSYM not in by_type or not prefixes:
+        return facts  # no symbols asked for: skip the biggest section entirely
     si = by_type[SHT_DYNSYM]
     link = shdrs[si][3]
     if link >= shnum:
@@ -317,7 +334,7 @@ def read_facts(path: str, prefixes: Tuple[bytes, ...] = CUDA_PREFIXES,
     with _open(path) as f:
         size = os.fstat(f.fileno()).st_size
         try:
-            return _read_fast(f, size, prefixes)
+            return _read_fast(_Reader(f.fileno(), size), size, prefixes)
         except _Fallback:
             pass
         except struct.error as e:
@@ -400,8 +417,9 @@ class FactCache:
             fd, tmp = tempfile.mkstemp(prefix=".elf-facts.", dir=d)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump({"version": FACTS_VERSION, "entries": self.entries}, f,
-                              separators=(",", ":"))
+                    # dumps, not dump: json.dump streams through the pure-Python encoder.
+                    f.write(json.dumps({"version": FACTS_VERSION, "entries": self.entries},
+                                       separators=(",", ":")))
                 os.replace(tmp, self.path)
             except BaseException:
                 try:
