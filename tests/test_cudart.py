@@ -87,6 +87,16 @@ def test_seed_reports_missing_symbol_with_the_evidence_chain(seed, seed_diag):
     assert safety == sorted(safety, key=["safe", "caution", "risky"].index)
 
 
+def test_seed_json_validates_against_the_schema(seed_diag):
+    from importlib import resources
+
+    import jsonschema
+
+    schema = json.loads(resources.files("fidoctor").joinpath(
+        "schema/diagnose.schema.json").read_text())
+    jsonschema.validate(seed_diag, schema)
+
+
 def test_seed_reports_version_skew_as_error(seed_diag):
     skew = by_id(seed_diag, "cuda-version-skew")
     assert [s["subject"] for s in skew] == ["nvcc-vs-runtime"]

@@ -129,8 +129,8 @@ def runtime_fixes(snap: Snapshot, data: Dict[str, Any], probe_id: str) -> List[F
             commands=cmds))
     pip = data.get("pip_cudart_path")
     if pip and data.get("upgrade_spec"):
-        pin = f" torch (CUDA {torch_cuda}) pins {data.get('pip_package')}=={data.get('pip_version')}" \
-              if torch_cuda else ""
+        pin = (f" torch's CUDA {torch_cuda} wheels pin {data.get('pip_package')} (installed: "
+               f"{data.get('pip_version')})" if torch_cuda else "")
         fixes.append(Fix(
             id="upgrade-pip-cudart", safety="caution",
             description=f"Upgrade pip's CUDA runtime to the toolkit's minor.{pin}: pip will "

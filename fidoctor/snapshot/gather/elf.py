@@ -32,8 +32,7 @@ def gather(ctx, done) -> Dict[str, Any]:
             if not path:
                 continue
             f = facts.facts(path)
-            entry: Dict[str, Any] = {"module": mod.get("name"), "module_dir": mod.get("path"),
-                                     "workspace": ws.get("path")}
+            entry: Dict[str, Any] = {"module": mod.get("name"), "module_dir": mod.get("path")}
             if "error" in f:
                 entry["error"] = f["error"]
             else:
