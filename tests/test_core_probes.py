@@ -37,7 +37,7 @@ def test_incomplete_module_fires_per_module_with_severity_by_damage(box):
     assert set(found) == {FA2, FA3}
     assert found[FA3].severity == "error" and "truncated" in found[FA3].title
     assert found[FA2].severity == "warning"
-    assert any("leftover depfiles" in e for e in found[FA2].evidence)
+    assert any("1 leftover depfile(s)" in e and "k0.cuda.o.d" in e for e in found[FA2].evidence)
     assert found[FA2].fixes[0].id == "quarantine-module"
     assert found[FA2].data["module_dir"] == str(ws / "cached_ops" / FA2)
     assert diag.exit_code == 1

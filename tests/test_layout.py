@@ -7,7 +7,7 @@ import os
 from conftest import DECODE, FA3, snapshot_of
 
 from fidoctor.flashinfer.layout import discover_workspaces, family_of
-from fidoctor.flashinfer.modnames import parse_module_name
+from fidoctor.flashinfer.modnames import parse_module_name, short_name
 
 
 def test_all_layouts_are_discovered(box):
@@ -77,5 +77,7 @@ def test_family_and_module_names():
         "single_prefill", "fa3", "bf16", 128)
     assert parse_module_name(FA3[:-5])["backend"] == "fa2"
     dec = parse_module_name(DECODE)
-    assert (dec["kind"], dec["dtype_kv"], dec["posenc"]) == ("single_decode", "f16", 0)
+    assert (dec["kind"], dec["dtype_kv"], dec["posenc"], dec["backend"]) == ("single_decode", "f16", 0, None)
+    assert short_name(FA3) == "single_prefill (bf16, hd128, FA3)"
+    assert short_name(DECODE) == "single_decode (f16, hd128)"
     assert parse_module_name("norm") == {"name": "norm", "kind": "other", "backend": None}

@@ -45,7 +45,8 @@ def parse_module_name(name: str) -> Dict[str, Any]:
     for prefix, kind in KINDS:
         if name.startswith(prefix):
             info["kind"] = kind
-            info["backend"] = "fa3" if is_sm90_module(name) else "fa2"
+            if "decode" not in kind:  # decode kernels have no FA2/FA3 choice
+                info["backend"] = "fa3" if is_sm90_module(name) else "fa2"
             break
     else:
         if name.endswith(("_sm90", "_sm90a")) or "sm90" in name:
@@ -67,18 +68,25 @@ def is_sm90_module(name: str) -> bool:
         or name.startswith("gemm_sm90") or name.endswith("_90")
 
 
-def short_name(name: str, width: int = 72) -> str:
-    """A readable abbreviation for tables; the full name stays in evidence."""
-    if len(name) <= width:
-        return name
+def short_name(name: str, width: int = 60) -> str:
+    """A readable label for titles, e.g. ``single_prefill (bf16, hd128, FA3)``.
+
+    The full name stays in evidence; a name we cannot parse is cut to ``width``.
+    """
     info = parse_module_name(name)
     if info["kind"] == "other":
-        return name[: width - 1] + "…"
-    bits = [info["kind"]]
+        return name if len(name) <= width else name[: width - 1] + "…"
+    bits = []
     if "dtype_q" in info:
-        bits.append(info["dtype_q"])
+        kv = info.get("dtype_kv")
+        bits.append(info["dtype_q"] + (f"/{kv}" if kv and kv != info["dtype_q"] else ""))
     if "head_dim_qk" in info:
-        bits.append(f"hd{info['head_dim_qk']}")
+        vo = info.get("head_dim_vo")
+        bits.append(f"hd{info['head_dim_qk']}" + (f"/{vo}" if vo and vo != info["head_dim_qk"] else ""))
+    if "head_dim_ckv" in info:
+        bits.append(f"ckv{info['head_dim_ckv']}")
     if info.get("backend"):
-        bits.append(info["backend"])
-    return "…".join(["_".join(bits), name[-8:]])
+        bits.append(info["backend"].upper())
+    flags = [f for f in ("use_swa_True", "use_logits_cap_True") if f in name]
+    bits += [f.replace("_True", "") for f in flags]
+    return f"{info['kind']} ({', '.join(bits)})" if bits else info["kind"]

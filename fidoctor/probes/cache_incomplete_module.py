@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from fidoctor.flashinfer.modnames import short_name
 from fidoctor.model import Finding, Fix
 from fidoctor.paths import quarantine_dir
 from fidoctor.probes._facts import builders, has_build_files, iter_modules, quote, so_problem
@@ -41,9 +42,10 @@ def check(snap: Snapshot) -> Iterable[Finding]:
             total = f" of {edges} compile steps" if edges else ""
             evidence.append(f"{mod.get('objects', 0)} object file(s){total} present")
         if mod.get("stale_depfiles"):
+            names = [d[len(mod["name"]):].lstrip("_") or d for d in mod["stale_depfiles"][:3]]
             evidence.append(
-                f"leftover depfiles (a compile was running when the build died): "
-                f"{', '.join(mod['stale_depfiles'][:3])}"
+                f"{len(mod['stale_depfiles'])} leftover depfile(s) (a compile was running when "
+                f"the build died): {', '.join(names)}"
             )
         if mod.get("ninja_lock"):
             evidence.append(".ninja_lock left behind (ninja did not exit cleanly)")
@@ -53,9 +55,9 @@ def check(snap: Snapshot) -> Iterable[Finding]:
             id=ID,
             severity="error" if bad_so else "warning",
             title=(
-                f"module {mod['name']} has a broken .so ({problem}); loading it will fail"
+                f"module {short_name(mod['name'])} has a broken .so ({problem}); loading it will fail"
                 if bad_so
-                else f"module {mod['name']} was never finished: build files but no .so"
+                else f"module {short_name(mod['name'])} was never finished: build files but no .so"
             ),
             subject=mod["path"],
             evidence=evidence,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Iterable, Optional
 
+from fidoctor.flashinfer.modnames import short_name
 from fidoctor.model import Finding, Fix
 from fidoctor.probes._facts import (
     age_s,
@@ -81,7 +82,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
                 pids = ", ".join(str(p["pid"]) for p in live[:8])
                 yield Finding(
                     id=ID, severity="info", subject=mod_dir, data=dict(data, pids=[p["pid"] for p in live]),
-                    title=f"{name} is compiling now (for {fmt_age(snap.taken_at - oldest)}): "
+                    title=f"{short_name(name)} is compiling now (for {fmt_age(snap.taken_at - oldest)}): "
                     "a cold build, not a hang",
                     evidence=evidence + [f"live build processes: {pids}"],
                 )
@@ -91,7 +92,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
             yield Finding(
                 id=ID,
                 severity="error" if processes_known(snap) else "warning",
-                title=f"build of {name} started {fmt_age(age)} ago and never finished",
+                title=f"build of {short_name(name)} started {fmt_age(age)} ago and never finished",
                 subject=mod_dir,
                 evidence=evidence + [who],
                 fixes=[
