@@ -125,6 +125,8 @@ def _read_fast(f: _Reader, size: int, prefixes: Tuple[bytes, ...]) -> Dict[str, 
         shdrs.append((s[1], s[4], s[5], s[6], s[9]))
 
     def data(idx: int) -> bytes:
+        if not 0 <= idx < len(shdrs):
+            raise ElfError(f"garbage ELF (section link {idx} out of range)")
         typ, off, sz, _, _ = shdrs[idx]
         if sz > MAX_SECTION or off + sz > size:
             raise ElfError(f"truncated ELF (section {idx} ends at {off + sz}, file is {size} bytes)")
@@ -250,7 +252,6 @@ def _add_symbol(facts: Dict[str, Any], name: str, shndx: int, vs: int,
 
 def _read_pyelftools(path: str, prefixes: Tuple[bytes, ...]) -> Dict[str, Any]:
     """The same facts through pyelftools (reference reader; slow per symbol)."""
-    from elftools.common.exceptions import ELFError
     from elftools.elf.dynamic import DynamicSection
     from elftools.elf.elffile import ELFFile
     from elftools.elf.gnuversions import (
@@ -303,7 +304,7 @@ def _read_pyelftools(path: str, prefixes: Tuple[bytes, ...]) -> Dict[str, Any]:
                     shndx = sym["st_shndx"]
                     _add_symbol(facts, sym.name, 0 if shndx == "SHN_UNDEF" else 1, vs, versions)
             return facts
-        except (ELFError, struct.error, ValueError, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - pyelftools raises many types on garbage
             raise ElfError(f"unreadable ELF ({type(e).__name__}: {e})") from None
 
 
@@ -337,8 +338,8 @@ def read_facts(path: str, prefixes: Tuple[bytes, ...] = CUDA_PREFIXES,
             return _read_fast(_Reader(f.fileno(), size), size, prefixes)
         except _Fallback:
             pass
-        except struct.error as e:
-            raise ElfError(f"garbage ELF ({e})") from None
+        except (struct.error, IndexError, ValueError, OverflowError) as e:
+            raise ElfError(f"garbage ELF ({type(e).__name__}: {e})") from None
     return _read_pyelftools(path, prefixes)
 
 
