@@ -400,6 +400,8 @@ class FactCache:
             facts: Dict[str, Any] = read_facts(path, prefixes)
         except ElfError as e:
             facts = {"error": str(e)}
+        except Exception as e:  # noqa: BLE001 - one odd file must not cost every module's facts
+            facts = {"error": f"could not read ({type(e).__name__}: {e}); a fidoctor bug?"}
         if key is not None and key == file_key(path):  # unchanged while we read it
             self.entries[ck] = {"key": key, "facts": facts}
             self.used.add(ck)

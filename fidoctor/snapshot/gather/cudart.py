@@ -90,7 +90,10 @@ class _Libs:
                 else:
                     lib["soname"] = f["soname"]
                     lib["exports"] = f["exports"]
-                    lib["size"] = os.path.getsize(real)
+                    try:
+                        lib["size"] = os.stat(real).st_size
+                    except OSError:
+                        lib["size"] = None
             lib["version"], lib["version_source"], lib["package"] = self._version(real, lib)
         if path not in lib["seen_as"]:
             lib["seen_as"].append(path)
