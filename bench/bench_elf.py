@@ -121,7 +121,7 @@ print(json.dumps({"wall_s": dt, "rc": r.returncode, "maxrss_kb": kids,
 def end_to_end(root: Path, repeat: int) -> None:
     with tempfile.TemporaryDirectory() as td:
         env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(root / "base"),
-                   FIDOCTOR_CACHE_DIR=td, CUDA_HOME="/usr/local/cuda")
+                   XDG_CACHE_HOME=td, CUDA_HOME="/usr/local/cuda")
         for label in ["cold"] + ["warm"] * repeat:
             if label == "cold":
                 shutil.rmtree(td, ignore_errors=True)

@@ -28,6 +28,7 @@ import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
 from fidoctor.fsutil import open_regular
+from fidoctor.paths import cache_dir
 
 FACTS_VERSION = 1
 CUDA_PREFIXES = (b"cuda", b"__cuda")
@@ -341,15 +342,6 @@ def read_facts(path: str, prefixes: Tuple[bytes, ...] = CUDA_PREFIXES,
         except (struct.error, IndexError, ValueError, OverflowError) as e:
             raise ElfError(f"garbage ELF ({type(e).__name__}: {e})") from None
     return _read_pyelftools(path, prefixes)
-
-
-def cache_dir() -> str:
-    """fidoctor's own cache dir (not the target's): $FIDOCTOR_CACHE_DIR or XDG."""
-    explicit = os.environ.get("FIDOCTOR_CACHE_DIR")
-    if explicit:
-        return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "fidoctor")
 
 
 class FactCache:

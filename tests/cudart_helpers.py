@@ -205,7 +205,7 @@ def seed_env(base: Path, toolkit: Optional[Path], cache: Path, **extra: str) -> 
            if k not in ("LD_LIBRARY_PATH", "LD_PRELOAD", "CUDA_HOME", "CUDA_PATH",
                         "CUDA_LIB_PATH", "VIRTUAL_ENV")}
     env["FLASHINFER_WORKSPACE_BASE"] = str(base)
-    env["FIDOCTOR_CACHE_DIR"] = str(cache)
+    env["XDG_CACHE_HOME"] = str(cache)  # fidoctor's own caches (ELF facts, JIT log state)
     env["NO_COLOR"] = "1"
     if toolkit is not None:
         env["CUDA_HOME"] = str(toolkit)
