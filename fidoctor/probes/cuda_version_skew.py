@@ -109,8 +109,8 @@ def _minor(snap: Snapshot, tkd: Dict[str, Any], runtime: Dict[str, Any], nv, rv)
         evidence.append(f"{len(needs_newer)} cached module(s) already need symbols it lacks: "
                         f"{', '.join(needs_newer[:3])}{' …' if len(needs_newer) > 3 else ''}")
     if future:
-        evidence.append(f"the loaded runtime has no {rules.BYVERSION}; nvcc ≥12.5 makes "
-                        "CUTLASS/TRT-LLM TMA (sm90) modules call it")
+        evidence.append(f"the loaded runtime has no {rules.BYVERSION}; with nvcc ≥12.5 "
+                        f"{_who_calls(snap)} call it")
     provider = tkcopy if tkcopy and rules.BYVERSION in (tkcopy.get("exports") or {}) else None
     if provider is None:
         provider = next((lib for lib in libs.values() if rules.major_minor(lib.get("version"))
@@ -128,6 +128,19 @@ def _minor(snap: Snapshot, tkd: Dict[str, Any], runtime: Dict[str, Any], nv, rv)
         f"({runtime.get('version')}); modules it builds "
         f"{'will fail to load' if error else 'may need symbols that runtime lacks'}",
         evidence=evidence, fixes=runtime_fixes(snap, data, ID), data=data)
+
+
+def _who_calls(snap: Snapshot) -> str:
+    """Which FlashInfer modules call ByVersion with nvcc 12.5+ (flashinfer-jit.md)."""
+    pkgs = snap.data("target").get("packages") or {}
+    fi = (pkgs.get("flashinfer-python") or pkgs.get("flashinfer") or {}).get("version")
+    t = rules.version_tuple(fi)
+    if t and (0, 2, 0) <= t[:3] < (0, 2, 5):
+        return f"FlashInfer {fi}'s FA3/sm90 modules (CUTLASS 3.6 TMA code)"
+    if t:
+        return (f"FlashInfer {fi}'s TRT-LLM modules (deep_gemm, fp4/fp8 quantization, "
+                "fused_moe)")
+    return "CUTLASS (FlashInfer 0.2.0–0.2.4 FA3) and TRT-LLM (deep_gemm, fp8, fused_moe) modules"
 
 
 def _major(snap: Snapshot, tkd: Dict[str, Any], torch_cuda: str, nv) -> Finding:

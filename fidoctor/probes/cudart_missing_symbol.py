@@ -203,7 +203,7 @@ def _finding(snap: Snapshot, so_path: str, mod: Dict[str, Any], r: Dict[str, Any
     evidence.append(f"the target binds {soname} to {lib_label(runtime)}")
     evidence.append(f"chosen by: {runtime['via']}")
     steps = (cud.get("torch") or {}).get("steps") or []
-    if steps and bound_path and any(bound_path == lib.get("path") for lib in
+    if len(steps) > 1 and bound_path and any(bound_path == lib.get("path") for lib in
                                     cud.get("loaded") or []):
         evidence.append("search: " + " → ".join(steps))
     evidence.append(f"{bound_path} exports no {', '.join(syms)}")
