@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 
 import psutil
 import pytest
@@ -142,7 +143,7 @@ def test_stale_baton_moved_aside_only_when_nobody_has_it_open(box, procs, tmp_pa
     baton = mod / "lock"
     baton.write_bytes(b"")
     env = fix_env(box, tmp_path / "state")
-    holder = procs.start(["python3", "-c",
+    holder = procs.start([sys.executable, "-c",
                           f"import time; f = open({str(baton)!r}); print('open', flush=True); "
                           "time.sleep(60)"], stdout=-1)
     assert holder.stdout.readline().strip() == b"open"
@@ -173,7 +174,7 @@ def test_baton_opened_after_the_plan_is_not_moved(box, procs, tmp_path):
     baton.write_bytes(b"")
     step = MoveAside(src=str(baton), dst=str(ws / "fidoctor-quarantine" / "t" / "b"),
                      root=str(ws), fp=fingerprint(str(baton)), require_closed=True)
-    holder = procs.start(["python3", "-c", f"import time; f = open({str(baton)!r}); "
+    holder = procs.start([sys.executable, "-c", f"import time; f = open({str(baton)!r}); "
                           "print('open', flush=True); time.sleep(60)"], stdout=-1)
     assert holder.stdout.readline().strip() == b"open"
     with pytest.raises(FidoctorError, match=f"open by pid {holder.pid}"):

@@ -89,7 +89,10 @@ class Terminate:
             return {"note": "already gone"}
         from fidoctor.kill import terminate_tree
 
-        extra = set(self.live[1:]) | _group_members(self.pgids)
+        # A group counts only while its leader is a verified tree member: once the
+        # leader is gone its id may be reused by a group that is none of our business.
+        groups = [g for g in self.pgids if g in self.live]
+        extra = set(self.live[1:]) | _group_members(groups)
         survivors = terminate_tree(self.live[0], grace=self.grace_s, extra=sorted(extra),
                                    follow_session=False)
         if survivors:
