@@ -89,8 +89,13 @@ def command(python, pid, deep, yes, dry_run, only, skip, prefer, no_warmup) -> i
             _echo(f"\nStart the server with this environment:  . {env_path(state)}")
             for line in fp.env_lines:
                 _echo(f"    {line}")
-        return _prove(ctx, diag, fp, no_warmup, apply_env, gather_snapshot, diagnose,
-                      proof_mod)
+        try:
+            return _prove(ctx, diag, fp, no_warmup, apply_env, gather_snapshot, diagnose,
+                          proof_mod)
+        except FidoctorError as e:
+            _echo(f"\nproof failed: {e.message}. The fix stays applied; revert it with: "
+                  "fidoctor undo")
+            return 1
 
 
 def _prove(ctx, before, fp, no_warmup, apply_env, gather_snapshot, diagnose, proof_mod) -> int:

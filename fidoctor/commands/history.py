@@ -36,7 +36,8 @@ def command(as_json) -> int:
         return 0
     for r in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"] or 0))
-        click.echo(f"{r['id']}  {when}  {r['status']:<12} {', '.join(r['fixes'])}")
+        click.echo(f"{r['id']}  {when}  {r['status']:<12} {r['command']:<7} "
+                   f"{', '.join(r['fixes'])}")
         for s in r["steps"]:
             click.echo(f"    - {s}")
     return 0

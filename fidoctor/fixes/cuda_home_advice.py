@@ -2,9 +2,9 @@
 
 What: points at a complete toolkit found on this machine (the finding's
 ``suggested_cuda_home``) with the exact ``export CUDA_HOME=…`` line, or says
-that none is installed. It changes nothing automatically, by design: which
-toolkit a server builds with is the user's decision (it decides the
-runtime the modules need, see cudart-missing-symbol), and modules whose
+that none is installed. It changes nothing automatically.
+Why: which toolkit a server builds with is the user's decision (it decides
+the runtime the modules need, see cudart-missing-symbol); modules whose
 build.ninja recorded the bad cuda_home are rebuilt once it is set.
 Safety: safe (advice). Finding data read: suggested_cuda_home, toolkit_path,
 missing, module_dirs.

@@ -82,6 +82,7 @@ class Journal:
         fsync_dir(root)
         j = cls(d)
         j.append(dict(header, op="begin", txid=txid, time=time.time(), pid=os.getpid()))
+        fsync_dir(d)  # the journal file's own directory entry
         return j
 
     @classmethod
