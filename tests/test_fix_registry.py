@@ -40,3 +40,23 @@ def test_candidates_order_use_then_owners_then_probe_order():
     assert candidates(g) == ["preload-cudart", "replace-pip-cudart"]
     assert candidates(g, ["replace-pip-cudart", "not-offered"]) == ["replace-pip-cudart",
                                                                    "preload-cudart"]
+
+
+def test_planner_merges_the_same_tree_from_two_findings_and_keeps_distinct_ones(tmp_path):
+    import sys
+
+    from fidoctor.fixes import FixContext
+    from fidoctor.fixes._planner import make_plans
+
+    def stuck(fid, pids):
+        return Finding(id=fid, severity="error", title="t", subject=f"{fid}{pids}",
+                       fixes=[Fix("t", id="terminate-build-tree")],
+                       data={"pids": pids, "pgids": [], "create_times": {},
+                             "module_dir": str(tmp_path / "gone")})
+
+    ctx = FixContext(txid="t", state=str(tmp_path / "state"), env={}, python=sys.executable)
+    fp = make_plans([stuck("build-process-stuck", [11, 12]), stuck("build-lock-held", [11, 12]),
+                     stuck("build-process-stuck", [13])], ctx)
+    kinds = [(s.kind, s.pids) for s in fp.steps]
+    assert kinds == [("terminate", [11, 12]), ("terminate", [13])]
+    assert any("already planned" in n for n in fp.plans[1].notes)

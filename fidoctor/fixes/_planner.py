@@ -30,7 +30,7 @@ class FixPlan:
 
 def _step_key(step: Any) -> Tuple[str, str]:
     d = step.__dict__
-    return (step.kind, str(d.get("src") or d.get("path") or sorted(d.get("pgids") or [])))
+    return (step.kind, str(d.get("src") or d.get("path") or sorted(d.get("pids") or [])))
 
 
 def select(findings: Sequence[Finding], only: Sequence[str], skip: Sequence[str]) -> List[Finding]:
