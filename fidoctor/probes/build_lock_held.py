@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from fidoctor.flashinfer.modnames import short_name
 from fidoctor.model import Finding, Fix
 from fidoctor.probes._facts import fmt_age, quote
 from fidoctor.probes.build_process_stuck import stuck_trees
@@ -101,9 +102,10 @@ def _stale_baton(snap: Snapshot, lk: Dict[str, Any], scan: Dict[str, Any]) -> Fi
     tail = f"; {n} process(es) spin on it" if n else "; the next build of it will spin forever"
     return Finding(
         id=ID, severity="error", subject=lk["path"], data=data, evidence=ev,
-        title=f"stale torch FileBaton lock for {lk.get('module')}{tail}",
+        title=f"stale torch FileBaton lock for {short_name(lk.get('module') or '?')}{tail}",
         fixes=[Fix(description="Remove the stale baton (nothing has it open); waiters proceed",
-                   commands=[f"rm -f {quote(lk['path'])}"], id="remove-stale-baton",
+                   commands=[f"fidoctor fix --only {ID}",
+                             f"# by hand: rm -f {quote(lk['path'])}"], id="remove-stale-baton",
                    safety="caution" if denied else "safe")],
     )
 
@@ -135,14 +137,15 @@ def check(snap: Snapshot) -> Iterable[Finding]:
             if verdict == "stuck" and tree is not None:
                 s = tree["sum"]
                 data.update(pids=s["pids"], pgids=safe_pgids(s["pids"], groups),
+                            module_dir=tree["tree"]["module_dir"],
                             sid=tree["tree"]["root"].get("sid"),
                             create_times={str(p["pid"]): p.get("create_time")
                                           for p in tree["tree"]["procs"]})
                 fixes.append(Fix(
                     description="Terminate the holder's stuck build tree; its build fails and "
                     "the kernel releases the lock", id="terminate-build-tree", safety="caution",
-                    commands=[f"fidoctor fix --only terminate-build-tree  # pids "
-                              f"{' '.join(map(str, s['pids']))}"]))
+                    commands=[f"fidoctor fix --only {ID}",
+                              f"# by hand: kill -TERM {' '.join(map(str, s['pids']))}"]))
             elif verdict == "stuck":
                 fixes.append(Fix(description="If it was stopped on purpose, resume it",
                                  commands=[f"kill -CONT {pid}"], safety="safe"))
@@ -158,14 +161,13 @@ def check(snap: Snapshot) -> Iterable[Finding]:
             if waiting and "building" in verdicts:
                 yield Finding(
                     id=ID, severity="info", subject=lk["path"], data=data, evidence=ev,
-                    title=f"{who} for {lk.get('module')} while pid {holders[0]} compiles it: "
-                    "a wait, not a hang")
+                    title=f"{who} for {short_name(lk.get('module') or '?')} while pid "
+                    f"{holders[0]} compiles it: a wait, not a hang")
             continue
         if "stuck" in verdicts:
             sev, state = "error", "a stuck or stopped build"
         else:
             sev, state = ("error" if waiting else "warning"), "a process that is building nothing"
-        data["module_dir"] = lk.get("module_dir")
         yield Finding(
             id=ID, severity=sev, subject=lk["path"], data=data, evidence=ev, fixes=fixes,
-            title=f"JIT lock of {lk.get('module')} is held by {state} ({who})")
+            title=f"JIT lock of {short_name(lk.get('module') or '?')} is held by {state} ({who})")

@@ -4,7 +4,10 @@ What: a ninja → nvcc → cicc/ptxas tree working on a ``cached_ops/<module>``
 dir that (a) lost the Python that started it (re-parented to pid 1 or a
 subreaper; see fidoctor.proctree), (b) has a process stopped (state T), or
 (c) burnt no CPU and started/ended no step over the sampling window while
-its module has no loadable ``.so``. A tree that *is* progressing is reported
+its module has no loadable ``.so``. Severity: error when stopped or orphaned
+and idle; warning when only idle over the window with its Python alive (a
+second look tells a pause from a hang). Only trees building into the
+target's cache are judged. A tree that *is* progressing is reported
 as ``info`` ("nvcc compiling <module> for 3 min, 1.4 GB, progressing") and
 never gets a terminate fix, orphaned or not (an orphaned ninja finishes its
 in-flight steps and exits by itself).
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List
 
+from fidoctor.flashinfer.modnames import short_name
 from fidoctor.model import Finding, Fix
 from fidoctor.probes._facts import fmt_age, module_by_path, so_problem
 from fidoctor.proctree import (
@@ -97,6 +101,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
         tree, s = item["tree"], item["sum"]
         mod_dir = tree["module_dir"]
         name = mod_dir.rstrip("/").rsplit("/", 1)[-1]
+        label = short_name(name)
         mod = modules.get(mod_dir)
         so_state = so_problem(mod) if mod else "module dir not in the cache scan"
         root = tree["root"]
@@ -123,14 +128,16 @@ def check(snap: Snapshot) -> Iterable[Finding]:
                 if s["orphaned"] else ""
             yield Finding(
                 id=ID, severity="info", subject=mod_dir, data=data, evidence=evidence,
-                title=f"{busiest.get('name')} compiling {name} for {fmt_age(s['age'])}, "
+                title=f"{busiest.get('name')} compiling {label} for {fmt_age(s['age'])}, "
                 f"{fmt_rss(s['rss'])}, progressing{orphan}",
             )
             continue
         terminate = Fix(
             description="Terminate this build tree (TERM, grace period, KILL, by process group "
             "where the group holds only the tree); the module is rebuilt on next use",
-            commands=[f"fidoctor fix --only terminate-build-tree  # pids {' '.join(map(str, s['pids']))}"],
+            commands=[f"fidoctor fix --only {ID}",
+                      f"# by hand: kill -TERM {' '.join(map(str, s['pids']))}; sleep 10; "
+                      f"kill -KILL {' '.join(map(str, s['pids']))}"],
             id="terminate-build-tree", safety="caution",
         )
         if s["stopped"]:
@@ -142,7 +149,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
             yield Finding(
                 id=ID, severity="error", subject=mod_dir, data=data, fixes=fixes,
                 evidence=evidence,
-                title=f"build of {name} is stopped (state T: pid {spids}); it will never finish",
+                title=f"build of {label} is stopped (state T: pid {spids}); it will never finish",
             )
             continue
         why = "orphaned and making no progress" if s["orphaned"] else \
@@ -153,5 +160,5 @@ def check(snap: Snapshot) -> Iterable[Finding]:
                             "(a second diagnose) tells a pause from a hang")
         yield Finding(
             id=ID, severity=sev, subject=mod_dir, data=data, fixes=[terminate], evidence=evidence,
-            title=f"build of {name} is stuck ({why}) after {fmt_age(s['age'])}",
+            title=f"build of {label} is stuck ({why}) after {fmt_age(s['age'])}",
         )
