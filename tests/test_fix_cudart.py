@@ -144,3 +144,28 @@ def test_toolkit_unusable_gets_advice_only(seed, tmp_path):
     assert "export CUDA_HOME=" in r.stdout or "install one" in r.stdout
     assert box_hashes(seed.root) == before
     assert json.loads(cli(["history", "--json"], env).stdout) == []
+
+
+@pytest.mark.parametrize("point", ["after-step", "before-commit"])
+def test_sigkill_after_env_file_written_is_recovered(seed, point):
+    """The seed's two steps (move aside, write env.sh) killed mid-fix; undo puts all back."""
+    from fix_helpers import kill_and_reap, spawn_paused, wait_paused
+
+    env = seed.env(XDG_STATE_HOME=str(seed.state))
+    py = str(seed.v["python"])
+    before = box_hashes(seed.root)
+    proc = None
+    try:
+        proc = spawn_paused(["fix", "--yes", "--python", py, "--no-warmup"], env, point)
+        wait_paused(proc, seed.state, point)
+        os.killpg(proc.pid, 9)
+        proc.communicate(timeout=10)
+    finally:
+        kill_and_reap(proc)
+    env_file = seed.state / "fidoctor" / "env.sh"
+    assert (point == "before-commit") == env_file.exists()
+    u = cli(["undo"], env)
+    assert u.returncode == 0, u.stdout + u.stderr
+    assert "rolled back interrupted fix" in u.stdout
+    assert not env_file.exists()
+    assert box_hashes(seed.root) == before
