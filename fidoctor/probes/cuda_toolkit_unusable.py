@@ -17,7 +17,8 @@ recorded the bad cuda_home are rebuilt (``quarantine-module``).
 ``data`` keys: toolkit_path, source (CUDA_HOME/CUDA_PATH/which nvcc/default),
 value (the raw setting), missing (codes: malformed, dir, nvcc, libcudart,
 headers), suggested_cuda_home (a usable toolkit here, or null), module_dirs
-(modules whose build.ninja recorded this cuda_home).
+(modules whose build.ninja recorded this cuda_home), module_dir (the one such
+module when there is exactly one, else null).
 """
 
 from __future__ import annotations
