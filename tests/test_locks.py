@@ -17,6 +17,7 @@ from proc_helpers import (
     set_subreaper,
     snap_of,
     start_server,
+    wait_for,
     write_module,
 )
 
@@ -54,8 +55,20 @@ def _held(procs, ws, name):
 
 
 def _waiter(procs, ws, lock, box, body=FLOCK_WAITER):
-    return procs.python(script(procs.tmp, "waiter.py", body), lock,
-                        ws / "flashinfer_jit.log", env=box.env())
+    """Start a poller and return once it is polling (its jit log is open, then two rounds)."""
+    log = ws / "flashinfer_jit.log"
+    p = procs.python(script(procs.tmp, "waiter.py", body), lock, log, env=box.env())
+
+    def log_open():
+        try:
+            return any(os.readlink(f"/proc/{p.pid}/fd/{n}") == str(log)
+                       for n in os.listdir(f"/proc/{p.pid}/fd"))
+        except OSError:
+            return False
+
+    wait_for(log_open, what="the waiter to start polling")
+    time.sleep(0.25)
+    return p
 
 
 def test_proc_locks_dev_is_hex_major_minor(tmp_path):
@@ -81,7 +94,6 @@ def test_idle_holder_with_polling_waiter_is_error(box, procs):
     write_module(ws, DECODE, "--burn 60")  # module dir exists, nothing builds it
     holder, lock = _held(procs, ws, DECODE)
     waiter = _waiter(procs, ws, lock, box)
-    time.sleep(0.3)
     snap = snap_of(box.env())
     data, lk = _lock(snap, lock)
     assert lk["holders"] == [holder.pid] and lk["match"] == "dev+inode"
@@ -103,7 +115,6 @@ def test_waiter_behind_a_progressing_build_is_info(box, procs):
     procs.find("nvcc")
     lock = ws / "cached_ops" / "tmp" / f"{DECODE}.lock"
     waiter = _waiter(procs, ws, lock, box)
-    time.sleep(0.3)
     snap = snap_of(box.env())
     _, lk = _lock(snap, lock)
     assert lk["holders"] == [server.pid]
@@ -119,7 +130,6 @@ def test_stale_baton_with_spinning_waiter(box, procs):
     baton = moddir / "lock"
     baton.write_bytes(b"")  # left behind by a SIGKILLed torch build
     waiter = _waiter(procs, ws, baton, box, body=BATON_WAITER)
-    time.sleep(0.3)
     snap = snap_of(box.env())
     _, lk = _lock(snap, baton)
     assert lk["style"] == "baton" and lk["open_by"] == []
@@ -153,3 +163,27 @@ def test_unheld_flock_file_is_harmless_and_quiet(box, procs):
     assert lk["holders"] == [] and lk["open_by"] == []
     assert data["sample_window_s"] == 0.0, "nothing to watch: no sampling wait"
     assert [f for f in diagnose(snap).findings if f.id == "build-lock-held"] == []
+
+
+def test_holder_with_blocked_build_and_waiter_is_error_with_terminate(box, procs, tmp_path):
+    """The server holds the flock while its ninja → nvcc waits forever on a FIFO."""
+    from proc_helpers import make_fifo
+
+    ws = box.workspace()
+    fifo = make_fifo(tmp_path / "never.fifo")
+    write_module(ws, DECODE, f"--fifo {fifo}")
+    server = start_server(procs, ws, DECODE, box.env())
+    nvcc, ninja = procs.find("nvcc"), procs.find("ninja")
+    lock = ws / "cached_ops" / "tmp" / f"{DECODE}.lock"
+    waiter = _waiter(procs, ws, lock, box)
+    diag = diagnose(snap_of(box.env()))
+    [f] = [f for f in diag.findings if f.id == "build-lock-held"]
+    assert f.severity == "error" and "stuck" in f.title
+    assert f.data["holder_pids"] == [server.pid] and waiter.pid in f.data["waiter_pids"]
+    assert [x.id for x in f.fixes] == ["terminate-build-tree"]
+    assert {ninja, nvcc} <= set(f.data["pids"]) and server.pid not in f.data["pids"]
+    # ninja shares the live server's process group: never signal that group.
+    assert os.getpgid(server.pid) not in f.data["pgids"]
+    # The tree itself: idle with its Python alive is a warning, not an error.
+    [s] = [x for x in diag.findings if x.id == "build-process-stuck" and str(box.base) in x.subject]
+    assert s.severity == "warning" and s.data["orphaned"] is False

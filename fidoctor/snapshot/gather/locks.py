@@ -20,7 +20,8 @@ They are found by how they behave, and the confidence says how sure:
   the window) while another pid holds it;
 * ``likely``: a Python process of the same cache (its environ points there,
   or it has a file under it open, e.g. ``flashinfer_jit.log``), no compiler
-  children, parked in a sleep wchan and waking several times a second;
+  children, parked in a sleep wchan in most of the looks taken every 5 ms
+  over the window, and waking several times a second;
 * ``possible``: same cache and parked in a sleep, but not seen waking.
 
 Data: ``locks`` (path, style flock|flock-toplevel|baton, module, module_dir,
@@ -277,12 +278,18 @@ def gather(ctx, done) -> Dict[str, Any]:
     seen: Dict[int, Set[str]] = {k: set(v) for k, v in seen_at_scan.items()}
     window = max(0.0, min(float(getattr(ctx, "sample_window_s", 0.5) or 0.0), MAX_WINDOW_S))
     t0 = time.monotonic()
+    naps: Dict[int, List[Any]] = {pid: [0, 0, None] for pid in cands}  # asleep, looks, wchan
     while True:
         for pid in cands:
             for t in _fd_targets(pid) or []:
                 lk = real.get(t)
                 if lk is not None:
                     seen.setdefault(pid, set()).add(lk["path"])
+            w = read_wchan(pid) or ""
+            if any(x in w for x in SLEEP_WCHANS):
+                naps[pid][0] += 1
+                naps[pid][2] = w
+            naps[pid][1] += 1
         if time.monotonic() - t0 >= window:
             break
         time.sleep(FD_SAMPLE_EVERY_S)
@@ -298,7 +305,11 @@ def gather(ctx, done) -> Dict[str, Any]:
         d = procs[pid]
         if d.get("compiler_descendants") or d.get("exited"):
             continue  # a builder, not a waiter
-        asleep = any(w in (d.get("wchan") or "") for w in SLEEP_WCHANS)
+        slept, samples, nap = naps.get(pid, [0, 0, None])
+        # Parked in a sleep most of the window (one look could catch it awake).
+        asleep = samples > 0 and slept * 2 >= samples
+        d["asleep_samples"] = [slept, samples]
+        d["sleep_wchan"] = nap
         polling = (d.get("wakeups_per_s") or 0) >= POLL_WAKEUPS_PER_S
         caught = seen.get(pid, set())
         for lk in live:
@@ -312,11 +323,11 @@ def gather(ctx, done) -> Dict[str, Any]:
                 reasons.append("caught with the lock file open while another pid holds it")
             elif asleep and polling:
                 conf = "likely"
-                reasons.append(f"sleeps in {d.get('wchan')} and wakes "
-                               f"{d.get('wakeups_per_s')}/s (a poll loop)")
+                reasons.append(f"asleep ({nap}) in {slept} of {samples} looks and "
+                               f"wakes {d.get('wakeups_per_s')}/s (a poll loop)")
             elif asleep:
                 conf = "possible"
-                reasons.append(f"sleeps in {d.get('wchan')}")
+                reasons.append(f"asleep ({nap}) in {slept} of {samples} looks")
             else:
                 continue
             if len(live) > 1 and conf != "seen":
