@@ -67,6 +67,7 @@ def test_real_decode_compile_then_cached_then_once(target_py, tmp_path):
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     m = module_of(json.loads(r.stdout))
     assert m["status"] == "done" and m["max_jobs"] >= 1
+    assert m["jobs_reason"].startswith(f"MAX_JOBS={m['max_jobs']}: ")
     so = Path(m["module_dir"]) / f"{m['name']}.so"
     assert m["name"] == parse_spec("decode").expected_name()
     assert elf_header_problem(str(so)) is None, so

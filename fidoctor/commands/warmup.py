@@ -40,8 +40,8 @@ def fa3_advice(target: dict) -> str:
               "single-prefill-fa2, single-prefill-fa3.")
 @click.option("--list", "list_only", is_flag=True, help="Show the module set and exit.")
 @click.option("--arch", metavar="LIST",
-              help="FLASHINFER_CUDA_ARCH_LIST for the build, e.g. 9.0a (builds without a GPU; "
-              "nothing is loaded then).")
+              help="FLASHINFER_CUDA_ARCH_LIST for the build, e.g. 9.0a: lets a box without a "
+              "GPU build (modules are loaded only where a GPU is).")
 @click.option("--jobs", type=click.IntRange(1, 256), help="MAX_JOBS (default: from memory).")
 @click.option("--timeout", type=float, metavar="S",
               help="Hard limit per module (default: 900 decode, 1800 FA2, 3600 FA3).")

@@ -161,7 +161,7 @@ def run_warmup(python: Optional[str] = None, modules: Optional[str] = None,
                 python, _req(m), spec_info, menv, timeout or m.default_timeout, stall_after,
                 load, on_tick=progress.tick,
                 quarantine=lambda mr, why: _quarantine(mr, why, res, cenv))
-            done.max_jobs = r.max_jobs
+            done.max_jobs, done.jobs_reason = r.max_jobs, why
             if done.status == "done" and was_compiled:
                 done.status = "cached"
             res.modules[i] = done

@@ -44,6 +44,7 @@ class ModuleResult:
     seconds: float = 0.0
     error: str = ""
     max_jobs: int = 0
+    jobs_reason: str = ""
     peak_rss: int = 0
     cpu_seconds: float = 0.0
     verdict: Optional[Finding] = None
