@@ -190,14 +190,14 @@ def read_state_letter(pid: int) -> Optional[str]:
     return raw[i + 2:i + 3].decode() if i >= 0 else None
 
 
-def scan_table() -> Dict[int, Tuple[str, int]]:
-    """{pid: (comm, ppid)} for every process, straight from /proc/PID/stat.
+def scan_table() -> Dict[int, Tuple[str, int, int]]:
+    """{pid: (comm, ppid, pgid)} for every process, straight from /proc/PID/stat.
 
-    Ten times cheaper than psutil.process_iter on a busy table; the comm is
-    what psutil's name() returns for names shorter than 15 characters (all
-    compiler names are).
+    Several times cheaper than psutil.process_iter on a busy table (raw
+    os.open/os.read, no buffered file object); the comm is what psutil's
+    name() returns for names shorter than 15 characters (all compiler names).
     """
-    out: Dict[int, Tuple[str, int]] = {}
+    out: Dict[int, Tuple[str, int, int]] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -206,16 +206,21 @@ def scan_table() -> Dict[int, Tuple[str, int]]:
         if not e.isdigit():
             continue
         try:
-            with open(f"/proc/{e}/stat", "rb") as f:
-                raw = f.read()
+            fd = os.open(f"/proc/{e}/stat", os.O_RDONLY)
         except OSError:
             continue
+        try:
+            raw = os.read(fd, 4096)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
         i, j = raw.find(b"("), raw.rfind(b")")
         if i < 0 or j < 0:
             continue
-        rest = raw[j + 2:].split()
+        rest = raw[j + 2:].split(None, 4)
         try:
-            out[int(e)] = (raw[i + 1:j].decode("utf-8", "replace"), int(rest[1]))
+            out[int(e)] = (raw[i + 1:j].decode("utf-8", "replace"), int(rest[1]), int(rest[2]))
         except (IndexError, ValueError):
             continue
     return out

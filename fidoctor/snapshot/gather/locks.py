@@ -124,7 +124,22 @@ def _environ_root(pid: int) -> Optional[str]:
     return os.path.join(base.decode("utf-8", "replace"), ".cache", "flashinfer")
 
 
-def _describe(pid: int, all_procs: Dict[int, Tuple[str, int]]) -> Dict[str, Any]:
+_KIDS: Dict[int, Any] = {}
+
+
+def _children_map(all_procs: Dict[int, Tuple[str, int, int]]) -> Dict[int, List[int]]:
+    """{ppid: [pids]} for one table (memoised on the table's identity)."""
+    key = id(all_procs)
+    if key not in _KIDS:
+        _KIDS.clear()
+        m: Dict[int, List[int]] = {}
+        for pid, row in all_procs.items():
+            m.setdefault(row[1], []).append(pid)
+        _KIDS[key] = (all_procs, m)
+    return _KIDS[key][1]
+
+
+def _describe(pid: int, all_procs: Dict[int, Tuple[str, int, int]]) -> Dict[str, Any]:
     d: Dict[str, Any] = {"pid": pid}
     try:
         p = psutil.Process(pid)
@@ -151,12 +166,13 @@ def _describe(pid: int, all_procs: Dict[int, Tuple[str, int]]) -> Dict[str, Any]
         d["pgid"] = os.getpgid(pid)
     except OSError:
         pass
-    kids = [c for c, (_, pp) in all_procs.items() if pp == pid]
+    children = _children_map(all_procs)
+    kids = children.get(pid, [])
     todo, desc = list(kids), []
     while todo and len(desc) < 200:
         c = todo.pop()
         desc.append(c)
-        todo.extend(k for k, (_, pp) in all_procs.items() if pp == c)
+        todo.extend(children.get(c, []))
     d["children"] = [{"pid": c, "name": all_procs[c][0]} for c in sorted(kids)]
     d["compiler_descendants"] = sorted(c for c in desc if all_procs[c][0] in COMPILER_NAMES)
     ppid = d.get("ppid") or 0
@@ -194,7 +210,8 @@ def _candidates(all_procs, roots: Set[str], exclude: Set[int]) -> Dict[int, List
     """Python processes that belong to this cache (and why we think so)."""
     out: Dict[int, List[str]] = {}
     me = os.getpid()
-    for pid, (name, _) in all_procs.items():
+    for pid, row in all_procs.items():
+        name = row[0]
         if pid in exclude or pid == me or len(out) >= MAX_CANDIDATES:
             continue
         try:
@@ -245,7 +262,7 @@ def gather(ctx, done) -> Dict[str, Any]:
         lk["open_by"], lk["waiters"] = [], []
     if not any(lk["holders"] or lk["blocked"] or lk["style"] == "baton" for lk in locks):
         return out  # only unheld flock files, the normal leftovers: nothing to look for
-    all_procs: Dict[int, Tuple[str, int]] = scan_table()
+    all_procs: Dict[int, Tuple[str, int, int]] = scan_table()
     scanned = denied = 0
     for pid in all_procs:
         targets = _fd_targets(pid)

@@ -146,7 +146,7 @@ def _inherit_module_dirs(by_pid: Dict[int, Dict[str, Any]]) -> None:
                     changed = True
 
 
-def _under_builds(table: Dict[int, Tuple[str, int]],
+def _under_builds(table: Dict[int, Tuple[str, int, int]],
                   known: Optional[Dict[int, Dict[str, Any]]] = None) -> Dict[int, Dict[str, Any]]:
     """Compilers working on a module dir, and everything below them (any name).
 
@@ -156,8 +156,8 @@ def _under_builds(table: Dict[int, Tuple[str, int]],
     known = known or {}
     skip = frozenset(known)
     by_pid: Dict[int, Dict[str, Any]] = {}
-    for pid, (name, _) in table.items():
-        if name in COMPILERS and pid not in skip:
+    for pid, row in table.items():
+        if row[0] in COMPILERS and pid not in skip:
             try:
                 d = _describe(psutil.Process(pid))
             except psutil.Error:
@@ -165,10 +165,11 @@ def _under_builds(table: Dict[int, Tuple[str, int]],
             d["module_dir"] = module_dir_of(d.get("argv") or [], d.get("cwd"))
             by_pid[pid] = d
     _inherit_module_dirs(by_pid)
-    anchors = {pid for pid, d in by_pid.items() if d["module_dir"]} | set(skip)
+    anchors = {pid for pid, d in by_pid.items() if d["module_dir"]}
+    anchors |= {pid for pid, d in known.items() if d.get("module_dir")}  # not their ancestors
     kids: Dict[int, List[int]] = {}
-    for pid, (_, ppid) in table.items():
-        kids.setdefault(ppid, []).append(pid)
+    for pid, row in table.items():
+        kids.setdefault(row[1], []).append(pid)
     todo = [c for a in anchors for c in kids.get(a, [])]
     while todo and len(by_pid) < MAX_PROCS:
         pid = todo.pop()
@@ -222,16 +223,12 @@ def _parent_facts(d: Dict[str, Any], keep: Dict[int, Dict[str, Any]]) -> None:
         d["parent_is_python"] = is_python_exe(parent.get("exe"), parent.get("name"))
 
 
-def _groups(pgids: set) -> Dict[str, List[int]]:
-    """Every pid in each of ``pgids`` (a cheap getpgid per pid on the box)."""
+def _groups(pgids: set, table: Dict[int, Tuple[str, int, int]]) -> Dict[str, List[int]]:
+    """Every pid in each of ``pgids``, from the process table's pgid column."""
     out: Dict[str, List[int]] = {str(g): [] for g in pgids}
-    for pid in scan_table():
-        try:
-            g = os.getpgid(pid)
-        except OSError:
-            continue
-        if g in pgids:
-            out[str(g)].append(pid)
+    for pid, row in table.items():
+        if row[2] in pgids:
+            out[str(row[2])].append(pid)
     return out
 
 
@@ -241,7 +238,7 @@ def _in(path: Optional[str], roots: Tuple[str, ...]) -> bool:
 
 def gather(ctx, done) -> Dict[str, Any]:
     table = scan_table()
-    parents = {pid: pp for pid, (_, pp) in table.items()}
+    parents = {pid: row[1] for pid, row in table.items()}
     root = ctx.flashinfer_root
     roots = tuple({os.path.normpath(root), os.path.realpath(root)})
     keep = {pid: d for pid, d in _under_builds(table).items() if d["module_dir"]}
@@ -256,12 +253,13 @@ def gather(ctx, done) -> Dict[str, Any]:
                 break
             ppid = parents.get(ppid) or keep[ppid].get("ppid", 0)
     window = 0.0
+    last = table
     if any(d.get("in_target") for d in keep.values()):
         # Only the target's own builds are worth a wait; others are listed as seen.
         window = max(0.0, min(float(getattr(ctx, "sample_window_s", 0.5) or 0.0), MAX_WINDOW_S))
         t0 = time.monotonic()
         time.sleep(window)
-        later = scan_table()
+        later = last = scan_table()
         again = _under_builds(later, known=keep)
         for d in keep.values():
             _resample(d)
@@ -277,7 +275,7 @@ def gather(ctx, done) -> Dict[str, Any]:
             d["in_target"] = _in(d["module_dir"], roots) or bool(
                 anchor and keep[anchor].get("in_target"))
             keep[pid] = d
-            parents[pid] = later.get(pid, ("", d.get("ppid", 0)))[1]
+            parents[pid] = later[pid][1] if pid in later else d.get("ppid", 0)
     for d in keep.values():
         d["ppid_chain"] = _ppid_chain(d["pid"], parents) or [d.get("ppid", 0)]
         d.pop("vol_ctx", None)
@@ -293,5 +291,5 @@ def gather(ctx, done) -> Dict[str, Any]:
         "self_pid": os.getpid(),
         "target_root": root,
         "sample_window_s": window,
-        "groups": _groups(pgids) if pgids else {},
+        "groups": _groups(pgids, last) if pgids else {},
     }
