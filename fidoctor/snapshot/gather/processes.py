@@ -1,8 +1,9 @@
 """Processes that build FlashInfer modules, and the Python processes above them.
 
 Every compiler-like process (ninja, nvcc, cicc, ptxas, cudafe++, cc1plus, ld…)
-is recorded with its ancestry; each is tied to the ``cached_ops/<module>`` dir
-it works on (from argv or cwd, else inherited from its parent). Compilers of
+is recorded with its ancestors up to the first Python (the rest as pids);
+each is tied to the ``cached_ops/<module>`` dir it works on (from argv or
+cwd, else inherited from its parent). Compilers of
 other users and other tools share the process table: a tree that touches no
 module dir is dropped. Processes we may not inspect are recorded as such.
 
@@ -245,11 +246,15 @@ def gather(ctx, done) -> Dict[str, Any]:
     for d in keep.values():
         d["in_target"] = _in(d["module_dir"], roots) or _in(os.path.realpath(d["module_dir"]), roots)
     for d in list(keep.values()):
+        # Ancestors up to the first Python (the one that started the build); the
+        # rest of the chain is kept as pids only (ppid_chain).
         ppid = d.get("ppid", 0)
         while ppid and ppid not in keep and ppid != 1:
             try:
                 keep[ppid] = dict(_describe(psutil.Process(ppid)), module_dir=None)
             except psutil.Error:
+                break
+            if is_python_exe(keep[ppid].get("exe"), keep[ppid].get("name")):
                 break
             ppid = parents.get(ppid) or keep[ppid].get("ppid", 0)
     window = 0.0
