@@ -223,3 +223,21 @@ def test_orphaned_compiler_of_the_module_is_ended(target_py, tmp_path):
                for n in doc["notes"]), doc["notes"]
     assert orphan.returncode is not None
     assert_nothing_left(module_of(doc), base)
+
+
+@pytest.mark.timeout(240)
+def test_a_stalled_module_does_not_stop_the_next(target_py, tmp_path):
+    """After a stall ends the child's tree, the next module gets a fresh child (and is judged)."""
+    base = tmp_path / "base"
+    tk = hung_toolkit(tmp_path / "cuda-hung")
+    env = build_env(target_py.parent.parent, base, cuda_home=str(tk),
+                    extra={"XDG_STATE_HOME": str(tmp_path / "st")})
+    r = warmup(target_py, env, "--modules", f"{SMALL},single-decode:bf16:64",
+               "--stall-after", "4", "--json")
+    assert r.returncode == 1, r.stderr[-2000:]
+    mods = json.loads(r.stdout)["modules"]
+    assert [m["key"] for m in mods] == [SMALL, "single-decode:bf16:64"]
+    assert [m["status"] for m in mods] == ["stalled", "stalled"]
+    assert set(mods[0]["pids_seen"]).isdisjoint(mods[1]["pids_seen"])
+    for m in mods:
+        assert_nothing_left(m, base)

@@ -7,7 +7,10 @@ Talks back by lines ``@@fidoctor {json}`` on stdout; FlashInfer's own logging
 goes to stderr, which the supervisor keeps for the error report.
 
 Request: {"mode": "describe"|"build", "modules": [{"key", "kind", "dtype",
-"head_dim"}], "load": bool, "fa3_source": bool}.
+"head_dim"}], "load": bool, "fa3_source": bool, "handshake": bool}. With
+handshake, after each ``spec`` event the child waits for one stdin line
+``{"go": bool, "max_jobs": int}`` before it builds that module, so one
+interpreter (one torch import) serves the whole set.
 """
 
 import inspect
@@ -159,6 +162,15 @@ def main():
         emit("spec", key=m["key"], **paths)
         if req["mode"] != "build":
             continue
+        if req.get("handshake"):
+            # The supervisor deals with orphaned compilers and picks MAX_JOBS (FlashInfer
+            # reads it when ninja starts) once it knows the module's paths.
+            cmd = json.loads(sys.stdin.readline() or '{"go": false}')
+            if not cmd.get("go"):
+                emit("skipped", key=m["key"])
+                continue
+            if cmd.get("max_jobs"):
+                os.environ["MAX_JOBS"] = str(cmd["max_jobs"])
         t0 = time.time()
         emit("building", key=m["key"], name=spec.name, load=bool(req.get("load") and gpu))
         try:

@@ -21,7 +21,15 @@ from fidoctor.snapshot.context import default_python
 from fidoctor.warmup import jobs as jobs_mod
 from fidoctor.warmup import specs as specs_mod
 from fidoctor.warmup.quarantine import move_aside
-from fidoctor.warmup.supervisor import Interrupted, ModuleResult, build_module, install_sigterm, run_child
+from fidoctor.warmup.supervisor import (
+    Hooks,
+    Interrupted,
+    ModuleResult,
+    StartFailed,
+    build_session,
+    install_sigterm,
+    run_child,
+)
 
 DESCRIBE_TIMEOUT = 180.0
 EXIT_OK, EXIT_PROBLEMS, EXIT_CANNOT = 0, 1, 2
@@ -82,6 +90,15 @@ def target_env(python: str, arch: Optional[str], env: Optional[Dict[str, str]]) 
     return e
 
 
+def start_error(python: str, err: str) -> FidoctorError:
+    hint = "install flashinfer-python in the target, or pass --python"
+    if "sm75" in err or "TARGET_CUDA_ARCHS" in err:
+        hint = "no GPU here: pass --arch 9.0a (or set FLASHINFER_CUDA_ARCH_LIST)"
+    elif "No module named" in err:
+        hint = f"{python} has no FlashInfer: pass --python <serving venv>/bin/python"
+    return FidoctorError(f"cannot warm up with {python}: {err}", hint)
+
+
 def describe(python: str, env: Dict[str, str], mods: List[specs_mod.ModuleSpec],
              fa3_source: bool = False) -> Dict[str, Any]:
     """Ask the target about FlashInfer and these modules; FidoctorError if it cannot build."""
@@ -91,13 +108,8 @@ def describe(python: str, env: Dict[str, str], mods: List[specs_mod.ModuleSpec],
     fatal = next((e for e in events if e["event"] == "fatal"), None)
     failed = [e for e in events if e["event"] == "failed"]
     if fatal or info is None or (failed and len(failed) == len(mods)):
-        err = (fatal or (failed[0] if failed else {})).get("error") or "no answer"
-        hint = "install flashinfer-python in the target, or pass --python"
-        if "sm75" in err or "TARGET_CUDA_ARCHS" in err:
-            hint = "no GPU here: pass --arch 9.0a (or set FLASHINFER_CUDA_ARCH_LIST)"
-        elif "No module named" in err:
-            hint = f"{python} has no FlashInfer: pass --python <serving venv>/bin/python"
-        raise FidoctorError(f"cannot warm up with {python}: {err}", hint)
+        raise start_error(python, (fatal or (failed[0] if failed else {})).get("error")
+                          or "no answer")
     info["specs"] = {e["key"]: e for e in events if e["event"] == "spec"}
     info["spec_errors"] = {e["key"]: e.get("error", "") for e in failed}
     return info
@@ -128,55 +140,64 @@ def run_warmup(python: Optional[str] = None, modules: Optional[str] = None,
         raise FidoctorError("--stall-after and --timeout must be positive")
     t0 = time.monotonic()
     cenv = target_env(python, arch, env)
-    candidates = specs_mod.select(modules, sm90=True, disable_sm90=disable_sm90)
-    info = describe(python, cenv, candidates, fa3_source=disable_sm90)
-    sm90 = is_sm90(cenv.get("FLASHINFER_CUDA_ARCH_LIST"), info.get("gpu"))
+    arch_list = cenv.get("FLASHINFER_CUDA_ARCH_LIST")
+    info: Dict[str, Any] = {}
+    if not arch_list or disable_sm90:
+        # Ask the target first: its GPU decides FA3, and --disable-sm90 reads its source.
+        candidates = specs_mod.select(modules, sm90=True, disable_sm90=disable_sm90)
+        info = describe(python, cenv, candidates, fa3_source=disable_sm90)
+    sm90 = is_sm90(arch_list, info.get("gpu"))
     chosen = specs_mod.select(modules, sm90=sm90, disable_sm90=disable_sm90)
     res = WarmupResult(python=python, target={k: v for k, v in info.items() if k != "specs"})
     if modules is None and not sm90 and not disable_sm90:
         res.notes.append("FA3 (sm90) modules skipped: the target arch is not Hopper")
-    res.modules = [ModuleResult(key=m.key, name=info["specs"].get(m.key, {}).get("name", ""),
-                                module_dir=info["specs"].get(m.key, {}).get("module_dir") or "")
-                   for m in chosen]
+    queued = [ModuleResult(key=m.key, name=m.expected_name()) for m in chosen]
     for n in res.notes:
         progress.note(n)
-    progress.queued(res.modules)
+    progress.queued(queued)
+    index = {m.key: i for i, m in enumerate(chosen)}
+    by_key = {m.key: m for m in chosen}
+
+    def prepare(r: ModuleResult, ev: Dict[str, Any]) -> None:
+        r.max_jobs, r.jobs_reason = jobs_mod.choose_jobs(by_key[r.key].mem_class, jobs)
+        progress.note(f"{r.key}: {r.jobs_reason}")
+        for line in jobs_mod.handle_orphans(ev, orphans):
+            progress.note(f"{r.key}: {line}")
+            res.notes.append(f"{r.key}: {line}")
+
+    hooks = Hooks(
+        prepare=prepare,
+        start=lambda r: progress.start(r, index[r.key], len(chosen)),
+        tick=progress.tick,
+        end=lambda r: progress.end(r, index[r.key], len(chosen)),
+        quarantine=lambda mr, why: _quarantine(mr, why, res, cenv))
+    def timeout_of(key: str) -> float:
+        return timeout or (by_key[key].default_timeout if key in by_key else DESCRIBE_TIMEOUT)
+
+    pending = [_req(m) for m in chosen]
     restore = install_sigterm()
+    first = True
     try:
-        for i, (m, r) in enumerate(zip(chosen, res.modules)):
-            spec_info = info["specs"].get(m.key)
-            if spec_info is None:
-                r.status, r.error = "failed", info["spec_errors"].get(m.key, "not generated")
-                progress.end(r, i, len(chosen))
-                continue
-            r.max_jobs, why = jobs_mod.choose_jobs(m.mem_class, jobs)
-            progress.note(f"{m.key}: {why}")
-            for line in jobs_mod.handle_orphans(spec_info, orphans):
-                progress.note(f"{m.key}: {line}")
-                res.notes.append(f"{m.key}: {line}")
-            menv = dict(cenv, MAX_JOBS=str(r.max_jobs))
-            progress.start(r, i, len(chosen))
-            was_compiled = bool(spec_info.get("compiled"))
-            done = build_module(
-                python, _req(m), spec_info, menv, timeout or m.default_timeout, stall_after,
-                load, on_tick=progress.tick,
-                quarantine=lambda mr, why: _quarantine(mr, why, res, cenv))
-            done.max_jobs, done.jobs_reason = r.max_jobs, why
-            if done.status == "done" and was_compiled:
-                done.status = "cached"
-            res.modules[i] = done
-            progress.end(done, i, len(chosen))
+        while pending:
+            done, pending, child_info = build_session(
+                python, pending, dict(cenv), timeout_of, stall_after, load, hooks, first=first)
+            first = False
+            res.modules += done
+            if not res.target:
+                res.target = {k: v for k, v in child_info.items() if k not in ("event", "t")}
+    except StartFailed as e:
+        raise start_error(python, str(e)) from None
     except Interrupted as e:
         res.interrupted = True
-        partial = e.args[0] if e.args and isinstance(e.args[0], ModuleResult) else None
-        for j, r in enumerate(res.modules):
-            if partial is not None and r.key == partial.key:
-                res.modules[j] = partial
-            elif r.status == "queued":
-                r.status = "skipped"
+        res.modules += e.args[0] if e.args and isinstance(e.args[0], list) else []
+        got = {m.key for m in res.modules}
+        res.modules += [ModuleResult(key=m.key, status="skipped") for m in chosen
+                        if m.key not in got]
     finally:
         restore()
         res.seconds = time.monotonic() - t0
+    order = {k: i for i, k in enumerate(index)}
+    res.modules.sort(key=lambda m: order.get(m.key, len(order)))
     return res
 
 

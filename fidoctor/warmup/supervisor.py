@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import psutil
 
@@ -103,83 +103,174 @@ def _parse(text: str) -> List[Dict[str, Any]]:
     return out
 
 
-def build_module(python: str, module: Dict[str, Any], spec_info: Dict[str, Any],
-                 env: Mapping[str, str], timeout: float, stall_after: float, load: bool,
-                 on_tick: Callable[[ModuleResult, float, Sample], None],
-                 quarantine: Callable[[ModuleResult, str], Optional[str]]) -> ModuleResult:
-    """Build one module under supervision; never returns with a process left running."""
-    res = ModuleResult(key=module["key"], name=spec_info.get("name", ""),
-                       module_dir=spec_info.get("module_dir") or "")
-    req = {"mode": "build", "modules": [module], "load": load}
+@dataclass
+class Hooks:
+    """What the runner does at each step of a session (all called in our thread)."""
+
+    prepare: Callable[[ModuleResult, Dict[str, Any]], None]   # orphans, MAX_JOBS
+    start: Callable[[ModuleResult], None]
+    tick: Callable[[ModuleResult, float, Sample], None]
+    end: Callable[[ModuleResult], None]
+    quarantine: Callable[[ModuleResult, str], Optional[str]]
+
+
+class StartFailed(Exception):
+    """The target could not import FlashInfer or lacks its generators (exit 2)."""
+
+
+def build_session(python: str, modules: List[Dict[str, Any]], env: Mapping[str, str],
+                  timeout_of: Callable[[str], float], stall_after: float, load: bool,
+                  hooks: Hooks, first: bool = True) -> Tuple[List[ModuleResult],
+                                                             List[Dict[str, Any]],
+                                                             Dict[str, Any]]:
+    """Build ``modules`` in one supervised child (one torch import for the whole set).
+
+    Returns (finished results, modules not attempted, the child's info). A stall or
+    timeout ends the child's whole tree and returns the rest, so the caller starts
+    a fresh child for them. Never returns with a process left running.
+    """
+    req = {"mode": "build", "modules": modules, "load": load, "handshake": True}
     errf = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finally
     p = subprocess.Popen([python, CHILD, json.dumps(req)], stdout=subprocess.PIPE, stderr=errf,
-                         stdin=subprocess.DEVNULL, env=dict(env), start_new_session=True)
+                         stdin=subprocess.PIPE, env=dict(env), start_new_session=True)
     events: queue.Queue[Dict[str, Any]] = queue.Queue()
     reader = threading.Thread(target=_read, args=(p.stdout, events), daemon=True)
     reader.start()
-    dirs = [d for d in (spec_info.get("module_dir"), spec_info.get("generated_dir")) if d]
-    watch = TreeWatch(p.pid, dirs, spec_info.get("lock_path"))
-    start = time.monotonic()
-    last_progress = start
+    watch = TreeWatch(p.pid, [], None)
+    keys = [m["key"] for m in modules]
+    results: List[ModuleResult] = []
+    info: Dict[str, Any] = {}
+    cur: Optional[ModuleResult] = None
+    spec_info: Dict[str, Any] = {}
+    phase = last_progress = time.monotonic()
     seen: set = set()
-    ended = False
+    ended, fatal, interrupted = False, None, False
+
+    def next_key() -> Optional[str]:
+        done = {r.key for r in results} | ({cur.key} if cur else set())
+        return next((k for k in keys if k not in done), None)
+
+    def finish(r: ModuleResult) -> None:
+        nonlocal cur
+        r.seconds = time.monotonic() - phase
+        if r.status == "failed" and r.verdict is None:
+            r.verdict = verdicts.failed(r)
+        results.append(r)
+        hooks.end(r)
+        cur = None
+
     try:
         while True:
             now = time.monotonic()
             while not events.empty():
                 ev = events.get_nowait()
                 last_progress = now
-                _apply(res, ev)
+                kind, key = ev.get("event"), ev.get("key")
+                if kind == "info":
+                    info = ev
+                elif kind == "fatal":
+                    fatal = ev
+                elif kind == "spec":
+                    cur, spec_info, phase = ModuleResult(key=key), ev, now
+                    _apply(cur, ev)
+                    cur.info["compiled"] = bool(ev.get("compiled"))
+                    hooks.prepare(cur, ev)
+                    watch.dirs = [d for d in (ev.get("module_dir"), ev.get("generated_dir")) if d]
+                    watch.lock_path = ev.get("lock_path")
+                    _send(p, {"go": True, "max_jobs": cur.max_jobs})
+                    hooks.start(cur)
+                elif kind == "building" and cur is not None:
+                    cur.status = "building"
+                elif kind in ("done", "failed") and cur is not None and cur.key == key:
+                    _apply(cur, ev)
+                    if cur.status == "done" and cur.info.get("compiled"):
+                        cur.status = "cached"
+                    finish(cur)
+                    phase = now
+                elif kind == "failed":  # could not even generate the module
+                    r = ModuleResult(key=key)
+                    _apply(r, ev)
+                    finish(r)
+                    phase = now
             if p.poll() is not None:
                 reader.join(timeout=2.0)
-                while not events.empty():
-                    _apply(res, events.get_nowait())
-                ended = True
-                break
+                if events.empty():
+                    ended = True
+                    break
+                continue
             s = watch.sample(now)
             seen.update(pr.pid for pr in watch.last_procs)
-            res.peak_rss = max(res.peak_rss, s.rss)
-            res.cpu_seconds += s.cpu_fraction * INTERVAL
             if s.progressed:
                 last_progress = now
-            res.seconds = now - start
-            on_tick(res, now - start, s)
-            if now - start >= timeout:
-                res.status = "timed_out"
-                res.verdict = verdicts.timed_out(res, timeout, _procs_text(watch, p.pid))
+            subject = cur or ModuleResult(key=next_key() or "?", status="starting")
+            subject.peak_rss = max(subject.peak_rss, s.rss)
+            subject.cpu_seconds += s.cpu_fraction * INTERVAL
+            subject.seconds = now - phase
+            if cur is not None:
+                hooks.tick(cur, now - phase, s)
+            if now - phase >= timeout_of(subject.key):
+                subject.status = "timed_out"
+                subject.verdict = verdicts.timed_out(subject, timeout_of(subject.key),
+                                                     _procs_text(watch, p.pid))
+                cur = subject
                 break
             if now - last_progress >= stall_after:
-                res.status = "stalled"
-                res.verdict = _stall_verdict(res, watch, p.pid, stall_after, spec_info)
+                subject.status = "stalled"
+                subject.verdict = _stall_verdict(subject, watch, p.pid, stall_after, spec_info)
+                cur = subject
                 break
             time.sleep(INTERVAL)
     except (KeyboardInterrupt, Interrupted):
-        res.status = "interrupted"
-        res.error = "interrupted (Ctrl-C/SIGTERM)"
+        interrupted = True
+        if cur is not None:
+            cur.status, cur.error = "interrupted", "interrupted (Ctrl-C/SIGTERM)"
     finally:
-        seen.update(pr.pid for pr in watch.tree())
+        watch.tree()
+        seen.update(pr.pid for pr in watch.last_procs)
         foreign = watch.foreign_holder
-        # Even after a clean exit, an orphaned ninja edge may linger in the session.
-        res.survivors = terminate_tree(p.pid, sid=p.pid, grace=3.0)
+        survivors = terminate_tree(p.pid, sid=p.pid, grace=3.0)
         try:
             p.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            res.survivors.append(p.pid)
-        res.pids_seen = sorted(seen - ({foreign} if foreign else set()))
-        res.seconds = time.monotonic() - start
-        if not ended and res.module_dir:
-            res.quarantined = quarantine(res, "foreign" if foreign else res.status)
-        if ended and res.status in ("building", "queued"):
+            survivors.append(p.pid)
+        pids = sorted(seen - ({foreign} if foreign else set()))
+        if cur is not None and not ended:  # stalled, timed out or interrupted mid-module
+            cur.survivors, cur.pids_seen = survivors, pids
+            if cur.module_dir:
+                cur.quarantined = hooks.quarantine(cur, "foreign" if foreign else cur.status)
+            finish(cur)
+        elif cur is not None:  # the child died mid-module
             errf.seek(0)
             tail = errf.read()[-3000:].decode("utf-8", "replace").strip().splitlines()
-            res.status = "failed"
-            res.error = res.error or (tail[-1] if tail else f"child exited {p.returncode}")
-        if res.status == "failed" and res.verdict is None:
-            res.verdict = verdicts.failed(res)
+            cur.status = "failed"
+            cur.error = cur.error or (tail[-1] if tail else f"child exited {p.returncode}")
+            finish(cur)
+        for r in results:
+            r.pids_seen = r.pids_seen or pids
+            r.survivors = r.survivors or survivors
         errf.close()
-    if res.status == "interrupted":
-        raise Interrupted(res)
-    return res
+    if interrupted:
+        raise Interrupted(results)
+    if fatal and first and not results:
+        raise StartFailed(fatal.get("error") or "the target could not start")
+    done = {r.key for r in results}
+    rest = [m for m in modules if m["key"] not in done]
+    if ended and rest:  # the child exited without reaching them: report, don't loop
+        for m in rest:
+            r = ModuleResult(key=m["key"], status="failed",
+                             error=(fatal or {}).get("error") or "the build child exited early")
+            finish(r)
+        rest = []
+    return results, rest, info
+
+
+def _send(p: subprocess.Popen, msg: Dict[str, Any]) -> None:
+    try:
+        assert p.stdin is not None
+        p.stdin.write((json.dumps(msg) + "\n").encode())
+        p.stdin.flush()
+    except (OSError, ValueError):
+        pass  # the child is gone; the loop notices
 
 
 def _read(stream, q: queue.Queue[Dict[str, Any]]) -> None:
