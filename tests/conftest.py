@@ -126,6 +126,25 @@ class Box:
 
 
 @pytest.fixture
+def procs(tmp_path):
+    """Every process a test starts, killed by pid afterwards; none may survive.
+
+    The test process becomes a child subreaper so orphans (a SIGKILLed server's
+    ninja) are reparented to it, not to pid 1, and can be reaped and counted.
+    """
+    from proc_helpers import Procs, set_subreaper
+
+    assert set_subreaper(True), "prctl(PR_SET_CHILD_SUBREAPER) failed"
+    pr = Procs(tmp_path)
+    try:
+        yield pr
+    finally:
+        survivors = pr.kill_all()
+        set_subreaper(False)
+        assert survivors == [], f"processes survived the test: {survivors}"
+
+
+@pytest.fixture
 def box(tmp_path, built_so) -> Box:
     base = tmp_path / "base"
     base.mkdir()

@@ -24,7 +24,6 @@ from proc_helpers import (
     fakecc,
     make_fifo,
     reparented,
-    set_subreaper,
     start_server,
     wait_for,
     write_module,
@@ -37,19 +36,6 @@ from fidoctor.txn.safety import fingerprint
 from fidoctor.txn.steps import MoveAside
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def procs(tmp_path):
-    """Every process a test starts, killed by pid afterwards; none may survive."""
-    assert set_subreaper(True), "prctl(PR_SET_CHILD_SUBREAPER) failed"
-    pr = Procs(tmp_path)
-    try:
-        yield pr
-    finally:
-        survivors = pr.kill_all()
-        set_subreaper(False)
-        assert survivors == [], f"processes survived the test: {survivors}"
 
 
 def ignores_term(pid: int) -> bool:

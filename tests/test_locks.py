@@ -12,9 +12,7 @@ from proc_helpers import (
     BATON_WAITER,
     FLOCK_WAITER,
     HOLDER,
-    Procs,
     script,
-    set_subreaper,
     snap_of,
     start_server,
     wait_for,
@@ -25,19 +23,6 @@ from fidoctor.diagnosis import diagnose
 from fidoctor.snapshot.gather.locks import parse_proc_locks
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def procs(tmp_path):
-    """Every process a test starts, killed by pid afterwards; none may survive."""
-    assert set_subreaper(True), "prctl(PR_SET_CHILD_SUBREAPER) failed"
-    pr = Procs(tmp_path)
-    try:
-        yield pr
-    finally:
-        survivors = pr.kill_all()
-        set_subreaper(False)
-        assert survivors == [], f"processes survived the test: {survivors}"
 
 
 def _lock(snap, path):

@@ -8,11 +8,9 @@ import signal
 import pytest
 from conftest import DECODE
 from proc_helpers import (
-    Procs,
     fakecc,
     make_fifo,
     reparented,
-    set_subreaper,
     snap_of,
     start_server,
     wait_for,
@@ -22,19 +20,6 @@ from proc_helpers import (
 from fidoctor.proctree import build_trees, is_orphaned
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def procs(tmp_path):
-    """Every process a test starts, killed by pid afterwards; none may survive."""
-    assert set_subreaper(True), "prctl(PR_SET_CHILD_SUBREAPER) failed"
-    pr = Procs(tmp_path)
-    try:
-        yield pr
-    finally:
-        survivors = pr.kill_all()
-        set_subreaper(False)
-        assert survivors == [], f"processes survived the test: {survivors}"
 
 
 def _by_pid(snap):

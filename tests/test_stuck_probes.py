@@ -12,10 +12,8 @@ import psutil
 import pytest
 from conftest import DECODE, FA3, Box, log_line
 from proc_helpers import (
-    Procs,
     make_fifo,
     reparented,
-    set_subreaper,
     snap_of,
     start_server,
     wait_for,
@@ -26,19 +24,6 @@ from fidoctor.diagnosis import diagnose
 from fidoctor.snapshot import Snapshot
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def procs(tmp_path):
-    """Every process a test starts, killed by pid afterwards; none may survive."""
-    assert set_subreaper(True), "prctl(PR_SET_CHILD_SUBREAPER) failed"
-    pr = Procs(tmp_path)
-    try:
-        yield pr
-    finally:
-        survivors = pr.kill_all()
-        set_subreaper(False)
-        assert survivors == [], f"processes survived the test: {survivors}"
 
 
 def _of(diag, fid, subject_part=""):
