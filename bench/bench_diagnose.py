@@ -4,7 +4,7 @@ Builds (once, cached under --work) a FlashInfer 0.7-layout cache of N modules,
 each a *distinct* real ELF .so compiled by gcc and linked against a gcc-built
 ``libcudart.so.12`` with real symbol versions (so the ELF gatherer does real
 work), plus a flashinfer_jit.log of the requested size in the 0.7 and 0.2
-formats with some binary garbage. Then it times cold (fidoctor's fact cache
+formats with some binary garbage. A healthy box: CUDA_HOME points at the real toolkit. Then it times cold (fidoctor's fact cache
 removed, page cache dropped when permitted) and warm runs and reports peak RSS
 (``ru_maxrss`` over diagnose and its forked gatherers).
 
@@ -119,7 +119,7 @@ def drop_caches() -> bool:
 
 def run_once(base: Path, state: Path) -> tuple:
     env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(base), XDG_CACHE_HOME=str(state),
-               XDG_STATE_HOME=str(state), NO_COLOR="1")
+               XDG_STATE_HOME=str(state), NO_COLOR="1", CUDA_HOME="/usr/local/cuda")
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "fidoctor", "diagnose", "--json"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -138,7 +138,7 @@ def peak_rss_mb(base: Path, state: Path) -> float:
             "stdout=subprocess.DEVNULL,stderr=subprocess.DEVNULL);"
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(base), XDG_CACHE_HOME=str(state),
-               XDG_STATE_HOME=str(state))
+               XDG_STATE_HOME=str(state), CUDA_HOME="/usr/local/cuda")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout
     return int(out.strip()) / 1024
