@@ -159,11 +159,13 @@ def build_session(python: str, modules: List[Dict[str, Any]], env: Mapping[str, 
         hooks.end(r)
         cur = None
 
+    early: List[Dict[str, Any]] = []
     try:
         while True:
             now = time.monotonic()
             while not events.empty():
-                ev = events.get_nowait()
+                early.append(events.get_nowait())
+            for ev in early:
                 last_progress = now
                 kind, key = ev.get("event"), ev.get("key")
                 if kind == "info":
@@ -192,6 +194,7 @@ def build_session(python: str, modules: List[Dict[str, Any]], env: Mapping[str, 
                     _apply(r, ev)
                     finish(r)
                     phase = now
+            early = []
             if p.poll() is not None:
                 reader.join(timeout=2.0)
                 if events.empty():
@@ -219,7 +222,10 @@ def build_session(python: str, modules: List[Dict[str, Any]], env: Mapping[str, 
                 subject.verdict = _stall_verdict(subject, watch, p.pid, stall_after, spec_info)
                 cur = subject
                 break
-            time.sleep(INTERVAL)
+            try:  # wake at once for the child's events (spec → go, done → next module)
+                early.append(events.get(timeout=INTERVAL))
+            except queue.Empty:
+                pass
     except (KeyboardInterrupt, Interrupted):
         interrupted = True
         if cur is not None:
