@@ -9,9 +9,8 @@ import json
 import statistics
 import sys
 
-import torch
-
 import flashinfer
+import torch
 
 REPS, WARM = 100, 10
 SHAPES = [(1, 2048), (8, 1024), (1, 8192), (16, 512)]  # (requests, tokens each)
