@@ -1,11 +1,12 @@
 """``run_warmup``: the whole warmup as a plain function (the CLI and ``fidoctor fix`` call it).
 
-1. describe: the child imports FlashInfer in the target and reports version,
-   GPU, workspace and, per module, its real name, dir and lock file;
-2. choose the set (FA3 only when the target arch is sm90), MAX_JOBS per
-   module from memory and cores;
-3. per module: deal with orphaned compilers, then build under supervision.
-A module that stalls or times out does not stop the others; Ctrl-C does.
+1. describe (only when the arch is unknown, or for --disable-sm90): the child
+   imports FlashInfer in the target and reports version, GPU and modules;
+2. choose the set (FA3 only when the target arch is sm90);
+3. one supervised child builds the set; per module it reports the real name,
+   dir and lock file, we deal with orphaned compilers and pick MAX_JOBS from
+   memory and cores, then it builds. A module that stalls or times out ends
+   that child; the rest continue in a fresh one. Ctrl-C stops everything.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Build one module in a supervised child: progress, stall, timeout, clean-up.
+"""Build modules in a supervised child: progress, stall, timeout, clean-up.
 
-The child (child.py, in the target interpreter) leads a session of its own.
+The child (child.py, in the target interpreter) leads a session of its own
+and builds the whole set with one torch import; before each module it waits
+for our go (orphans dealt with, MAX_JOBS chosen).
 Every second we sample its compiler tree (watch.py). A stall (no progress for
 ``stall_after`` s) or the hard ``timeout`` ends the *whole* tree (kill.py:
 descendants and session members, since ninja puts each edge in its own
