@@ -126,7 +126,21 @@ def build_trees(procs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         members = [p] + [by_pid[d] for d in descendants(p["pid"], procs) if d in by_pid]
         trees.append({"root": p, "procs": members, "module_dir": p.get("module_dir")})
     trees.sort(key=lambda t: t["root"]["pid"])
-    return trees
+    return _merge_by_build(trees)
+
+
+def _merge_by_build(trees: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One tree per (module dir, session): when an orphaned ninja exits, each of its
+    in-flight ``sh -c nvcc`` chains is re-parented on its own, but it is still one build."""
+    merged: Dict[tuple, Dict[str, Any]] = {}
+    for t in trees:
+        key = (t["module_dir"], t["root"].get("sid"))
+        if key in merged and key[1] is not None:
+            merged[key]["procs"].extend(t["procs"])
+            merged[key]["roots"].append(t["root"])
+        else:
+            merged[key] = dict(t, procs=list(t["procs"]), roots=[t["root"]])
+    return list(merged.values())
 
 
 def cpu_delta(procs: Iterable[Dict[str, Any]]) -> float:

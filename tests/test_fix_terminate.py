@@ -17,7 +17,7 @@ import sys
 
 import psutil
 import pytest
-from conftest import DECODE, FA2
+from conftest import DECODE, FA2, FA3
 from fix_helpers import cli, fix_env, tree_hashes
 from proc_helpers import (
     Procs,
@@ -166,3 +166,44 @@ def test_baton_opened_after_the_plan_is_not_moved(box, procs, tmp_path):
     with pytest.raises(FidoctorError, match=f"open by pid {holder.pid}"):
         apply_steps(str(tmp_path / "state"), [step], {})
     assert baton.exists() and not (ws / "fidoctor-quarantine").exists()
+
+
+def test_orphaned_build_still_compiling_is_ended_only_when_asked(box, procs, tmp_path):
+    """Measured on an H100: a SIGKILLed server's FA3 compilers run on for ~70 s at
+    ~3.5 GB each and a restart compiles beside them. fidoctor warns; it ends them
+    only when asked by name, and never touches a build whose server is alive."""
+    ws = box.workspace()
+    write_module(ws, FA3, "--burn 120")
+    server = start_server(procs, ws, FA3, box.env())
+    ninja = procs.find("ninja")
+    wait_for(lambda: [c for c in psutil.Process(ninja).children(recursive=True)
+                      if c.name() == "nvcc"], what="compiling nvcc")
+    server.kill()
+    server.wait()
+    wait_for(lambda: reparented(ninja, server.pid), what="ninja re-parented")
+    orphans = snapshot_pids(procs, ninja)
+
+    write_module(ws, FA2, "--burn 120")
+    live_server = start_server(procs, ws, FA2, box.env())
+    wait_for(lambda: [c for c in psutil.Process(live_server.pid).children(recursive=True)
+                      if c.name() == "nvcc"], what="progressing nvcc")
+    alive = snapshot_pids(procs, live_server.pid)
+
+    env = fix_env(box, tmp_path / "state")
+    d = cli(["diagnose", "--json"], env)
+    mine = [f for f in json.loads(d.stdout)["findings"]
+            if f["id"] == "build-process-stuck" and f["subject"].endswith(FA3)]
+    assert [f["severity"] for f in mine] == ["warning"], mine
+    assert "orphaned build" in mine[0]["title"]
+    assert [x["id"] for x in mine[0]["fixes"]] == ["", "terminate-build-tree"]
+
+    r = cli(["fix", "--yes", "--no-warmup", "--only", "build-process-stuck"], env, timeout=150)
+    assert "--use terminate-build-tree" in r.stdout, r.stdout + r.stderr
+    assert all(same_alive(p, ct) for p, ct in orphans.items()), "ended without being asked"
+
+    r = cli(["fix", "--yes", "--no-warmup", "--only", "build-process-stuck",
+             "--use", "terminate-build-tree"], env, timeout=150)
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_for(lambda: not any(same_alive(p, ct) for p, ct in orphans.items()),
+             timeout=10, what="orphaned tree gone")
+    assert all(same_alive(p, ct) for p, ct in alive.items()), "a live server's build was touched"

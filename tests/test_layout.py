@@ -81,3 +81,20 @@ def test_family_and_module_names():
     assert short_name(FA3) == "single_prefill (bf16, hd128, FA3)"
     assert short_name(DECODE) == "single_decode (f16, hd128)"
     assert parse_module_name("norm") == {"name": "norm", "kind": "other", "backend": None}
+
+
+def test_module_dir_of_build_commands():
+    from fidoctor.flashinfer.builds import module_dir_of
+
+    mod = "/h/.cache/flashinfer/0.7.2.post1/90a/cached_ops/" + FA3
+    # ninja 0.6.1+ / 0.2.6–0.6.0 / an nvcc with absolute outputs / sh -c carrying a whole command
+    assert module_dir_of(["ninja", "-v", "-C", mod, "-f", f"{mod}/build.ninja"], None) == mod
+    ops = mod.rsplit("/", 1)[0]
+    assert module_dir_of(["ninja", "-C", ops, "-f", f"{ops}/{FA3}/build.ninja"], None) == mod
+    assert module_dir_of(["nvcc", "-c", "x.cu", f"-o{mod}/a.cuda.o"], None) == mod
+    assert module_dir_of(["/bin/sh", "-c", f"/usr/local/cuda/bin/nvcc -c k.cu -o {mod}/k.cuda.o"],
+                         "/") == mod
+    assert module_dir_of(["nvcc", "-o", f"{FA3}/k.cuda.o"], ops) == mod  # relative to cwd
+    assert module_dir_of(["cicc", "-arch", "compute_90a"], mod) == mod  # torch: cwd = module dir
+    assert module_dir_of(["ninja", "-C", f"{ops}/tmp"], None) is None
+    assert module_dir_of(["gcc", "-c", "unrelated.c"], "/home/u/src") is None

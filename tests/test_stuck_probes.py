@@ -155,3 +155,32 @@ def test_build_in_another_cache_is_not_judged(box, procs, tmp_path, built_so):
     assert seen[nvcc]["in_target"] is False  # recorded, as a fact
     assert not [f for f in diagnose(snap).findings
                 if f.id == "build-process-stuck" and str(other.base) in f.subject]
+
+
+def test_chains_left_by_a_dead_ninja_are_one_build(box, procs):
+    """Seen on an H100: the orphaned ninja dies after its first edge and each in-flight
+    ``sh -c nvcc`` chain is re-parented on its own. Still one build, one finding."""
+    ws = box.workspace()
+    d = write_module(ws, FA3, "--burn 60", link=False)
+    src = ws / "generated" / FA3 / "k1.cu"
+    src.write_text("// kernel\n")
+    nf = d / "build.ninja"
+    nf.write_text(nf.read_text() + f"build {d}/{FA3}_k1.cuda.o: cuda_compile {src}\n")
+    server = start_server(procs, ws, FA3, box.env(), "-j2")
+    ninja = procs.find("ninja")
+
+    def nvccs():
+        return [c.pid for c in psutil.Process(ninja).children(recursive=True) if c.name() == "nvcc"]
+
+    wait_for(lambda: len(nvccs()) == 2, what="two compiling nvcc")
+    compilers = nvccs()
+    server.kill()
+    server.wait()
+    wait_for(lambda: reparented(ninja, server.pid), what="ninja re-parented")
+    os.kill(ninja, signal.SIGKILL)
+    os.waitpid(ninja, 0)  # we are the subreaper: reap it as init would
+    diag = diagnose(snap_of(box.env()))
+    found = _of(diag, "build-process-stuck", str(box.base))
+    assert len(found) == 1, [f.title for f in found]
+    assert set(compilers) <= set(found[0].data["pids"])
+    assert found[0].severity == "warning" and found[0].data["orphaned"]

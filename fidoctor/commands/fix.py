@@ -62,7 +62,8 @@ def command(python, pid, deep, yes, dry_run, only, skip, prefer, no_warmup) -> i
             return 0
         txid = new_txid()
         fctx = FixContext(txid=txid, state=state, env=dict(ctx.env), python=ctx.python,
-                          snapshot=diag.snapshot, pid=pid, flashinfer_root=ctx.flashinfer_root)
+                          snapshot=diag.snapshot, pid=pid, flashinfer_root=ctx.flashinfer_root,
+                          requested=tuple(prefer))
         fp = planner.make_plans(chosen, fctx, prefer)
         _echo(f"fidoctor fix — plan {txid} for {ctx.python}")
         _echo(planner.render(fp, state))

@@ -40,6 +40,7 @@ class FixContext:
     snapshot: Any = None
     pid: Optional[int] = None
     flashinfer_root: str = ""  # the target's cache: fixes never act on paths outside it
+    requested: Tuple[str, ...] = ()  # fix ids the user asked for by name (--use)
 
 
 @dataclass

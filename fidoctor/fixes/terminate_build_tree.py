@@ -10,7 +10,11 @@ Why: a stopped or orphaned compile (nvcc/cicc, GBs of RAM) holds the
 module's lock forever, and every process that needs the module waits.
 Safety: caution. Refused for a tree the probe saw progressing; right before
 signalling, the step samples the live tree again and refuses if it burns CPU
-or starts a process (a build that moves is never touched). Undo cannot bring
+or starts a process (a build that moves is never touched). One exception,
+only when asked by name (``--use terminate-build-tree``): an *orphaned* tree
+that still compiles — its server is gone, its objects are usually thrown away
+(no ``.ninja_log`` gets written) and a restart would compile the same module
+beside it. Then the step re-checks that it is still orphaned instead. Undo cannot bring
 processes back; it only moves the module dir back.
 Finding data read: pids, pgids, create_times, module_dir, progressing
 (build-process-stuck, build-lock-held).
@@ -36,11 +40,15 @@ def plan(finding: Finding, ctx: FixContext) -> Plan:
     pids = [int(p) for p in d.get("pids") or []]
     if not pids:
         raise NotApplicable("the finding names no build processes")
-    if d.get("progressing"):
-        raise NotApplicable("the build is progressing; fidoctor never stops a progressing build")
+    orphans = bool(d.get("progressing") and d.get("orphaned") and ID in ctx.requested)
+    if d.get("progressing") and not orphans:
+        raise NotApplicable(
+            "the build is progressing; fidoctor never stops a progressing build"
+            + (" (an orphaned one only when asked: --use terminate-build-tree)"
+               if d.get("orphaned") else ""))
     steps = [Terminate(pids=pids, create_times=dict(d.get("create_times") or {}),
                        pgids=[int(g) for g in d.get("pgids") or []],
-                       module_dir=d.get("module_dir") or "")]
+                       module_dir=d.get("module_dir") or "", orphans_only=orphans)]
     mod_dir = d.get("module_dir")
     notes = ["processes cannot be brought back by undo; the module is rebuilt on next use"]
     if mod_dir and os.path.isdir(mod_dir) and not os.path.islink(mod_dir):
@@ -52,7 +60,9 @@ def plan(finding: Finding, ctx: FixContext) -> Plan:
             steps.append(MoveAside(src=os.path.normpath(mod_dir), dst=dst, root=ws))
     return Plan(
         fix_id=ID, finding_id=finding.id, subject=finding.subject, safety=SAFETY,
-        why="the build tree made no progress (stopped, orphaned or idle) and blocks this "
-            "module; it is re-checked right before being signalled",
+        why=("asked for: the orphaned build still compiles, but its server is gone; it is "
+             "re-checked to be orphaned right before being signalled") if orphans else
+            ("the build tree made no progress (stopped, orphaned or idle) and blocks this "
+             "module; it is re-checked right before being signalled"),
         steps=steps, notes=notes, modules=[mod_dir] if mod_dir else [],
     )

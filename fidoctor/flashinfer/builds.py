@@ -33,12 +33,18 @@ def module_dir_in(path: str) -> Optional[str]:
 
 def module_dir_of(argv: Iterable[str], cwd: Optional[str]) -> Optional[str]:
     """The module dir a compiler/ninja process works on, from its argv and cwd."""
-    args = list(argv)
-    for a in args:
-        for piece in (a, a.split("=", 1)[-1]):
+    # ``sh -c "nvcc … -o …/cached_ops/<m>/x.o …"`` carries a whole command in one
+    # argument: look at its words, not at the string as a path.
+    words = [w for a in argv for w in a.split()]
+    for a in words:
+        # ``-o/abs/path`` and ``--flag=/abs/path`` carry a path after the option
+        glued = a[a.find("/"):] if a.startswith("-") and "/" in a else a
+        for piece in (glued, a.split("=", 1)[-1], a):
             cand = piece
             if cwd and not os.path.isabs(piece) and "/" in piece:
                 cand = os.path.join(cwd, piece)
+            if not os.path.isabs(cand):
+                continue
             found = module_dir_in(os.path.normpath(cand)) if MARKER in cand else None
             if found:
                 return found

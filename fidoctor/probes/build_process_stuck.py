@@ -9,8 +9,9 @@ and idle; warning when only idle over the window with its Python alive (a
 second look tells a pause from a hang). Only trees building into the
 target's cache are judged. A tree that *is* progressing is reported
 as ``info`` ("nvcc compiling <module> for 3 min, 1.4 GB, progressing") and
-never gets a terminate fix, orphaned or not (an orphaned ninja finishes its
-in-flight steps and exits by itself).
+never gets a terminate fix — unless it is orphaned: then it is a ``warning``
+(its server is gone, a restart compiles the same module beside it, doubling
+the memory) whose terminate fix runs only when asked by name.
 Why: from outside, "compiling for 9 minutes" and "hung for 9 minutes" look
 the same. An orphaned ninja keeps its nvcc/cicc (≈3.4 GB each for FA3)
 running for minutes after the server died; a stopped or blocked compile
@@ -73,7 +74,7 @@ def tree_summary(snap: Snapshot, tree: Dict[str, Any]) -> Dict[str, Any]:
         "pids": [p["pid"] for p in procs],
         "stopped": stopped(live),
         "progressing": progressing(procs),
-        "orphaned": bool(tree["root"].get("orphaned")),
+        "orphaned": any(r.get("orphaned") for r in tree.get("roots") or [tree["root"]]),
         "cpu_delta": cpu_delta(procs),
         "rss": sum(p.get("rss_end") or p.get("rss") or 0 for p in live),
         "busiest": busiest,
@@ -90,6 +91,33 @@ def stuck_trees(snap: Snapshot, target_only: bool = True) -> List[Dict[str, Any]
     procs = snap.data("processes").get("processes", [])
     return [{"tree": t, "sum": tree_summary(snap, t)} for t in build_trees(procs)
             if not target_only or t["root"].get("in_target", True)]
+
+
+def _orphan_still_compiling(label: str, busiest: Dict[str, Any], s: Dict[str, Any], mod_dir: str,
+                            data: Dict[str, Any], evidence: List[str]) -> Finding:
+    """A killed server's compilers, still running: harmless alone, costly beside a restart.
+
+    Measured on an H100 (h100-facts.md): after a SIGKILL the orphans of an FA3
+    build ran ~70 s more at ~3.5 GB per cicc, wrote no ``.ninja_log``, so the
+    restarted server recompiled everything beside them (~20 GB at once).
+    """
+    return Finding(
+        id=ID, severity="warning", subject=mod_dir, data=data,
+        evidence=evidence + ["its objects are usually thrown away: a killed build writes no "
+                             ".ninja_log, so the next start recompiles every step"],
+        title=f"orphaned build of {label} still running ({busiest.get('name')}, "
+        f"{fmt_age(s['age'])}, {fmt_rss(s['rss'])}): its server is gone; a restart now "
+        "compiles the same module beside it",
+        fixes=[
+            Fix(description="Wait for it: an orphaned ninja exits after its in-flight steps "
+                "(about a minute for an FA3 module on 16 cores), then restart",
+                commands=[f"fidoctor diagnose   # until no {ID} finding is left"], safety="safe"),
+            Fix(description="Or end it now to free its memory and CPU before restarting "
+                "(asked for explicitly: fidoctor never stops a compiling build on its own)",
+                commands=[f"fidoctor fix --only {ID} --use terminate-build-tree"],
+                id="terminate-build-tree", safety="caution"),
+        ],
+    )
 
 
 def check(snap: Snapshot) -> Iterable[Finding]:
@@ -123,13 +151,14 @@ def check(snap: Snapshot) -> Iterable[Finding]:
             "stopped_pids": [p["pid"] for p in s["stopped"]], "cpu_delta_s": s["cpu_delta"],
         }
         busiest = s["busiest"]
+        if s["progressing"] and not s["stopped"] and s["orphaned"]:
+            yield _orphan_still_compiling(label, busiest, s, mod_dir, data, evidence)
+            continue
         if s["progressing"] and not s["stopped"]:
-            orphan = " (orphaned: its Python is gone; it will exit after its in-flight steps)" \
-                if s["orphaned"] else ""
             yield Finding(
                 id=ID, severity="info", subject=mod_dir, data=data, evidence=evidence,
                 title=f"{busiest.get('name')} compiling {label} for {fmt_age(s['age'])}, "
-                f"{fmt_rss(s['rss'])}, progressing{orphan}",
+                f"{fmt_rss(s['rss'])}, progressing",
             )
             continue
         terminate = Fix(

@@ -36,6 +36,7 @@ class Terminate:
     module_dir: str = ""
     window_s: float = 1.0
     grace_s: float = 3.0
+    orphans_only: bool = False  # asked to end an orphaned tree even though it still compiles
     live: List[int] = field(default_factory=list)
     kind: str = "terminate"
     revertible: bool = False
@@ -71,6 +72,14 @@ class Terminate:
             return  # already gone: apply has nothing to do
         if os.getpid() in self.live:
             raise StepError("refusing to terminate fidoctor itself")
+        if self.orphans_only:
+            owner = _python_ancestor(self.live)
+            if owner is not None:
+                raise StepError(
+                    f"the build tree of {self.module_dir or 'pids ' + str(self.pids)} is not "
+                    f"orphaned any more: pid {owner} (a Python) is its ancestor; nothing was "
+                    "signalled", "re-run fidoctor diagnose")
+            return
         t0 = self._tree()
         cpu0 = _cpu(t0.values())
         time.sleep(self.window_s)
@@ -113,6 +122,26 @@ class Terminate:
 
     def cleanup(self) -> None:
         pass
+
+
+def _python_ancestor(pids: List[int]) -> Any:
+    """The pid of a live Python that owns any of ``pids``, or None.
+
+    Owner = a Python ancestor in the build's own session (FlashInfer and torch
+    start ninja in their session); a subreaper in another session (systemd, a
+    container init, a test runner) that adopted the orphans owns nothing —
+    the same rule as fidoctor.proctree.is_orphaned.
+    """
+    for pid in pids:
+        try:
+            sid = os.getsid(pid)
+            for parent in psutil.Process(pid).parents():
+                if parent.pid != 1 and parent.name().startswith("python") \
+                        and os.getsid(parent.pid) == sid:
+                    return parent.pid
+        except (psutil.Error, OSError):
+            continue
+    return None
 
 
 def _cpu(procs: Any) -> float:
