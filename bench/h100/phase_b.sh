@@ -18,8 +18,11 @@ sleep 25; kill -9 $P; t=$(stamp)
 sleep 2; snap_procs orphan_procs
 fid diagnose --json > $OUT/a/diag_orphans.json; rc=$?; fid diagnose > $OUT/a/diag_orphans.txt
 echo "diagnose rc=$rc at $(el $t) s after kill"; grep -E "^(ERROR|WARNING|INFO)" $OUT/a/diag_orphans.txt
-fid fix --yes --no-warmup > $OUT/a/fix_orphans.txt 2>&1; echo "fix rc=$? at $(el $t) s"
-tail -15 $OUT/a/fix_orphans.txt
+fid fix --yes --no-warmup --only build-process-stuck > $OUT/a/fix_orphans_unasked.txt 2>&1
+echo "fix (not asked to end a compiling build) rc=$? at $(el $t) s; compilers: $(pgrep -c -x 'cicc|nvcc|ninja|ptxas|cudafe\+\+' || true)"
+fid fix --yes --no-warmup --only build-process-stuck --use terminate-build-tree > $OUT/a/fix_orphans.txt 2>&1
+echo "fix --use terminate-build-tree rc=$? at $(el $t) s"
+tail -12 $OUT/a/fix_orphans.txt
 sleep 1; snap_procs after_fix_procs
 echo "compilers left: $(pgrep -c -x 'cicc|nvcc|ninja|ptxas|cudafe\+\+' || true)"
 fid diagnose > $OUT/a/diag_after_fix.txt; echo "diagnose after fix rc=$?"; grep -E "^(ERROR|WARNING|INFO)" $OUT/a/diag_after_fix.txt
