@@ -4,8 +4,9 @@ Builds (once, cached under --work) a FlashInfer 0.7-layout cache of N modules,
 each a *distinct* real ELF .so compiled by gcc and linked against a gcc-built
 ``libcudart.so.12`` with real symbol versions (so the ELF gatherer does real
 work), plus a flashinfer_jit.log of the requested size in the 0.7 and 0.2
-formats with some binary garbage. A healthy box: CUDA_HOME points at the real toolkit. Then it times cold (fidoctor's fact cache
-removed, page cache dropped when permitted) and warm runs and reports peak RSS
+formats with some binary garbage. A healthy box: CUDA_HOME points at the real
+toolkit. Then it times cold (fidoctor's fact cache removed, page cache dropped
+when permitted) and warm runs and reports peak RSS
 (``ru_maxrss`` over diagnose and its forked gatherers).
 
     python bench/bench_diagnose.py                       # 1,000 modules, 100 MB log
