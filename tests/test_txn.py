@@ -181,3 +181,24 @@ def test_move_refuses_a_symlinked_parent_leading_out_of_its_root(state, tmp_path
     with pytest.raises(FidoctorError, match="does not follow symlinks"):
         apply_steps(state, [step], {})
     assert tree_hashes(tmp_path / "elsewhere") == before and not (ws / "q").exists()
+
+
+def test_fix_lock_is_reentrant_in_one_process_and_exclusive_across_processes(tmp_path):
+    """fix holds the lock while its proof runs warmup, whose quarantine takes it again."""
+    import subprocess
+    import sys
+
+    from fidoctor.txn import FixLock
+
+    state = str(tmp_path / "state")
+    probe = ("import sys; from fidoctor.txn import FixLock\n"
+             "try:\n    FixLock(sys.argv[1], 'other').__enter__(); print('got it')\n"
+             "except Exception as e:\n    print('refused:', e)\n")
+    with FixLock(state, "outer"):
+        with FixLock(state, "inner"):
+            r = subprocess.run([sys.executable, "-c", probe, state], capture_output=True, text=True)
+            assert r.stdout.startswith("refused:") and "outer" in r.stdout
+        r = subprocess.run([sys.executable, "-c", probe, state], capture_output=True, text=True)
+        assert r.stdout.startswith("refused:"), "leaving the inner block released the lock"
+    r = subprocess.run([sys.executable, "-c", probe, state], capture_output=True, text=True)
+    assert r.stdout.strip() == "got it"

@@ -10,18 +10,39 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from typing import Optional
+from typing import Dict, Optional
 
 from fidoctor.errors import FidoctorError
 
 
 class FixLock:
-    def __init__(self, state: str, what: str) -> None:
+    """Exclusive, re-entrant within one process (``fix`` holds it while its proof
+    step runs warmup, whose quarantine takes it again); ``wait_s`` > 0 retries."""
+
+    _held: Dict[str, int] = {}  # lock path -> nesting depth in this process
+
+    def __init__(self, state: str, what: str, wait_s: float = 0.0) -> None:
         self.path = os.path.join(state, "fix.lock")
         self.what = what
+        self.wait_s = wait_s
         self.fd: Optional[int] = None
+        self.nested = False
 
     def __enter__(self) -> FixLock:
+        if self._held.get(self.path):
+            self._held[self.path] += 1
+            self.nested = True
+            return self
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                return self._acquire()
+            except FidoctorError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _acquire(self) -> FixLock:
         try:
             os.makedirs(os.path.dirname(self.path), 0o700, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -45,9 +66,14 @@ class FixLock:
         os.pwrite(fd, f"pid {os.getpid()}, {self.what}, since "
                       f"{time.strftime('%H:%M:%S')}\n".encode(), 0)
         self.fd = fd
+        self._held[self.path] = 1
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.nested:
+            self._held[self.path] -= 1
+            return
+        self._held.pop(self.path, None)
         if self.fd is not None:
             os.close(self.fd)  # closing drops the flock
             self.fd = None

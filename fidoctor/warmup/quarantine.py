@@ -29,14 +29,17 @@ def move_aside(module_dir: str, reason: str, env: Optional[Dict[str, str]] = Non
               "modules": [module_dir], "time": time.time()}
     try:
         from fidoctor.fixes.quarantine_module import move_step
-        from fidoctor.txn import apply_steps
+        from fidoctor.txn import FixLock, apply_steps
         from fidoctor.txn.journal import new_txid
     except ImportError:
         return _plain_move(module_dir, workspace, header, env)
     txid = new_txid()
     step = move_step(module_dir, workspace, txid)
     try:
-        apply_steps(state_dir(env), [step], header, txid=txid)
+        # The same lock as fix/undo, so neither sees this journal half-written as
+        # "interrupted"; re-entrant when fix's own proof step got us here.
+        with FixLock(state_dir(env), "fidoctor warmup (quarantine)", wait_s=10.0):
+            apply_steps(state_dir(env), [step], header, txid=txid)
     except FidoctorError as e:
         return {"moved_to": None, "error": e.message}
     return {"moved_to": step.dst, "txid": txid}
