@@ -64,6 +64,15 @@ def describe_proc(snap: Snapshot, p: Dict[str, Any]) -> str:
             f"{argv}")
 
 
+def _for_evidence(tree: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Roots first (ninja…), then the busiest: the compilers burning CPU and memory,
+    not the idle ``sh -c`` wrappers, must survive the cut to 12 lines."""
+    roots = {r["pid"] for r in tree.get("roots") or [tree["root"]]}
+    rest = sorted((p for p in tree["procs"] if p["pid"] not in roots),
+                  key=lambda p: (-(p.get("cpu_delta_s") or 0.0), -(p.get("rss_end") or p.get("rss") or 0)))
+    return [p for p in tree["procs"] if p["pid"] in roots] + rest
+
+
 def tree_summary(snap: Snapshot, tree: Dict[str, Any]) -> Dict[str, Any]:
     """Facts about one tree that several probes share."""
     procs: List[Dict[str, Any]] = tree["procs"]
@@ -133,7 +142,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
         mod = modules.get(mod_dir)
         so_state = so_problem(mod) if mod else "module dir not in the cache scan"
         root = tree["root"]
-        evidence = [describe_proc(snap, p) for p in tree["procs"][:12]]
+        evidence = [describe_proc(snap, p) for p in _for_evidence(tree)[:12]]
         if len(tree["procs"]) > 12:
             evidence.append(f"… and {len(tree['procs']) - 12} more processes")
         evidence.append(f"CPU over the {window:.2f} s window: +{s['cpu_delta']:.2f} s for the whole tree")
