@@ -16,13 +16,12 @@ first; the first whose ``plan`` accepts the finding is chosen.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from fidoctor.model import Finding
+from fidoctor.registry import plugin_modules
 
 
 class NotApplicable(Exception):
@@ -82,12 +81,7 @@ class Fixer:
 @lru_cache(maxsize=1)
 def all_fixes() -> Dict[str, Fixer]:
     out: Dict[str, Fixer] = {}
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"{__name__}.{info.name}")
-        if not hasattr(mod, "plan"):
-            continue
+    for mod in plugin_modules(__name__, __path__, "plan"):
         out[mod.ID] = Fixer(mod.ID, mod.plan, getattr(mod, "SAFETY", "caution"),
                             (mod.__doc__ or "").strip(), mod.__name__,
                             tuple(getattr(mod, "FINDINGS", ())))

@@ -15,13 +15,12 @@ are never reused.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Iterable, List, Tuple
 
 from fidoctor.model import Finding
+from fidoctor.registry import plugin_modules
 
 RETIRED: Tuple[str, ...] = ()
 
@@ -38,12 +37,7 @@ class Probe:
 @lru_cache(maxsize=1)
 def all_probes() -> List[Probe]:
     probes = []
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"{__name__}.{info.name}")
-        if not hasattr(mod, "check"):
-            continue
+    for mod in plugin_modules(__name__, __path__, "check"):
         probes.append(
             Probe(
                 id=mod.ID,

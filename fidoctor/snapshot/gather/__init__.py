@@ -16,11 +16,11 @@ problems as facts and carry on.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Dict, List, Tuple
+
+from fidoctor.registry import plugin_modules
 
 
 @dataclass(frozen=True)
@@ -35,15 +35,10 @@ class Gatherer:
 @lru_cache(maxsize=1)
 def all_gatherers() -> List[Gatherer]:
     found = []
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"{__name__}.{info.name}")
-        if not hasattr(mod, "gather"):
-            continue
+    for mod in plugin_modules(__name__, __path__, "gather"):
         found.append(
             Gatherer(
-                name=getattr(mod, "NAME", info.name),
+                name=getattr(mod, "NAME", mod.__name__.rsplit(".", 1)[-1]),
                 budget_s=float(getattr(mod, "BUDGET_S", 5.0)),
                 requires=tuple(getattr(mod, "REQUIRES", ())),
                 gather=mod.gather,
