@@ -76,10 +76,7 @@ def test_stuck_tree_is_ended_and_a_progressing_build_is_never_touched(box, procs
     wait_for(lambda: reparented(ninja_stuck, server.pid), what="ninja re-parented")
     stuck = snapshot_pids(procs, ninja_stuck)
 
-    write_module(ws, FA2, "--burn 120")
-    live_server = start_server(procs, ws, FA2, box.env())
-    wait_for(lambda: [c for c in psutil.Process(live_server.pid).children(recursive=True)
-                      if c.name() == "nvcc"], what="progressing nvcc")
+    live_server = start_compiling(procs, box, ws, FA2)
     progressing = snapshot_pids(procs, live_server.pid)
 
     env = fix_env(box, tmp_path / "state")
@@ -168,25 +165,28 @@ def test_baton_opened_after_the_plan_is_not_moved(box, procs, tmp_path):
     assert baton.exists() and not (ws / "fidoctor-quarantine").exists()
 
 
+def start_compiling(procs, box, ws, name):
+    """A 'server' whose real ninja runs a CPU-burning nvcc for ``name``; returns it once nvcc runs."""
+    write_module(ws, name, "--burn 120")
+    server = start_server(procs, ws, name, box.env())
+    wait_for(lambda: [c for c in psutil.Process(server.pid).children(recursive=True)
+                      if c.name() == "nvcc"], what="compiling nvcc")
+    return server
+
+
 def test_orphaned_build_still_compiling_is_ended_only_when_asked(box, procs, tmp_path):
     """Measured on an H100: a SIGKILLed server's FA3 compilers run on for ~70 s at
     ~3.5 GB each and a restart compiles beside them. fidoctor warns; it ends them
     only when asked by name, and never touches a build whose server is alive."""
     ws = box.workspace()
-    write_module(ws, FA3, "--burn 120")
-    server = start_server(procs, ws, FA3, box.env())
+    server = start_compiling(procs, box, ws, FA3)
     ninja = procs.find("ninja")
-    wait_for(lambda: [c for c in psutil.Process(ninja).children(recursive=True)
-                      if c.name() == "nvcc"], what="compiling nvcc")
     server.kill()
     server.wait()
     wait_for(lambda: reparented(ninja, server.pid), what="ninja re-parented")
     orphans = snapshot_pids(procs, ninja)
 
-    write_module(ws, FA2, "--burn 120")
-    live_server = start_server(procs, ws, FA2, box.env())
-    wait_for(lambda: [c for c in psutil.Process(live_server.pid).children(recursive=True)
-                      if c.name() == "nvcc"], what="progressing nvcc")
+    live_server = start_compiling(procs, box, ws, FA2)
     alive = snapshot_pids(procs, live_server.pid)
 
     env = fix_env(box, tmp_path / "state")
