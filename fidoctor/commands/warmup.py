@@ -135,14 +135,13 @@ def _summary(result, doc) -> None:
     for n in result.notes:
         if "moved aside" in n or "left in place" in n:
             click.echo(n)
-    for f in result.findings:
-        click.echo(f"\n{f.severity.upper()} {f.id}: {f.title}")
-        for e in f.evidence:
-            click.echo(f"  - {e}")
-        for fx in f.fixes:
-            click.echo(f"  fix: {fx.description}")
-            for c in fx.commands:
-                click.echo(f"      $ {c}")
+    if result.findings:
+        from fidoctor.render.style import Styler, use_colour
+        from fidoctor.render.text import finding_lines
+
+        styler = Styler(use_colour())
+        for f in result.findings:
+            click.echo("\n" + "\n".join(finding_lines(f, styler)))
     if "fa3_advice" in doc:
         click.echo("\n--disable-sm90: " + doc["fa3_advice"])
     ok = sum(m.status in ("done", "cached") for m in result.modules)

@@ -33,7 +33,8 @@ def _target_lines(diag: Diagnosis) -> List[str]:
     return lines
 
 
-def _finding(f: Finding, s: Styler) -> List[str]:
+def finding_lines(f: Finding, s: Styler) -> List[str]:
+    """One finding as diagnose prints it: title line, evidence, fixes with their commands."""
     out = [f"{s.severity(f.severity)}  {s(f.id, bold=True)}  {f.title}"]
     for e in f.evidence:
         out.append(f"    - {e}")
@@ -53,7 +54,7 @@ def render(diag: Diagnosis, s: Styler) -> str:
     for sev in SEVERITIES:
         group = [f for f in diag.findings if f.severity == sev]
         for f in group:
-            lines += _finding(f, s)
+            lines += finding_lines(f, s)
             lines.append("")
     for inc in diag.inconclusive:
         lines.append(f"inconclusive: {inc.probe}: {inc.reason}")
