@@ -99,25 +99,42 @@ def apply_steps(state: str, steps: Sequence[Any], header: Dict[str, Any],
             + "the box is as it was.", hint) from None
 
 
-def rollback(j: Journal) -> Outcome:
-    """Revert an unfinished transaction from its journal and the disk's actual state."""
-    out = Outcome(j.txid)
+def _walk_back(j: Journal, out: Outcome, undoing: bool) -> None:
+    """Revert, newest first, every step of ``j`` not yet reverted, judged by the disk's state.
+
+    Rolling back an interrupted fix cleans up steps that never happened; undoing
+    a committed one says so instead, and records irreversible steps as such.
+    """
     intents = j.intents()
     reverted = set(j.reverted())
     for n in sorted(intents, reverse=True):
         if n in reverted:
             continue
         step = from_dict(intents[n])
+        if undoing and not step.revertible:
+            out.warnings.append(f"not reversible: {step.describe()}")
+            j.append({"op": "reverted", "n": n, "state_found": "irreversible"})
+            continue
         st = step.state()
         if st == AFTER:
             out.warnings += step.revert(_ctx(j, n))
             out.done.append("reverted: " + step.describe())
         elif st == BEFORE:
-            step.cleanup()
+            if undoing:
+                out.warnings.append(f"already as before: {step.describe()}")
+            else:
+                step.cleanup()
         else:
             out.left.append(step.explain_unknown())
-            continue
+            if not undoing:
+                continue  # an interrupted fix stays open until it can be settled
         j.append({"op": "reverted", "n": n, "state_found": st})
+
+
+def rollback(j: Journal) -> Outcome:
+    """Revert an unfinished transaction from its journal and the disk's actual state."""
+    out = Outcome(j.txid)
+    _walk_back(j, out, undoing=False)
     if not out.left:
         j.append({"op": "rolled-back"})
     return out
@@ -143,25 +160,7 @@ def undo(state: str, txid: Optional[str] = None) -> Outcome:
     if j.status == "interrupted":
         return rollback(j)
     out = Outcome(j.txid)
-    intents = j.intents()
-    reverted = set(j.reverted())
-    for n in sorted(intents, reverse=True):
-        if n in reverted:
-            continue
-        step = from_dict(intents[n])
-        if not step.revertible:
-            out.warnings.append(f"not reversible: {step.describe()}")
-            j.append({"op": "reverted", "n": n, "state_found": "irreversible"})
-            continue
-        st = step.state()
-        if st == AFTER:
-            out.warnings += step.revert(_ctx(j, n))
-            out.done.append("reverted: " + step.describe())
-        elif st == BEFORE:
-            out.warnings.append(f"already as before: {step.describe()}")
-        else:
-            out.left.append(step.explain_unknown())
-        j.append({"op": "reverted", "n": n, "state_found": st})
+    _walk_back(j, out, undoing=True)
     j.append({"op": "undone", "left": out.left})
     return out
 
