@@ -78,7 +78,36 @@ def target_summary(snap: Snapshot) -> Dict[str, Any]:
             pkgs, "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime"
         ),
         "flashinfer_root": ctx.get("flashinfer_root"),
+        "gpu": gpu_summary(snap),
+        "host_compiler": compiler_summary(snap),
     }
+
+
+def gpu_summary(snap: Snapshot) -> Optional[Dict[str, Any]]:
+    """GPUs, driver and its CUDA version (section ``gpu``); None when it was not gathered."""
+    s = snap.section("gpu")
+    if s is None or not s.ok:
+        return None
+    g = s.data
+    return {
+        "present": bool(g.get("present")),
+        "gpus": [{"name": d.get("name"), "compute_cap": d.get("compute_cap")}
+                 for d in g.get("gpus") or []],
+        "driver_version": g.get("driver_version"),
+        "cuda_driver_version": g.get("cuda_driver_version"),
+        "libcuda": (g.get("libcuda") or {}).get("realpath"),
+        "absent_reasons": list(g.get("absent_reasons") or []),
+    }
+
+
+def compiler_summary(snap: Snapshot) -> Optional[Dict[str, Any]]:
+    """nvcc's host compiler and FlashInfer's C++ compiler; None when not gathered."""
+    s = snap.section("host_compiler")
+    if s is None or not s.ok:
+        return None
+    return {role: {k: (s.data.get(role) or {}).get(k)
+                   for k in ("source", "command", "path", "family", "version")}
+            for role in ("nvcc_host", "cxx")}
 
 
 def diagnose(snap: Snapshot) -> Diagnosis:

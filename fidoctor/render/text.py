@@ -26,11 +26,44 @@ def _target_lines(diag: Diagnosis) -> List[str]:
     if t["cuda_runtime"]:
         bits.append(f"pip CUDA runtime {t['cuda_runtime']}")
     lines = ["target: " + " · ".join(bits)]
+    lines += machine_lines(t)
     cache = diag.snapshot.data("cache")
     wss = cache.get("workspaces", [])
     n = sum(len(w.get("modules", [])) for w in wss)
     lines.append(f"cache:  {t['flashinfer_root']} ({len(wss)} workspace(s), {n} module(s))")
     return lines
+
+
+def machine_lines(t: dict) -> List[str]:
+    """``gpu:`` and ``compiler:`` header lines from target_summary (nothing if not gathered)."""
+    out = []
+    g = t.get("gpu")
+    if g is not None:
+        if g["gpus"]:
+            names = sorted({f"{d['name']}" + (f" (sm {d['compute_cap']})" if d["compute_cap"] else "")
+                            for d in g["gpus"]})
+            bits = [f"{len(g['gpus'])} × {', '.join(names)}"]
+        else:
+            bits = ["no GPU seen"]
+        if g["driver_version"]:
+            bits.append(f"driver {g['driver_version']}"
+                        + (f" (CUDA {g['cuda_driver_version']})" if g["cuda_driver_version"] else ""))
+        elif g["cuda_driver_version"]:
+            bits.append(f"driver supports CUDA {g['cuda_driver_version']}")
+        if not g["present"]:
+            bits.append("no NVIDIA driver (no nvidia-smi, /proc/driver/nvidia, libcuda.so.1)")
+        out.append("gpu:    " + " · ".join(bits))
+    hc = t.get("host_compiler")
+    if hc is not None:
+        bits = []
+        for role, label in (("nvcc_host", "nvcc host"), ("cxx", "c++")):
+            c = hc[role]
+            how = "-ccbin $CC" if c["source"] == "CC" else ("$CXX" if c["source"] == "CXX" else "PATH")
+            what = f"{c['family']} {c['version']}" if c["version"] else "not found" if not c["path"] \
+                else "version unknown"
+            bits.append(f"{label} {c['path'] or c['command']} ({what}, {how})")
+        out.append("compiler: " + " · ".join(bits))
+    return out
 
 
 def finding_lines(f: Finding, s: Styler) -> List[str]:

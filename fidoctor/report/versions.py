@@ -72,6 +72,7 @@ def rows(snap: Snapshot) -> List[Row]:
         out.append(("pip CUDA runtime", v, n))
     out += _cudart_rows(snap)
     out += _gpu_rows(snap)
+    out += _compiler_rows(snap)
     for name in ("sglang", "vllm", "apache-tvm-ffi", "ninja", "triton"):
         v, _ = _pkg(pkgs, name)
         if v:
@@ -132,7 +133,10 @@ def _gpu_rows(snap: Snapshot) -> List[Row]:
             continue
         drv = dig(g, "driver_version", "driver.version", "driver")
         if drv and not isinstance(drv, (dict, list)):
-            out.append(("NVIDIA driver", str(drv), _s(dig(g, "cuda_driver_version", "cuda"))))
+            cuda = dig(g, "cuda_driver_version", "cuda")
+            out.append(("NVIDIA driver", str(drv), f"supports CUDA {cuda}" if cuda else ""))
+        elif name == "gpu" and g.get("present") is False:
+            out.append(("NVIDIA driver", None, "none: " + "; ".join(g.get("absent_reasons") or [])))
         gpus = dig(g, "gpus", "devices")
         if isinstance(gpus, list) and gpus:
             names = sorted({_s(dig(x, "name")) for x in gpus if isinstance(x, dict)})
@@ -141,4 +145,19 @@ def _gpu_rows(snap: Snapshot) -> List[Row]:
             out.append(("GPU", f"{len(gpus)} × {', '.join(names)}",
                         f"compute capability {', '.join(caps)}" if caps else ""))
         break
+    return out
+
+
+def _compiler_rows(snap: Snapshot) -> List[Row]:
+    """nvcc's host compiler (-ccbin $CC, else gcc) and FlashInfer's C++ compiler."""
+    hc = snap.data("host_compiler")
+    out: List[Row] = []
+    for role, label in (("nvcc_host", "host compiler (nvcc -ccbin)"), ("cxx", "C++ compiler")):
+        c = hc.get(role)
+        if not isinstance(c, dict):
+            continue
+        ver = f"{c.get('family')} {c.get('version')}" if c.get("version") else None
+        how = {"CC": "from $CC", "CXX": "from $CXX"}.get(_s(c.get("source")), "default, on PATH")
+        where = _s(c.get("path")) or f"{c.get('command')} not found"
+        out.append((label, ver, f"{where} ({how})"))
     return out

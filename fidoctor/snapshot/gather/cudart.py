@@ -19,19 +19,17 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import shutil
 from typing import Any, Dict, List, Optional, Tuple
 
 from fidoctor import proc
 from fidoctor.elf import ElfError, FactCache, read_facts
 from fidoctor.flashinfer import cudart as rules
+from fidoctor.snapshot.gather._ld import ldcache, search
 
 NAME = "cudart"
 BUDGET_S = 30.0
 ORDER = 7
 REQUIRES = ("target", "toolkit")
-LDCONFIG_TIMEOUT_S = 5.0
 DEEP_TIMEOUT_S = 20.0
 SONAMES = ("libcudart.so.12", "libcudart.so.13", "libcudart.so.11.0")
 PIP_DIRS = {"nvidia-cuda-runtime-cu12": "nvidia/cuda_runtime/lib",
@@ -135,44 +133,7 @@ class _Libs:
         return (str(major) if major else None), "SONAME only (major version)", None
 
 
-def _ldcache(env: Dict[str, str]) -> Dict[str, Any]:
-    exe = next((p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig") if os.path.exists(p)),
-               None) or shutil.which("ldconfig", path=env.get("PATH", ""))
-    if not exe:
-        return {"error": "ldconfig not found", "entries": {}}
-    r = proc.run([exe, "-p"], timeout=LDCONFIG_TIMEOUT_S, env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"})
-    if not r.ok:
-        return {"error": r.describe(), "entries": {}}
-    abi = {"x86_64": "x86-64", "aarch64": "AArch64", "ppc64le": "64bit"}.get(platform.machine())
-    entries = rules.parse_ldconfig(r.stdout, abi or "")
-    return {"entries": {k: v for k, v in entries.items() if k.startswith("libcudart")}}
-
-
-def _search(soname: str, dirs: List[Tuple[str, str]], ldcache: Dict[str, List[str]]
-            ) -> Tuple[Optional[str], List[str]]:
-    """ld.so's search for one NEEDED name: (path found or None, steps tried as text)."""
-    steps = []
-    for d, why in dirs:
-        cand = os.path.join(d, soname)
-        if os.path.exists(cand):
-            steps.append(f"{why}: {cand} found")
-            return cand, steps
-        steps.append(f"{why}: {d} has no {soname}")
-    hits = ldcache.get(soname) or []
-    if hits:
-        steps.append(f"/etc/ld.so.cache: {hits[0]}")
-        return hits[0], steps
-    steps.append(f"/etc/ld.so.cache: no {soname}")
-    for d in rules.DEFAULT_DIRS:
-        cand = os.path.join(d, soname)
-        if os.path.exists(cand):
-            steps.append(f"default dir: {cand}")
-            return cand, steps
-    steps.append(f"default dirs: no {soname}")
-    return None, steps
-
-
-def _torch(target: Dict[str, Any], env: Dict[str, str], ldcache: Dict[str, List[str]]
+def _torch(target: Dict[str, Any], env: Dict[str, str], ld_entries: Dict[str, List[str]]
            ) -> Dict[str, Any]:
     tdir = ((target.get("modules") or {}).get("torch") or {}).get("dir")
     if not tdir:
@@ -193,7 +154,7 @@ def _torch(target: Dict[str, Any], env: Dict[str, str], ldcache: Dict[str, List[
         out.update(lib=lib, needed=needed[0], rpath=f["rpath"], runpath=f["runpath"])
         dirs = rules.search_dirs(f["rpath"], f["runpath"], os.path.dirname(lib),
                                  env.get("LD_LIBRARY_PATH"))
-        out["resolved"], out["steps"] = _search(needed[0], dirs, ldcache)
+        out["resolved"], out["steps"] = search(needed[0], dirs, ld_entries)
         return out
     out["cpu_only"] = "no torch/lib library NEEDs libcudart (CPU-only torch?)"
     return out
@@ -225,7 +186,7 @@ def gather(ctx, done) -> Dict[str, Any]:
     tk = done["toolkit"].data if done.get("toolkit") is not None and done["toolkit"].ok else {}
     cache = FactCache()
     libs = _Libs(target, cache)
-    ldc = _ldcache(env)
+    ldc = ldcache(env, "libcudart")
     out: Dict[str, Any] = {"ldcache": ldc, "ld_library_path": env.get("LD_LIBRARY_PATH"),
                            "ld_preload": env.get("LD_PRELOAD")}
     loaded: List[Dict[str, Any]] = []
@@ -259,7 +220,7 @@ def gather(ctx, done) -> Dict[str, Any]:
     out["predicted"] = loaded
     own: Dict[str, Optional[str]] = {}
     for so in SONAMES:
-        path, steps = _search(so, rules.search_dirs(None, None, "/", env.get("LD_LIBRARY_PATH")),
+        path, steps = search(so, rules.search_dirs(None, None, "/", env.get("LD_LIBRARY_PATH")),
                               ldc["entries"])
         own[so] = libs.add(path, f"default search for {so}") if path else None
     out["own"] = own

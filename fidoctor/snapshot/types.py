@@ -1,0 +1,106 @@
+"""Data contracts of snapshot sections, as types a probe can import.
+
+A section's ``data`` is plain JSON (it is saved, replayed, pasted into issues);
+these TypedDicts say which keys a probe may rely on. Never rename or repurpose
+a key: add a new one. ``total=False`` because an older snapshot, or a source
+that could not be read, leaves keys out; every absence that matters is also
+recorded as a value (``present: False``, ``error``, ``result``) so a probe can
+tell "not there" from "not looked at".
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, TypedDict
+
+
+class ToolRun(TypedDict, total=False):
+    """One guarded run of an external tool (``nvidia-smi``, ``gcc --version``)."""
+
+    path: Optional[str]  # the executable found (None: not found anywhere looked)
+    ran: bool            # it was started
+    ok: bool             # exit 0 within the timeout
+    timed_out: bool
+    result: str          # one line: "ok", "timed out: …", "exit 9: …", "not found: …"
+
+
+class GpuDevice(TypedDict, total=False):
+    """One GPU as the driver reports it."""
+
+    index: int
+    name: str                        # "NVIDIA H200"
+    compute_cap: Optional[str]       # "9.0"; None when the driver cannot say (old nvidia-smi)
+    sm: Optional[str]                # "90": compute_cap without the dot, as arch lists spell it
+    pci_bus_id: str                  # "00000000:00:06.0"
+    memory_total_mib: Optional[int]
+    source: str                      # "nvidia-smi" | "/proc/driver/nvidia/gpus"
+
+
+class LibcudaFacts(TypedDict, total=False):
+    """The ``libcuda.so.1`` (the driver's user-space half) the target loads or would load."""
+
+    soname: str                      # always "libcuda.so.1"
+    path: Optional[str]              # as found (None: none found)
+    realpath: Optional[str]          # "/usr/local/nvidia/lib64/libcuda.so.580.159.04"
+    via: str                         # "LD_PRELOAD" | "LD_LIBRARY_PATH" | "/etc/ld.so.cache" |
+    #                                  "default dir" | "/proc/PID/maps"
+    steps: List[str]                 # the search as text, for evidence
+    version: Optional[str]           # driver version from the real file's name ("580.159.04")
+    cuda_version: Optional[str]      # cuDriverGetVersion() of that file: "13.0"
+    cuda_version_result: str         # how asking it went (one line)
+
+
+class ProcDriverFacts(TypedDict, total=False):
+    """``/proc/driver/nvidia/version`` (the loaded kernel module)."""
+
+    path: str
+    present: bool
+    text: str                        # first lines, verbatim
+    version: Optional[str]           # "580.159.04"
+
+
+class GpuFacts(TypedDict, total=False):
+    """Section ``gpu``: GPUs, driver, the CUDA version the driver supports, libcuda.
+
+    ``present`` is False on a box with no NVIDIA driver; ``absent_reasons``
+    then says what was looked at. Each ``*_source`` names where a value was read.
+    """
+
+    present: bool
+    gpus: List[GpuDevice]
+    driver_version: Optional[str]             # "580.159.04"
+    driver_version_source: str                # "nvidia-smi" | "/proc/driver/nvidia/version" | …
+    cuda_driver_version: Optional[str]        # highest CUDA the driver supports: "13.0"
+    cuda_driver_version_source: str           # "cuDriverGetVersion (libcuda)" | "nvidia-smi"
+    nvidia_smi: ToolRun
+    proc_driver: ProcDriverFacts
+    libcuda: LibcudaFacts
+    absent_reasons: List[str]
+
+
+class CompilerFacts(TypedDict, total=False):
+    """One host compiler: how it was chosen, where it is, what it is."""
+
+    role: str               # "nvcc host compiler" | "C++ compiler"
+    source: str             # "CC" (→ nvcc -ccbin) | "CXX" | "PATH" (nvcc's/FlashInfer's default)
+    command: str            # as given or defaulted: "/usr/bin/gcc-12", "gcc", "c++"
+    path: Optional[str]     # resolved on the target's PATH (None: not found)
+    realpath: Optional[str]
+    family: Optional[str]   # "gcc" | "clang" | "icx" | "nvhpc" | "unknown"
+    version: Optional[str]  # "13.3.0"
+    major: Optional[int]    # 13
+    banner: str             # first line of ``--version``
+    run: ToolRun
+
+
+class HostCompilerFacts(TypedDict, total=False):
+    """Section ``host_compiler``.
+
+    ``nvcc_host`` is the compiler nvcc runs for host code: ``-ccbin $CC`` when
+    CC is set (FlashInfer forwards CC, not CXX), else ``gcc`` on the target's
+    PATH (nvcc's default). ``cxx`` compiles FlashInfer's .cpp files and links:
+    ``$CXX``, else ``c++``.
+    """
+
+    nvcc_host: CompilerFacts
+    cxx: CompilerFacts
+    ccbin: Optional[str]    # the -ccbin value FlashInfer passes (None: CC unset)
