@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from fidoctor import __version__
+from fidoctor.causes import causal_order, link
 from fidoctor.model import Finding, Inconclusive, sort_key
-from fidoctor.probes import all_probes
+from fidoctor.probes import all_probes, cause_ids
 from fidoctor.snapshot import SCHEMA_VERSION, Snapshot
 
 EXIT_HEALTHY, EXIT_PROBLEMS, EXIT_FAILED = 0, 1, 2
@@ -135,4 +136,6 @@ def diagnose(snap: Snapshot) -> Diagnosis:
                 )
             )
     diag.findings.sort(key=sort_key)
+    link(diag.findings, cause_ids())
+    diag.findings = causal_order(diag.findings)
     return diag

@@ -9,7 +9,7 @@ says what was seen and where, ``fixes`` say what to run.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 SEVERITIES = ("error", "warning", "info")
 SAFETY = ("safe", "caution", "risky")
@@ -38,7 +38,9 @@ class Finding:
     """Something a probe concluded from a snapshot.
 
     ``subject`` tells two findings of the same id apart (a module name, a
-    path, a pid); ``data`` carries machine-readable details that fixes use.
+    path, a pid); ``data`` carries machine-readable details that fixes use;
+    ``caused_by`` names the cause finding's id when another finding explains
+    this one (set by ``fidoctor.causes.link``; None otherwise).
     """
 
     id: str
@@ -48,6 +50,7 @@ class Finding:
     fixes: List[Fix] = field(default_factory=list)
     subject: str = ""
     data: Dict[str, Any] = field(default_factory=dict)
+    caused_by: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:

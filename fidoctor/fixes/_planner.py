@@ -67,6 +67,11 @@ def make_plans(findings: Sequence[Finding], ctx: FixContext,
     fp = FixPlan()
     seen: Dict[Tuple[str, str], str] = {}
     for f in findings:
+        if f.caused_by:
+            fp.unaddressed.append((f, f"held back: caused by {f.caused_by}, which must be fixed "
+                                   f"first (fidoctor fix --only {f.caused_by}); run fidoctor "
+                                   "fix again once it is gone"))
+            continue
         away = outside_target(f, ctx.flashinfer_root) if ctx.flashinfer_root else None
         if away:
             fp.unaddressed.append((f, away))

@@ -5,6 +5,8 @@ A probe module defines::
     ID = "cache-incomplete-module"     # stable, kebab-case, names the problem
     REQUIRES = ("cache",)              # snapshot sections it reads
     def check(snap) -> Iterable[Finding]: ...
+    CAUSE = True                       # optional: its findings name what they cause
+                                       # in data["affects"] (see fidoctor.causes)
 
 and a docstring saying what it detects, why it matters and how it is fixed.
 ``check`` is a pure function of the snapshot. If a section it requires was not
@@ -32,6 +34,7 @@ class Probe:
     check: Callable[..., Iterable[Finding]]
     doc: str
     module: str
+    cause: bool = False
 
 
 @lru_cache(maxsize=1)
@@ -45,7 +48,13 @@ def all_probes() -> List[Probe]:
                 check=mod.check,
                 doc=(mod.__doc__ or "").strip(),
                 module=mod.__name__,
+                cause=bool(getattr(mod, "CAUSE", False)),
             )
         )
     probes.sort(key=lambda p: p.id)
     return probes
+
+
+def cause_ids() -> List[str]:
+    """Ids of the probes that declare ``CAUSE = True``."""
+    return [p.id for p in all_probes() if p.cause]

@@ -10,7 +10,7 @@ from typing import List
 
 from fidoctor import __version__
 from fidoctor.diagnosis import Diagnosis, target_summary
-from fidoctor.model import SEVERITIES, Finding
+from fidoctor.model import Finding
 from fidoctor.render.style import Styler
 
 
@@ -69,6 +69,8 @@ def machine_lines(t: dict) -> List[str]:
 def finding_lines(f: Finding, s: Styler) -> List[str]:
     """One finding as diagnose prints it: title line, evidence, fixes with their commands."""
     out = [f"{s.severity(f.severity)}  {s(f.id, bold=True)}  {f.title}"]
+    if f.caused_by:
+        out.append(f"    caused by {f.caused_by} (fix that first)")
     for e in f.evidence:
         out.append(f"    - {e}")
     for fix in f.fixes:
@@ -84,11 +86,9 @@ def render(diag: Diagnosis, s: Styler) -> str:
     lines.append("")
     if not diag.findings:
         lines.append("No findings.")
-    for sev in SEVERITIES:
-        group = [f for f in diag.findings if f.severity == sev]
-        for f in group:
-            lines += finding_lines(f, s)
-            lines.append("")
+    for f in diag.findings:  # severity first, each symptom right after its cause
+        lines += finding_lines(f, s)
+        lines.append("")
     for inc in diag.inconclusive:
         lines.append(f"inconclusive: {inc.probe}: {inc.reason}")
     bad = [f"{n} ({sec.status}: {sec.error})" for n, sec in diag.snapshot.sections.items()

@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from fidoctor import __version__
+from fidoctor.causes import causal_order
 from fidoctor.diagnosis import Diagnosis, target_summary
 from fidoctor.model import SEVERITIES, Finding
 from fidoctor.report import versions
@@ -67,10 +68,11 @@ def details(summary: str, body: List[str]) -> List[str]:
 
 
 def ordered(findings: List[Finding]) -> List[Finding]:
-    """Errors first; within a severity, known causes before symptoms, then by id."""
-    return sorted(findings, key=lambda f: (SEVERITIES.index(f.severity),
-                                           CAUSE_RANK.get(f.id, SYMPTOM_RANK.get(f.id, 5)),
-                                           f.id, f.subject))
+    """Errors first; within a severity, known causes before symptoms, then by id; each
+    symptom with a ``caused_by`` right after its cause (fidoctor.causes)."""
+    return causal_order(sorted(findings, key=lambda f: (
+        SEVERITIES.index(f.severity), CAUSE_RANK.get(f.id, SYMPTOM_RANK.get(f.id, 5)),
+        f.id, f.subject)))
 
 
 def plural(n: int, word: str) -> str:
@@ -128,6 +130,8 @@ def finding_block(n: int, f: Finding) -> List[str]:
     out = [f"### {n}. {f.severity.upper()} {code(f.id)}", "", f"**{esc(f.title)}**", ""]
     if f.subject:
         out += [f"Subject: {code(f.subject)}", ""]
+    if f.caused_by:
+        out += [f"Caused by {code(f.caused_by)} (fix that first).", ""]
     if f.fixes:
         out += fix_lines("Fix", f.fixes[0])
     if len(f.fixes) > 1:
