@@ -110,9 +110,10 @@ def test_leaky_box_report_is_redacted_parses_and_replays(box, tmp_path):
 def test_report_from_snapshot_redacts_without_the_machine(box, tmp_path):
     env = leaky_box(box, tmp_path)
     raw = tmp_path / "raw.json"
-    r = run_cli(["snapshot", "-o", str(raw)], env=env)
+    r = run_cli(["snapshot", "--no-redact", "-o", str(raw)], env=env)
     assert r.returncode == 0, r.stderr
     assert USER.encode() in raw.read_bytes()  # the unredacted snapshot has it
+    assert "NOT redacted" in r.stderr
     clean = dict(os.environ, NO_COLOR="1")
     rep = run_cli(["report", "--from", str(raw)], env=clean)
     assert rep.returncode == 0, rep.stderr

@@ -14,7 +14,6 @@ import sys
 import click
 
 from fidoctor.commands._common import obtain_snapshot, target_options
-from fidoctor.errors import FidoctorError
 
 DEFAULT_SNAPSHOT = "fidoctor-report.snapshot.json"
 
@@ -28,19 +27,10 @@ def snapshot_path(output: str) -> str:
 
 
 def _write(path: str, text: str) -> None:
-    """Write through a temp file and rename, so a failed write leaves no half report."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise FidoctorError(f"cannot write {path}: {e.strerror or e}",
-                            "pick another path with -o FILE") from None
+    """Write through safeio (temp file + rename, mode 0600, never over a non-regular file)."""
+    from fidoctor.safeio import write_atomic
+
+    write_atomic(path, text.encode("utf-8"), 0o600, what="report")
 
 
 @click.command("report")
@@ -63,9 +53,12 @@ def command(python, pid, deep, from_file, output, no_redact, attach_snapshot) ->
     import json
 
     from fidoctor.report import build
+    from fidoctor.safeio import check_writable_target
 
-    snap = obtain_snapshot(python, pid, deep, from_file)
     snap_file = snapshot_path(output) if attach_snapshot else None
+    for path in ([output] if output != "-" else []) + ([snap_file] if snap_file else []):
+        check_writable_target(path)  # refuse before gathering, not after
+    snap = obtain_snapshot(python, pid, deep, from_file)
     report = build(snap, redact=not no_redact,
                    snapshot_name=os.path.basename(snap_file) if snap_file else None)
     if snap_file:

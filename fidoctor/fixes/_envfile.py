@@ -15,6 +15,7 @@ import re
 import shlex
 from typing import Dict, List, Optional, Tuple
 
+from fidoctor.safeio import SMALL_CAP, read_text_or_none
 from fidoctor.txn.safety import sha256_or_none
 from fidoctor.txn.steps import PutFile
 
@@ -48,12 +49,8 @@ def env_step(state: str, extra: Dict[str, str]) -> Tuple[Optional[PutFile], List
         return None, []
     path = env_path(state)
     lines = [export_line(k, v) for k, v in sorted(extra.items())]
-    old: Optional[str] = None
-    try:
-        with open(path, encoding="utf-8") as f:
-            old = f.read()
-    except FileNotFoundError:
-        pass
+    # A FIFO, device or symlink at env.sh is refused (UnsafeFile), never read or replaced.
+    old: Optional[str] = read_text_or_none(path, SMALL_CAP, follow=False)
     keep: List[str] = []
     for line in (old or "").splitlines():
         m = _EXPORT.match(line)

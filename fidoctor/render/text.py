@@ -82,7 +82,10 @@ def finding_lines(f: Finding, s: Styler) -> List[str]:
 
 def render(diag: Diagnosis, s: Styler) -> str:
     lines = [s(f"fidoctor {__version__} — FlashInfer JIT diagnosis", bold=True)]
-    lines += _target_lines(diag)
+    try:
+        lines += _target_lines(diag)
+    except (TypeError, AttributeError, ValueError, KeyError):  # a damaged --from snapshot
+        lines.append("target: not shown: the snapshot's data has an unexpected shape")
     lines.append("")
     if not diag.findings:
         lines.append("No findings.")

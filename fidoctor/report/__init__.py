@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 from fidoctor.diagnosis import Diagnosis, diagnose
 from fidoctor.model import Finding, Inconclusive
 from fidoctor.report.markdown import render
-from fidoctor.report.redact import Redactor
+from fidoctor.report.redact import Redactor, only_target_trees
 from fidoctor.snapshot import Snapshot
 
 
@@ -31,6 +31,16 @@ def keys(findings: List[Finding]) -> List[Tuple[str, str]]:
     return sorted((f.id, f.subject) for f in findings)
 
 
+def redacted_snapshot(snap: Snapshot, local_env: Optional[Dict[str, str]] = None,
+                      r: Optional[Redactor] = None) -> Tuple[Snapshot, Dict[str, int]]:
+    """``snap`` through the redaction pass (what ``snapshot`` writes by default)."""
+    r = r or Redactor()
+    raw = only_target_trees(snap.to_dict())
+    r.learn(raw)
+    r.learn_local(local_env)
+    return Snapshot.from_dict(r.tree(raw)), r.summary()
+
+
 def build(snap: Snapshot, redact: bool = True, snapshot_name: Optional[str] = None,
           local_env: Optional[Dict[str, str]] = None) -> Report:
     """Diagnose ``snap`` and render the report (redacted unless ``redact`` is False)."""
@@ -38,7 +48,7 @@ def build(snap: Snapshot, redact: bool = True, snapshot_name: Optional[str] = No
     if not redact:
         return Report(render(diag, None, snapshot_name), snap, diag, None)
     r = Redactor()
-    raw = snap.to_dict()
+    raw = only_target_trees(snap.to_dict())
     r.learn(raw)
     r.learn_local(local_env)
     for f in diag.findings:

@@ -304,3 +304,38 @@ def _ips(s: str, key: Optional[str]) -> Iterable[str]:
             if ip6.is_loopback or ip6.is_unspecified:
                 continue
             yield value
+
+
+def only_target_trees(snap: Dict[str, Any]) -> Dict[str, Any]:
+    """``snap`` with its processes section cut down to the target cache's build trees.
+
+    Other users' builds (other caches on the box) are recorded by the gatherer
+    (``in_target: false``) but judged by no probe; their argv and paths are
+    none of a bug report's business. Kept: every member of a tree with an
+    ``in_target`` process, and those members' ancestors (the Python above).
+    """
+    from fidoctor.proctree import build_trees
+
+    sec = (snap.get("sections") or {}).get("processes")
+    data = sec.get("data") if isinstance(sec, dict) else None
+    procs = data.get("processes") if isinstance(data, dict) else None
+    if not isinstance(procs, list) or not all(isinstance(p, dict) for p in procs):
+        return snap
+    keep: set = set()
+    for tree in build_trees(procs):
+        members = tree["procs"]
+        if any(p.get("in_target") for p in members):
+            for p in members:
+                keep.add(p.get("pid"))
+                keep.update(p.get("ppid_chain") or [])
+    kept = [p for p in procs if p.get("pid") in keep]
+    if len(kept) == len(procs):
+        return snap
+    out = dict(snap)
+    out["sections"] = dict(snap["sections"])
+    groups = {g: pids for g, pids in (data.get("groups") or {}).items()
+              if any(pid in keep for pid in pids)}
+    out["sections"]["processes"] = dict(sec, data=dict(data, processes=kept, groups=groups,
+                                                       left_out_other_trees=len(procs)
+                                                       - len(kept)))
+    return out

@@ -64,46 +64,53 @@ class Snapshot:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> Snapshot:
-        try:
-            version = d["schema_version"]
-            if not isinstance(version, int) or version > SCHEMA_VERSION:
-                raise FidoctorError(
-                    f"snapshot schema_version {version!r} is newer than this fidoctor "
-                    f"understands ({SCHEMA_VERSION})",
-                    "upgrade fidoctor: pip install -U fidoctor",
-                )
-            return cls(
-                context=dict(d["context"]),
-                sections={k: Section(**v) for k, v in d["sections"].items()},
-                taken_at=float(d["taken_at"]),
-                schema_version=version,
-                fidoctor_version=str(d.get("fidoctor_version", "?")),
-            )
-        except FidoctorError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        """Build a snapshot from its JSON form; anything off-shape is a one-line error."""
+        hint = "write one with: fidoctor snapshot -o snapshot.json"
+        if not isinstance(d, dict):
+            raise FidoctorError("not a fidoctor snapshot: not a JSON object", hint)
+        version = d.get("schema_version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise FidoctorError(f"not a fidoctor snapshot: schema_version {version!r}", hint)
+        if version > SCHEMA_VERSION:
             raise FidoctorError(
-                f"not a fidoctor snapshot: {type(e).__name__}: {e}",
-                "write one with: fidoctor snapshot -o snapshot.json",
-            ) from None
+                f"snapshot schema_version {version!r} is newer than this fidoctor "
+                f"understands ({SCHEMA_VERSION})",
+                "upgrade fidoctor: pip install -U fidoctor",
+            )
+        context, sections, taken = d.get("context"), d.get("sections"), d.get("taken_at")
+        if not isinstance(context, dict) or not isinstance(sections, dict):
+            raise FidoctorError("not a fidoctor snapshot: context and sections must be objects",
+                                hint)
+        if isinstance(taken, bool) or not isinstance(taken, (int, float)):
+            raise FidoctorError(f"not a fidoctor snapshot: taken_at {taken!r}", hint)
+        out: Dict[str, Section] = {}
+        for name, v in sections.items():
+            if not isinstance(v, dict) or v.get("status") not in STATUSES \
+                    or not isinstance(v.get("data", {}), dict) \
+                    or not isinstance(v.get("error", ""), str) \
+                    or isinstance(v.get("elapsed_s", 0.0), bool) \
+                    or not isinstance(v.get("elapsed_s", 0.0), (int, float)):
+                raise FidoctorError(f"not a fidoctor snapshot: section {str(name)[:80]!r} is "
+                                    "not {status, data, error, elapsed_s}", hint)
+            out[name] = Section(status=v["status"], data=v.get("data", {}),
+                                error=v.get("error", ""), elapsed_s=float(v.get("elapsed_s", 0)))
+        return cls(context=dict(context), sections=out, taken_at=float(taken),
+                   schema_version=version, fidoctor_version=str(d.get("fidoctor_version", "?")))
 
     def save(self, path: str) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=1, sort_keys=True)
-            f.write("\n")
+        """Write the snapshot (mode 0600: it may hold paths and names) through safeio."""
+        from fidoctor.safeio import write_atomic
+
+        text = json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
+        write_atomic(path, text.encode("utf-8"), 0o600, what="snapshot")
 
     @classmethod
     def load(cls, path: str) -> Snapshot:
-        try:
-            with open(path, encoding="utf-8") as f:
-                raw = json.load(f)
-        except OSError as e:
-            raise FidoctorError(f"cannot read snapshot {path}: {e.strerror or e}") from None
-        except (ValueError, UnicodeDecodeError) as e:
-            raise FidoctorError(
-                f"{path} is not a JSON snapshot ({e})",
-                "write one with: fidoctor snapshot -o snapshot.json",
-            ) from None
+        """Read ``path`` (a regular file under the size and depth caps) as a snapshot."""
+        from fidoctor.safeio import SNAPSHOT_CAP, loads_json, read_bytes
+
+        raw = loads_json(read_bytes(path, SNAPSHOT_CAP, what="snapshot"), path,
+                         noun="a JSON snapshot")
         if not isinstance(raw, dict):
             raise FidoctorError(f"{path} is not a JSON object, so not a fidoctor snapshot")
         return cls.from_dict(raw)

@@ -57,6 +57,7 @@ class Journal:
 
     dir: str
     records: List[Dict[str, Any]] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)  # lines skipped when it was read
 
     @property
     def txid(self) -> str:
@@ -87,19 +88,41 @@ class Journal:
 
     @classmethod
     def load(cls, d: str) -> Journal:
+        """Read a journal, skipping what this fidoctor cannot use (with a warning).
+
+        Read through safeio (regular file, no symlink, size cap: a FIFO or a link
+        to /dev/zero cannot hang history or undo). A line that is not a JSON
+        object, or a record whose fields have the wrong type, is skipped and
+        reported, so one odd line (or a newer fidoctor's record) never disables
+        history and undo for every other fix. A torn *last* line is a crash
+        mid-write: that record never happened, and it is skipped silently.
+        """
+        from fidoctor.safeio import JOURNAL_CAP, UnsafeFile, read_bytes
+
         j = cls(d)
         try:
-            with open(j.path, "rb") as f:
-                raw = f.read()
-        except OSError:
+            raw = read_bytes(j.path, JOURNAL_CAP, follow=False, what="journal")
+        except UnsafeFile as e:
+            if os.path.lexists(j.path):
+                j.warnings.append(e.message)
             return j
-        for line in raw.split(b"\n"):
+        lines = raw.split(b"\n")
+        for i, line in enumerate(lines):
             if not line.strip():
                 continue
+            why = ""
             try:
-                j.records.append(json.loads(line))
-            except ValueError:
-                continue  # a line torn by a crash mid-write: that record never happened
+                rec = json.loads(line)
+            except (ValueError, RecursionError):
+                if i == len(lines) - 1:
+                    continue  # torn by a crash mid-write: that record never happened
+                rec, why = None, "not JSON"
+            if not why:
+                why = _bad_record(rec)
+            if why:
+                j.warnings.append(f"{j.path}: line {i + 1} skipped ({why})")
+                continue
+            j.records.append(rec)
         return j
 
     def append(self, rec: Dict[str, Any]) -> None:
@@ -143,6 +166,24 @@ class Journal:
         return [r["n"] for r in self.records if r.get("op") == "reverted"]
 
 
+def _bad_record(rec: Any) -> str:
+    """Why ``rec`` cannot be used as a journal record ('' when it can)."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    op = rec.get("op")
+    if not isinstance(op, str):
+        return "no op"
+    if op in ("intent", "done", "reverted"):
+        n = rec.get("n")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            return f"{op} without a step number"
+    if op == "intent" and not isinstance(rec.get("step"), dict):
+        return "intent without a step"
+    if op == "begin" and not isinstance(rec.get("time", 0.0), (int, float)):
+        return "begin with a bad time"
+    return ""
+
+
 def all_journals(root: str) -> List[Journal]:
     """Every transaction under ``root``, oldest first."""
     try:
@@ -151,9 +192,11 @@ def all_journals(root: str) -> List[Journal]:
         return []
     out = []
     for n in names:
+        if not os.path.isdir(os.path.join(root, n)) or os.path.islink(os.path.join(root, n)):
+            continue
         j = Journal.load(os.path.join(root, n))
         if j.records:
             out.append(j)
     # Two fixes in the same second: the begin record's clock orders them.
-    out.sort(key=lambda j: (j.header.get("time") or 0.0, j.txid))
+    out.sort(key=lambda j: (float(j.header.get("time") or 0.0), j.txid))
     return out

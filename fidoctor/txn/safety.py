@@ -18,6 +18,7 @@ from typing import Any, Dict, List
 from fidoctor.errors import FidoctorError
 
 CHUNK = 1 << 20
+HASH_CAP = 512 << 20  # bigger files are fingerprinted (size, mtime, inode, head, tail)
 
 
 class StepError(FidoctorError):
@@ -62,6 +63,84 @@ def check_parent_inside(path: str, root: str) -> None:
             "fidoctor does not follow symlinks out of the path it changes",
             "move the directory by hand if that is really what you want",
         )
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def root_id(root: str) -> List[int]:
+    """(device, inode) of ``root``: recorded with a step, compared again at undo."""
+    st = os.stat(root)
+    return [st.st_dev, st.st_ino]
+
+
+def open_dir_below(root: str, path: str, create: bool = False) -> int:
+    """A descriptor of directory ``path``, opened component by component from ``root``.
+
+    Every component below ``root`` is opened with ``O_NOFOLLOW`` relative to
+    its parent's descriptor, so a symlink swapped in anywhere between the root
+    and the step's directory (``cached_ops`` replaced by a link to elsewhere)
+    cannot redirect a rename: the walk fails instead. ``create`` makes missing
+    components (mode 0755), also relative to their parent's descriptor.
+    """
+    rel = os.path.relpath(os.path.normpath(path), os.path.normpath(root))
+    parts = [] if rel == "." else rel.split(os.sep)
+    if any(c in ("..", "") for c in parts):
+        raise StepError(f"{path} is not inside {root}; fidoctor changes nothing outside it")
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        for i, comp in enumerate(parts):
+            try:
+                nfd = os.open(comp, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(comp, 0o755, dir_fd=fd)
+                nfd = os.open(comp, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    where = os.path.join(root, *parts[:i + 1])
+                    raise StepError(f"{where} is no longer a directory (a symlink or file was "
+                                    "put there since the plan); fidoctor does not follow it, "
+                                    "nothing was moved", "look at it, then re-run fidoctor") \
+                        from None
+                raise
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+_RENAME_NOREPLACE = 1
+
+
+def rename_at(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
+    """``renameat2(…, RENAME_NOREPLACE)``: never replaces an existing ``dst``.
+
+    Falls back to a plain ``rename`` (after an existence check) where the file
+    system or libc lacks renameat2.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        fn = None
+    if fn is not None:
+        if fn(src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(err, os.strerror(err), dst)
+    try:
+        os.lstat(dst, dir_fd=dst_fd)
+        raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+    except FileNotFoundError:
+        pass
+    os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
 
 
 def check_writable_dir(d: str, why: str) -> None:
@@ -121,8 +200,26 @@ def _entry(p: str, st: os.stat_result) -> Dict[str, Any]:
     if stat.S_ISDIR(st.st_mode):
         return {"kind": "dir"}
     if stat.S_ISREG(st.st_mode):
+        if st.st_size > HASH_CAP:
+            return {"kind": "file", "size": st.st_size, "fingerprint": big_fingerprint(p, st)}
         return {"kind": "file", "size": st.st_size, "sha256": sha256_file(p)}
     return {"kind": "special"}
+
+
+def big_fingerprint(p: str, st: os.stat_result) -> str:
+    """Size, mtime, inode and the first and last MiB of a file too big to hash in time.
+
+    A rename keeps all of them, so undo can still tell "the same file came
+    back"; a 1 TiB sparse file costs two reads, not minutes of hashing.
+    """
+    h = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}".encode())
+    fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        h.update(os.pread(fd, CHUNK, 0))
+        h.update(os.pread(fd, CHUNK, max(0, st.st_size - CHUNK)))
+    finally:
+        os.close(fd)
+    return h.hexdigest()
 
 
 def fingerprint(path: str) -> str:

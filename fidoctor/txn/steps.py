@@ -15,9 +15,10 @@ past the rename) and ``revert``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
 from fidoctor.txn.journal import fsync_dir
@@ -29,6 +30,9 @@ from fidoctor.txn.safety import (
     fingerprint,
     manifest,
     open_by,
+    open_dir_below,
+    rename_at,
+    root_id,
     sha256_file,
     sha256_or_none,
 )
@@ -54,6 +58,7 @@ class MoveAside:
     manifest: Dict[str, Any] = field(default_factory=dict)
     created: List[str] = field(default_factory=list)
     require_closed: bool = False  # refuse while any process has it open (a live lock)
+    root_id: List[int] = field(default_factory=list)  # (dev, inode) of root when applied
     kind: str = "move-aside"
     revertible: bool = True
 
@@ -85,6 +90,7 @@ class MoveAside:
                             "fidoctor only renames; it never copies and deletes")
         try:
             self.manifest = manifest(self.src)
+            self.root_id = root_id(self.root)
         except OSError as e:
             raise explain_os_error(e, "cannot read what is to be moved") from None
 
@@ -97,15 +103,37 @@ class MoveAside:
 
     def apply(self, tx: TxContext) -> Dict[str, Any]:
         self._check_closed()  # again, immediately before the rename
-        try:
-            for d in self.created:
-                os.mkdir(d, 0o755)
-            os.rename(self.src, self.dst)
-        except OSError as e:
-            raise explain_os_error(e, f"cannot move {self.src} aside") from None
-        fsync_dir(os.path.dirname(self.src))
-        fsync_dir(os.path.dirname(self.dst))
+        self._rename(self.src, self.dst, create=True)
         return {}
+
+    def _rename(self, src: str, dst: str, create: bool) -> None:
+        """Rename relative to descriptors walked down from the root with O_NOFOLLOW.
+
+        A path string is checked once and used later; a descriptor is the
+        directory itself. A symlink swapped in for ``cached_ops`` (or any dir
+        between the root and the entry) makes the walk fail, so nothing outside
+        the root can be moved in or out; an existing ``dst`` is never replaced.
+        """
+        sfd = dfd = -1
+        try:
+            if self.root_id and root_id(self.root) != list(self.root_id):
+                raise StepError(f"{self.root} is not the directory it was when the fix ran "
+                                "(replaced or remounted); nothing was moved",
+                                "look at it, then move the entry back by hand if you must")
+            sfd = open_dir_below(self.root, os.path.dirname(src))
+            dfd = open_dir_below(self.root, os.path.dirname(dst), create=create)
+            rename_at(sfd, os.path.basename(src), dfd, os.path.basename(dst))
+            for fd in (sfd, dfd):
+                try:
+                    os.fsync(fd)
+                except OSError:
+                    pass
+        except OSError as e:
+            raise explain_os_error(e, f"cannot move {src} to {dst}") from None
+        finally:
+            for fd in (sfd, dfd):
+                if fd >= 0:
+                    os.close(fd)
 
     def state(self) -> str:
         s, d = os.path.lexists(self.src), os.path.lexists(self.dst)
@@ -123,11 +151,9 @@ class MoveAside:
 
     def revert(self, tx: TxContext) -> List[str]:
         warnings: List[str] = []
-        try:
-            os.rename(self.dst, self.src)
-        except OSError as e:
-            raise explain_os_error(e, f"cannot move {self.dst} back") from None
-        fsync_dir(os.path.dirname(self.src))
+        check_parent_inside(self.src, self.root)  # containment again, at undo time
+        check_parent_inside(self.dst, self.root)
+        self._rename(self.dst, self.src, create=False)
         self.cleanup()
         try:
             now = manifest(self.src)
@@ -252,9 +278,8 @@ class PutFile:
             fsync_dir(os.path.dirname(self.path))
             return []
         tmp = self._tmp(tx)
+        data = self._verified_backup()
         try:
-            with open(self.backup, "rb") as f:
-                data = f.read()
             _write_durably(tmp, data, self.mode if self.mode is not None else 0o644)
             if self.mtime_ns is not None:
                 os.utime(tmp, ns=(self.mtime_ns, self.mtime_ns))
@@ -267,8 +292,30 @@ class PutFile:
             return [f"{self.path} restored but its sha256 differs from the original"]
         return []
 
+    def _verified_backup(self) -> bytes:
+        """The backup's bytes, only if their sha256 is the original's; else StepError.
+
+        Checked *before* anything is replaced: a corrupted or truncated backup
+        must never overwrite the current (working) file.
+        """
+        from fidoctor.safeio import UnsafeFile, read_bytes
+
+        try:
+            data = read_bytes(self.backup, BACKUP_CAP, follow=False, what="backup")
+        except UnsafeFile as e:
+            raise StepError(f"{e.message}; {self.path} left as it is") from None
+        got = hashlib.sha256(data).hexdigest()
+        if got != self.old_sha:
+            raise StepError(f"backup {self.backup} is damaged (sha256 {got[:12]}…, the original "
+                            f"was {str(self.old_sha)[:12]}…); {self.path} left as it is",
+                            "restore the file by hand (e.g. pip install --force-reinstall)")
+        return data
+
     def cleanup(self) -> None:
         pass
+
+
+BACKUP_CAP = 4 << 30
 
 
 def _write_durably(path: str, data: bytes, mode: int) -> None:
@@ -321,9 +368,33 @@ def to_dict(step: Any) -> Dict[str, Any]:
     return asdict(step)
 
 
-def from_dict(d: Dict[str, Any]) -> Any:
+def from_dict(d: Dict[str, Any], warnings: Optional[List[str]] = None) -> Any:
+    """A step from its journal form; fields this fidoctor does not know are skipped.
+
+    A newer fidoctor may add fields: they are dropped with a warning (when
+    ``warnings`` is given). An unknown kind or a missing/ill-typed field is a
+    ``StepError`` naming it, never a crash.
+    """
     kind = d.get("kind")
     if kind not in KINDS:
         raise StepError(f"journal names an unknown step kind {kind!r}",
                         "this journal was written by a newer fidoctor; undo with that version")
-    return KINDS[kind](**d)
+    cls = KINDS[kind]
+    known = {f.name: f for f in fields(cls)}
+    extra = sorted(k for k in d if k not in known)
+    if extra and warnings is not None:
+        warnings.append(f"{kind} step: ignored field(s) {', '.join(map(str, extra))} "
+                        "(written by a newer fidoctor?)")
+    try:
+        step = cls(**{k: v for k, v in d.items() if k in known})
+    except TypeError as e:
+        raise StepError(f"journal step {kind!r} is incomplete: {e}") from None
+    for f in fields(step):
+        want = _TYPES.get(f.name)
+        if want and not isinstance(getattr(step, f.name), want):
+            raise StepError(f"journal step {kind!r}: field {f.name} has the wrong type")
+    return step
+
+
+_TYPES: Dict[str, Any] = {"src": str, "dst": str, "root": str, "path": str,
+                          "manifest": dict, "created": list, "pids": list}

@@ -10,7 +10,9 @@ change happened, and reverts only what did.
 Test-only hook: ``FIDOCTOR_TEST_PAUSE_AT=after-journal|after-step|before-commit``
 makes the fix touch ``<state_dir>/test-paused-<point>`` and sleep there
 (``FIDOCTOR_TEST_PAUSE_S``, default 120 s) so a test can SIGKILL a real fix
-process at that exact point. It has no other use; never set it in production.
+process at that exact point, or change the world there (reuse a pid, swap a
+directory for a symlink) and let the fix go on by deleting the marker file.
+It has no other use; never set it in production.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ def pause_hook(point: str, state: str) -> None:
     marker = os.path.join(state, f"test-paused-{point}")
     with open(marker, "w") as f:
         f.write(str(os.getpid()))
-    time.sleep(float(os.environ.get("FIDOCTOR_TEST_PAUSE_S", "120")))
+    deadline = time.monotonic() + float(os.environ.get("FIDOCTOR_TEST_PAUSE_S", "120"))
+    while time.monotonic() < deadline and os.path.exists(marker):
+        time.sleep(0.05)
 
 
 @dataclass
@@ -47,6 +51,8 @@ class Outcome:
     done: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
     left: List[str] = field(default_factory=list)  # steps that could not be judged or reverted
+    journal_error: str = ""  # the journal could not be updated (disk full?): undo must run again
+    retry: bool = False  # a step failed (bad backup, full disk): the fix stays open for undo
 
 
 def _ctx(j: Journal, n: int) -> TxContext:
@@ -87,11 +93,14 @@ def apply_steps(state: str, steps: Sequence[Any], header: Dict[str, Any],
             back = rollback(j)
         finally:
             signal.signal(signal.SIGINT, old)
-        if back.left:
+        if back.left or back.journal_error:
+            where = "; ".join(back.done + back.left) or "nothing was changed"
+            note = (f" The journal could not record the rollback ({back.journal_error})."
+                    if back.journal_error else "")
             raise FidoctorError(
-                f"fix {txid} stopped: {why}. Could not revert everything: "
-                + "; ".join(back.left),
-                f"run: fidoctor undo --id {txid}") from None
+                f"fix {txid} stopped: {why}. Could not finish reverting: {where}.{note}",
+                f"free some space if the disk is full, then run: fidoctor undo --id {txid} "
+                "(it finishes the job from the journal and the disk)") from None
         n = len(back.done)
         raise FidoctorError(
             f"fix {txid} stopped: {why}. "
@@ -99,36 +108,63 @@ def apply_steps(state: str, steps: Sequence[Any], header: Dict[str, Any],
             + "the box is as it was.", hint) from None
 
 
+def _record(j: Journal, rec: Dict[str, Any], out: Outcome) -> None:
+    """Append to the journal; a full disk must not stop a rollback half-way.
+
+    What was reverted is on disk whatever the journal says (``state()`` asks
+    the disk), so a failed append is remembered and reported instead.
+    """
+    try:
+        j.append(rec)
+    except OSError as e:
+        out.journal_error = out.journal_error or (e.strerror or str(e))
+
+
 def _walk_back(j: Journal, out: Outcome, undoing: bool) -> None:
     """Revert, newest first, every step of ``j`` not yet reverted, judged by the disk's state.
 
     Rolling back an interrupted fix cleans up steps that never happened; undoing
     a committed one says so instead, and records irreversible steps as such.
+    A step that cannot be read or reverted (bad backup, full disk, a journal
+    line from a newer fidoctor) is listed in ``out.left`` with where things
+    are; the walk goes on with the others.
     """
+    out.warnings += j.warnings
     intents = j.intents()
     reverted = set(j.reverted())
     for n in sorted(intents, reverse=True):
         if n in reverted:
             continue
-        step = from_dict(intents[n])
+        try:
+            step = from_dict(intents[n], out.warnings)
+        except StepError as e:
+            out.left.append(f"step {n}: {e.message}")
+            out.retry = True
+            continue
         if undoing and not step.revertible:
             out.warnings.append(f"not reversible: {step.describe()}")
-            j.append({"op": "reverted", "n": n, "state_found": "irreversible"})
+            _record(j, {"op": "reverted", "n": n, "state_found": "irreversible"}, out)
             continue
-        st = step.state()
-        if st == AFTER:
-            out.warnings += step.revert(_ctx(j, n))
-            out.done.append("reverted: " + step.describe())
-        elif st == BEFORE:
-            if undoing:
-                out.warnings.append(f"already as before: {step.describe()}")
+        try:
+            st = step.state()
+            if st == AFTER:
+                out.warnings += step.revert(_ctx(j, n))
+                out.done.append("reverted: " + step.describe())
+            elif st == BEFORE:
+                if undoing:
+                    out.warnings.append(f"already as before: {step.describe()}")
+                else:
+                    step.cleanup()
             else:
-                step.cleanup()
-        else:
-            out.left.append(step.explain_unknown())
-            if not undoing:
-                continue  # an interrupted fix stays open until it can be settled
-        j.append({"op": "reverted", "n": n, "state_found": st})
+                out.left.append(step.explain_unknown())
+                if not undoing:
+                    continue  # an interrupted fix stays open until it can be settled
+        except (StepError, OSError) as e:
+            why = e.message if isinstance(e, StepError) else (e.strerror or str(e))
+            out.left.append(f"not reverted: {step.describe()} ({why})")
+            out.retry = True
+            continue
+        _record(j, {"op": "reverted", "n": n, "state_found": st}, out)
 
 
 def rollback(j: Journal) -> Outcome:
@@ -136,7 +172,7 @@ def rollback(j: Journal) -> Outcome:
     out = Outcome(j.txid)
     _walk_back(j, out, undoing=False)
     if not out.left:
-        j.append({"op": "rolled-back"})
+        _record(j, {"op": "rolled-back"}, out)
     return out
 
 
@@ -158,10 +194,16 @@ def undo(state: str, txid: Optional[str] = None) -> Outcome:
                                 "see what was done with: fidoctor history")
         j = open_[-1]
     if j.status == "interrupted":
-        return rollback(j)
-    out = Outcome(j.txid)
-    _walk_back(j, out, undoing=True)
-    j.append({"op": "undone", "left": out.left})
+        out = rollback(j)
+    else:
+        out = Outcome(j.txid)
+        _walk_back(j, out, undoing=True)
+        if not out.retry:
+            _record(j, {"op": "undone", "left": out.left}, out)
+    if out.journal_error:
+        out.left.append(f"the journal of fix {j.txid} could not record this "
+                        f"({out.journal_error}); what is listed above is on disk — run "
+                        f"fidoctor undo --id {j.txid} again once space is freed to finish")
     return out
 
 

@@ -25,12 +25,13 @@ STATE_FILE = "jitlog-resume-v1.json"
 
 
 def _load_resume(path: str) -> Dict[str, Any]:
+    from fidoctor.safeio import SMALL_CAP, UnsafeFile, read_json
+
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = read_json(path, SMALL_CAP, follow=False, what="resume state")
         return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    except UnsafeFile:
+        return {}  # losing it only costs a full parse
 
 
 def _save_resume(path: str, data: Dict[str, Any]) -> None:
