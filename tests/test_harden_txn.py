@@ -196,10 +196,10 @@ def umount(path: Path) -> None:
 def fill(path: Path) -> None:
     """Fill the tmpfs to the last byte (a file that may already fail to open: full)."""
     try:
-        f = open(path / "filler", "wb", buffering=0)
+        fd = os.open(path / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
     except OSError:
         return
-    with f:
+    with os.fdopen(fd, "wb", buffering=0) as f:
         for size in (1 << 16, 4096, 1):
             try:
                 while True:
