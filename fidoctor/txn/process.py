@@ -22,6 +22,7 @@ from typing import Any, Dict, List
 
 import psutil
 
+from fidoctor.kill import same_process
 from fidoctor.txn.safety import StepError
 from fidoctor.txn.steps import AFTER, BEFORE, TxContext, register_kind
 
@@ -46,18 +47,23 @@ class Terminate:
         return (f"terminate build tree pids {' '.join(map(str, self.pids))}{groups}: "
                 f"TERM, {self.grace_s:.0f} s grace, KILL — only if still stuck when re-checked")
 
-    def _same(self, pid: int) -> bool:
-        want = self.create_times.get(str(pid))
+    def _want(self, pid: int) -> Any:
+        want = self.create_times.get(str(pid), self.create_times.get(pid))  # type: ignore
         try:
-            ct = psutil.Process(pid).create_time()
-        except psutil.Error:
-            return False
-        return want is None or abs(ct - float(want)) < 0.05
+            return None if want is None else float(want)
+        except (TypeError, ValueError):
+            return None
+
+    def _same(self, pid: int) -> bool:
+        """Still the process the plan saw (same create time); no recorded time: not ours."""
+        return same_process(pid, self._want(pid))
 
     def _tree(self) -> Dict[int, psutil.Process]:
         out: Dict[int, psutil.Process] = {}
         for pid in self.live:
             try:
+                if not self._same(pid):
+                    continue  # exited, and the pid may be someone else's now
                 p = psutil.Process(pid)
                 out[pid] = p
                 for c in p.children(recursive=True):
@@ -102,8 +108,9 @@ class Terminate:
         # leader is gone its id may be reused by a group that is none of our business.
         groups = [g for g in self.pgids if g in self.live]
         extra = set(self.live[1:]) | _group_members(groups)
+        expect = {pid: self._want(pid) for pid in self.live if self._want(pid) is not None}
         survivors = terminate_tree(self.live[0], grace=self.grace_s, extra=sorted(extra),
-                                   follow_session=False)
+                                   follow_session=False, expect=expect)
         if survivors:
             raise StepError(f"pids {survivors} survived SIGKILL (uninterruptible I/O?)",
                             "look at them with: ps -o pid,stat,wchan -p "

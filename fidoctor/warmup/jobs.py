@@ -118,7 +118,7 @@ def handle_orphans(spec_info: Dict[str, str], policy: str, wait_limit: float = 6
     if policy == "end" and tops:
         left: List[int] = []
         for p in tops:
-            left += terminate_tree(p.pid, grace=2.0, follow_session=False)
+            left += terminate_tree(p, grace=2.0, follow_session=False)  # p: its identity
         notes.append(f"ended orphaned compilers of this module ({desc}); their output would be "
                      "rebuilt anyway" + (f"; still alive: {left}" if left else ""))
     return notes
