@@ -114,7 +114,8 @@ def compiler_summary(snap: Snapshot) -> Optional[Dict[str, Any]]:
 def diagnose(snap: Snapshot) -> Diagnosis:
     """Apply every registered probe; a probe that crashes is inconclusive, not fatal."""
     diag = Diagnosis(snapshot=snap)
-    for probe in all_probes():
+    log_only = bool(snap.context.get("log_only"))
+    for probe in [] if log_only else all_probes():
         missing = [
             f"{r} ({s.status}{': ' + s.error if s.error else ''})" if s else f"{r} (not gathered)"
             for r in probe.requires
@@ -135,6 +136,10 @@ def diagnose(snap: Snapshot) -> Diagnosis:
                     f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno}); this is a fidoctor bug",
                 )
             )
+    from fidoctor.serverlog.merge import log_findings, log_gaps, merge
+
+    diag.findings = merge(diag.findings, log_findings(snap))
+    diag.inconclusive.extend(log_gaps(snap))
     diag.findings.sort(key=sort_key)
     link(diag.findings, cause_ids())
     diag.findings = causal_order(diag.findings)

@@ -53,3 +53,50 @@ def obtain_snapshot(python: Optional[str], pid: Optional[int], deep: bool,
     from fidoctor.snapshot.runner import gather_snapshot
 
     return gather_snapshot(make_context(python, pid, deep))
+
+
+def log_options(f: Callable) -> Callable:
+    """``--log FILE`` (repeatable, ``-`` for stdin, plain or gzip) and ``--log-only``."""
+
+    @click.option("--log", "logs", multiple=True, metavar="FILE",
+                  help="Server output to read too (SGLang, vLLM, FlashInfer; plain or .gz; "
+                  "'-' for stdin); repeatable.")
+    @click.option("--log-only", is_flag=True,
+                  help="Read only the logs: do not gather this machine (for someone else's paste; "
+                  "with --from, the snapshot's machine findings are left out).")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def with_logs(python: Optional[str], pid: Optional[int], deep: bool, from_file: Optional[str],
+              logs: tuple, log_only: bool) -> Snapshot:
+    """The snapshot to judge: gathered (or loaded), or a bare one for ``--log-only``, with
+    the logs' analysis as its ``serverlog`` section."""
+    import time
+
+    from fidoctor.serverlog import SECTION, analyse
+    from fidoctor.snapshot import Section
+
+    if log_only and not logs:
+        raise FidoctorError("--log-only needs at least one --log FILE")
+    if log_only and (python or pid):
+        raise FidoctorError("--log-only reads only the logs; it cannot be combined with "
+                            "--python or --pid")
+    if list(logs).count("-") > 1:
+        raise FidoctorError("--log - (stdin) can be given only once")
+    if log_only and not from_file:
+        snap = Snapshot(context={"python": None, "python_source": "--log-only", "pid": None,
+                                 "env": {}, "log_only": True, "flashinfer_root": None})
+    else:
+        snap = obtain_snapshot(python, pid, deep, from_file)
+        if log_only:
+            snap.context["log_only"] = True
+    if logs:
+        t0 = time.monotonic()
+        data = analyse(list(logs))
+        snap.sections[SECTION] = Section("ok", data, elapsed_s=round(time.monotonic() - t0, 4))
+    return snap
+

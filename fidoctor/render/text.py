@@ -16,6 +16,8 @@ from fidoctor.render.style import Styler
 
 def _target_lines(diag: Diagnosis) -> List[str]:
     t = target_summary(diag.snapshot)
+    if diag.snapshot.context.get("log_only") and not t["python"]:
+        return ["target: this machine was not looked at (--log-only: the logs alone)"]
     bits = [f"{t['python']} ({t['source']})"]
     if t["python_version"]:
         bits.append(f"Python {t['python_version']}")

@@ -1,0 +1,93 @@
+"""Read a log for the scanner: a file (plain or gzip), or ``-`` for stdin, streamed.
+
+Budgets: at most ``max_bytes`` of (decompressed) text and ``max_s`` seconds;
+past either the scan stops and says how far it got (``complete: false``), so
+a 50 GB log or a stdin that never closes cannot hang ``diagnose``. Lines are
+read in pieces of at most ``MAX_LINE`` bytes, so a log without newlines
+(binary garbage, one huge JSON blob) keeps memory flat. Only regular files
+(or stdin) are opened, without blocking: a FIFO or device named as a log is
+an error, not a hang.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import sys
+import time
+from typing import Any, BinaryIO, Dict, Optional
+
+from fidoctor.errors import FidoctorError
+from fidoctor.fsutil import open_regular
+from fidoctor.serverlog.scanner import Scanner
+
+MAX_BYTES = 2 << 30
+MAX_S = 30.0
+MAX_LINE = 64 << 10
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _open(path: str) -> BinaryIO:
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open_regular(path)
+    except FileNotFoundError:
+        raise FidoctorError(f"--log {path}: no such file") from None
+    except PermissionError:
+        raise FidoctorError(f"--log {path}: permission denied") from None
+    except IsADirectoryError:
+        raise FidoctorError(f"--log {path}: is a directory") from None
+    except OSError as e:
+        raise FidoctorError(f"--log {path}: {e.strerror or e}",
+                            "pass a regular file (plain or .gz), or - for stdin") from None
+
+
+def scan_file(path: str, max_bytes: int = MAX_BYTES, max_s: float = MAX_S,
+              scanner: Optional[Scanner] = None) -> Dict[str, Any]:
+    """Scan one log; the scanner's result plus how the read went."""
+    raw = _open(path)
+    sc = scanner or Scanner("<stdin>" if path == "-" else path)
+    t0 = time.monotonic()
+    stream: BinaryIO = raw
+    info: Dict[str, Any] = {"gzip": False, "bytes_read": 0, "complete": True, "stopped": ""}
+    try:
+        buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
+        if buffered.peek(2)[:2] == GZIP_MAGIC:
+            stream = gzip.GzipFile(fileobj=buffered)  # type: ignore[assignment]
+            info["gzip"] = True
+        else:
+            stream = buffered
+        n = 0
+        cont = False  # the previous piece had no newline: this one continues that line
+        while True:
+            try:
+                chunk = stream.readline(MAX_LINE)
+            except (OSError, EOFError) as e:  # truncated or corrupt gzip: keep what was read
+                info.update(complete=False, stopped=f"read error after {n} bytes: {e}")
+                break
+            if not chunk:
+                break
+            n += len(chunk)
+            if not cont:
+                sc.feed(chunk.decode("utf-8", "replace"))
+            cont = not chunk.endswith(b"\n")
+            if n >= max_bytes:
+                info.update(complete=False, stopped=f"size budget: read {n} bytes")
+                break
+            if (sc.line_no & 0x3FF) == 0 and time.monotonic() - t0 > max_s:
+                info.update(complete=False, stopped=f"time budget: {max_s:g} s")
+                break
+        info["bytes_read"] = n
+    finally:
+        if raw is not sys.stdin.buffer:
+            raw.close()
+    result = sc.close()
+    result.update(info)
+    result["elapsed_s"] = round(time.monotonic() - t0, 3)
+    try:
+        result["size"] = os.path.getsize(path) if path != "-" else None
+    except OSError:
+        result["size"] = None
+    return result

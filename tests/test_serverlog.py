@@ -1,0 +1,276 @@
+"""``fidoctor diagnose --log``: real FlashInfer failures read back from real server output.
+
+Each log comes from a real Python process of the cached target venv (see
+``serverlog_helpers``): FlashInfer's own build path failing for a real reason,
+then re-printed the way vLLM, SGLang, Ray, torchrun and kubectl print a
+child's lines. Each id has its firing case; the quiet cases are real logs of
+failures that have nothing to do with the JIT and of a healthy slow compile.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FA2, run_cli
+from serverlog_helpers import (
+    capture,
+    hard_wrap,
+    interleave,
+    kubectl,
+    line_of,
+    plain,
+    ray_worker,
+    sglang_rank,
+    torch_rank,
+    vllm_worker,
+    write_log,
+)
+
+from fidoctor.serverlog import Scanner, analyse
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def findings(*paths: Path, **kw):
+    d = analyse([str(p) for p in paths], **kw)
+    return {f["id"]: f for f in d["findings"]}, d
+
+
+def problems(found):
+    return {i for i, f in found.items() if f["severity"] in ("error", "warning")}
+
+
+def evidence_has(f, path: Path, line: int, needle: str) -> bool:
+    return any(e.startswith(f"{path}:{line}: ") and needle in e for e in f["evidence"])
+
+
+# -- the causes, from real failures ---------------------------------------------------------
+
+def test_missing_libcuda_names_the_toolkit_with_file_line_and_quote(tmp_path):
+    lines = plain(capture("lcuda"))
+    log = write_log(tmp_path / "server.log", lines)
+    found, _ = findings(log)
+    assert problems(found) == {"cuda-toolkit-unusable"}  # the generic "build failed" is dropped
+    f = found["cuda-toolkit-unusable"]
+    assert f["severity"] == "error" and "-lcuda" in f["title"]
+    assert evidence_has(f, log, line_of(lines, "cannot find -lcuda"), "cannot find -lcuda")
+    assert f["data"]["module"] == "fidoctor_tiny_link"
+
+
+def test_missing_header_names_the_header(tmp_path):
+    lines = plain(capture("header"))
+    found, _ = findings(write_log(tmp_path / "h.log", lines))
+    assert problems(found) == {"cuda-toolkit-unusable"}
+    assert "curand_kernel.h" in found["cuda-toolkit-unusable"]["title"]
+    assert found["cuda-toolkit-unusable"]["data"]["module"].endswith("_sm90")
+
+
+def test_read_only_cache_is_cache_not_writable(tmp_path):
+    lines = plain(capture("readonly"))
+    log = write_log(tmp_path / "ro.log", lines)
+    found, _ = findings(log)
+    assert problems(found) == {"cache-not-writable"}
+    f = found["cache-not-writable"]
+    assert "read-only" in f["title"]
+    assert evidence_has(f, log, line_of(lines, "[Errno 30]"), "Read-only file system")
+
+
+def test_killed_compiler_is_build_killed(tmp_path):
+    lines = plain(capture("killed"))
+    assert any("[code=137]" in t for t in lines), "the capture must show the real SIGKILL"
+    found, _ = findings(write_log(tmp_path / "k.log", lines))
+    assert problems(found) == {"build-killed"}
+
+
+def test_undefined_symbol_from_the_real_loader_is_the_first_exception_of_the_chain(tmp_path):
+    lines = plain(capture("undefined"))
+    assert any("The above exception was the direct cause" in t for t in lines)
+    log = write_log(tmp_path / "u.log", lines)
+    found, _ = findings(log)
+    assert problems(found) == {"cudart-missing-symbol"}
+    f = found["cudart-missing-symbol"]
+    assert "cudaGetDriverEntryPointByVersion" in f["title"] and "libcudart.so.12" in f["title"]
+    assert evidence_has(f, log, line_of(lines, "undefined symbol"), "undefined symbol")
+
+
+def test_py_spy_dump_of_a_real_lock_waiter_is_build_lock_held(tmp_path):
+    lines = plain(capture("pyspy"))
+    assert any("filelock" in t for t in lines), lines
+    found, _ = findings(write_log(tmp_path / "dump.txt", lines))
+    assert problems(found) == {"build-lock-held"}
+    assert found["build-lock-held"]["severity"] == "warning"
+
+
+# -- the serving stacks' wrappers --------------------------------------------------------------
+
+def test_vllm_worker_prefixes_ansi_and_crlf_records(tmp_path):
+    lines = vllm_worker(capture("lcuda"))
+    log = write_log(tmp_path / "vllm.log", lines, ansi=True)
+    found, d = findings(log)
+    assert problems(found) == {"cuda-toolkit-unusable"}
+    f = found["cuda-toolkit-unusable"]
+    assert evidence_has(f, log, line_of(lines, "cannot find -lcuda"), "cannot find -lcuda")
+    assert "\x1b" not in " ".join(f["evidence"])
+    assert f["data"]["streams"] == ["Worker_TP0 pid=451"]
+
+
+def test_four_vllm_workers_interleaved_make_one_finding_naming_every_stream(tmp_path):
+    real = capture("header")
+    ranks = [vllm_worker(real, worker=f"Worker_TP{i}", pid=450 + i) for i in range(4)]
+    lines = interleave(ranks, chunk=3)
+    found, _ = findings(write_log(tmp_path / "tp4.log", lines))
+    assert problems(found) == {"cuda-toolkit-unusable"}
+    f = found["cuda-toolkit-unusable"]
+    assert len(f["data"]["streams"]) == 4
+    assert any("from 4 streams" in e for e in f["evidence"])
+
+
+def test_torchrun_ranks_interleaved_and_kubectl_timestamps(tmp_path):
+    real = capture("killed")
+    ranks = [torch_rank(real, r) for r in range(2)]
+    lines = interleave(ranks, chunk=1)
+    stamped = kubectl([x for pair in zip(real, real) for x in pair], lines)
+    found, _ = findings(write_log(tmp_path / "k8s.log", stamped))
+    assert problems(found) == {"build-killed"}
+    assert set(found["build-killed"]["data"]["streams"]) == {"rank0", "rank1"}
+
+
+def test_sglang_scheduler_record_and_gzip(tmp_path):
+    lines = sglang_rank(capture("undefined"), " DP0 TP1")
+    log = write_log(tmp_path / "sglang.log.gz", lines, gz=True)
+    found, d = findings(log)
+    assert problems(found) == {"cudart-missing-symbol"}
+    assert d["files"][0]["gzip"] is True
+
+
+def test_ray_prefix_and_dedup_suffix(tmp_path):
+    lines = ray_worker(vllm_worker(capture("readonly")))
+    found, _ = findings(write_log(tmp_path / "ray.log", lines))
+    assert problems(found) == {"cache-not-writable"}
+    assert "repeated" not in found["cache-not-writable"]["title"]
+
+
+def test_lines_wrapped_by_the_terminal_are_rejoined(tmp_path):
+    lines = hard_wrap(vllm_worker(capture("lcuda")), width=100)
+    assert not any("cannot find -lcuda" in t for t in lines), "the wrap must split the message"
+    found, _ = findings(write_log(tmp_path / "wrapped.log", lines))
+    assert problems(found) == {"cuda-toolkit-unusable"}
+
+
+# -- quiet cases -----------------------------------------------------------------------------
+
+def test_inference_oom_mentioning_flashinfer_is_no_jit_activity(tmp_path):
+    lines = plain(capture("oom"))
+    assert any("flashinfer" in t for t in lines) and any("allocate" in t for t in lines)
+    found, _ = findings(write_log(tmp_path / "oom.log", vllm_worker(capture("oom"))))
+    assert problems(found) == set()
+    assert found["log-no-jit-activity"]["severity"] == "info"
+
+
+def test_slow_healthy_compile_is_info_with_its_duration(tmp_path):
+    real = capture("slow")
+    assert any(t.startswith("loaded OK") for _, t in real), real[-3:]
+    found, _ = findings(write_log(tmp_path / "slow.log", vllm_worker(real)))
+    assert problems(found) == set()
+    f = found["jit-build-slow"]
+    assert f["severity"] == "info" and f["data"]["seconds"] >= 20 and "not a hang" in f["title"]
+
+
+def test_unrelated_nccl_style_error_after_a_healthy_build_raises_nothing(tmp_path):
+    """A real healthy build followed by a real torch.distributed (gloo) connection failure."""
+    code = ("import datetime, torch.distributed as d\n"
+            "d.init_process_group('gloo', init_method='tcp://127.0.0.1:1', rank=0, world_size=2,"
+            " timeout=datetime.timedelta(seconds=2))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    if "No module named 'torch'" in r.stderr:
+        from warmup_helpers import target_venv
+
+        r = subprocess.run([str(target_venv()), "-c", code], capture_output=True, text=True,
+                           timeout=120)
+    assert r.returncode != 0
+    lines = vllm_worker(capture("slow")) + [f"(Worker_TP0 pid=451) {x}"
+                                            for x in r.stderr.splitlines()]
+    found, _ = findings(write_log(tmp_path / "dist.log", lines))
+    assert problems(found) == set(), found.keys()
+
+
+# -- the scanner API the live watch uses ---------------------------------------------------------
+
+def test_scanner_feed_returns_hits_per_line_as_they_pass():
+    sc = Scanner("live")
+    hits = []
+    for n, raw in enumerate(vllm_worker(capture("lcuda")), 1):
+        for h in sc.feed(raw + "\n"):
+            hits.append((n, h))
+    ids = {h.id for _, h in hits}
+    assert "cuda-toolkit-unusable" in ids
+    n, h = next(x for x in hits if x[1].id == "cuda-toolkit-unusable")
+    assert h.line == n and h.anchored and h.stream == "Worker_TP0 pid=451"
+    result = sc.close()
+    assert result["anchor"]["kind"] and result["lines"] == n + (result["lines"] - n)
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+def test_cli_log_only_exit_codes_json_and_stdin(tmp_path):
+    log = write_log(tmp_path / "s.log", plain(capture("lcuda")))
+    r = run_cli(["diagnose", "--log-only", "--log", str(log), "--json"])
+    assert r.returncode == 1, r.stderr
+    out = json.loads(r.stdout)
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parent.parent / "fidoctor" / "schema" /
+                         "diagnose.schema.json").read_text())
+    jsonschema.validate(out, schema)
+    assert [f["id"] for f in out["findings"]] == ["cuda-toolkit-unusable"]
+    oom = "\n".join(plain(capture("oom"))) + "\n"
+    r = run_cli(["diagnose", "--log-only", "--log", "-"], input_text=oom)
+    assert r.returncode == 0 and "no FlashInfer JIT activity in this log" in r.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--log-only"], "needs at least one --log"),
+    (["--log-only", "--log", "/nonexistent/x.log"], "no such file"),
+    (["--log-only", "--log", "/dev/zero"], "not a regular file"),
+    (["--log-only", "--log", "-", "--log", "-"], "only once"),
+])
+def test_cli_bad_log_input_is_one_line_exit_2(args, needle):
+    r = run_cli(["diagnose", *args], input_text="")
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_budget_stops_reading_and_says_so(tmp_path):
+    log = write_log(tmp_path / "big.log", plain(capture("lcuda")) * 50)
+    d = analyse([str(log)], max_bytes=4096)
+    f = d["files"][0]
+    assert f["complete"] is False and "size budget" in f["stopped"]
+
+
+def test_truncated_gzip_keeps_what_was_read(tmp_path):
+    body = gzip.compress(("\n".join(plain(capture("lcuda"))) + "\n").encode())
+    p = tmp_path / "cut.log.gz"
+    p.write_bytes(body[: len(body) * 2 // 3])
+    d = analyse([str(p)])
+    assert d["files"][0]["complete"] is False
+
+
+def test_log_and_machine_findings_about_one_module_merge(box, tmp_path):
+    """The machine's truncated .so and the real loader's words about it: one finding."""
+    ws = box.workspace()
+    mod = box.module(ws, FA2, so="truncated")
+    so = next(mod.glob("*.so"))
+    r = subprocess.run([sys.executable, "-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1])",
+                        str(so)], capture_output=True, text=True)
+    assert "cannot read file data" in r.stderr or "file too short" in r.stderr, r.stderr
+    log = write_log(tmp_path / "server.log", r.stderr.splitlines())
+    res = run_cli(["diagnose", "--json", "--log", str(log)], env=box.env())
+    out = json.loads(res.stdout)
+    same = [f for f in out["findings"] if f["id"] == "cache-incomplete-module"]
+    assert len(same) == 1, [f["id"] for f in out["findings"]]
+    assert same[0]["data"]["sources"] == ["machine", "log"]
+    assert any(e.startswith("server log ") and str(log) in e for e in same[0]["evidence"])
