@@ -29,7 +29,7 @@ def by_id(diag, id_):
 
 
 def test_read_only_cache_names_the_mount_and_explains_the_half_built_module(box):
-    with tmpfs(box.base, "16m"):
+    with tmpfs(box.base, "512m"):
         ws = box.workspace()
         box.module(ws, DECODE)
         box.module(ws, FA2, so="missing", objects=2, depfiles=1)
@@ -49,7 +49,7 @@ def test_read_only_cache_names_the_mount_and_explains_the_half_built_module(box)
 
 
 def test_writable_tmpfs_twin_is_quiet(box):
-    with tmpfs(box.base, "16m"):
+    with tmpfs(box.base, "512m"):
         ws = box.workspace()
         box.module(ws, DECODE)
         diag = diagnose_box(box)
@@ -59,7 +59,7 @@ def test_writable_tmpfs_twin_is_quiet(box):
 
 def test_fix_points_the_workspace_elsewhere_and_holds_the_quarantine(box, tmp_path):
     state = tmp_path / "state"
-    with tmpfs(box.base, "16m"):
+    with tmpfs(box.base, "512m"):
         ws = box.workspace()
         box.module(ws, FA2, so="missing", objects=2)
         remount(box.base, "ro")
@@ -137,7 +137,7 @@ def test_cache_owned_by_the_servers_uid_is_quiet(open_box, procs):
 
 
 def test_json_carries_caused_by(box):
-    with tmpfs(box.base, "16m"):
+    with tmpfs(box.base, "512m"):
         ws = box.workspace()
         box.module(ws, FA2, so="missing", objects=2)
         remount(box.base, "ro")

@@ -1,0 +1,98 @@
+"""cache-on-network-fs: the FlashInfer cache lives on a network or FUSE filesystem.
+
+What: the mount holding the cache root (from the target's ``mountinfo``) is
+nfs, lustre, gpfs, ceph, cifs, 9p, beegfs, … or any ``fuse.*`` (sshfs, s3fs,
+gcsfuse); the lock semantics its options imply are spelled out.
+Why: FlashInfer serialises builds with ``fcntl.flock`` on
+``cached_ops/tmp/<module>.lock``. On NFS with ``nolock``/``local_lock=all``,
+Lustre with ``localflock``, CIFS with ``nobrl``, 9p and FUSE filesystems that
+do not forward locks (sshfs), that lock is only node-local: ranks on two nodes
+build the same module into one dir at once (``Stale file handle`` at link,
+half-written ``.so``). Lustre without ``flock`` fails the lock outright
+(filelock raises NotImplementedError). Output mtimes on GPFS/NFS can disagree
+with ``.ninja_log`` and rebuild everything on every start (FlashInfer
+PR#3579); a maintainer suspects NFS in lock hangs (PR#993).
+Fix: a node-local ``FLASHINFER_WORKSPACE_BASE`` (env file): safe, the cost is
+one cold build per node.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, List
+
+from fidoctor.model import Finding, Fix
+from fidoctor.probes._fsfacts import gib, local_base, mount, places
+from fidoctor.snapshot import Snapshot
+
+ID = "cache-on-network-fs"
+REQUIRES = ("fs",)
+
+
+def lock_semantics(fstype: str, opts: List[str]) -> str:
+    """What ``flock`` means on this mount, from its type and options."""
+    o = set(opts)
+    kv: Dict[str, str] = dict(x.split("=", 1) for x in opts if "=" in x)
+    base = fstype.split(".", 1)[0]
+    if base in ("nfs", "nfs4"):
+        if "nolock" in o:
+            return "nolock: locks are local to this node; other nodes do not see them"
+        if kv.get("local_lock") in ("all", "flock"):
+            return f"local_lock={kv['local_lock']}: flock is local to this node"
+        return ("flock is emulated with NFS byte-range locks (lockd/NFSv4): shared between "
+                "nodes, but lost or stuck when a client dies without releasing them")
+    if base == "lustre":
+        if "localflock" in o:
+            return "localflock: flock is local to this node; other nodes do not see it"
+        if "flock" in o:
+            return "flock: cluster-coherent locks (slow under contention)"
+        return "no flock option: flock fails (ENOSYS) and filelock raises NotImplementedError"
+    if base in ("cifs", "smb3"):
+        return ("nobrl: byte-range locks are local only" if "nobrl" in o else
+                "locks go to the SMB server; flock is emulated and not coherent with POSIX locks")
+    if base == "9p":
+        return "9p: locks are local to this guest/node unless the server implements them"
+    if fstype.startswith("fuse."):
+        return (f"{fstype}: FUSE does not forward flock unless the filesystem implements it "
+                "(sshfs does not): a lock taken here does not exclude another node")
+    if base in ("gpfs", "ceph", "beegfs", "glusterfs"):
+        return f"{base}: cluster-coherent locks, but slow; output mtimes may disagree with .ninja_log"
+    return "lock behaviour across nodes unknown"
+
+
+def check(snap: Snapshot) -> Iterable[Finding]:
+    fs = snap.data("fs")
+    root = next(iter(places(snap, "root")), None)
+    if root is None:
+        return
+    m = mount(fs, root)
+    if not m or not m.get("network"):
+        return
+    opts = list(dict.fromkeys(m.get("options", []) + m.get("super_options", [])))
+    locks = lock_semantics(m["fstype"], opts)
+    base = local_base(snap)
+    fixes: List[Fix] = []
+    if base:
+        fixes.append(Fix(
+            id="use-local-workspace",
+            description=f"Keep the cache on node-local disk: FLASHINFER_WORKSPACE_BASE="
+            f"{base['path']} ({base['fstype']}, {gib(base['avail_bytes'])} free); each node "
+            "builds its own cache once",
+            commands=[f"fidoctor fix --only {ID}",
+                      f"# by hand: export FLASHINFER_WORKSPACE_BASE={base['path']}"],
+            safety="safe"))
+    else:
+        fixes.append(Fix(
+            description="Keep the cache on node-local disk (no local dir with room was found "
+            "here: pick one)", commands=["export FLASHINFER_WORKSPACE_BASE=/local/disk/fi"],
+            safety="safe"))
+    yield Finding(
+        id=ID, severity="warning", subject=root["path"],
+        title=f"the FlashInfer cache is on a network filesystem ({m['fstype']}): build locks "
+        "and mtimes are unreliable across nodes",
+        evidence=[f"{root['path']} is on {m['mount_point']} ({m['fstype']} from "
+                  f"{m.get('source')}, options {','.join(opts)}; {fs.get('mountinfo')})",
+                  f"lock semantics: {locks}"],
+        fixes=fixes,
+        data={"fstype": m["fstype"], "mount_point": m["mount_point"], "source": m.get("source"),
+              "options": opts, "locks": locks,
+              "workspace_base": base["path"] if base else None})
