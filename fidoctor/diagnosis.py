@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from fidoctor import __version__
 from fidoctor.causes import causal_order, link
-from fidoctor.model import Finding, Inconclusive, sort_key
+from fidoctor.model import Finding, Inconclusive, ProbeInconclusive, sort_key
 from fidoctor.probes import all_probes, cause_ids
 from fidoctor.snapshot import SCHEMA_VERSION, Snapshot
 
@@ -126,7 +126,9 @@ def diagnose(snap: Snapshot) -> Diagnosis:
             diag.inconclusive.append(Inconclusive(probe.id, "missing facts: " + ", ".join(missing)))
             continue
         try:
-            diag.findings.extend(probe.check(snap))
+            diag.findings.extend(list(probe.check(snap)))
+        except ProbeInconclusive as e:
+            diag.inconclusive.append(Inconclusive(probe.id, str(e)))
         except Exception as e:  # noqa: BLE001 - one broken probe must not sink the rest
             where = traceback.extract_tb(e.__traceback__)[-1]
             diag.inconclusive.append(

@@ -81,5 +81,10 @@ class Inconclusive:
         return asdict(self)
 
 
+class ProbeInconclusive(Exception):
+    """Raised by a probe's ``check`` that cannot judge from the facts it has (no GPU, no
+    driver, nvcc could not be asked); the message is the reason users see."""
+
+
 def sort_key(f: Finding) -> tuple:
     return (SEVERITIES.index(f.severity), f.id, f.subject)

@@ -1,0 +1,33 @@
+"""disable-jit-debug: build FlashInfer modules without device debug flags (``FLASHINFER_JIT_DEBUG=0``).
+
+What: writes ``FLASHINFER_JIT_DEBUG=0`` into fidoctor's env file and prints
+the export line. FlashInfer (0.5+) reads it before FLASHINFER_JIT_VERBOSE, so
+verbose build logs stay on while ``-O0 --device-debug`` goes away.
+Why: debug-built kernels are slow and ptxas crashes on some CUTLASS
+templates with them; VERBOSE=1 alone turns them on.
+Safety: safe. It changes only the environment of the next start; modules
+already built with debug flags stay until they are rebuilt.
+Undo: ``fidoctor undo`` takes the env file back. Finding data read: none.
+"""
+
+from __future__ import annotations
+
+from fidoctor.fixes import FixContext, Plan
+from fidoctor.model import Finding
+
+ID = "disable-jit-debug"
+SAFETY = "safe"
+
+
+def plan(finding: Finding, ctx: FixContext) -> Plan:
+    mods = finding.data.get("modules") or {}
+    notes = ["takes effect on the next start of the server"]
+    if mods:
+        notes.append(f"{len(mods)} module(s) already built with debug flags are rebuilt once "
+                     "moved aside: fidoctor fix --only build-flags-debug --use quarantine-module")
+    return Plan(
+        fix_id=ID, finding_id=finding.id, subject=finding.subject, safety=SAFETY,
+        why="FLASHINFER_JIT_DEBUG=0 overrides the debug build that FLASHINFER_JIT_VERBOSE=1 "
+            "implies",
+        env={"FLASHINFER_JIT_DEBUG": "0"}, notes=notes,
+    )

@@ -1,0 +1,213 @@
+"""What the toolkit's nvcc accepts, and what the target and its cache will ask of it.
+
+- ``nvcc``: the option names of ``nvcc --help`` and the archs of
+  ``nvcc --list-gpu-arch`` (absent before CUDA 11.0: recorded as an error).
+- ``archs``: the archs the target will build (FLASHINFER_CUDA_ARCH_LIST, else
+  TORCH_CUDA_ARCH_LIST, else the GPUs', else the cache's arch dirs), each
+  checked with ``nvcc --dryrun -gencode=arch=compute_X,code=sm_X -x cu -c
+  /dev/null``: nvcc's own verdict, nothing compiled.
+- ``modules``: per cached module, the nvcc options, ``-gencode`` archs, debug
+  flags and ``-L`` dirs its ``build.ninja`` passes (``cuda_cflags``/``ldflags``).
+- ``host_config``: the preprocessor lines of the toolkit's
+  ``crt/host_config.h`` (the host compiler guards nvcc enforces).
+
+Every nvcc answer comes from fidoctor's tool cache when nvcc is unchanged
+(fidoctor/toolcache.py), so a warm run starts no process; a cold one is
+bounded by ``QUERY_BUDGET_S``. Data contract (``data["toolchain"]``, never
+renamed): nvcc {path, version, options | options_error, archs | archs_error},
+archs {source, value, entries: [{entry, arch, note}], checks: {arch: {ok,
+message, how}}}, modules {name: {path, workspace_version, options, tokens, gencode,
+debug, ldirs}}, flag_checks {flag: {ok, message}} (nvcc's dryrun verdict on
+flags ``--help`` does not list), host_config {path, lines: [[lineno, text]]} | null,
+queries {hits, ran, skipped}.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from typing import Any, Dict, List, Optional
+
+from fidoctor.flashinfer import nvcc as rules
+from fidoctor.fsutil import read_head
+from fidoctor.toolcache import ToolCache
+
+NAME = "toolchain"
+BUDGET_S = 12.0
+ORDER = 8
+REQUIRES = ("toolkit", "cache")
+QUERY_BUDGET_S = 8.0
+QUERY_TIMEOUT_S = 5.0
+NINJA_MAX = 1 << 16  # cuda_cflags comes before the build edges (≈10 KB files)
+MAX_MODULES = 5000
+MAX_FLAG_CHECKS = 20
+_VAR_LINE = re.compile(r"^([A-Za-z_][\w.]*)\s*=\s*(.*)$")
+_DIRECTIVE = re.compile(r"^\s*#\s*(if|ifdef|ifndef|elif|else|endif|error|define|undef)\b")
+
+
+def ninja_vars(text: str, names: tuple) -> Dict[str, str]:
+    """Top-level ``name = value`` lines of a build.ninja (``$``-continued lines joined)."""
+    text = re.sub(r"\$\n[ \t]*", " ", text)
+    out: Dict[str, str] = {}
+    for line in text.splitlines():
+        m = _VAR_LINE.match(line)
+        if m and m.group(1) in names and m.group(1) not in out:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def module_flags(path: str) -> Optional[Dict[str, Any]]:
+    head = read_head(os.path.join(path, "build.ninja"), NINJA_MAX)
+    if head is None:
+        return None
+    v = ninja_vars(head.decode("utf-8", "replace"), ("cuda_cflags", "ldflags", "cflags"))
+    cuda = v.get("cuda_cflags", "").split()
+    ld = v.get("ldflags", "").split()
+    options = sorted({n for n in (rules.option_name(f) for f in cuda) if n})
+    tokens = sorted({f for f in cuda if rules.option_name(f)})
+    return {"options": options, "tokens": tokens, "gencode": rules.gencode_archs(cuda),
+            "debug": rules.debug_flags(cuda),
+            "ldirs": [f[2:] for f in ld if f.startswith("-L") and len(f) > 2],
+            "has_cuda_cflags": "cuda_cflags" in v}
+
+
+def _requested(env: Dict[str, str], cache: Dict[str, Any], gpus: List[Dict[str, Any]],
+               version: Optional[str]) -> Dict[str, Any]:
+    src, value = None, ""
+    for var in ("FLASHINFER_CUDA_ARCH_LIST", "TORCH_CUDA_ARCH_LIST"):
+        if env.get(var, "").strip():
+            src, value = var, env[var]
+            break
+    entries: List[Dict[str, Any]] = []
+    if src:
+        for e in rules.split_arch_list(value):
+            arch, note = rules.normalize_arch(e.replace("+PTX", ""), version)
+            entries.append({"entry": e, "arch": arch, "note": note})
+    elif gpus:
+        src = "the GPUs' compute capability"
+        for g in gpus:
+            cc = g.get("compute_capability")
+            if cc:
+                arch, note = rules.arch_from_capability(str(cc), version)
+                entries.append({"entry": str(cc), "arch": arch, "note": note})
+    else:
+        dirs = sorted({ws.get("arch") for ws in cache.get("workspaces", []) if ws.get("arch")})
+        if dirs:
+            src, value = "the cache's arch dirs (what it built before)", " ".join(dirs)
+            for d in dirs:
+                for a in rules.archs_of_dir(d):
+                    entries.append({"entry": d, "arch": a, "note": ""})
+    uniq, seen = [], set()
+    for e in entries:
+        if e["arch"] not in seen or e["arch"] is None:
+            uniq.append(e)
+            seen.add(e["arch"])
+    return {"source": src, "value": value, "entries": uniq, "checks": {}}
+
+
+def _host_config(home: str) -> Optional[Dict[str, Any]]:
+    for rel in ("targets/x86_64-linux/include", "targets/sbsa-linux/include", "include"):
+        p = os.path.join(home, rel, "crt", "host_config.h")
+        head = read_head(p, 1 << 18)
+        if head is None:
+            continue
+        text = re.sub(r"\\\n", " ", head.decode("utf-8", "replace"))
+        lines = []
+        for i, ln in enumerate(text.splitlines(), 1):
+            if _DIRECTIVE.match(ln):
+                lines.append([i, ln.strip()[:600]])
+        return {"path": p, "lines": lines}
+    return None
+
+
+def _gpus(done) -> List[Dict[str, Any]]:
+    sec = done.get("gpu")
+    if sec is None or not sec.ok:
+        return []
+    return list((sec.data or {}).get("gpus") or [])
+
+
+def _flag_checks(tools: ToolCache, exe: str, options: List[str], modules: Dict[str, Any],
+                 env: Dict[str, str]) -> Dict[str, Any]:
+    """nvcc's own verdict on each flag ``--help`` does not document (``-Xfatbin`` is
+    accepted but undocumented): ``nvcc FLAG --dryrun -x cu -c /dev/null``."""
+    suspects = sorted({tok for m in modules.values() for tok in m.get("tokens", [])
+                       if not rules.known_option(rules.option_name(tok) or "", options)})
+    out: Dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="fidoctor-dryrun-") as tmp:
+        for tok in suspects[:MAX_FLAG_CHECKS]:
+            args = [tok, "--dryrun", "-x", "cu", "-c", "/dev/null", "-o", "fidoctor-dryrun.o"]
+            r = tools.ask(exe, args, lambda r: {"ok": r.ok, "message": "" if r.ok else
+                          rules.fatal_line(r.stderr or r.stdout)}, QUERY_TIMEOUT_S, env=env,
+                          cwd=tmp)
+            out[tok] = r.get("value") or {"ok": None, "message": r.get("error", "")}
+    return out
+
+
+def gather(ctx, done) -> Dict[str, Any]:
+    tk_sec, cache_sec = done.get("toolkit"), done.get("cache")
+    tk = tk_sec.data if tk_sec is not None and tk_sec.ok else {}
+    cache = cache_sec.data if cache_sec is not None and cache_sec.ok else {}
+    t = tk.get("toolkit") or {}
+    nv = t.get("nvcc") or {}
+    version = t.get("version")
+    out: Dict[str, Any] = {"nvcc": None, "archs": None, "modules": {}, "host_config": None}
+    tools = ToolCache(QUERY_BUDGET_S)
+
+    modules: Dict[str, Any] = {}
+    for ws in cache.get("workspaces", []):
+        for mod in ws.get("modules", []):
+            if len(modules) >= MAX_MODULES or not mod.get("build_ninja"):
+                continue
+            f = module_flags(mod["path"])
+            if f is not None:
+                modules[mod["name"]] = dict(f, path=mod["path"],
+                                            workspace_version=ws.get("version"))
+    out["modules"] = modules
+    if t.get("path"):
+        out["host_config"] = _host_config(t["path"])
+
+    runnable = nv.get("path") and nv.get("kind") not in ("absent", None) and nv.get("ok")
+    if runnable:
+        exe = nv["path"]
+        n: Dict[str, Any] = {"path": exe, "version": version}
+        r = tools.ask(exe, ["--help"], lambda r: rules.parse_help(r.stdout) if r.ok else
+                      {"failed": r.describe()}, QUERY_TIMEOUT_S, env=ctx.env)
+        if "error" in r or isinstance(r["value"], dict):
+            n["options_error"] = r.get("error") or r["value"]["failed"]
+        else:
+            n["options"] = r["value"]
+        r = tools.ask(exe, ["--list-gpu-arch"], lambda r: rules.parse_list_gpu_arch(r.stdout)
+                      if r.ok else {"failed": r.describe()}, QUERY_TIMEOUT_S, env=ctx.env)
+        if "error" in r or isinstance(r["value"], dict):
+            n["archs_error"] = r.get("error") or r["value"]["failed"]
+        else:
+            n["archs"] = r["value"]
+        out["nvcc"] = n
+    req = _requested(ctx.env, cache, _gpus(done), version)
+    if runnable:
+        with tempfile.TemporaryDirectory(prefix="fidoctor-dryrun-") as tmp:
+            for e in req["entries"]:
+                a = e["arch"]
+                if a is None or a in req["checks"]:
+                    continue
+                args = ["--dryrun", f"-gencode=arch=compute_{a},code=sm_{a}", "-x", "cu",
+                        "-c", "/dev/null", "-o", "fidoctor-dryrun.o"]
+                r = tools.ask(nv["path"], args, lambda r: {"ok": r.ok, "message": "" if r.ok
+                              else rules.fatal_line(r.stderr or r.stdout)},
+                              QUERY_TIMEOUT_S, env=ctx.env, cwd=tmp)
+                if "error" in r:
+                    req["checks"][a] = {"ok": None, "message": r["error"], "how": "nvcc --dryrun"}
+                else:
+                    req["checks"][a] = dict(r["value"], how="nvcc --dryrun",
+                                            command=f"{nv['path']} {' '.join(args)}")
+    out["archs"] = req
+    if runnable and "options" in out["nvcc"]:
+        out["flag_checks"] = _flag_checks(tools, nv["path"], out["nvcc"]["options"], modules,
+                                          ctx.env)
+    err = tools.save()
+    out["queries"] = tools.summary()
+    if err:
+        out["queries"]["save_error"] = err
+    return out

@@ -1,0 +1,225 @@
+"""nvcc-arch-unsupported, nvcc-flag-unsupported and build-flags-debug on real toolchains.
+
+Real parts (tests/toolchain_helpers.py): NVIDIA's CUDA 11.8 nvcc from Debian's
+non-free package, this box's real CUDA 13.0 nvcc (/usr/local/cuda), and
+build.ninja files written by real FlashInfer 0.7.2 (``JitSpec.write_ninja``).
+Each finding is checked against what the real nvcc does with the same input.
+The stand-in toolkits of cudart_helpers (an nvcc script that only prints a
+``--version`` banner) cover the "nvcc cannot be asked" fallback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import diagnose_box, snapshot_of
+from toolchain_helpers import cuda118, fi_generated_modules, gcc11
+
+from fidoctor.diagnosis import diagnose
+
+pytestmark = pytest.mark.timeout(600)
+REAL13 = "/usr/local/cuda"
+
+
+@pytest.fixture(autouse=True)
+def own_tool_cache(tmp_path, monkeypatch):
+    """fidoctor's tool cache in the test's own dir: cold first, then warm."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+@pytest.fixture(scope="session")
+def cu118() -> Path:
+    return cuda118()
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory) -> dict:
+    return fi_generated_modules(tmp_path_factory.mktemp("figen"))
+
+
+def by_id(diag, fid):
+    return [f for f in diag.findings if f.id == fid]
+
+
+def inconclusive(diag, fid):
+    return [i.reason for i in diag.inconclusive if i.probe == fid]
+
+
+def need_real13():
+    if not os.access(f"{REAL13}/bin/nvcc", os.X_OK):
+        pytest.skip("no real nvcc at /usr/local/cuda")
+
+
+def real_nvcc_error(nvcc: Path, *args: str, cwd: Path) -> str:
+    (cwd / "k.cu").write_text("__global__ void k(float *x) { x[0] = 1; }\n")
+    r = subprocess.run([str(nvcc), *args, "-ccbin", str(gcc11() / "gcc-11"), "-c", "k.cu",
+                        "-o", "k.o"], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    return r.stderr + r.stdout
+
+
+# --- nvcc-arch-unsupported -------------------------------------------------------------
+
+def test_cuda_11_8_refuses_compute_90a(box, cu118, tmp_path):
+    box.workspace()
+    diag = diagnose_box(box, CUDA_HOME=str(cu118), FLASHINFER_CUDA_ARCH_LIST="9.0")
+    [f] = by_id(diag, "nvcc-arch-unsupported")
+    assert f.severity == "error" and f.data["affects"] == ["*"]
+    [bad] = f.data["unsupported"]
+    assert bad["arch"] == "90a" and bad["entry"] == "9.0" and bad["how"] == "nvcc --dryrun"
+    assert "Unsupported gpu architecture 'compute_90a'" in bad["message"]
+    assert "90" in f.data["list_gpu_arch"] and "90a" not in f.data["list_gpu_arch"]
+    assert any("--list-gpu-arch: compute_35" in e for e in f.evidence)
+    # what the probe claims is what the real nvcc does with a real compile
+    assert "Unsupported gpu architecture 'compute_90a'" in real_nvcc_error(
+        cu118 / "bin" / "nvcc", "-gencode=arch=compute_90a,code=sm_90a", cwd=tmp_path)
+
+
+def test_cuda_11_8_builds_sm80_and_cuda_13_builds_90a(box, cu118):
+    need_real13()
+    box.workspace()
+    assert not by_id(diagnose_box(box, CUDA_HOME=str(cu118), FLASHINFER_CUDA_ARCH_LIST="8.0"),
+                     "nvcc-arch-unsupported")
+    diag = diagnose_box(box, CUDA_HOME=REAL13, FLASHINFER_CUDA_ARCH_LIST="9.0 10.0")
+    assert not by_id(diag, "nvcc-arch-unsupported")
+    assert not inconclusive(diag, "nvcc-arch-unsupported")
+    checks = diag.snapshot.data("toolchain")["archs"]["checks"]
+    assert checks["90a"]["ok"] is True and checks["100a"]["ok"] is True
+
+
+def test_arch_from_the_cache_dirs_when_nothing_names_one(box, cu118):
+    box.workspace(arch="90a")
+    [f] = by_id(diagnose_box(box, CUDA_HOME=str(cu118)), "nvcc-arch-unsupported")
+    assert f.data["source"].startswith("the cache's arch dirs")
+
+
+def test_no_arch_anywhere_is_inconclusive_not_healthy(box, cu118):
+    diag = diagnose_box(box, CUDA_HOME=str(cu118))
+    assert not by_id(diag, "nvcc-arch-unsupported")
+    assert "no arch to check" in inconclusive(diag, "nvcc-arch-unsupported")[0]
+
+
+def test_sm120_on_cuda_11_8_is_refused_by_flashinfer_itself(box, cu118):
+    box.workspace()
+    [f] = by_id(diagnose_box(box, CUDA_HOME=str(cu118), FLASHINFER_CUDA_ARCH_LIST="12.0"),
+                "nvcc-arch-unsupported")
+    assert "SM 120 requires CUDA >= 12.8" in f.data["unsupported"][0]["message"]
+
+
+def test_nvcc_that_cannot_be_asked_falls_back_to_the_known_floor(box, tmp_path):
+    """A stand-in nvcc (prints only its --version banner): dryrun and --list-gpu-arch fail
+    without nvcc's refusal line, so the toolkit's release decides."""
+    from cudart_helpers import make_toolkit
+
+    box.workspace()
+    old = make_toolkit(tmp_path / "o", release="11.8", full="11.8.89")
+    [f] = by_id(diagnose_box(box, CUDA_HOME=str(old), FLASHINFER_CUDA_ARCH_LIST="9.0a"),
+                "nvcc-arch-unsupported")
+    assert f.data["unsupported"][0]["how"] == "the toolkit's known floor"
+    new = make_toolkit(tmp_path / "n")  # 12.9
+    assert not by_id(diagnose_box(box, CUDA_HOME=str(new), FLASHINFER_CUDA_ARCH_LIST="9.0a"),
+                     "nvcc-arch-unsupported")
+
+
+def test_nvcc_answers_are_cached_per_toolkit(box, cu118):
+    box.workspace()
+    snap = snapshot_of(box, CUDA_HOME=str(cu118), FLASHINFER_CUDA_ARCH_LIST="9.0")
+    q = snap.data("toolchain")["queries"]
+    assert q["hits"] == 0 and len(q["ran"]) == 3  # --help, --list-gpu-arch, one dryrun
+    again = snapshot_of(box, CUDA_HOME=str(cu118), FLASHINFER_CUDA_ARCH_LIST="9.0")
+    q2 = again.data("toolchain")["queries"]
+    assert q2["ran"] == [] and q2["hits"] == 3
+    assert again.data("toolchain")["archs"] == snap.data("toolchain")["archs"]
+
+
+# --- nvcc-flag-unsupported -------------------------------------------------------------
+
+def put(box, src: Path) -> Path:
+    ws = box.workspace()
+    dst = ws / "cached_ops" / src.name
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_flashinfer_0_7_flags_unknown_to_cuda_11_8(box, cu118, generated, tmp_path):
+    mod = put(box, generated["release"])
+    [f] = by_id(diagnose_box(box, CUDA_HOME=str(cu118), FLASHINFER_CUDA_ARCH_LIST="8.0"),
+                "nvcc-flag-unsupported")
+    assert f.severity == "error" and f.data["affects"] == [mod.name]
+    assert "--compress-mode" in f.data["unknown"]
+    # FlashInfer gates this one on CUDA >= 12.8: never held against 11.8
+    assert "-static-global-template-stub" not in f.data["unknown"]
+    assert "Unknown option '--compress-mode=size'" in real_nvcc_error(
+        cu118 / "bin" / "nvcc", "--compress-mode=size", cwd=tmp_path)
+
+
+def test_flashinfer_0_7_flags_known_to_cuda_13(box, generated):
+    need_real13()
+    put(box, generated["release"])
+    diag = diagnose_box(box, CUDA_HOME=REAL13)
+    assert not by_id(diag, "nvcc-flag-unsupported")
+    assert not inconclusive(diag, "nvcc-flag-unsupported")
+
+
+def test_flag_from_the_env_is_named(box, cu118, generated, tmp_path):
+    mod = put(box, generated["release"])
+    ninja = mod / "build.ninja"
+    ninja.write_text(ninja.read_text().replace("--compress-mode=size $",
+                                               "--compress-mode=size $\n    --no-such-flag $"))
+    [f] = by_id(diagnose_box(box, CUDA_HOME=str(cu118), FLASHINFER_EXTRA_CUDAFLAGS="--no-such-flag"),
+                "nvcc-flag-unsupported")
+    assert f.data["from_env"] == ["--no-such-flag"]
+    assert "FLASHINFER_EXTRA_CUDAFLAGS" in f.fixes[0].description
+
+
+# --- build-flags-debug -----------------------------------------------------------------
+
+def test_verbose_build_is_a_debug_build(box, generated):
+    mod = put(box, generated["debug"])
+    put(box, generated["release"])
+    [f] = by_id(diagnose_box(box), "build-flags-debug")
+    assert f.severity == "warning" and f.data["affects"] == [mod.name]
+    assert set(f.data["modules"][mod.name]) >= {"-O0", "--device-debug"}
+    assert f.fixes[0].id == "disable-jit-debug" and f.fixes[0].safety == "safe"
+
+
+def test_env_asking_for_debug_fires_before_any_build(box):
+    [f] = by_id(diagnose_box(box, FLASHINFER_JIT_VERBOSE="1"), "build-flags-debug")
+    assert f.data["env_asks"].startswith("FLASHINFER_JIT_VERBOSE=1")
+    assert f.data["env"] == {"FLASHINFER_JIT_DEBUG": "0"}
+
+
+@pytest.mark.parametrize("env", [{}, {"FLASHINFER_JIT_VERBOSE": "1", "FLASHINFER_JIT_DEBUG": "0"},
+                                 {"FLASHINFER_JIT_DEBUG": "0"}])
+def test_release_build_and_verbose_without_debug_are_quiet(box, generated, env):
+    put(box, generated["release"])
+    assert not by_id(diagnose_box(box, **env), "build-flags-debug")
+
+
+def test_disable_jit_debug_plan_writes_the_env_file(box, tmp_path):
+    import sys
+
+    from fidoctor.fixes import FixContext, choose
+
+    [f] = by_id(diagnose_box(box, FLASHINFER_JIT_VERBOSE="1"), "build-flags-debug")
+    ctx = FixContext(txid="t", state=str(tmp_path / "state"), env={}, python=sys.executable)
+    plan, _ = choose(f, ctx)
+    assert plan.fix_id == "disable-jit-debug" and plan.env == {"FLASHINFER_JIT_DEBUG": "0"}
+
+
+def test_replayed_snapshot_gives_the_same_verdicts(box, cu118, generated, tmp_path):
+    from fidoctor.snapshot import Snapshot
+
+    put(box, generated["debug"])
+    snap = snapshot_of(box, CUDA_HOME=str(cu118), FLASHINFER_CUDA_ARCH_LIST="9.0")
+    p = tmp_path / "snap.json"
+    snap.save(str(p))
+    a, b = diagnose(snap), diagnose(Snapshot.load(str(p)))
+    ids = ("nvcc-arch-unsupported", "nvcc-flag-unsupported", "build-flags-debug")
+    assert [f.to_dict() for f in a.findings if f.id in ids] == \
+           [f.to_dict() for f in b.findings if f.id in ids]
+    assert {f.id for f in a.findings} >= set(ids)
