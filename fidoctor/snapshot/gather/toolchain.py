@@ -36,7 +36,7 @@ from fidoctor.toolcache import ToolCache
 NAME = "toolchain"
 BUDGET_S = 12.0
 ORDER = 8
-REQUIRES = ("toolkit", "cache")
+REQUIRES = ("toolkit", "cache", "gpu", "host_compiler")
 QUERY_BUDGET_S = 8.0
 QUERY_TIMEOUT_S = 5.0
 NINJA_MAX = 1 << 16  # cuda_cflags comes before the build edges (≈10 KB files)
@@ -87,7 +87,7 @@ def _requested(env: Dict[str, str], cache: Dict[str, Any], gpus: List[Dict[str, 
     elif gpus:
         src = "the GPUs' compute capability"
         for g in gpus:
-            cc = g.get("compute_capability")
+            cc = g.get("compute_cap")
             if cc:
                 arch, note = rules.arch_from_capability(str(cc), version)
                 entries.append({"entry": str(cc), "arch": arch, "note": note})
@@ -98,11 +98,12 @@ def _requested(env: Dict[str, str], cache: Dict[str, Any], gpus: List[Dict[str, 
             for d in dirs:
                 for a in rules.archs_of_dir(d):
                     entries.append({"entry": d, "arch": a, "note": ""})
-    uniq, seen = [], set()
-    for e in entries:
-        if e["arch"] not in seen or e["arch"] is None:
-            uniq.append(e)
-            seen.add(e["arch"])
+    uniq: List[Dict[str, Any]] = []
+    seen: set = set()
+    for ent in entries:
+        if ent["arch"] not in seen or ent["arch"] is None:
+            uniq.append(ent)
+            seen.add(ent["arch"])
     return {"source": src, "value": value, "entries": uniq, "checks": {}}
 
 
