@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
+from fidoctor.textsafe import safe_command, shown
+
 SEVERITIES = ("error", "warning", "info")
 SAFETY = ("safe", "caution", "risky")
 
@@ -31,6 +33,10 @@ class Fix:
     def __post_init__(self) -> None:
         if self.safety not in SAFETY:
             raise ValueError(f"unknown safety grade {self.safety!r}")
+        # Rendered everywhere (text, Markdown, JSON): never a raw control character, and
+        # never a command whose pasting could run part of a name (fidoctor.textsafe).
+        self.description = shown(self.description)
+        self.commands = [safe_command(c) for c in self.commands]
 
 
 @dataclass
@@ -55,6 +61,8 @@ class Finding:
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
             raise ValueError(f"unknown severity {self.severity!r}")
+        self.title, self.subject = shown(self.title), shown(self.subject)
+        self.evidence = [shown(e) for e in self.evidence]
 
     @property
     def is_problem(self) -> bool:
@@ -76,6 +84,9 @@ class Inconclusive:
 
     probe: str
     reason: str
+
+    def __post_init__(self) -> None:
+        self.reason = shown(self.reason)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

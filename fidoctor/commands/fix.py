@@ -17,7 +17,9 @@ from fidoctor.commands._common import make_context
 
 
 def _echo(s: str = "") -> None:
-    click.echo(s)
+    from fidoctor.textsafe import terminal
+
+    click.echo(terminal(s))  # paths in plans and proofs: no raw control characters
 
 
 @click.command("fix")

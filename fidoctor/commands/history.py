@@ -13,21 +13,34 @@ import click
 def command(as_json) -> int:
     """List fixes: id, when, status (committed, undone, rolled-back, interrupted), what."""
     from fidoctor.paths import state_dir
+    from fidoctor.textsafe import shown
     from fidoctor.txn import history
 
     state = state_dir()
     rows = []
+    warnings = []
     for j in history(state):
         h = j.header
+        warnings += j.warnings
+        # A journal is input too: fields of the wrong type are dropped, never a crash.
+        plans = [p for p in h.get("plans", []) if isinstance(p, dict)] \
+            if isinstance(h.get("plans"), list) else []
+        h = dict(h, plans=plans,
+                 steps=[str(x) for x in h.get("steps", [])] if isinstance(h.get("steps"), list)
+                 else [],
+                 command=h.get("command") if isinstance(h.get("command"), str) else None,
+                 fix=h.get("fix") if isinstance(h.get("fix"), str) else None)
         rows.append({
             "id": j.txid, "time": h.get("time"), "status": j.status,
             "findings": [f"{p.get('finding')} {p.get('subject')}".strip()
                          for p in h.get("plans", [])],
-            "fixes": sorted(({p.get("fix") for p in h.get("plans", [])} | {h.get("fix")})
+            "fixes": sorted(({str(p["fix"]) for p in plans if p.get("fix")} | {h.get("fix")})
                             - {None}),
             "command": h.get("command") or "fix",
             "steps": h.get("steps", []), "journal": j.path,
         })
+    for w in warnings:
+        click.echo(f"warning: {shown(w)}", err=True)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return 0
@@ -36,8 +49,8 @@ def command(as_json) -> int:
         return 0
     for r in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"] or 0))
-        click.echo(f"{r['id']}  {when}  {r['status']:<12} {r['command']:<7} "
-                   f"{', '.join(r['fixes'])}")
+        click.echo(shown(f"{r['id']}  {when}  {r['status']:<12} {r['command']:<7} "
+                         f"{', '.join(r['fixes'])}"))
         for s in r["steps"]:
-            click.echo(f"    - {s}")
+            click.echo(f"    - {shown(s)}")
     return 0

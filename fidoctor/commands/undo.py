@@ -31,6 +31,10 @@ def command(txid) -> int:
             out = undo(state, txid)
         finally:
             signal.signal(signal.SIGINT, old)
+    from fidoctor.textsafe import shown
+
+    out.done, out.warnings, out.left = ([shown(x) for x in xs]
+                                        for xs in (out.done, out.warnings, out.left))
     was = before.get(out.txid)
     verb = "rolled back interrupted fix" if was == "interrupted" else "undid fix"
     click.echo(f"{verb} {out.txid}: {len(out.done)} change(s) reverted")

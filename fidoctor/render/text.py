@@ -12,6 +12,7 @@ from fidoctor import __version__
 from fidoctor.diagnosis import Diagnosis, target_summary
 from fidoctor.model import Finding
 from fidoctor.render.style import Styler
+from fidoctor.textsafe import shown
 
 
 def _target_lines(diag: Diagnosis) -> List[str]:
@@ -85,7 +86,7 @@ def finding_lines(f: Finding, s: Styler) -> List[str]:
 def render(diag: Diagnosis, s: Styler) -> str:
     lines = [s(f"fidoctor {__version__} — FlashInfer JIT diagnosis", bold=True)]
     try:
-        lines += _target_lines(diag)
+        lines += [shown(x) for x in _target_lines(diag)]  # machine strings: no raw controls
     except (TypeError, AttributeError, ValueError, KeyError):  # a damaged --from snapshot
         lines.append("target: not shown: the snapshot's data has an unexpected shape")
     lines.append("")
@@ -99,7 +100,7 @@ def render(diag: Diagnosis, s: Styler) -> str:
     bad = [f"{n} ({sec.status}: {sec.error})" for n, sec in diag.snapshot.sections.items()
            if not sec.ok]
     if bad:
-        lines.append("not gathered: " + "; ".join(bad))
+        lines.append(shown("not gathered: " + "; ".join(bad)))
     c = diag.counts()
     verdict = "healthy" if diag.exit_code == 0 else "problems found"
     lines.append(

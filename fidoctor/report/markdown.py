@@ -19,6 +19,7 @@ from fidoctor.causes import causal_order
 from fidoctor.diagnosis import Diagnosis, target_summary
 from fidoctor.model import SEVERITIES, Finding
 from fidoctor.report import versions
+from fidoctor.textsafe import shown as visible
 
 # Within one severity, root causes come before the symptoms they produce: a missing
 # cudart symbol explains an unfinished log line, not the other way round.
@@ -34,7 +35,7 @@ _LONE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 
 def esc(s: Any) -> str:
     """Escape machine text for Markdown prose and table cells (one line)."""
-    s = " ".join(str(s).split())
+    s = " ".join(visible(str(s)).split())
     s = s.replace("&", "&amp;")
     s = _MD_SPECIAL.sub(r"\\\1", s)
     return _LONE_UNDERSCORE.sub(r"\\_", s)
@@ -42,7 +43,7 @@ def esc(s: Any) -> str:
 
 def code(s: Any) -> str:
     """An inline code span that survives backticks and pipes inside ``s``."""
-    s = " ".join(str(s).split()).replace("|", "\\|")
+    s = " ".join(visible(str(s)).split()).replace("|", "\\|")
     if not s:
         return ""
     run = max((len(m) for m in re.findall(r"`+", s)), default=0)
@@ -52,11 +53,11 @@ def code(s: Any) -> str:
 
 
 def html(s: Any) -> str:
-    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return visible(str(s)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def fenced(lines: Iterable[str], lang: str = "") -> List[str]:
-    body = list(lines)
+    body = [visible(str(ln)) for ln in lines]
     run = max((len(m) for ln in body for m in re.findall(r"`{3,}", ln)), default=2)
     fence = "`" * max(3, run + 1)
     return [fence + lang, *body, fence]

@@ -21,6 +21,7 @@ import stat
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
+from fidoctor.textsafe import shown
 from fidoctor.txn.journal import fsync_dir
 from fidoctor.txn.safety import (
     StepError,
@@ -63,7 +64,7 @@ class MoveAside:
     revertible: bool = True
 
     def describe(self) -> str:
-        return f"move {self.src} aside to {self.dst}"
+        return shown(f"move {self.src} aside to {self.dst}")
 
     def preflight(self, tx: Optional[TxContext] = None) -> None:
         check_parent_inside(self.src, self.root)
@@ -194,7 +195,7 @@ class PutFile:
         what = f"copy {self.source} over" if self.source else (
             "write" if self.old_sha is None else "rewrite")
         keep = " (old bytes backed up; sha256 " + self.old_sha[:12] + "…)" if self.old_sha else ""
-        return f"{what} {self.path}{keep}"
+        return shown(f"{what} {self.path}{keep}")
 
     def _tmp(self, tx: TxContext) -> str:
         return os.path.join(os.path.dirname(self.path),
