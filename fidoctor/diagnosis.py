@@ -79,6 +79,8 @@ def target_summary(snap: Snapshot) -> Dict[str, Any]:
             pkgs, "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime"
         ),
         "flashinfer_root": ctx.get("flashinfer_root"),
+        "interpreter": (ctx.get("extra") or {}).get("interpreter"),
+        "pid_auto": (ctx.get("extra") or {}).get("pid_auto"),
         "gpu": gpu_summary(snap),
         "host_compiler": compiler_summary(snap),
     }

@@ -100,7 +100,8 @@ def test_pid_drives_the_environment(box, tmp_path):
         r = run_cli(["diagnose", "--json", "--pid", str(server.pid)], env=own_env)
         doc = json.loads(r.stdout)
         assert doc["target"]["pid"] == server.pid
-        assert doc["target"]["python"] == os.path.realpath(sys.executable)
+        # Started from a venv's bin/python (a symlink): the venv's python, not the base binary.
+        assert doc["target"]["python"] == sys.executable
         assert doc["target"]["flashinfer_root"] == str(box.root)
         assert "cache-incomplete-module" in {f["id"] for f in doc["findings"]}
     finally:

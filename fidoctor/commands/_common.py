@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Tuple, Union
 
 import click
 
@@ -13,15 +13,39 @@ from fidoctor.snapshot import Snapshot
 from fidoctor.snapshot.context import GatherContext, build_context
 
 
+class PidParam(click.ParamType):
+    """``--pid N`` or ``--pid auto`` (the serving process: ``fidoctor.servers.pick_serving``)."""
+
+    name = "pid"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        text = str(value).strip()
+        if text.lower() == "auto":
+            return "auto"
+        try:
+            n = int(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a process id (a number, or 'auto')", param, ctx)
+        if n <= 0:
+            self.fail(f"{value!r} is not a process id", param, ctx)
+        return n
+
+
+PID = PidParam()
+PID_HELP = ("A running (or hung) server: its environment and interpreter drive every check. "
+            "'auto' picks the serving process (maps libtorch/FlashInfer, runs sglang/vLLM, "
+            "or builds) and says why.")
+
+
 def target_options(f: Callable) -> Callable:
     """``--python``, ``--pid``, ``--deep``, ``--from`` for commands that gather."""
 
     @click.option("--python", "python", metavar="PATH",
                   help="Interpreter of the serving environment (default: active venv/conda, "
                   "else fidoctor's own).")
-    @click.option("--pid", type=int, metavar="PID",
-                  help="A running (or hung) server: its environment and interpreter drive "
-                  "every check.")
+    @click.option("--pid", type=PID, metavar="PID|auto", help=PID_HELP)
     @click.option("--deep", is_flag=True,
                   help="Also import torch in the target (in a guarded subprocess) to confirm.")
     @click.option("--from", "from_file", metavar="SNAPSHOT", type=click.Path(dir_okay=False),
@@ -33,13 +57,30 @@ def target_options(f: Callable) -> Callable:
     return wrapper
 
 
-def make_context(python: Optional[str], pid: Optional[int], deep: bool) -> GatherContext:
+def resolve_pid(pid: Union[int, str, None], quiet: bool = False) -> Tuple[Optional[int], Any]:
+    """``--pid auto`` → (the chosen pid, the Choice), saying on stderr which and why."""
+    if pid != "auto":
+        return (int(pid) if pid is not None else None), None
+    from fidoctor.servers import pick_serving
+
+    choice = pick_serving()
+    if not quiet:
+        click.echo(f"fidoctor: {choice.why()}", err=True)
+    return choice.chosen.pid, choice
+
+
+def make_context(python: Optional[str], pid: Union[int, str, None], deep: bool,
+                 quiet: bool = False) -> GatherContext:
     if python and not os.path.exists(python):
         raise FidoctorError(f"--python {python}: no such file",
                             "pass the interpreter of the serving venv, e.g. /opt/venv/bin/python")
-    if pid is not None and pid <= 0:
-        raise FidoctorError(f"--pid {pid}: not a process id")
-    return build_context(python=python, pid=pid, deep=deep)
+    n, choice = resolve_pid(pid, quiet)
+    if n is not None and n <= 0:
+        raise FidoctorError(f"--pid {n}: not a process id")
+    ctx = build_context(python=python, pid=n, deep=deep)
+    if choice is not None:
+        ctx.extra["pid_auto"] = choice.to_dict()
+    return ctx
 
 
 def obtain_snapshot(python: Optional[str], pid: Optional[int], deep: bool,

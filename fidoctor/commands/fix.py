@@ -13,7 +13,7 @@ from typing import List, Tuple
 
 import click
 
-from fidoctor.commands._common import make_context
+from fidoctor.commands._common import PID, PID_HELP, make_context
 
 
 def _echo(s: str = "") -> None:
@@ -25,8 +25,7 @@ def _echo(s: str = "") -> None:
 @click.command("fix")
 @click.option("--python", "python", metavar="PATH",
               help="Interpreter of the serving environment (as in diagnose).")
-@click.option("--pid", type=int, metavar="PID",
-              help="A running (or hung) server: its environment drives the checks.")
+@click.option("--pid", type=PID, metavar="PID|auto", help=PID_HELP)
 @click.option("--deep", is_flag=True, help="Also import torch in the target to confirm.")
 @click.option("-y", "--yes", is_flag=True, help="Apply without asking (needed without a TTY).")
 @click.option("--dry-run", is_flag=True, help="Show the plan only; change nothing.")
@@ -64,7 +63,7 @@ def command(python, pid, deep, yes, dry_run, only, skip, prefer, no_warmup) -> i
             return 0
         txid = new_txid()
         fctx = FixContext(txid=txid, state=state, env=dict(ctx.env), python=ctx.python,
-                          snapshot=diag.snapshot, pid=pid, flashinfer_root=ctx.flashinfer_root,
+                          snapshot=diag.snapshot, pid=ctx.pid, flashinfer_root=ctx.flashinfer_root,
                           requested=tuple(prefer))
         fp = planner.make_plans(chosen, fctx, prefer)
         _echo(f"fidoctor fix — plan {txid} for {ctx.python}")
@@ -82,7 +81,7 @@ def command(python, pid, deep, yes, dry_run, only, skip, prefer, no_warmup) -> i
             if not click.confirm("\nApply this plan?", default=False):
                 _echo("Not applied.")
                 return 1
-        header = {"argv": sys.argv[1:], "python": ctx.python, "pid": pid,
+        header = {"argv": sys.argv[1:], "python": ctx.python, "pid": ctx.pid,
                   "plans": [p.to_dict() for p in fp.plans]}
         out = apply_steps(state, fp.steps, header, txid=txid)
         _echo(f"\napplied fix {txid} ({len(out.done)} change(s)); undo with: fidoctor undo")

@@ -13,12 +13,12 @@ import sys
 
 import click
 
-from fidoctor.commands._common import make_context
+from fidoctor.commands._common import PID, PID_HELP, make_context
 
 
 @click.command("snapshot")
 @click.option("--python", "python", metavar="PATH", help="Interpreter of the serving environment.")
-@click.option("--pid", type=int, metavar="PID", help="A running (or hung) server process.")
+@click.option("--pid", type=PID, metavar="PID|auto", help=PID_HELP)
 @click.option("--deep", is_flag=True, help="Also import torch in the target to confirm.")
 @click.option("-o", "--output", metavar="FILE", default="-", show_default=True,
               help="Where to write the snapshot JSON ('-' for stdout).")

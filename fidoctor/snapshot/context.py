@@ -2,8 +2,9 @@
 
 With ``--pid`` the environment (FLASHINFER_WORKSPACE_BASE, HOME, CUDA_HOME,
 LD_LIBRARY_PATH, PATH, MAX_JOBS, …) is read from ``/proc/PID/environ`` and the
-interpreter from ``/proc/PID/exe``, so every gatherer sees what the hung
-server saw. Without it, the target interpreter is ``--python``, else the active
+interpreter is the one the process really runs (its venv's python: see
+``interpreter.py``), so every gatherer sees what the hung server saw.
+Without it, the target interpreter is ``--python``, else the active
 venv/conda interpreter, else the one running fidoctor.
 """
 
@@ -111,9 +112,14 @@ def build_context(
             ) from None
         if exe.endswith(" (deleted)"):
             exe = exe[: -len(" (deleted)")]
-        return GatherContext(
-            env=penv, python=python or exe, python_source=f"--pid {pid}", pid=pid, deep=deep
-        )
+        if python:
+            return GatherContext(env=penv, python=python, python_source=f"--python (--pid {pid})",
+                                 pid=pid, deep=deep)
+        from fidoctor.snapshot.interpreter import resolve_pid_python
+
+        res = resolve_pid_python(pid, penv, exe)
+        return GatherContext(env=penv, python=res.python, python_source=f"--pid {pid}: {res.how}",
+                             pid=pid, deep=deep, extra={"interpreter": res.to_dict()})
     env = dict(os.environ if env is None else env)
     if python:
         return GatherContext(env=env, python=python, python_source="--python", deep=deep)

@@ -1,0 +1,162 @@
+"""``--pid`` finds the interpreter a live process really runs; ``--pid auto`` finds the server.
+
+Real processes only: Pythons started from a venv's ``bin/python`` symlink (the
+cached target venv with CPU torch + flashinfer-python, see warmup_helpers), under
+a rewritten argv[0] as setproctitle leaves it, from a relative path, through PATH,
+and from a conda-style prefix holding NVIDIA's real cudart wheel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+from cudart_helpers import WHEEL_12_4, cudart_wheel, unpack_wheel
+from target_helpers import base_python, conda_prefix, live, plain_venv, set_title, site_packages
+from warmup_helpers import target_venv
+
+from fidoctor.servers import Candidate, find_serving
+from fidoctor.snapshot.context import build_context
+from fidoctor.snapshot.interpreter import resolve_argv0, resolve_pid_python
+
+pytestmark = pytest.mark.timeout(240)
+IMPORT_TORCH = "import torch\n"
+
+
+@pytest.fixture(scope="module")
+def venv_py() -> Path:
+    return target_venv()
+
+
+def cli(args, env=None, timeout=180):
+    return subprocess.run([sys.executable, "-m", "fidoctor", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+def schema():
+    from importlib import resources
+    return json.loads(resources.files("fidoctor").joinpath("schema/diagnose.schema.json")
+                      .read_text())
+
+
+def test_venv_server_names_the_venv_python_and_its_packages(venv_py, procs, tmp_path):
+    """The issue's case: /proc/PID/exe is the base binary; the venv must still be found."""
+    p = live(procs, [str(venv_py)], IMPORT_TORCH)
+    assert os.path.realpath(f"/proc/{p.pid}/exe") == str(base_python())
+    env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path), NO_COLOR="1")
+    r = cli(["diagnose", "--json", "--pid", str(p.pid)], env=env)
+    assert r.returncode in (0, 1), r.stderr
+    doc = json.loads(r.stdout)
+    jsonschema.validate(doc, schema())
+    t = doc["target"]
+    assert t["python"] == str(venv_py)
+    assert t["torch"].startswith("2.13.0") and t["flashinfer"] == "0.7.2.post1"
+    assert t["source"].startswith(f"--pid {p.pid}: venv, its site-packages mapped")
+    assert "target-lacks-flashinfer" not in {f["id"] for f in doc["findings"]}
+
+
+def test_rewritten_argv0_what_is_mapped_wins(venv_py, procs):
+    """setproctitle (vLLM, SGLang) leaves argv[0] naming no file: the maps decide."""
+    p = live(procs, [str(venv_py)], IMPORT_TORCH + set_title("sglang::scheduler"))
+    res = resolve_pid_python(p.pid, {"PATH": "/usr/bin:/bin"}, str(base_python()))
+    assert res.python == str(venv_py) and res.kind == "venv"
+    assert any("does not name the running binary" in e for e in res.evidence)
+
+
+def test_mapped_beats_a_disagreeing_argv0(venv_py, procs, tmp_path):
+    """argv[0] is venv A, but the packages in use (mapped) are venv B's: B is the target."""
+    a = plain_venv(tmp_path, "a")
+    b_site = next((venv_py.parent.parent / "lib").glob("python*/site-packages"))
+    env = dict(os.environ, PYTHONPATH=str(b_site))
+    p = live(procs, [str(a / "bin" / "python")], IMPORT_TORCH, env=env)
+    res = resolve_pid_python(p.pid, env, str(base_python()))
+    assert res.python == str(venv_py.parent / "python")
+    assert any("disagrees; what is mapped wins" in e for e in res.evidence)
+
+
+def test_nothing_mapped_argv0_against_cwd_and_path(procs, tmp_path):
+    v = plain_venv(tmp_path)
+    p = live(procs, ["bin/python"], cwd=v)  # relative argv[0], resolved against its cwd
+    res = resolve_pid_python(p.pid, {"PATH": "/usr/bin:/bin"}, str(base_python()))
+    assert (res.python, res.kind, res.how) == (str(v / "bin" / "python"), "venv", "venv, from argv[0]")
+    env = dict(os.environ, PATH=f"{v / 'bin'}:/usr/bin:/bin")
+    q = live(procs, ["python"], env=env)  # bare name: found on *its* PATH
+    res = resolve_pid_python(q.pid, env, str(base_python()))
+    assert res.python == str(v / "bin" / "python")
+
+
+def test_no_venv_at_all_is_the_binary_itself(procs):
+    p = live(procs, [str(base_python())])
+    ctx = build_context(pid=p.pid)
+    assert ctx.python == str(base_python())
+    assert ctx.extra["interpreter"]["kind"] == "plain"
+
+
+def test_conda_style_prefix(procs, tmp_path):
+    """A conda env's own python binary, with NVIDIA's real cudart wheel mapped from it."""
+    prefix = conda_prefix(tmp_path)
+    site = site_packages(prefix)
+    unpack_wheel(cudart_wheel(WHEEL_12_4), site)
+    lib = site / "nvidia" / "cuda_runtime" / "lib" / "libcudart.so.12"
+    p = live(procs, [str(prefix / "bin" / "python")], f"import ctypes; ctypes.CDLL({str(lib)!r})",
+             env={"PATH": f"{prefix / 'bin'}:/usr/bin:/bin", "CONDA_PREFIX": str(prefix),
+                  "HOME": str(tmp_path)})
+    ctx = build_context(pid=p.pid)
+    assert ctx.python == str(prefix / "bin" / "python")
+    assert ctx.extra["interpreter"]["kind"] == "conda"
+    from fidoctor.snapshot.gather.target import query
+    info = query(ctx.python, ctx.env)
+    assert info["usable"] and info["prefix"] == str(prefix)
+    assert info["packages"]["nvidia-cuda-runtime-cu12"]["version"] == WHEEL_12_4
+
+
+def test_argv0_resolution_rules(tmp_path):
+    assert resolve_argv0("bin/python", "/srv/venv", {}) == "/srv/venv/bin/python"
+    assert resolve_argv0("/abs/python", "/x", {}) == "/abs/python"
+    assert resolve_argv0("no-such-program-here", "/", {"PATH": str(tmp_path)}) is None
+
+
+# ---- --pid auto -------------------------------------------------------------------------
+
+def test_auto_sees_a_torch_process_and_explains(venv_py, procs):
+    p = live(procs, [str(venv_py)], IMPORT_TORCH + set_title("sglang::scheduler"))
+    found = {c.pid: c for c in find_serving()}
+    assert p.pid in found
+    assert found[p.pid].maps_torch and found[p.pid].server_argv
+    assert "maps libtorch" in found[p.pid].reasons
+    assert os.getpid() not in found  # never ourselves
+
+
+def test_auto_ranks_trouble_first():
+    calm = Candidate(pid=10, name="python", cmdline="python -m sglang.launch_server",
+                     server_argv=True, maps_torch=True, maps_flashinfer=True, start=1.0)
+    broken = Candidate(pid=11, name="python", cmdline="python serve.py", maps_torch=True,
+                       incomplete=2, start=2.0)
+    building = Candidate(pid=12, name="python", cmdline="python other.py", build_below=1,
+                         start=3.0)
+    order = sorted([calm, broken, building], key=lambda c: c.rank(), reverse=True)
+    assert [c.pid for c in order] == [12, 11, 10]
+
+
+def test_cli_pid_auto_says_which_and_why(venv_py, procs, tmp_path):
+    live(procs, [str(venv_py)], IMPORT_TORCH + set_title("sglang::scheduler"))
+    r = cli(["diagnose", "--json", "--pid", "auto"],
+            env=dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path)))
+    assert r.returncode in (0, 1, 2), r.stderr
+    assert "--pid auto chose " in r.stderr
+    doc = json.loads(r.stdout)
+    jsonschema.validate(doc, schema())
+    chosen = int(r.stderr.split("--pid auto chose ")[1].split()[0])
+    assert doc["target"]["pid"] == chosen and doc["target"]["pid_auto"]["chosen"] == chosen
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3"])
+def test_bad_pid_is_a_one_line_error(value):
+    r = cli(["diagnose", "--pid", value])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "not a process id" in r.stderr
