@@ -248,3 +248,48 @@ def live_descendants(pid: int) -> List[int]:
         return [c.pid for c in psutil.Process(pid).children(recursive=True)]
     except psutil.Error:
         return []
+
+
+def tree_pids(root: int) -> List[int]:
+    """``root`` and every live descendant, cheaply: ``/proc/PID/task/TID/children`` walks
+    only the tree (a whole-table scan costs ~1 ms per 100 processes on a busy host); falls
+    back to ``scan_table`` when the kernel lacks CONFIG_PROC_CHILDREN. [] if root is gone."""
+    if not os.path.exists(f"/proc/{root}/task/{root}/children"):
+        if not os.path.exists(f"/proc/{root}"):
+            return []
+        table = scan_table()
+        kids: Dict[int, List[int]] = {}
+        for pid, (_comm, ppid, _pgid) in table.items():
+            kids.setdefault(ppid, []).append(pid)
+        out, todo = [], [root]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            todo.extend(kids.get(p, []))
+        return out
+    out, todo, seen = [], [root], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        out.append(p)
+        for t in tids:
+            try:
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo.extend(int(x) for x in f.read().split())
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def read_comm(pid: int) -> Optional[str]:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None

@@ -369,17 +369,17 @@ def _seconds(mtime: int) -> float:
 
 
 def _runs(edges: List[_Edge]) -> List[List[_Edge]]:
-    """Split a log into ninja invocations: times restart at 0 each run, so group by the
-    wall-clock start each edge implies (output mtime − end ms), within 5 s."""
-    keyed = sorted(edges, key=lambda e: e.mtime_s - e.end_ms / 1000)
+    """Split a log into ninja invocations. Each run appends its edges as they finish, with
+    times counted from that run's start, so a run ends where the end time goes backwards.
+    (The third column is no clock to group by: ninja ≥ 1.10 records the newest input's
+    mtime or the command's start there, not when the output was written.)"""
     runs: List[List[_Edge]] = []
-    last = None
-    for e in keyed:
-        t0 = e.mtime_s - e.end_ms / 1000
-        if last is None or t0 - last > 5.0 or not e.mtime_s:
+    last_end = None
+    for e in edges:
+        if last_end is None or e.end_ms < last_end:
             runs.append([])
         runs[-1].append(e)
-        last = t0
+        last_end = e.end_ms
     return runs
 
 

@@ -1,0 +1,66 @@
+"""``fidoctor watch --pid N|auto [--once]``: the live watch, attached to a running server."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from fidoctor.commands._live import live_options, make_emitter, make_options
+from fidoctor.errors import FidoctorError
+
+
+def resolve_pid(text: str) -> int:
+    if text == "auto":
+        try:  # the target engineer's resolver (issue 12), once it is on main
+            from fidoctor.snapshot.context import resolve_pid as auto  # type: ignore
+        except ImportError:
+            raise FidoctorError("--pid auto is not available in this build",
+                                "pass the server's pid: --pid N") from None
+        return int(auto("auto"))
+    try:
+        pid = int(text)
+    except ValueError:
+        raise FidoctorError(f"--pid {text}: not a process id",
+                            "pass a number, or auto") from None
+    if pid <= 0:
+        raise FidoctorError(f"--pid {text}: not a process id", "pass a number, or auto")
+    return pid
+
+
+@click.command("watch")
+@click.option("--pid", "pid_text", required=True, metavar="N|auto",
+              help="The server to watch.")
+@click.option("--once", is_flag=True,
+              help="One status line and an exit code: 0 not compiling or progressing · "
+              "1 stalled or failed · 2 could not tell (a Kubernetes probe).")
+@click.option("--state", "state_path", metavar="FILE",
+              help="--once: what to remember between runs (default in fidoctor's cache).")
+@live_options
+def command(pid_text, once, state_path, stall_after, lock_idle_after, on_stall, report_path,
+            deadline, events, quiet, progress_every) -> int:
+    """Watch a running server's FlashInfer JIT builds until it exits.
+
+    \b
+    Exit codes: 0 nothing stalled or failed · 1 a stall or failed build was seen ·
+    2 could not watch. With --once: 0 not compiling or progressing · 1 stalled or
+    failed · 2 could not tell.
+    """
+    from fidoctor.live.session import probe_once, watch_pid
+
+    pid = resolve_pid(pid_text)
+    opts = make_options(stall_after, lock_idle_after, on_stall, report_path, deadline,
+                        progress_every)
+    emitter = make_emitter(events, quiet)
+    try:
+        if once:
+            if state_path is None:
+                from fidoctor.paths import cache_dir
+
+                state_path = os.path.join(cache_dir(), "watch", f"{pid}.json")
+            return probe_once(pid, opts, emitter, state_path)
+        if not os.path.exists(f"/proc/{pid}"):
+            raise FidoctorError(f"no process with pid {pid}", "check the pid with: ps aux")
+        return watch_pid(pid, opts, emitter)
+    finally:
+        emitter.close()

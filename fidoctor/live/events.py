@@ -1,0 +1,80 @@
+"""What the live watch says: ``fidoctor:`` lines on stderr, JSON lines in ``--events FILE``.
+
+Every event is one JSON object per line (``fidoctor/schema/events.schema.json``):
+``{"event": KIND, "t": epoch seconds, "text": the line a person reads, …data}``. Kinds:
+``start``, ``build-start``, ``progress``, ``deadline``, ``build-end``, ``lock-wait``,
+``lock-end``, ``stall``, ``resumed``, ``diagnosis`` (``findings``: diagnose's finding
+dicts), ``server-error`` (a fatal line the server printed), ``report`` (``path``),
+``status`` (``watch --once``), ``exit`` (``code``, ``reason``). Fields are added, never
+renamed.
+
+Writing never fails the watch: a full disk or a closed stderr stops that output, nothing
+else (the server must not pay for our problems).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, List, Optional, TextIO
+
+PREFIX = "fidoctor: "
+
+
+class Emitter:
+    def __init__(self, events_path: Optional[str] = None, quiet: bool = False,
+                 stream: Optional[TextIO] = None) -> None:
+        self.quiet = quiet
+        self.stream = stream if stream is not None else sys.stderr
+        self.events: Optional[TextIO] = None
+        self.lines: List[str] = []      # what was said (tests, watch --once)
+        if events_path:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+            fd = os.open(events_path, flags, 0o644)
+            self.events = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+
+    def emit(self, event: str, text: str = "", **data: Any) -> None:
+        rec = {"event": event, "t": round(time.time(), 3), "text": text, **data}
+        if text:
+            self.say(text)
+        if self.events is not None:
+            try:
+                self.events.write(json.dumps(rec, default=str) + "\n")
+            except (OSError, ValueError):
+                self.events = None
+
+    def say(self, text: str) -> None:
+        """Lines for people only (a diagnosis body), prefixed, unless --quiet."""
+        for ln in text.splitlines() or [""]:
+            self.lines.append(ln)
+            if self.quiet:
+                continue
+            try:
+                self.stream.write(PREFIX + ln + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                self.quiet = True
+
+    def close(self) -> None:
+        if self.events is not None:
+            try:
+                self.events.close()
+            except OSError:
+                pass
+            self.events = None
+
+
+def duration(seconds: float) -> str:
+    """``45 s``, ``3 min 20 s``, ``1 h 05 min``."""
+    s = int(round(max(seconds, 0)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"

@@ -1,0 +1,422 @@
+"""One look at a server's tree per tick: its JIT builds, their progress, lock waits, stalls.
+
+A *build* is a ninja (or a compiler with no ninja above it) in the server's tree working on
+a ``cached_ops/<module>`` dir (``fidoctor.flashinfer.builds.module_dir_of``). Its progress
+is warmup's definition (``fidoctor.warmup.watch.TreeWatch``: CPU in the compiler tree, a
+compiler starting or ending, a file in the module or generated dir changing); objects done
+are the build's edges (``build.ninja``) whose output was written since it began. A build is
+*stalled* only after ``stall_after`` seconds with none of that — a slow build is never
+stalled, however long it runs.
+
+A *lock wait* is the server's tree with no build of its own while another process holds
+the flock of a module in the server's workspaces whose ``.so`` does not exist yet (the
+only case FlashInfer waits on it), and a thread of the server sleeps in a poll loop
+(filelock polls every 50 ms; it never shows in ``/proc/locks``). The holder's own tree is
+then watched the same way; a holder idle for ``lock_idle_after`` seconds is a stall.
+
+Idle cost: one walk of the server's tree (``proctree.tree_pids``) and, when nothing
+builds, one read of ``/proc/locks``; builds add one TreeWatch sample each.
+
+``State`` (plain data) carries what ``watch --once`` must remember between probe runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from fidoctor.flashinfer import eta
+from fidoctor.flashinfer.builds import COMPILERS, module_dir_of
+from fidoctor.flashinfer.layout import discover_workspaces
+from fidoctor.flashinfer.modnames import parse_module_name, short_name
+from fidoctor.fsutil import open_regular
+from fidoctor.proctree import SLEEP_WCHANS, read_comm, tree_pids
+from fidoctor.warmup.watch import TreeWatch, describe_proc, lock_holders
+
+WORKSPACE_EVERY_S = 10.0
+EDGE = re.compile(r"^build\s+(.+?):\s*(cuda_compile|compile)\s", re.M)
+ARCH = re.compile(r"code=(sm_\d+[a-z]?)")
+COMPILE_NAMES = ("nvcc", "cicc", "ptxas", "cudafe++", "cc1plus", "fatbinary", "nvlink")
+
+
+@dataclass
+class Build:
+    module_dir: str
+    name: str
+    label: str            # short_name(): "batch_prefill (bf16, hd128, FA3)"
+    backend: Optional[str]  # "FA2" | "FA3" | None (decode and others)
+    arch: str             # the workspace's arch dir ("90a") or build.ninja's sm_XX list
+    root: int             # ninja (or the topmost compiler)
+    owner: int            # the server-side process that started it
+    started: float        # epoch, ninja's create time
+    outputs: List[str] = field(default_factory=list)
+    done: int = 0
+    estimate: Optional[eta.Estimate] = None
+    last_progress: float = 0.0
+    why: str = ""
+    cpu_fraction: float = 0.0
+    rss: int = 0
+    compilers: int = 0
+    stalled: bool = False
+    watch: Optional[TreeWatch] = None
+
+    @property
+    def edges(self) -> int:
+        return len(self.outputs)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"module": self.name, "label": self.label, "backend": self.backend,
+                "arch": self.arch, "module_dir": self.module_dir, "pid": self.root,
+                "owner_pid": self.owner, "edges": self.edges, "done": self.done,
+                "cpu_percent": round(self.cpu_fraction * 100), "rss": self.rss,
+                "compilers": self.compilers, "elapsed_s": round(time.time() - self.started, 1)}
+
+
+@dataclass
+class LockWait:
+    lock_path: str
+    module: str
+    module_dir: str
+    holder: int
+    since: float
+    last_progress: float
+    stalled: bool = False
+    watch: Optional[TreeWatch] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"lock_path": self.lock_path, "module": self.module, "holder_pid": self.holder,
+                "holder": describe_proc(self.holder),
+                "waited_s": round(time.time() - self.since, 1)}
+
+
+@dataclass
+class Change:
+    """What one tick found: the session turns these into lines and events."""
+    kind: str          # build-start | progress | build-end | lock-wait | lock-end | stall | resumed
+    build: Optional[Build] = None
+    lock: Optional[LockWait] = None
+    ok: bool = True    # build-end: a .so was written
+    reason: str = ""
+
+
+class Observer:
+    """The live view of one server tree (``root``) and the workspaces its env points at."""
+
+    def __init__(self, root: int, env: Mapping[str, str], stall_after: float = 30.0,
+                 lock_idle_after: float = 8.0, history: Optional[eta.History] = None,
+                 cores: Optional[int] = None) -> None:
+        self.root = root
+        self.env = dict(env)
+        self.stall_after = stall_after
+        self.lock_idle_after = lock_idle_after
+        self.cores = cores or os.cpu_count() or 1
+        self.history = history
+        self.builds: Dict[str, Build] = {}
+        self.lock: Optional[LockWait] = None
+        self.failed: List[str] = []
+        self._ws: List[Dict[str, Any]] = []
+        self._ws_at = 0.0
+        self._dir_of: Dict[Tuple[int, float], Optional[str]] = {}
+        self._tree: List[int] = []
+
+    # ---- the server's side ------------------------------------------------------------
+    @property
+    def flashinfer_root(self) -> str:
+        base = self.env.get("FLASHINFER_WORKSPACE_BASE") or self.env.get("HOME") or \
+            os.path.expanduser("~")
+        return os.path.join(base, ".cache", "flashinfer")
+
+    def workspaces(self, now: float) -> List[Dict[str, Any]]:
+        if now - self._ws_at >= WORKSPACE_EVERY_S or not self._ws:
+            self._ws = discover_workspaces(self.flashinfer_root)
+            self._ws_at = now
+        return self._ws
+
+    def alive(self) -> bool:
+        return os.path.exists(f"/proc/{self.root}")
+
+    # ---- one tick -----------------------------------------------------------------------
+    def tick(self, now: Optional[float] = None) -> List[Change]:
+        now = now if now is not None else time.time()
+        changes: List[Change] = []
+        self._tree = tree_pids(self.root)
+        roots = self._build_roots(self._tree)
+        for mdir, (pid, owner) in roots.items():
+            b = self.builds.get(mdir)
+            if b is None or b.root != pid:
+                b = self._new_build(mdir, pid, owner, now)
+                self.builds[mdir] = b
+                changes.append(Change("build-start", build=b))
+        for mdir, b in list(self.builds.items()):
+            if mdir not in roots:
+                del self.builds[mdir]
+                ok = self._so_written(b)
+                if not ok:
+                    self.failed.append(b.name)
+                changes.append(Change("build-end", build=b, ok=ok))
+                continue
+            changes += self._sample_build(b, now)
+        changes += self._lock_tick(now, bool(roots))
+        return changes
+
+    def _build_roots(self, tree: List[int]) -> Dict[str, Tuple[int, int]]:
+        """{module_dir: (topmost build pid, its parent)}: a build process whose parent is not
+        on the same module (ninja under the server; ``sh -c nvcc`` and nvcc are below it)."""
+        dirs: Dict[int, Optional[str]] = {}
+        parent: Dict[int, int] = {}
+        for pid in tree:
+            if read_comm(pid) not in COMPILERS:
+                continue
+            st = _stat(pid)
+            if st is None:
+                continue
+            key = (pid, st[1])
+            if key not in self._dir_of:
+                self._dir_of[key] = _module_dir(pid)
+            dirs[pid], parent[pid] = self._dir_of[key], st[0]
+        out: Dict[str, Tuple[int, int]] = {}
+        for pid, mdir in dirs.items():
+            if not mdir or dirs.get(parent[pid]) == mdir:
+                continue
+            if mdir not in out or pid < out[mdir][0]:
+                out[mdir] = (pid, parent[pid])
+        return out
+
+    def _new_build(self, mdir: str, pid: int, owner: int, now: float) -> Build:
+        name = os.path.basename(mdir)
+        info = parse_module_name(name)
+        backend = info.get("backend")
+        ninja_text = _read_small(os.path.join(mdir, "build.ninja"))
+        outputs = [m[0].strip() for m in EDGE.findall(ninja_text)]
+        archs = sorted(set(ARCH.findall(ninja_text or "")))
+        ws_arch = os.path.basename(os.path.dirname(os.path.dirname(mdir)))
+        arch = ",".join(archs) or ws_arch
+        st = _stat(pid)
+        started = _start_epoch(st[1]) if st else now
+        est = eta.estimate(name, arch=ws_arch, cores=self.cores,
+                           jobs=eta.jobs_for(_environ(pid) or self.env, self.cores),
+                           history=self.history)
+        gen = os.path.join(os.path.dirname(os.path.dirname(mdir)), "generated", name)
+        lock = os.path.join(os.path.dirname(mdir), "tmp", name + ".lock")
+        b = Build(mdir, name, short_name(name), backend.upper() if backend else None, arch,
+                  pid, owner, started, outputs=outputs, estimate=est, last_progress=now,
+                  watch=TreeWatch(pid, [mdir, gen], lock if os.path.exists(lock) else None))
+        return b
+
+    def _sample_build(self, b: Build, now: float) -> List[Change]:
+        assert b.watch is not None
+        s = b.watch.sample(now)
+        b.cpu_fraction, b.rss = s.cpu_fraction, s.rss
+        b.compilers = sum(1 for p in b.watch.last_procs if _name(p) == "nvcc") or \
+            sum(1 for p in b.watch.last_procs if _name(p) in COMPILE_NAMES)
+        b.done = sum(1 for o in b.outputs if _mtime(o) >= b.started - 1)
+        out: List[Change] = []
+        if s.progressed:
+            b.last_progress, b.why = now, s.why
+            if b.stalled:
+                b.stalled = False
+                out.append(Change("resumed", build=b, reason=s.why))
+        elif not b.stalled and now - b.last_progress >= self.stall_after:
+            b.stalled = True
+            out.append(Change("stall", build=b,
+                              reason=f"no CPU in its compiler tree and no new files for "
+                                     f"{now - b.last_progress:.0f} s"))
+        return out
+
+    def _so_written(self, b: Build) -> bool:
+        return _mtime(os.path.join(b.module_dir, b.name + ".so")) >= b.started - 1
+
+    # ---- lock waits ---------------------------------------------------------------------
+    def _lock_tick(self, now: float, building: bool) -> List[Change]:
+        held = None if building else self._foreign_lock(now)
+        cur = self.lock
+        if held is None:
+            if cur is not None:
+                self.lock = None
+                return [Change("lock-end", lock=cur)]
+            return []
+        path, module, mdir, holder = held
+        if cur is None or (cur.lock_path, cur.holder) != (path, holder):
+            tree_dirs = [mdir, os.path.join(os.path.dirname(os.path.dirname(mdir)),
+                                            "generated", module)]
+            self.lock = LockWait(path, module, mdir, holder, now, now,
+                                 watch=TreeWatch(holder, tree_dirs, None))
+            self.lock.watch.sample(now)  # type: ignore[union-attr]
+            return ([Change("lock-end", lock=cur)] if cur else []) + \
+                [Change("lock-wait", lock=self.lock)]
+        assert cur.watch is not None
+        s = cur.watch.sample(now)
+        if s.progressed:
+            cur.last_progress = now
+            if cur.stalled:
+                cur.stalled = False
+                return [Change("resumed", lock=cur, reason=s.why)]
+        elif not cur.stalled and now - cur.last_progress >= self.lock_idle_after:
+            cur.stalled = True
+            return [Change("stall", lock=cur, reason=f"the holder (pid {holder}) and its tree "
+                           f"did nothing for {now - cur.last_progress:.0f} s")]
+        return []
+
+    def _foreign_lock(self, now: float) -> Optional[Tuple[str, str, str, int]]:
+        """(lock, module, module dir, holder) of a lock the server seems to wait for."""
+        mine = set(self._tree)
+        if not mine or not self._polling(self._tree):
+            return None
+        for ws in self.workspaces(now):
+            tmp = os.path.join(str(ws["path"]), "cached_ops", "tmp")
+            try:
+                names = [n for n in os.listdir(tmp) if n.endswith(".lock")]
+            except OSError:
+                continue
+            for n in names:
+                module = n[: -len(".lock")]
+                mdir = os.path.join(os.path.dirname(tmp), module)
+                if os.path.exists(os.path.join(mdir, module + ".so")):
+                    continue
+                holders = [h for h in lock_holders(os.path.join(tmp, n)) if h not in mine]
+                if holders:
+                    return os.path.join(tmp, n), module, mdir, holders[0]
+        return None
+
+    def _polling(self, tree: List[int]) -> bool:
+        """A thread of a Python in the tree parked in a sleep: filelock's poll loop."""
+        for pid in tree[:32]:
+            comm = read_comm(pid) or ""
+            if comm in COMPILERS:
+                continue
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tids[:256]:
+                if _task_wchan(pid, tid) in SLEEP_WCHANS:
+                    return True
+        return False
+
+    # ---- state for watch --once ----------------------------------------------------------
+    def export_state(self) -> Dict[str, Any]:
+        return {"root": self.root, "root_start": (_stat(self.root) or (0, 0.0))[1],
+                "builds": {m: {"started": b.started, "last_progress": b.last_progress,
+                               "sig": _signature(b.watch)} for m, b in self.builds.items()},
+                "lock": None if self.lock is None else {
+                    "path": self.lock.lock_path, "holder": self.lock.holder,
+                    "since": self.lock.since, "last_progress": self.lock.last_progress,
+                    "sig": _signature(self.lock.watch)},
+                "failed": self.failed[-20:]}
+
+    def import_state(self, st: Mapping[str, Any]) -> None:
+        """Carry progress times across probe runs: a signature that changed since the last run
+        means progress happened in between."""
+        if st.get("root") != self.root or st.get("root_start") != (_stat(self.root) or (0, 0))[1]:
+            return
+        self.failed = list(st.get("failed") or [])
+        for m, b in self.builds.items():
+            old = (st.get("builds") or {}).get(m)
+            if old and abs(old.get("started", 0) - b.started) < 1:
+                same = old.get("sig") == _signature(b.watch)
+                b.last_progress = b.last_progress if not same else min(b.last_progress,
+                                                                         old["last_progress"])
+        old_lock = st.get("lock")
+        if self.lock and old_lock and old_lock.get("holder") == self.lock.holder and \
+                old_lock.get("path") == self.lock.lock_path:
+            self.lock.since = min(self.lock.since, old_lock.get("since", self.lock.since))
+            if old_lock.get("sig") == _signature(self.lock.watch):
+                self.lock.last_progress = min(self.lock.last_progress, old_lock["last_progress"])
+
+
+# ---- small readers (all bounded, none raises) -----------------------------------------------
+
+def _stat(pid: int) -> Optional[Tuple[int, float]]:
+    """(ppid, start time in clock ticks since boot) from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    rest = raw[raw.rfind(b")") + 2:].split()
+    try:
+        return int(rest[1]), float(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+_BOOT: Optional[float] = None
+
+
+def _start_epoch(ticks: float) -> float:
+    global _BOOT
+    if _BOOT is None:
+        try:
+            with open("/proc/stat") as f:
+                _BOOT = float(next(ln for ln in f if ln.startswith("btime")).split()[1])
+        except (OSError, StopIteration, ValueError):
+            _BOOT = time.time() - time.monotonic()
+    return _BOOT + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _module_dir(pid: int) -> Optional[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode("utf-8", "replace") for a in f.read(32768).split(b"\0") if a]
+    except OSError:
+        return None
+    try:
+        cwd: Optional[str] = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        cwd = None
+    return module_dir_of(argv, cwd)
+
+
+def _environ(pid: int) -> Optional[Dict[str, str]]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read(1 << 20)
+    except OSError:
+        return None
+    out = {}
+    for item in raw.split(b"\0"):
+        k, sep, v = item.partition(b"=")
+        if sep:
+            out[k.decode("utf-8", "replace")] = v.decode("utf-8", "replace")
+    return out
+
+
+def _task_wchan(pid: int, tid: str) -> Optional[str]:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/wchan") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def _read_small(path: str, cap: int = 1 << 20) -> str:
+    try:
+        with open_regular(path) as f:
+            return f.read(cap).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _name(p: Any) -> str:
+    try:
+        return str(p.name())
+    except Exception:  # noqa: BLE001 - a vanished process has no name; skip it
+        return ""
+
+
+def _signature(w: Optional[TreeWatch]) -> List[float]:
+    """CPU seconds of the tree and the newest file time: changed between runs → progress."""
+    if w is None:
+        return [0.0, 0.0]
+    return [round(sum(w._cpu.values()), 2),
+            round(max((sig[1] for sig in w._files.values()), default=0) / 1e9, 3)]

@@ -1,0 +1,476 @@
+"""The live loop: tick the observer, say what changed, diagnose a stall, act on it.
+
+``run_command`` starts the server (the tap carries its output, signals are forwarded,
+its exit code is ours); ``watch_pid`` attaches to a running one; ``probe_once`` is one
+look for ``watch --once``. All three share ``Session``, which owns the wording, the
+deadline warnings, the stall → diagnosis path (the same gather + probes + renderer as
+``diagnose --pid``) and ``--on-stall report|exit``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from fidoctor.errors import FidoctorError
+from fidoctor.flashinfer import eta
+from fidoctor.live import deadlines as dl
+from fidoctor.live.events import Emitter, duration, gib
+from fidoctor.live.observe import Build, Change, Observer, _start_epoch, _stat
+from fidoctor.live.stream import Hit, LineWatch
+from fidoctor.warmup.watch import describe_proc
+
+EXIT_STALLED = 124          # --on-stall exit, like timeout(1)
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+DIAGNOSE_GAP_S = 30.0       # at most one diagnosis per cause, and not two within this gap
+
+
+@dataclass
+class Options:
+    stall_after: float = 30.0
+    lock_idle_after: float = 8.0
+    on_stall: str = "none"               # none | report | exit
+    report_path: Optional[str] = None
+    user_deadlines: Sequence[Tuple[float, str]] = ()
+    progress_every: float = 15.0
+    tick: float = 1.0
+    diagnose: bool = True                # print the diagnosis on a stall / a fatal line
+
+
+@dataclass
+class Session:
+    root: int
+    argv: List[str]
+    env: Dict[str, str]
+    emitter: Emitter
+    opts: Options
+    server_start: float
+    python: Optional[str] = None
+    observer: Observer = field(init=False)
+    clocks: List[dl.Deadline] = field(init=False)
+    stalls: int = 0
+    failures: int = 0
+    kill_requested: bool = False
+    _said_at: Dict[str, float] = field(default_factory=dict)
+    _diagnosed: Dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        history = None
+        try:
+            from fidoctor.flashinfer.layout import discover_workspaces
+
+            base = self.env.get("FLASHINFER_WORKSPACE_BASE") or self.env.get("HOME") or "~"
+            root = os.path.join(os.path.expanduser(base), ".cache", "flashinfer")
+            history = eta.History.gather([str(w["path"]) for w in discover_workspaces(root)],
+                                         build_log=self.env.get("FLASHINFER_JIT_BUILD_LOG"))
+        except OSError:
+            history = None
+        self.observer = Observer(self.root, self.env, self.opts.stall_after,
+                                 self.opts.lock_idle_after, history=history)
+        self.clocks = dl.deadlines(self.argv, self.env, self.opts.user_deadlines)
+
+    # ---- ticks ------------------------------------------------------------------------
+    def tick(self, now: Optional[float] = None) -> None:
+        now = now if now is not None else time.time()
+        for ch in self.observer.tick(now):
+            self.handle(ch, now)
+        for b in self.observer.builds.values():
+            last = self._said_at.get(b.module_dir, 0.0)
+            first = last == b.started   # the start line: give the first progress line soon
+            if (first and now - b.started >= 2.0) or now - last >= self.opts.progress_every:
+                self._said_at[b.module_dir] = now
+                self.emitter.emit("progress", self.progress_text(b, now), **b.to_dict())
+
+    def handle(self, ch: Change, now: float) -> None:
+        b, lk = ch.build, ch.lock
+        if ch.kind == "build-start" and b is not None:
+            est = b.estimate
+            what = ", ".join(x for x in (b.backend, b.arch) if x)
+            eta_text = f"ETA ≈ {duration(est.seconds)} ({est.basis})" if est else "ETA unknown"
+            self.emitter.emit("build-start", f"JIT build started: {b.label} [{what}], "
+                              f"{b.edges} objects, pid {b.root}; {eta_text}",
+                              eta_s=est.seconds if est else None,
+                              eta_source=est.source if est else None, **b.to_dict())
+            self._said_at[b.module_dir] = b.started
+            self.check_deadlines(b, now)
+        elif ch.kind == "build-end" and b is not None:
+            took = duration(now - b.started)
+            if ch.ok:
+                self.emitter.emit("build-end", f"JIT build finished: {b.label} in {took}",
+                                  ok=True, seconds=round(now - b.started, 1), **b.to_dict())
+            else:
+                self.failures += 1
+                self.emitter.emit("build-end", f"JIT build ended without a module: {b.label} "
+                                  f"after {took} ({b.done}/{b.edges} objects, no .so written)",
+                                  ok=False, seconds=round(now - b.started, 1), **b.to_dict())
+                self.explain(f"build-failed:{b.name}", b.owner)
+            self._said_at.pop(b.module_dir, None)
+        elif ch.kind == "lock-wait" and lk is not None:
+            self.emitter.emit("lock-wait", f"waiting for the JIT lock of "
+                              f"{_short(lk.module)}: held by {describe_proc(lk.holder)}",
+                              **lk.to_dict())
+        elif ch.kind == "lock-end" and lk is not None:
+            self.emitter.emit("lock-end", f"the JIT lock of {_short(lk.module)} is free "
+                              f"(waited {duration(now - lk.since)})", **lk.to_dict())
+        elif ch.kind == "stall":
+            self.stalls += 1
+            subject = b.label if b else f"waiting for the lock of {_short(lk.module)}" \
+                if lk else "?"
+            data = b.to_dict() if b else lk.to_dict() if lk else {}
+            self.emitter.emit("stall", f"STALLED: {subject}: {ch.reason}; "
+                              "diagnosis follows", reason=ch.reason, **data)
+            owner = b.owner if b else self.root
+            snap = self.explain(f"stall:{b.module_dir if b else lk.lock_path if lk else ''}",
+                                owner, force=True)
+            self.act_on_stall(snap)
+        elif ch.kind == "resumed":
+            subject = b.label if b else "the lock holder"
+            self.emitter.emit("resumed", f"{subject}: progressing again ({ch.reason})")
+
+    def progress_text(self, b: Build, now: float) -> str:
+        left = eta.remaining(b.estimate, now - b.started, b.done, b.edges)
+        if left is None:
+            eta_text = "ETA unknown" if b.estimate is None else \
+                f"longer than expected (estimated {duration(b.estimate.seconds)})"
+        else:
+            eta_text = f"ETA {duration(left)}"
+        return (f"building {b.label}: {b.done}/{b.edges} objects, {b.compilers} compiling, "
+                f"CPU {b.cpu_fraction * 100:.0f}%, RSS {gib(b.rss)}, "
+                f"{duration(now - b.started)} elapsed, {eta_text}")
+
+    def check_deadlines(self, b: Build, now: float) -> None:
+        if b.estimate is None or not self.clocks:
+            return
+        hit = dl.first_overrun(self.clocks, b.started, self.server_start, b.estimate.seconds)
+        if hit is None:
+            return
+        d, left = hit
+        when = (f"ends {duration(left)} after this build began" if d.clock == "start" else
+                f"cuts off a forward step after {duration(d.seconds)}")
+        self.emitter.emit(
+            "deadline",
+            f"warning: {b.label} needs ≈ {duration(b.estimate.seconds)}, but {d.what} "
+            f"({d.setting}, {duration(d.seconds)}) {when}: this start will likely be killed "
+            f"mid-build. Extend it ({d.extend}) or take the build off the critical path: "
+            "`fidoctor warmup` before the server starts.",
+            module=b.name, eta_s=b.estimate.seconds, left_s=round(left, 1), **d.to_dict())
+
+    # ---- the server's output ------------------------------------------------------------
+    def on_hits(self, hits: List[Hit]) -> None:
+        for h in hits:
+            self.failures += 1
+            self.emitter.emit("server-error", f"the server printed a fatal line ({h.kind}): "
+                              f"{h.line[:300]}", stream=h.stream, kind=h.kind,
+                              finding_id=h.finding_id, line=h.line[:2000])
+            self.explain(f"server:{h.kind}", self.root)
+
+    # ---- diagnosis --------------------------------------------------------------------
+    def explain(self, key: str, pid: int, force: bool = False) -> Any:
+        """The same findings as ``diagnose --pid`` (once per cause); returns the snapshot."""
+        now = time.time()
+        if not self.opts.diagnose and not force:
+            return None
+        if key in self._diagnosed or (not force and self._diagnosed and
+                                      now - max(self._diagnosed.values()) < DIAGNOSE_GAP_S):
+            return None
+        self._diagnosed[key] = now
+        from fidoctor.diagnosis import diagnose
+        from fidoctor.render.style import Styler
+        from fidoctor.render.text import render
+        from fidoctor.snapshot.context import build_context
+        from fidoctor.snapshot.runner import gather_snapshot
+
+        target = pid if os.path.exists(f"/proc/{pid}") else self.root
+        try:
+            ctx = build_context(pid=target)
+        except FidoctorError:
+            ctx = build_context(python=self.python, env=self.env)
+        snap = gather_snapshot(ctx)
+        diag = diagnose(snap)
+        if self.opts.diagnose or force:
+            self.emitter.say(render(diag, Styler(False)))
+        self.emitter.emit("diagnosis", "", findings=[f.to_dict() for f in diag.findings],
+                          exit_code=diag.exit_code, pid=target)
+        return snap
+
+    def act_on_stall(self, snap: Any) -> None:
+        if self.opts.on_stall == "report" and snap is not None:
+            path = self.opts.report_path or \
+                f"fidoctor-stall-{self.root}-{time.strftime('%Y%m%d-%H%M%S')}.md"
+            try:
+                from fidoctor.report import build
+
+                _write(path, build(snap, redact=True).markdown)
+                self.emitter.emit("report", f"wrote the redacted report: {path}", path=path)
+            except OSError as e:
+                self.emitter.emit("report", f"could not write {path}: {e.strerror or e}",
+                                  path=path, error=str(e))
+        elif self.opts.on_stall == "exit":
+            self.kill_requested = True
+
+
+def _short(name: str) -> str:
+    from fidoctor.flashinfer.modnames import short_name
+
+    return short_name(name)
+
+
+def _write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# ---- fidoctor run -- CMD ------------------------------------------------------------------
+
+def _terminal_foreground() -> bool:
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def _give_terminal(pgid: int) -> None:
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(0, pgid)
+    except OSError:
+        pass
+    finally:
+        signal.signal(signal.SIGTTOU, old)
+
+
+def _child_takes_terminal() -> None:  # runs in the child, before exec
+    os.setpgid(0, 0)
+    _give_terminal(os.getpgrp())
+
+
+def _pidfd(pid: int) -> Optional[int]:
+    try:
+        return os.pidfd_open(pid)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return None
+
+
+def reap_orphans(keep: Sequence[int]) -> None:
+    """As PID 1 (a container entrypoint) orphans are re-parented to us: reap their zombies,
+    never the server's or the tap's status (``WNOWAIT`` peeks before we take one)."""
+    if os.getpid() != 1:
+        return
+    for _ in range(64):
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if info is None or info.si_pid in keep:
+            return
+        try:
+            os.waitpid(info.si_pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+
+
+def run_command(cmd: Sequence[str], opts: Options, emitter: Emitter, tap_mode: str = "auto"
+                ) -> int:
+    """Start ``cmd`` under watch; return its exit code (128+N for signal N, 124 on --on-stall
+    exit)."""
+    from fidoctor.live.tap import Tap
+
+    streams = {n: fd for n, fd in (("stdout", 1), ("stderr", 2))
+               if tap_mode == "always" or (tap_mode == "auto" and not os.isatty(fd))}
+    tap = Tap(streams)
+    foreground = _terminal_foreground()
+    kw: Dict[str, Any] = {"stdout": tap.server_fds.get("stdout"),
+                          "stderr": tap.server_fds.get("stderr")}
+    if foreground:
+        kw["preexec_fn"] = _child_takes_terminal   # its own group, and the terminal's keys
+    else:
+        kw["start_new_session"] = True             # its own session: survives our death
+    try:
+        child = subprocess.Popen(list(cmd), **kw)
+    except OSError as e:
+        raise FidoctorError(f"cannot start {cmd[0]}: {e.strerror or e}",
+                            "check the command after --") from None
+    finally:
+        tap.started()
+    started = time.time()
+    sess = Session(child.pid, list(cmd), dict(os.environ), emitter, opts, started,
+                   python=None)
+    lines = LineWatch()
+    sent: List[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        sent.append(signum)
+        try:
+            os.kill(child.pid, signum)
+        except OSError:
+            pass
+
+    old = {s: signal.signal(s, forward) for s in FORWARDED}
+    emitter.emit("start", "", pid=child.pid, argv=list(cmd),
+                 deadlines=[d.to_dict() for d in sess.clocks], tapped=sorted(streams))
+    pidfd = _pidfd(child.pid)
+    code: Optional[int] = None
+    try:
+        next_tick = time.monotonic()
+        while True:
+            fds = [fd for fd in (tap.copy_fd, pidfd) if fd is not None]
+            wait = max(0.0, next_tick - time.monotonic())
+            try:
+                ready, _, _ = select.select(fds, [], [], wait) if fds else ([], [], [])
+                if not fds:
+                    time.sleep(wait)
+            except InterruptedError:
+                ready = []
+            if tap.copy_fd is not None and (tap.copy_fd in ready or pidfd in ready):
+                for name, data in tap.read():
+                    sess.on_hits(lines.feed(name, data))
+            code = child.poll()
+            if code is not None:
+                break
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + opts.tick
+                reap_orphans([child.pid] + ([tap.proc.pid] if tap.proc else []))
+                sess.tick()
+                if sess.kill_requested:
+                    break
+        if sess.kill_requested:
+            from fidoctor.kill import terminate_tree
+
+            sid = child.pid if not foreground else None
+            left = terminate_tree(child.pid, sid=sid, grace=5.0)
+            child.wait()
+            emitter.emit("exit", f"stopped the server and its whole tree (--on-stall exit); "
+                         f"{'nothing left running' if not left else f'still alive: {left}'}",
+                         code=EXIT_STALLED, reason="stalled", survivors=left)
+            return EXIT_STALLED
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if pidfd is not None:
+            os.close(pidfd)
+        if foreground:
+            _give_terminal(os.getpgrp())
+    tap.wait(timeout=5.0)
+    for name, data in tap.read():
+        sess.on_hits(lines.feed(name, data))
+    sess.on_hits(lines.flush())
+    sess.tick()   # a build that ended with the server
+    rc = code if code is not None and code >= 0 else 128 + (-(code or 0))
+    emitter.emit("exit", "", code=rc, reason="server exited", signals_forwarded=sent)
+    return rc
+
+
+# ---- fidoctor watch --pid N ----------------------------------------------------------------
+
+def read_target(pid: int) -> Tuple[List[str], Dict[str, str], float, Optional[str]]:
+    """argv, environment, start time (epoch) and interpreter of a running process."""
+    from fidoctor.snapshot.context import read_proc_environ
+
+    env = read_proc_environ(pid)
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode("utf-8", "replace") for a in f.read(1 << 20).split(b"\0") if a]
+    except OSError:
+        argv = []
+    st = _stat(pid)
+    start = _start_epoch(st[1]) if st else time.time()
+    try:
+        exe: Optional[str] = os.readlink(f"/proc/{pid}/exe").replace(" (deleted)", "")
+    except OSError:
+        exe = None
+    return argv, env, start, exe
+
+
+def watch_pid(pid: int, opts: Options, emitter: Emitter) -> int:
+    """Follow a running server until it exits: 0 nothing went wrong, 1 a stall or failure."""
+    argv, env, start, exe = read_target(pid)
+    sess = Session(pid, argv, env, emitter, opts, start, python=exe)
+    emitter.emit("start", "", pid=pid, argv=argv, deadlines=[d.to_dict() for d in sess.clocks])
+    pidfd = _pidfd(pid)
+    try:
+        while os.path.exists(f"/proc/{pid}") and _stat(pid) is not None:
+            sess.tick()
+            if pidfd is not None:
+                select.select([pidfd], [], [], opts.tick)
+            else:
+                time.sleep(opts.tick)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    sess.tick()
+    rc = 1 if sess.stalls or sess.failures else 0
+    emitter.emit("exit", f"pid {pid} exited", code=rc, reason="target exited")
+    return rc
+
+
+def probe_once(pid: int, opts: Options, emitter: Emitter, state_path: str,
+               window: float = 0.5) -> int:
+    """One look (two samples ``window`` apart, plus what the last run remembered).
+
+    0 not compiling or progressing · 1 stalled or failed · 2 could not tell.
+    """
+    if not os.path.exists(f"/proc/{pid}"):
+        emitter.emit("status", f"status: could not tell: no process {pid}", code=2,
+                     status="unknown")
+        return 2
+    argv, env, start, exe = read_target(pid)
+    opts.diagnose = False
+    sess = Session(pid, argv, env, Emitter(quiet=True), opts, start, python=exe)
+    obs = sess.observer
+    obs.tick()
+    state = _load_state(state_path)
+    obs.import_state(state)
+    time.sleep(window)
+    changes = obs.tick()
+    _save_state(state_path, obs.export_state())
+    now = time.time()
+    stalled = [b for b in obs.builds.values() if now - b.last_progress >= opts.stall_after]
+    lock = obs.lock
+    if any(c.kind == "build-end" and not c.ok for c in changes) or obs.failed and not obs.builds:
+        text, code, status = (f"status: FAILED: a JIT build ended without its module "
+                              f"({', '.join(_short(n) for n in obs.failed[-3:])})", 1, "failed")
+    elif stalled:
+        b = stalled[0]
+        text, code, status = (f"status: STALLED: {b.label}: no progress for "
+                              f"{duration(now - b.last_progress)} (pid {b.root}); run: "
+                              f"fidoctor diagnose --pid {pid}", 1, "stalled")
+    elif lock is not None and now - lock.last_progress >= opts.lock_idle_after:
+        text, code, status = (f"status: STALLED: waiting for the JIT lock of "
+                              f"{_short(lock.module)}, held by idle pid {lock.holder}; run: "
+                              f"fidoctor diagnose --pid {pid}", 1, "stalled")
+    elif obs.builds:
+        b = next(iter(obs.builds.values()))
+        text, code, status = ("status: " + sess.progress_text(b, now), 0, "building")
+    elif lock is not None:
+        text, code, status = (f"status: waiting for the JIT lock of {_short(lock.module)} "
+                              f"(holder pid {lock.holder} is working)", 0, "lock-wait")
+    else:
+        text, code, status = ("status: not compiling", 0, "idle")
+    emitter.emit("status", text, code=code, status=status, pid=pid,
+                 builds=[b.to_dict() for b in obs.builds.values()])
+    return code
+
+
+def _load_state(path: str) -> Mapping[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_state(path: str, state: Mapping[str, Any]) -> None:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _write(path, json.dumps(state))
+    except OSError:
+        pass

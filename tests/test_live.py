@@ -1,0 +1,244 @@
+"""fidoctor run / watch without FlashInfer: real processes, real ninja, real signals.
+
+The server here is a small real program (sh or Python) — what is under test is the
+passthrough (streams, signals, exit code, surviving our death), the deadline reading,
+the fatal-line recognition, and the observer on a real ninja whose compile step blocks on a
+FIFO (a hung compile; ``proc_helpers.fakecc`` is a gcc-built stand-in for nvcc). The real
+FlashInfer cases are in test_live_real.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from proc_helpers import write_module
+
+from fidoctor.kill import terminate_tree
+from fidoctor.live import deadlines as dl
+from fidoctor.live.stream import LineWatch
+from tests.conftest import DECODE
+from tests.live_helpers import events_of, fidoctor_argv
+
+
+def valid(events):
+    """Every event line against fidoctor/schema/events.schema.json; returns them."""
+    from importlib import resources
+
+    import jsonschema
+
+    schema = json.loads(resources.files("fidoctor").joinpath("schema/events.schema.json")
+                        .read_text())
+    for e in events:
+        jsonschema.validate(e, schema)
+    return events
+
+
+def run(args, timeout=60, **kw):
+    return subprocess.run(fidoctor_argv(*args), capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+# ---- deadlines -----------------------------------------------------------------------------
+
+def test_vllm_and_sglang_clocks_from_argv_and_env():
+    v = dl.deadlines(["vllm", "serve", "m", "--tensor-parallel-size", "2"], {})
+    assert [(d.setting, d.seconds, d.clock) for d in v] == [
+        ("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", 300.0, "step"),
+        ("VLLM_ENGINE_READY_TIMEOUT_S", 600.0, "start")]
+    v = dl.deadlines(["/opt/venv/bin/python3", "-m", "vllm.entrypoints.openai.api_server"],
+                     {"VLLM_ENGINE_READY_TIMEOUT_S": "1200"})
+    assert [(d.setting, d.seconds) for d in v] == [("VLLM_ENGINE_READY_TIMEOUT_S", 1200.0)]
+    s = dl.deadlines(["python", "-m", "sglang.launch_server", "--watchdog-timeout=900"], {},
+                     [(450.0, "startupProbe")])
+    assert [(d.stack, d.seconds) for d in s] == [("yours", 450.0), ("SGLang", 600.0),
+                                                  ("SGLang", 900.0)]
+    assert dl.deadlines(["python", "-m", "sglang.launch_server", "--skip-server-warmup"],
+                        {})[0].setting == "--watchdog-timeout"
+    assert dl.deadlines(["python", "server.py"], {}) == []
+
+
+def test_first_overrun_start_clock_counts_from_server_start():
+    ready = dl.deadlines(["vllm", "serve", "m"], {})          # 600 s from the server's start
+    assert dl.first_overrun(ready, build_start=100, server_start=0, eta_total=400) is None
+    d, left = dl.first_overrun(ready, build_start=300, server_start=0, eta_total=400)
+    assert d.setting == "VLLM_ENGINE_READY_TIMEOUT_S" and left == 300
+    # the server got past its start clock long ago: a request-time build is not its business
+    assert dl.first_overrun(ready, build_start=2000, server_start=0, eta_total=4000) is None
+    wd = dl.deadlines(["python", "-m", "sglang.launch_server"], {})
+    d, left = dl.first_overrun(wd, build_start=5000, server_start=0, eta_total=350)
+    assert d.setting == "--watchdog-timeout" and left == 300
+
+
+def test_bad_deadline_is_a_clear_error():
+    r = run(["run", "--deadline", "soon", "--", "true"])
+    assert r.returncode == 2 and "expected SECONDS[=LABEL]" in r.stderr and "Traceback" not in r.stderr
+
+
+# ---- fatal lines in the stream -------------------------------------------------------------
+
+def test_fatal_lines_recognised_and_ordinary_lines_not():
+    w = LineWatch()
+    hits = w.feed("stderr", b"INFO 11-29 loading weights\n"
+                  b"RuntimeError: Ninja build failed. Ninja output:\n"
+                  b"OSError: /c/x.so: undefined symbol: cudaGetDriverEntryPointByVersion, "
+                  b"version libcudart.so.12\nnvcc fatal   : Unsupported gpu architecture "
+                  b"'compute_90a'\nx.h:52:10: fatal error: curand_kernel.h: No such file or directory")
+    assert [h.kind for h in hits] == ["ninja-failed", "undefined-symbol", "compile-error"]
+    assert w.flush()[0].kind == "compile-error"            # the partial line at EOF
+    assert w.feed("stdout", b"flashinfer.jit: Building JIT module x; this can take\n") == []
+
+
+# ---- passthrough ---------------------------------------------------------------------------
+
+def test_streams_stdin_and_exit_code_pass_through(tmp_path):
+    r = run(["run", "--events", str(tmp_path / "ev.jsonl"), "--", "sh", "-c",
+             "read x; echo \"out:$x\"; echo err >&2; exit 7"], input="hello\n")
+    assert r.returncode == 7
+    assert r.stdout == "out:hello\n"
+    assert r.stderr == "err\n"                                # quiet when nothing compiles
+    ev = valid(events_of(tmp_path / "ev.jsonl"))
+    assert [e["event"] for e in ev] == ["start", "exit"] and ev[-1]["code"] == 7
+    assert ev[0]["tapped"] == ["stderr", "stdout"]
+
+
+def test_killed_by_a_signal_is_128_plus_n_and_bad_commands_exit_2():
+    r = run(["run", "--", "sh", "-c", "kill -TERM $$"])
+    assert r.returncode == 128 + signal.SIGTERM
+    r = run(["run", "--", "/nonexistent/server"])
+    assert r.returncode == 2 and "cannot start /nonexistent/server" in r.stderr
+    r = run(["run"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+CHILD = """
+import signal, sys, time
+def on(sig, frame):
+    print(f"child: got signal {sig}", flush=True)
+    sys.exit(100 + sig)
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, on)
+print("child: ready", flush=True)
+for i in range(int(sys.argv[1])):
+    print(f"child: tick {i}", flush=True)
+    time.sleep(0.2)
+open(sys.argv[2], "w").write("finished")
+"""
+
+
+def start_watched(tmp_path, ticks=300, out=None):
+    child = tmp_path / "child.py"
+    child.write_text(CHILD)
+    out = out or open(tmp_path / "out.txt", "wb")  # noqa: SIM115 - closed by the caller
+    p = subprocess.Popen(fidoctor_argv("run", "--events", str(tmp_path / "ev.jsonl"), "--",
+                                       sys.executable, str(child), str(ticks),
+                                       str(tmp_path / "done")),
+                         stdout=out, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 30
+    while b"child: ready" not in (tmp_path / "out.txt").read_bytes():
+        assert time.time() < deadline and p.poll() is None
+        time.sleep(0.05)
+    server = events_of(tmp_path / "ev.jsonl")[0]["pid"]
+    return p, server, out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signals_are_forwarded_and_the_code_comes_back(tmp_path, sig):
+    p, server, out = start_watched(tmp_path)
+    try:
+        os.kill(p.pid, sig)
+        assert p.wait(timeout=20) == 100 + sig
+    finally:
+        out.close()
+    assert f"child: got signal {int(sig)}" in (tmp_path / "out.txt").read_text()
+    assert not psutil.pid_exists(server) or psutil.Process(server).status() == "zombie"
+    assert events_of(tmp_path / "ev.jsonl")[-1]["signals_forwarded"] == [int(sig)]
+
+
+def test_server_outlives_fidoctor_and_keeps_its_output(tmp_path):
+    """SIGKILL fidoctor mid-run: the server goes on, its output still reaches the file."""
+    p, server, out = start_watched(tmp_path, ticks=15)
+    try:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+        deadline = time.time() + 30
+        while not (tmp_path / "done").exists():
+            assert time.time() < deadline, "the server died with fidoctor"
+            time.sleep(0.1)
+        time.sleep(0.5)  # the tap forwards the last lines, then sees EOF and exits
+    finally:
+        out.close()
+        if psutil.pid_exists(server):
+            os.kill(server, signal.SIGKILL)
+    text = (tmp_path / "out.txt").read_text()
+    assert "child: tick 14" in text and text.count("child: tick") == 15
+
+
+# ---- the observer on a real ninja (a compile that blocks on a FIFO) --------------------------
+
+def hung_build(tmp_path, procs):
+    """A stand-in server: Python → real ninja → fakecc ``nvcc`` blocked reading a FIFO."""
+    ws = tmp_path / "base" / ".cache" / "flashinfer" / "0.7.2.post1" / "90a"
+    fifo = tmp_path / "hang.fifo"
+    os.mkfifo(fifo)
+    write_module(ws, DECODE, f"--fifo {fifo}")
+    server = tmp_path / "server.py"
+    server.write_text("import subprocess, sys\n"
+                      f"subprocess.run(['/usr/bin/ninja', '-C', {str(ws / 'cached_ops' / DECODE)!r}])\n"
+                      "import time; time.sleep(600)\n")
+    env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path / "base"))
+    p = procs.start([sys.executable, str(server)], env=env)
+    procs.find("nvcc")
+    return p, ws
+
+
+def test_watch_once_says_building_then_stalled_across_runs(tmp_path, procs):
+    p, _ws = hung_build(tmp_path, procs)
+    state = tmp_path / "state.json"
+    args = ["watch", "--pid", str(p.pid), "--once", "--state", str(state), "--stall-after", "2"]
+    r = run(args)
+    assert r.returncode == 0 and "status: building single_decode (f16, hd128)" in r.stderr, r.stderr
+    assert json.loads(state.read_text())["builds"]
+    time.sleep(2.5)
+    r = run(args)
+    assert r.returncode == 1 and "status: STALLED: single_decode (f16, hd128)" in r.stderr, r.stderr
+
+
+def test_watch_once_idle_server_is_0_and_a_missing_pid_is_2(tmp_path, procs):
+    p = procs.start([sys.executable, "-c", "import time; time.sleep(60)"])
+    r = run(["watch", "--pid", str(p.pid), "--once", "--state", str(tmp_path / "s.json")])
+    assert r.returncode == 0 and "status: not compiling" in r.stderr
+    r = run(["watch", "--pid", "999999999", "--once", "--state", str(tmp_path / "s.json")])
+    assert r.returncode == 2 and "could not tell" in r.stderr
+    r = run(["watch", "--pid", "nope"])
+    assert r.returncode == 2 and "not a process id" in r.stderr
+
+
+def test_watch_pid_diagnoses_a_hung_compile_once(tmp_path, procs):
+    """watch --pid: build-start, then a stall with diagnose's findings (build-process-stuck)."""
+    p, _ws = hung_build(tmp_path, procs)
+    ev = tmp_path / "ev.jsonl"
+    w = subprocess.Popen(fidoctor_argv("watch", "--pid", str(p.pid), "--stall-after", "3",
+                                       "--events", str(ev)),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not any(e["event"] == "diagnosis" for e in events_of(ev)):
+            assert time.time() < deadline and w.poll() is None, events_of(ev)
+            time.sleep(0.2)
+    finally:
+        terminate_tree(p.pid, sid=p.pid, grace=1.0)   # the server's tree; watch then ends
+        out, err = w.communicate(timeout=30)
+    kinds = [e["event"] for e in valid(events_of(ev))]
+    assert kinds[:2] == ["start", "build-start"] and "stall" in kinds
+    diag = next(e for e in events_of(ev) if e["event"] == "diagnosis")
+    assert "build-process-stuck" in [f["id"] for f in diag["findings"]]
+    assert "fidoctor: STALLED: single_decode (f16, hd128)" in err
+    assert "build-process-stuck" in err          # the same renderer as diagnose
+    assert w.returncode == 1                      # the target exited after a stall
