@@ -19,7 +19,11 @@ archs {source, value, entries: [{entry, arch, note}], checks: {arch: {ok,
 message, how}}}, modules {name: {path, workspace_version, options, tokens, gencode,
 debug, ldirs}}, flag_checks {flag: {ok, message}} (nvcc's dryrun verdict on
 flags ``--help`` does not list), host_config {path, lines: [[lineno, text]]} | null,
-queries {hits, ran, skipped}.
+host {compiler {source, command, path, via, family, version}, macros (the
+host compiler's predefined macros that host_config.h mentions) | macros_error,
+allow_unsupported (env vars passing -allow-unsupported-compiler), candidates
+[{cc, cxx, macros}] (other installed compilers, listed only when the guards
+reject the current one)} | null, queries {hits, ran, skipped}.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import re
 import tempfile
 from typing import Any, Dict, List, Optional
 
+from fidoctor.flashinfer import hostconfig as hc
 from fidoctor.flashinfer import nvcc as rules
 from fidoctor.fsutil import read_head
 from fidoctor.toolcache import ToolCache
@@ -42,6 +47,8 @@ QUERY_TIMEOUT_S = 5.0
 NINJA_MAX = 1 << 16  # cuda_cflags comes before the build edges (≈10 KB files)
 MAX_MODULES = 5000
 MAX_FLAG_CHECKS = 20
+MAX_CANDIDATES = 12
+_CC_NAME = re.compile(r"^(gcc|clang)(-\d+(?:\.\d+)*)?$")
 _VAR_LINE = re.compile(r"^([A-Za-z_][\w.]*)\s*=\s*(.*)$")
 _DIRECTIVE = re.compile(r"^\s*#\s*(if|ifdef|ifndef|elif|else|endif|error|define|undef)\b")
 
@@ -113,11 +120,17 @@ def _host_config(home: str) -> Optional[Dict[str, Any]]:
         head = read_head(p, 1 << 18)
         if head is None:
             continue
-        text = re.sub(r"\\\n", " ", head.decode("utf-8", "replace"))
-        lines = []
-        for i, ln in enumerate(text.splitlines(), 1):
+        lines: List[List[Any]] = []
+        pending, start = "", 0
+        for i, ln in enumerate(head.decode("utf-8", "replace").splitlines(), 1):
+            if not pending:
+                start = i
+            if ln.endswith("\\"):
+                pending += ln[:-1] + " "
+                continue
+            ln, pending = pending + ln, ""
             if _DIRECTIVE.match(ln):
-                lines.append([i, ln.strip()[:600]])
+                lines.append([start, ln.strip()[:600]])
         return {"path": p, "lines": lines}
     return None
 
@@ -143,6 +156,98 @@ def _flag_checks(tools: ToolCache, exe: str, options: List[str], modules: Dict[s
                           rules.fatal_line(r.stderr or r.stdout)}, QUERY_TIMEOUT_S, env=env,
                           cwd=tmp)
             out[tok] = r.get("value") or {"ok": None, "message": r.get("error", "")}
+    return out
+
+
+def _profile_gcc(nvcc: str) -> Optional[str]:
+    """A ``gcc`` in the dirs nvcc.profile puts first on PATH (Debian's package does so with a
+    wrapper that picks gcc-11): what nvcc runs when no -ccbin is given."""
+    here = os.path.dirname(nvcc)
+    head = read_head(os.path.join(here, "nvcc.profile"), 1 << 16)
+    if head is None:
+        return None
+    text = head.decode("utf-8", "replace")
+    top = os.path.normpath(os.path.join(here, ".."))
+    for m in re.finditer(r"^\s*PATH\s*\+=\s*(.*)$", text, re.M):
+        value = m.group(1).replace("$(_HERE_)", here).replace("$(TOP)", top).replace(
+            "$(_NVVM_BRANCH_)", "nvvm")
+        for d in value.split(":"):
+            cand = os.path.join(d.strip(), "gcc")
+            if d.strip() and os.access(cand, os.X_OK):
+                return cand
+    return None
+
+
+def _macros(tools: ToolCache, cc: str, env: Dict[str, str],
+            want: List[str]) -> Dict[str, Any]:
+    r = tools.ask(cc, ["-dM", "-E", "-x", "c++", "/dev/null"],
+                  lambda r: hc.parse_macros(r.stdout) if r.ok else {"__failed__": r.describe()},
+                  QUERY_TIMEOUT_S, env=dict(env, LC_ALL="C"))
+    if "error" in r:
+        return {"error": r["error"]}
+    if "__failed__" in r["value"]:
+        return {"error": r["value"]["__failed__"]}
+    return {"macros": {k: v for k, v in r["value"].items() if k in want}}
+
+
+def _compiler_candidates(env: Dict[str, str]) -> List[Dict[str, str]]:
+    """Installed gcc-N / clang-N on the target's PATH and the usual dirs, with their C++."""
+    dirs = [d for d in env.get("PATH", "").split(":") if d] + ["/usr/bin", "/usr/local/bin"]
+    seen, out = set(), []
+    for d in dict.fromkeys(dirs):
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        for n in names:
+            m = _CC_NAME.match(n)
+            p = os.path.join(d, n)
+            if not m or not os.access(p, os.X_OK):
+                continue
+            real = os.path.realpath(p)
+            if real in seen:
+                continue
+            seen.add(real)
+            partner = os.path.join(d, ("g++" if m.group(1) == "gcc" else "clang++")
+                                   + (m.group(2) or ""))
+            out.append({"cc": p, "cxx": partner if os.access(partner, os.X_OK) else ""})
+    return out[:MAX_CANDIDATES]
+
+
+def _host(tools: ToolCache, ctx, done, nvcc: Optional[str],
+          host_config: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    sec = done.get("host_compiler")
+    if host_config is None or sec is None or not sec.ok:
+        return None
+    facts = (sec.data or {}).get("nvcc_host") or {}
+    comp = {k: facts.get(k) for k in ("source", "command", "path", "family", "version")}
+    comp["via"] = "-ccbin $CC" if facts.get("source") == "CC" else "gcc on the target's PATH"
+    if facts.get("source") != "CC" and nvcc:
+        prof = _profile_gcc(nvcc)
+        if prof:
+            comp.update(path=prof, command=prof, via="nvcc.profile's PATH", family=None,
+                        version=None)
+    want = hc.identifiers(host_config["lines"])
+    out: Dict[str, Any] = {"compiler": comp, "allow_unsupported": [], "candidates": []}
+    env = ctx.env
+    for var in ("FLASHINFER_EXTRA_CUDAFLAGS", "NVCC_APPEND_FLAGS", "NVCC_PREPEND_FLAGS"):
+        if "allow-unsupported-compiler" in env.get(var, ""):
+            out["allow_unsupported"].append(var)
+    path = comp.get("path")
+    if not path:
+        out["macros_error"] = f"{comp.get('command')}: not found"
+        return out
+    m = _macros(tools, str(path), env, want)
+    out["macros"], out["macros_error"] = m.get("macros"), m.get("error")
+    if m.get("macros") is None:
+        return out
+    if hc.first_error(host_config["lines"], dict(m["macros"], __CUDACC__="1"))["error"]:
+        for c in _compiler_candidates(env):
+            if os.path.realpath(c["cc"]) == os.path.realpath(str(path)):
+                continue
+            cm = _macros(tools, c["cc"], env, want)
+            if cm.get("macros") is not None:
+                out["candidates"].append(dict(c, macros=cm["macros"]))
     return out
 
 
@@ -204,6 +309,8 @@ def gather(ctx, done) -> Dict[str, Any]:
                     req["checks"][a] = dict(r["value"], how="nvcc --dryrun",
                                             command=f"{nv['path']} {' '.join(args)}")
     out["archs"] = req
+    out["host"] = _host(tools, ctx, done, nv.get("path") if runnable else None,
+                        out["host_config"])
     if runnable and "options" in out["nvcc"]:
         out["flag_checks"] = _flag_checks(tools, nv["path"], out["nvcc"]["options"], modules,
                                           ctx.env)
