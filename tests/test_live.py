@@ -84,15 +84,19 @@ def test_bad_deadline_is_a_clear_error():
 # ---- fatal lines in the stream -------------------------------------------------------------
 
 def test_fatal_lines_recognised_and_ordinary_lines_not():
+    """serverlog's matchers on the passing stream, cut into lines here (partial lines wait)."""
     w = LineWatch()
     hits = w.feed("stderr", b"INFO 11-29 loading weights\n"
                   b"RuntimeError: Ninja build failed. Ninja output:\n"
-                  b"OSError: /c/x.so: undefined symbol: cudaGetDriverEntryPointByVersion, "
-                  b"version libcudart.so.12\nnvcc fatal   : Unsupported gpu architecture "
-                  b"'compute_90a'\nx.h:52:10: fatal error: curand_kernel.h: No such file or directory")
-    assert [h.kind for h in hits] == ["ninja-failed", "undefined-symbol", "compile-error"]
-    assert w.flush()[0].kind == "compile-error"            # the partial line at EOF
+                  b"OSError: /c/cached_ops/x/x.so: undefined symbol: "
+                  b"cudaGetDriverEntryPointByVersion, version libcudart.so.12\n"
+                  b"nvcc fatal   : Unsupported gpu architecture 'compute_90a'\n"
+                  b"/ws/cached_ops/m/a.cu:1:10: fatal error: curand_kernel.h: No such file")
+    assert [h.kind for h in hits] == ["jit-build-failed", "cudart-missing-symbol",
+                                      "nvcc-arch-unsupported"]
+    assert [h.kind for h in w.flush()] == ["cuda-toolkit-unusable"]  # the partial line at EOF
     assert w.feed("stdout", b"flashinfer.jit: Building JIT module x; this can take\n") == []
+    assert w.feed("stdout", b"ERROR: CUDA out of memory while serving a request\n") == []
 
 
 # ---- passthrough ---------------------------------------------------------------------------

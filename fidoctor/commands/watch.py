@@ -6,38 +6,20 @@ import os
 
 import click
 
+from fidoctor.commands._common import PID, PID_HELP, resolve_pid
 from fidoctor.commands._live import live_options, make_emitter, make_options
 from fidoctor.errors import FidoctorError
 
 
-def resolve_pid(text: str) -> int:
-    if text == "auto":
-        try:  # the target engineer's resolver (issue 12), once it is on main
-            from fidoctor.snapshot.context import resolve_pid as auto  # type: ignore
-        except ImportError:
-            raise FidoctorError("--pid auto is not available in this build",
-                                "pass the server's pid: --pid N") from None
-        return int(auto("auto"))
-    try:
-        pid = int(text)
-    except ValueError:
-        raise FidoctorError(f"--pid {text}: not a process id",
-                            "pass a number, or auto") from None
-    if pid <= 0:
-        raise FidoctorError(f"--pid {text}: not a process id", "pass a number, or auto")
-    return pid
-
-
 @click.command("watch")
-@click.option("--pid", "pid_text", required=True, metavar="N|auto",
-              help="The server to watch.")
+@click.option("--pid", "pid_arg", type=PID, required=True, metavar="PID|auto", help=PID_HELP)
 @click.option("--once", is_flag=True,
               help="One status line and an exit code: 0 not compiling or progressing · "
               "1 stalled or failed · 2 could not tell (a Kubernetes probe).")
 @click.option("--state", "state_path", metavar="FILE",
               help="--once: what to remember between runs (default in fidoctor's cache).")
 @live_options
-def command(pid_text, once, state_path, stall_after, lock_idle_after, on_stall, report_path,
+def command(pid_arg, once, state_path, stall_after, lock_idle_after, on_stall, report_path,
             deadline, events, quiet, progress_every) -> int:
     """Watch a running server's FlashInfer JIT builds until it exits.
 
@@ -48,7 +30,8 @@ def command(pid_text, once, state_path, stall_after, lock_idle_after, on_stall, 
     """
     from fidoctor.live.session import probe_once, watch_pid
 
-    pid = resolve_pid(pid_text)
+    pid, _choice = resolve_pid(pid_arg)
+    assert pid is not None
     opts = make_options(stall_after, lock_idle_after, on_stall, report_path, deadline,
                         progress_every)
     emitter = make_emitter(events, quiet)

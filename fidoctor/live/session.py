@@ -165,7 +165,7 @@ class Session:
     def on_hits(self, hits: List[Hit]) -> None:
         for h in hits:
             self.failures += 1
-            self.emitter.emit("server-error", f"the server printed a fatal line ({h.kind}): "
+            self.emitter.emit("server-error", f"the server printed an error ({h.kind}): "
                               f"{h.line[:300]}", stream=h.stream, kind=h.kind,
                               finding_id=h.finding_id, line=h.line[:2000])
             self.explain(f"server:{h.kind}", self.root)
