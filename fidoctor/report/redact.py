@@ -14,6 +14,18 @@ local machine and collects the values to hide: user names (USER, LOGNAME,
 X`` in argv, the ``user:pass`` of URLs, token-shaped strings), IPv4/IPv6 and
 MAC addresses. ``text``/``tree`` then replace them everywhere, longest first,
 and run the pattern rules once more so nothing new slips through.
+
+By shape as well as by name (issue 14): any env-style name that *contains*
+TOKEN, KEY, SECRET, PASS, PWD, CREDENTIAL or AUTH; ``name=value`` /
+``name: value`` in any case whose name has such a word (``token=…``,
+``--wandb_key=…``); credentialed URLs (however short the user or password);
+JWTs, PEM blocks, ``Bearer``/``Basic`` headers; internal DNS names (three or
+more labels under a private or generic suffix, public package hosts kept);
+user names in paths under any per-user root (``/home``, ``/scratch``,
+``/data/users``…) and local accounts' names anywhere in a path. Short values
+found by shape are replaced where they stand. Versions are never addresses: a
+dotted quad after a package name, ``.so.``, ``-``, ``==``, ``v`` or a version
+key is a version (``ninja 1.11.1.4``, ``libcudnn.so.9.1.0.70``).
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ from __future__ import annotations
 import getpass
 import ipaddress
 import os
+import pwd
 import re
 import socket
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -31,40 +44,78 @@ NOT_USERS = {"root", "nobody", "user", "users", "home", "host", "ip", "mac", "se
 NOT_HOSTS = {"localhost", "localhost.localdomain", "ip6-localhost"}
 MIN_LITERAL_SECRET = 6  # shorter secrets are hidden where found, not searched for elsewhere
 
-_SECRET_KEY = re.compile(
-    r"(?:^|_)(?:TOKEN|KEY|SECRET|SECRETS|PASSWORD|PASSWD|PASS|PWD|CREDENTIAL|CREDENTIALS|"
-    r"APIKEY|AUTH)$"
-)
-_SECRET_FLAG = re.compile(
-    r"^--?(?:[\w-]*-)?(?:api-key|token|hf-token|secret|password|passwd|key|auth)(?:=(.*))?$",
-    re.I,
-)
-_FLAG_IN_TEXT = re.compile(
-    r"(?:^|\s)--?(?:[\w-]*-)?(?:api-key|token|secret|password|passwd)[= ]+([^\s'\"-][^\s'\"]*)",
-    re.I,
-)
-_ASSIGN = re.compile(
-    r"\b([A-Z][A-Z0-9_]*(?:TOKEN|KEY|SECRET|PASSWORD|PASSWD))=([^\s'\"]+)"
-)
+_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_ENV_SECRET_PART = re.compile(r"TOKEN|KEY|SECRET|PASS|PWD|CREDENTIAL|AUTH")
+# Words that make a flag or a lower-case ``name=value`` a credential (whole words only:
+# --tokenizer, --max-num-batched-tokens and --kv-cache-dtype are not secrets).
+SECRET_WORDS = {"token", "secret", "secrets", "password", "passwd", "pass", "pwd", "passphrase",
+                "credential", "credentials", "auth", "authorization", "apikey", "key", "keys",
+                "privatekey", "accesskey", "secretkey", "sessionkey"}
+_SECRET_FLAG = re.compile(r"^--?([A-Za-z][\w.-]*?)(?:=(.*))?$", re.S)
+_FLAG_IN_TEXT = re.compile(r"(?:^|\s)--?([A-Za-z][\w.-]*)[= ]+([^\s'\"-][^\s'\"]*)")
+_ASSIGN = re.compile(r"(?<![\w.-])([A-Za-z][\w.-]{0,60}?)[ \t]*([=:])[ \t]*([\"']?)"
+                     r"([^\s\"',;&<>]+)")
 _URL_CRED = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/\s:@<>\"']+):([^/\s@<>\"']*)@")
+_URL_TOKEN = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([A-Za-z0-9._~-]{16,})@")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}")
+_BEARER = re.compile(r"(?i)\b(bearer|basic|token)([ \t]+)([A-Za-z0-9._~+/=-]{8,})")
+_SCHEMES = {"bearer", "basic", "token", "digest"}  # the header's scheme, not its secret
+_PEM = re.compile(r"(-----BEGIN ([A-Z0-9 ]+)-----)(.*?)(-----END \2-----|$)", re.S)
+_PUBLIC_HOSTS = ("pytorch.org", "pypi.org", "pythonhosted.org", "github.com",
+                 "githubusercontent.com", "huggingface.co", "nvidia.com", "nvcr.io",
+                 "flashinfer.ai", "python.org", "anaconda.org", "anaconda.com", "ubuntu.com",
+                 "debian.org", "readthedocs.io", "vllm.ai", "sglang.ai", "docker.io",
+                 "docker.com", "google.com", "googleapis.com")
+_DNS = re.compile(
+    r"(?<![\w.-])((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){2,}"
+    r"(?:com|net|org|io|ai|dev|cloud|internal|intranet|local|localdomain|lan|corp|intra|priv|"
+    r"private|edu|gov|mil|co|us|uk|de|fr|cn|jp|kr|in|ca|au|example|test|cluster|svc|home|"
+    r"site|info|biz|xyz|tech|app|host|domain|ec2))(?![\w-]|\.[A-Za-z0-9])", re.I)
 _TOKEN_SHAPES = re.compile(
     r"\b(?:hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{20,}|"
     r"github_pat_[A-Za-z0-9_]{20,}|xox[abpr]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|"
     r"glpat-[A-Za-z0-9_-]{20,})\b"
 )
 _TOKEN_HINTS = ("hf_", "sk-", "gh", "github_pat_", "xox", "AKIA", "glpat-")
-_HOME_PATH = re.compile(r"(?:^|[\s:=\"'(])/(?:home|Users)/([A-Za-z0-9._-]+)(?=/|$|[\s:\"')])")
+_HOME_PATH = re.compile(
+    r"(?:^|[\s:=\"'(])/(?:home|Users|users|u|scratch|people|staff|homes|"
+    r"(?:nfs|mnt|data|net|export|usr|shared|lustre|gpfs|fsx)/(?:home|homes|users|scratch))/"
+    r"([A-Za-z0-9._-]+)(?=/|$|[\s:\"')])")
+_USER_ROOT_HINTS = ("/home/", "/Users/", "/users/", "/u/", "/scratch/", "/people/", "/staff/",
+                    "/homes/")
 _MAC = re.compile(r"(?<![0-9A-Fa-f:-])(?:[0-9A-Fa-f]{2}([:-]))(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}"
                   r"(?![0-9A-Fa-f:-])")
-_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|-\w)")
-_IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?(?![\w:])")
-_VERSIONISH = re.compile(r"(?:version|==|\bv)\s*[:=]?\s*$", re.I)
+_IPV4 = re.compile(r"(?<![\w.-])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|-\w)")
+_IPV4_MAPPED = re.compile(r"(?<![\w:.])::ffff:(?:\d{1,3}\.){3}\d{1,3}(?![\w.])", re.I)
+_IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?(?![\w:.])")
+# A dotted quad right after one of these is a version, never an address.
+PACKAGES = (r"ninja|cudnn|libcudnn|nccl|libnccl|cuda|cudart|libcudart|cublas|cublaslt|cufft|"
+            r"curand|cusparse|cusolver|cupti|nvrtc|nvjitlink|nvtx|nvcc|cicc|ptxas|driver|torch|"
+            r"pytorch|triton|flashinfer|flashinfer-python|python|gcc|g\+\+|clang|cmake|tensorrt|"
+            r"trt|vllm|sglang|numpy|transformers|cutlass|pip|setuptools|wheel|ubuntu|debian|"
+            r"kernel|linux|glibc|libc|openmpi|ucx|nvshmem|nvidia-[\w-]+|[\w-]+-cu\d+|release|"
+            r"build|toolkit|runtime|sdk|cuDNN|NCCL|CUDA")
+_VERSIONISH = re.compile(r"(?:version|==|>=|<=|~=|\bv|\.so\.|\b(?:" + PACKAGES + r")[ \t:=]*)$",
+                         re.I)
 _PLACEHOLDER = re.compile(r"<(?:" + "|".join(KINDS) + r")-\d+>")
 
 
 def is_secret_key(key: str) -> bool:
-    """True for environment-style names whose values are credentials (HF_TOKEN, *_KEY…)."""
-    return key == key.upper() and bool(_SECRET_KEY.search(key))
+    """True for environment-style names whose values are credentials.
+
+    Any upper-case name containing TOKEN, KEY, SECRET, PASS, PWD, CREDENTIAL or
+    AUTH (``WANDB_API_KEY``, ``NVIDIA_API_KEYS``, ``HF_HUB_TOKEN``,
+    ``AWS_SECRET_ACCESS_KEY``, ``DB_PASSWD``).
+    """
+    return bool(_ENV_NAME.match(key)) and bool(_ENV_SECRET_PART.search(key))
+
+
+def secret_name(name: str) -> bool:
+    """True for a flag or ``name=`` whose words name a credential (``wandb_key``, ``token``)."""
+    if is_secret_key(name):
+        return True
+    words = [w for w in re.split(r"[-_.]+", name.lower()) if w]
+    return any(w in SECRET_WORDS for w in words) or "".join(words[-2:]) in SECRET_WORDS
 
 
 class Redactor:
@@ -80,6 +131,7 @@ class Redactor:
         self._learned: set = set()
         self._memo: Dict[Tuple[str, bool], str] = {}
         self._used: set = set()  # placeholders that replaced something
+        self._accounts: set = set()  # human accounts of this machine: private in any path
 
     # -- learning ---------------------------------------------------------------------------
 
@@ -121,6 +173,7 @@ class Redactor:
         except (KeyError, OSError):
             pass
         self.add("home", env.get("HOME"))
+        self._accounts |= local_accounts()
         return self
 
     def learn(self, obj: Any) -> Redactor:
@@ -139,8 +192,22 @@ class Redactor:
                     self.add("host", name.split(".", 1)[0])
             if isinstance(env, dict):
                 self.add("home", env.get("HOME"))
+            self._learn_owners(obj)
         self._learn_walk(obj, None)
         return self
+
+    def _learn_owners(self, snap: Dict[str, Any]) -> None:
+        """Names of the (human) users that own the snapshot's processes."""
+        sec = (snap.get("sections") or {}).get("processes") if isinstance(
+            snap.get("sections"), dict) else None
+        procs = ((sec or {}).get("data") or {}).get("processes") if isinstance(sec, dict) else None
+        for p in procs if isinstance(procs, list) else []:
+            uid = p.get("uid") if isinstance(p, dict) else None
+            if isinstance(uid, int) and not isinstance(uid, bool) and uid >= 1000:
+                try:
+                    self.add("user", pwd.getpwuid(uid).pw_name)
+                except (KeyError, OverflowError):
+                    pass
 
     def _learn_walk(self, obj: Any, key: Optional[str]) -> None:
         if isinstance(obj, dict):
@@ -165,10 +232,10 @@ class Redactor:
     def _learn_argv(self, argv: List[str]) -> None:
         for i, a in enumerate(argv):
             m = _SECRET_FLAG.match(a)
-            if not m:
+            if not m or not secret_name(m.group(1)):
                 continue
-            if m.group(1):
-                self._add_secret(m.group(1))
+            if m.group(2) is not None:
+                self._add_secret(m.group(2))
             elif i + 1 < len(argv) and not argv[i + 1].startswith("-"):
                 self._add_secret(argv[i + 1])
 
@@ -182,18 +249,40 @@ class Redactor:
             for m in _URL_CRED.finditer(s):
                 self.add("user", m.group(2))
                 self._add_secret(m.group(3))
-        if "=" in s:
-            for m in _ASSIGN.finditer(s):
+            for m in _URL_TOKEN.finditer(s):
                 self._add_secret(m.group(2))
+        if "=" in s or ":" in s:
+            for m in _ASSIGN.finditer(s):
+                if _assigned_secret(m):
+                    self._add_secret(m.group(4))
         if "-" in s and " " in s:
             for m in _FLAG_IN_TEXT.finditer(s):
-                self._add_secret(m.group(1))
+                if secret_name(m.group(1)):
+                    self._add_secret(m.group(2))
         if any(t in s for t in _TOKEN_HINTS):
             for m in _TOKEN_SHAPES.finditer(s):
                 self._add_secret(m.group(0))
-        if "/home/" in s or "/Users/" in s:
+        if "eyJ" in s:
+            for m in _JWT.finditer(s):
+                self._add_secret(m.group(0))
+        if "-----BEGIN " in s:
+            for m in _PEM.finditer(s):
+                self._add_secret(m.group(3).strip())
+        if " " in s or "\t" in s:
+            for m in _BEARER.finditer(s):
+                self._add_secret(m.group(3))
+        if any(h in s for h in _USER_ROOT_HINTS) or "/home/" in s:
             for m in _HOME_PATH.finditer(s):
                 self.add("user", m.group(1))
+        if self._accounts and "/" in s:
+            for part in s.split("/"):
+                if part in self._accounts:
+                    self.add("user", part)
+        if s.count(".") >= 2:
+            for m in _DNS.finditer(s):
+                name = m.group(1).lower()
+                if not any(name == h or name.endswith("." + h) for h in _PUBLIC_HOSTS):
+                    self.add("host", m.group(1))
         if s.count(":") >= 5 or s.count("-") >= 5:
             for m in _MAC.finditer(s):
                 if m.group(0).replace("-", ":").lower() != "00:00:00:00:00:00":
@@ -211,7 +300,9 @@ class Redactor:
                 if kind == "secret" and len(value) < MIN_LITERAL_SECRET:
                     continue  # hidden where it was found (by key), not searched for
                 esc = re.escape(value)
-                if kind in ("user", "host", "ip", "mac"):
+                if kind == "ip" and "." in value:  # never a piece of a longer version
+                    esc = rf"(?<![\w.-]){esc}(?![\w.]|-\w)"
+                elif kind in ("user", "host", "ip", "mac"):
                     esc = rf"(?<![A-Za-z0-9]){esc}(?![A-Za-z0-9])"
                 elif kind == "home":
                     esc = rf"{esc}(?![\w.-])"
@@ -230,8 +321,49 @@ class Redactor:
         self._learn_string(s, key)  # anything new in this string joins the map first
         rx = self._compiled()
         out = s if rx is None else rx.sub(self._replace, s)
+        out = self._in_place(out)
         self._memo[memo_key] = out
         return out
+
+    def _in_place(self, s: str) -> str:
+        """Shape rules applied where they match: catches values too short to search for
+        elsewhere (``postgres://u:p@db``, ``token=abc``, ``Bearer x…``)."""
+        if "://" in s:
+            s = _URL_CRED.sub(lambda m: m.group(1) + self._ph("user", m.group(2)) + ":"
+                              + self._ph("secret", m.group(3)) + "@", s)
+        if " " in s or "\t" in s:
+            s = _BEARER.sub(lambda m: m.group(1) + m.group(2) + self._ph("secret", m.group(3)),
+                            s)
+        if "=" in s or ":" in s:
+            s = _ASSIGN.sub(self._assign, s)
+        if "-" in s and " " in s:
+            s = _FLAG_IN_TEXT.sub(self._flag, s)
+        if "-----BEGIN " in s:
+            s = _PEM.sub(lambda m: m.group(1) + self._ph("secret", m.group(3).strip())
+                         + m.group(4), s)
+        return s
+
+    def _assign(self, m: re.Match) -> str:
+        if not _assigned_secret(m):
+            return m.group(0)
+        return m.group(0)[: m.start(4) - m.start(0)] + self._ph("secret", m.group(4))
+
+    def _flag(self, m: re.Match) -> str:
+        if not secret_name(m.group(1)) or _PLACEHOLDER.fullmatch(m.group(2)):
+            return m.group(0)
+        return m.group(0)[: m.start(2) - m.start(0)] + self._ph("secret", m.group(2))
+
+    def _ph(self, kind: str, value: str) -> str:
+        """The placeholder for ``value`` (``value`` itself when it is one already or empty)."""
+        if not value or _PLACEHOLDER.fullmatch(value):
+            return value
+        if kind == "user" and (value.lower() in NOT_USERS or "/" in value):
+            kind = "secret"  # a URL's user part is still a credential half
+        ph = self.add(kind, value) or self.add("secret", value)
+        if ph:
+            self._used.add(ph)
+            return ph
+        return value
 
     def _replace(self, m: re.Match) -> str:
         ph = self._map.get(m.group(0), m.group(0))
@@ -256,7 +388,17 @@ class Redactor:
             strs = [x for x in obj if isinstance(x, str)]
             if strs:
                 self._learn_argv(strs)
-            return [self.tree(x, key) for x in obj]
+            out_list = [self.tree(x, key) for x in obj]
+            for i, a in enumerate(obj):  # argv: a secret flag's value, however short
+                m = _SECRET_FLAG.match(a) if isinstance(a, str) else None
+                if not m or not secret_name(m.group(1)):
+                    continue
+                if m.group(2):
+                    out_list[i] = a[: m.start(2)] + self._ph("secret", m.group(2))
+                elif i + 1 < len(obj) and isinstance(obj[i + 1], str) \
+                        and not obj[i + 1].startswith("-"):
+                    out_list[i + 1] = self._ph("secret", obj[i + 1])
+            return out_list
         if isinstance(obj, str):
             return self.text(obj, key)
         return obj
@@ -289,10 +431,12 @@ def _ips(s: str, key: Optional[str]) -> Iterable[str]:
                 continue
             if ip.is_loopback or ip.is_unspecified or str(ip) == "255.255.255.255":
                 continue
-            if _VERSIONISH.search(s[max(0, m.start() - 16):m.start()]):
+            if _VERSIONISH.search(s[max(0, m.start() - 40):m.start()]):
                 continue
             yield value
     if s.count(":") >= 2:
+        for m in _IPV4_MAPPED.finditer(s):
+            yield m.group(0)
         for m in _IPV6.finditer(s):
             value = m.group(0)
             if not any(c in "0123456789abcdefABCDEF" for c in value):
@@ -304,6 +448,27 @@ def _ips(s: str, key: Optional[str]) -> Iterable[str]:
             if ip6.is_loopback or ip6.is_unspecified:
                 continue
             yield value
+
+
+def _assigned_secret(m: re.Match) -> bool:
+    """Is this ``name=value`` match a credential? (short values only for env-style names)"""
+    name, value = m.group(1), m.group(4)
+    if _PLACEHOLDER.fullmatch(value) or value.lower() in _SCHEMES or not secret_name(name):
+        return False
+    return len(value) >= 3 or is_secret_key(name)
+
+
+def local_accounts() -> set:
+    """Names of this machine's human accounts (uid >= 1000, not nobody): private anywhere."""
+    out = set()
+    try:
+        for e in pwd.getpwall():
+            if 1000 <= e.pw_uid < 65534 and len(e.pw_name) >= 3 and \
+                    e.pw_name.lower() not in NOT_USERS:
+                out.add(e.pw_name)
+    except OSError:
+        pass
+    return out
 
 
 def only_target_trees(snap: Dict[str, Any]) -> Dict[str, Any]:
