@@ -58,12 +58,20 @@ def fi_env(base: Path, cuda_home: str, extra: Optional[Dict[str, str]] = None) -
     return build_env(target_venv().parent.parent, base, cuda_home=cuda_home, extra=extra)
 
 
+def module_env(base: Path, cuda_home: str, **extra: str) -> Dict[str, str]:
+    """The target's environment for modules built by ``flashinfer_module`` (same launcher)."""
+    lau = base / "launcher"
+    return fi_env(base, cuda_home, {"FLASHINFER_NVCC_LAUNCHER": str(lau), "CXX": str(lau),
+                                    **extra})
+
+
 def flashinfer_module(base: Path, cuda_home: str = "/usr/local/cuda", head_dim: int = 64,
                       build: bool = True) -> Path:
     """A real 0.7.2.post1 decode module dir under ``base``; built by ninja if ``build``."""
     py = target_venv()
-    lau = launcher(base)
-    env = fi_env(base, cuda_home, {"FLASHINFER_NVCC_LAUNCHER": str(lau), "CXX": str(lau)})
+    base.mkdir(parents=True, exist_ok=True)
+    launcher(base)
+    env = module_env(base, cuda_home)
     r = subprocess.run([str(py), "-c", GEN, str(head_dim)], env=env, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
