@@ -274,3 +274,32 @@ def test_log_and_machine_findings_about_one_module_merge(box, tmp_path):
     assert len(same) == 1, [f["id"] for f in out["findings"]]
     assert same[0]["data"]["sources"] == ["machine", "log"]
     assert any(e.startswith("server log ") and str(log) in e for e in same[0]["evidence"])
+
+
+@pytest.mark.parametrize("name,wrap", [("lcuda", False), ("header", True), ("killed", False)])
+def test_block_reader_sees_what_line_by_line_feeding_sees(tmp_path, name, wrap):
+    """The file reader's fast path (only lines with trigger words get the full treatment)
+    must find exactly what the per-line API finds."""
+    lines = vllm_worker(capture(name))
+    if wrap:
+        lines = hard_wrap(lines, width=100)
+    log = write_log(tmp_path / "x.log", lines)
+    sc = Scanner(str(log))
+    for ln in lines:
+        sc.feed(ln)
+    slow = sc.close()
+    fast = analyse([str(log)])["files"][0]
+    key = [(h["id"], h["line"], h["quote"]) for h in slow["hits"]]
+    assert key and key == [(h["id"], h["line"], h["quote"]) for h in fast["hits"]]
+    assert slow["lines"] == fast["lines"] == len(lines)
+
+
+def test_binary_garbage_without_newlines_keeps_memory_flat_and_finds_the_cause(tmp_path):
+    lines = plain(capture("lcuda"))
+    p = tmp_path / "garbage.log"
+    with open(p, "wb") as f:
+        f.write(bytes(range(256)).replace(b"\n", b"") * 16384)  # 4 MB, no newline
+        f.write(b"\n" + "\n".join(lines).encode() + b"\n")
+    found, d = findings(p)
+    assert problems(found) == {"cuda-toolkit-unusable"}
+    assert d["files"][0]["lines"] == len(lines) + 1

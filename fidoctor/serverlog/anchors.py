@@ -31,7 +31,8 @@ ANCHORS = [
 ]
 # Literals that every anchor line contains one of (the scanner's cheap prefilter).
 TRIGGERS = ("cached_ops", "ninja", "nvcc", "cicc", "flashinfer", "build_and_load", "load_cuda_ops",
-            "gen_jit_spec", "error building extension", "baton")
+            "gen_jit_spec", "error building extension", "baton", "cpp_extension",
+            "torch_extensions")
 STEP = re.compile(r"^\s*\[\d+/\d+\] ")
 
 BUILD_START = re.compile(r"flashinfer\.jit: (?:Building JIT module (?P<new>[\w.\-]+)|"

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_right
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from itertools import accumulate
+from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 from fidoctor.serverlog import anchors
 from fidoctor.serverlog.matchers import Matcher, all_matchers
-from fidoctor.serverlog.normalise import WrapDetector, clean, strip_prefixes
+from fidoctor.serverlog.normalise import ANSI, WrapDetector, clean, strip_prefixes
 from fidoctor.serverlog.tracebacks import ChainTracker
 
 MAX_STREAMS = 256
@@ -33,7 +35,7 @@ MAX_HITS_PER_ID = 40
 MAX_BUILDS = 200
 QUOTE_CHARS = 400
 CONTEXT_LINES = 25
-ERRORISH = re.compile(r"\berror\b|\bfatal\b", re.I)
+HANG_WORDS = {"timed out", "timeout", "watchdog", "hang", "hung", "broadcast block"}
 
 
 @dataclass
@@ -73,13 +75,31 @@ class _Stream:
         self.hits_since_build = 0
 
 
-def _prefilter(matchers: List[Matcher]) -> re.Pattern[str]:
+def trigger_words(matchers: List[Matcher]) -> List[str]:
+    """Lower-case literals: a line holding none of them can be neither anchor nor hit."""
     words = set(anchors.TRIGGERS)
     for m in matchers:
         words.update(m.triggers)
-    words.update(("time", "watchdog", "hang", "hung", "broadcast block", '{"toolchain"'))
-    alts = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-    return re.compile(alts, re.I)
+    words.update(("timed out", "timeout", "watchdog", "hang", "hung", "broadcast block",
+                  '{"toolchain"', "traceback (most recent", "during handling of the above",
+                  "the above exception", "error", "fatal"))
+    return sorted(words, key=len, reverse=True)
+
+
+# Short keys that cover many trigger words: the block reader looks for these only.
+GATES = ("undefined symbol", "unsupported", "[errno ", "[code=", "elf", "no space", "espacio",
+         "espace", "speicherplatz", "driver", "signal", "status", "exit code",
+         "is not defined for option", "above exception", "during handling", "file data",
+         "too short", "locks available", "file handle", "read-only", "permission", "cannot find",
+         "killed", "subcommand", "traceback")
+
+
+def gate_keys(words: List[str]) -> List[str]:
+    """The fewest literals such that every trigger word contains one of them."""
+    pool = set(words) | set(GATES)
+    keys = [k for k in pool if not any(o != k and o in k for o in pool)]
+    assert all(any(k in w for k in keys) for w in words)
+    return sorted(keys)
 
 
 class Scanner:
@@ -89,7 +109,16 @@ class Scanner:
         self.source = source
         self.matchers = all_matchers()
         self.confirm = {m.id: m.confirm for m in self.matchers}
-        self.prefilter = _prefilter(self.matchers)
+        self.words = trigger_words(self.matchers)
+        self.prefilter = re.compile("|".join(re.escape(w) for w in self.words))
+        # which matchers a found word can concern (its own triggers, or ones inside the word:
+        # the prefilter reports the longest word at a position)
+        self.by_word = {w: [i for i, m in enumerate(self.matchers)
+                            if any(t in w or w in t for t in m.triggers)] for w in self.words}
+        self.anchor_words = {w for w in self.words if any(a in w or w in a
+                                                          for a in anchors.TRIGGERS)}
+        self.open_builds = 0
+        self.gates = gate_keys(self.words)
         self.line_no = 0
         self.streams: Dict[str, _Stream] = {}
         self.wrap = WrapDetector()
@@ -105,6 +134,43 @@ class Scanner:
         self.last_ts: Optional[float] = None
 
     # -- public ---------------------------------------------------------------------------
+
+    def feed_block(self, text: str) -> None:
+        """Many whole lines at once (``\\n``-separated), as the file reader passes them: the
+        same result as ``feed`` per line, but only lines that hold a trigger word (or follow
+        a wrapped line, or fall inside an open build) get the full per-line treatment; the
+        others only count (line numbers, wrap widths). This is what makes 10 MB < 1 s."""
+        if "\r\n" in text:
+            text = text.replace("\r\n", "\n")
+        if "\x1b" in text:
+            text = ANSI.sub("", text)
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        low = text.lower()
+        if len(low) != len(text):  # a case mapping changed lengths: offsets would not line up
+            for ln in lines:
+                self.feed(ln)
+            return
+        starts = [0, *accumulate(len(ln) + 1 for ln in lines)]
+        cand: Set[int] = set()
+        for key in self.gates:
+            j = low.find(key)
+            while j != -1:
+                k = bisect_right(starts, j) - 1
+                cand.add(k)
+                j = low.find(key, starts[k + 1])
+        observe, wrap = self.wrap.observe, self.wrap
+        for i, ln in enumerate(lines):
+            if i in cand or self.pending is not None or self.open_builds or "\r" in ln:
+                self.feed(ln)
+                continue
+            self.line_no += 1
+            w = len(ln)
+            if w >= WrapDetector.MIN_WIDTH:
+                observe(w)
+                if w == wrap.width:
+                    self.pending = (ln, self.line_no)
 
     def feed(self, raw: str) -> List[LogHit]:
         self.line_no += 1
@@ -181,20 +247,21 @@ class Scanner:
         out: List[LogHit] = []
         if st.waiting:
             self._confirm(st, text, out)
-        if st.failed is not None and len(st.failed.extra) < 3 and ERRORISH.search(text) \
+        low = text.lower()
+        found = {w for w in self.words if w in low} if self.prefilter.search(low) else set()
+        if st.failed is not None and len(st.failed.extra) < 3 and ("error" in low or "fatal" in low) \
                 and not text.startswith(("FAILED", "ninja:", "RuntimeError: Ninja")):
             st.failed.extra.append((line, quote[:QUOTE_CHARS]))
-        if not self.prefilter.search(text):
+        if not found:
             if st.build is not None and ts is not None and pos is None:
                 self._end_build(st, ts, "finished")
             st.recent.append(text)
             return out
-        low = text.lower()
         if "flashinfer" in low:
             self.mentions += 1
             if self.first_mention is None:
                 self.first_mention = {"line": line, "text": quote[:QUOTE_CHARS]}
-        kind = anchors.anchor_of(text)
+        kind = anchors.anchor_of(text) if found & self.anchor_words else None
         jit_line = False
         if kind:
             jit_line = True
@@ -207,12 +274,15 @@ class Scanner:
             self._builds(st, text, line, ts, quote)
         elif text.startswith('{"toolchain"'):
             self._jsonl(text, line)
-        if st.build is not None and anchors.HANG_SIGN.search(text):
+        hang = bool(found & HANG_WORDS) and bool(anchors.HANG_SIGN.search(text))
+        if st.build is not None and hang:
             self.hang_signs.append({"line": line, "text": quote[:QUOTE_CHARS], "stream": st.key})
             del self.hang_signs[5:]
-        for m in self.matchers:
-            if not any(t in low for t in m.triggers):
-                continue
+        todo: Set[int] = set()
+        for w in found:
+            todo.update(self.by_word[w])
+        for i in sorted(todo):
+            m = self.matchers[i]
             detail = m.match(text)
             if detail is None:
                 continue
@@ -226,7 +296,7 @@ class Scanner:
                 continue
             self._keep(st, hit, out)
         if (st.build is not None and ts is not None and pos is None and not jit_line
-                and not out and not anchors.HANG_SIGN.search(text)):
+                and not out and not hang):
             self._end_build(st, ts, "finished")
         st.recent.append(text)
         return out
@@ -262,6 +332,7 @@ class Scanner:
         if m:
             if st.build is not None:
                 self._end_build(st, ts, "finished" if ts is not None else "open")
+            self.open_builds += 1
             st.build = {"module": m.group("new") or m.group("old"), "start_line": line,
                         "start_ts": ts, "start_text": quote[:QUOTE_CHARS], "stream": st.key}
             return
@@ -277,6 +348,7 @@ class Scanner:
         st.build = None
         if b is None:
             return
+        self.open_builds -= 1
         b["outcome"] = outcome
         b["explicit_end"] = explicit
         if ts is not None and b.get("start_ts") is not None:

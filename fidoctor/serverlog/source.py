@@ -3,8 +3,9 @@
 Budgets: at most ``max_bytes`` of (decompressed) text and ``max_s`` seconds;
 past either the scan stops and says how far it got (``complete: false``), so
 a 50 GB log or a stdin that never closes cannot hang ``diagnose``. Lines are
-read in pieces of at most ``MAX_LINE`` bytes, so a log without newlines
-(binary garbage, one huge JSON blob) keeps memory flat. Only regular files
+read in blocks of ``BLOCK`` bytes; a line longer than ``MAX_LINE`` keeps its start
+and drops the rest, so a log without newlines (binary garbage, one huge JSON
+blob) keeps memory flat. Only regular files
 (or stdin) are opened, without blocking: a FIFO or device named as a log is
 an error, not a hang.
 """
@@ -25,6 +26,7 @@ from fidoctor.serverlog.scanner import Scanner
 MAX_BYTES = 2 << 30
 MAX_S = 30.0
 MAX_LINE = 64 << 10
+BLOCK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -60,25 +62,41 @@ def scan_file(path: str, max_bytes: int = MAX_BYTES, max_s: float = MAX_S,
         else:
             stream = buffered
         n = 0
-        cont = False  # the previous piece had no newline: this one continues that line
+        carry = b""
+        skipping = False  # inside a line longer than MAX_LINE: its rest is dropped
         while True:
             try:
-                chunk = stream.readline(MAX_LINE)
+                block = stream.read(BLOCK)
             except (OSError, EOFError) as e:  # truncated or corrupt gzip: keep what was read
                 info.update(complete=False, stopped=f"read error after {n} bytes: {e}")
                 break
-            if not chunk:
+            if not block:
                 break
-            n += len(chunk)
-            if not cont:
-                sc.feed(chunk.decode("utf-8", "replace"))
-            cont = not chunk.endswith(b"\n")
+            n += len(block)
+            data = carry + block
+            carry = b""
+            if skipping:  # drop the rest of an over-long line, up to its newline
+                nl = data.find(b"\n")
+                if nl < 0:
+                    continue
+                data, skipping = data[nl + 1:], False
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+            else:
+                sc.feed_block(data[:cut].decode("utf-8", "replace") + "\n")
+                carry = data[cut + 1:]
+            if len(carry) > MAX_LINE:  # no newline for too long: keep the start, drop the rest
+                sc.feed(carry[:MAX_LINE].decode("utf-8", "replace"))
+                carry, skipping = b"", True
             if n >= max_bytes:
                 info.update(complete=False, stopped=f"size budget: read {n} bytes")
                 break
-            if (sc.line_no & 0x3FF) == 0 and time.monotonic() - t0 > max_s:
+            if time.monotonic() - t0 > max_s:
                 info.update(complete=False, stopped=f"time budget: {max_s:g} s")
                 break
+        if carry and not skipping:
+            sc.feed(carry.decode("utf-8", "replace"))
         info["bytes_read"] = n
     finally:
         if raw is not sys.stdin.buffer:
