@@ -63,12 +63,34 @@ class GatherContext:
         return d
 
 
+def _not_examinable(pid: int) -> Optional[str]:
+    """Why ``pid`` has no environment to read (zombie, kernel thread), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b") ", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[:1] == [b"Z"]:
+        return (f"pid {pid} is a zombie: it has exited and only waits for its parent to "
+                "collect it; there is nothing left to examine")
+    try:
+        if int(fields[6]) & 0x00200000:  # PF_KTHREAD
+            return f"pid {pid} is a kernel thread, not a server process"
+    except (IndexError, ValueError):
+        pass
+    return None
+
+
 def read_proc_environ(pid: int) -> Dict[str, str]:
     path = f"/proc/{pid}/environ"
+    why = _not_examinable(pid)
+    if why:
+        raise FidoctorError(why, "pass the pid of the running server (see: ps aux), or "
+                            "--pid auto")
     try:
         with open(path, "rb") as f:
             raw = f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         raise FidoctorError(f"no process with pid {pid}", "check the pid with: ps aux") from None
     except PermissionError:
         raise FidoctorError(

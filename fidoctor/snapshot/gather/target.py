@@ -18,9 +18,11 @@ from fidoctor.fsutil import read_head
 from fidoctor.snapshot.gather._target_script import SCRIPT
 
 NAME = "target"
-BUDGET_S = 20.0
+BUDGET_S = 6.0
 ORDER = 1
-QUERY_TIMEOUT_S = 15.0
+# A healthy interpreter answers in well under a second (0.05–0.3 s here, ~1 s cold on a
+# network file system); a hanging one must not hold up every gatherer that waits for it.
+QUERY_TIMEOUT_S = 4.0
 _TORCH_CUDA = re.compile(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", re.M)
 _TORCH_VERSION = re.compile(r"^__version__\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", re.M)
 
