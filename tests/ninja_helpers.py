@@ -66,12 +66,14 @@ def module_env(base: Path, cuda_home: str, **extra: str) -> Dict[str, str]:
 
 
 def flashinfer_module(base: Path, cuda_home: str = "/usr/local/cuda", head_dim: int = 64,
-                      build: bool = True) -> Path:
-    """A real 0.7.2.post1 decode module dir under ``base``; built by ninja if ``build``."""
+                      build: bool = True, launch: bool = True) -> Path:
+    """A real 0.7.2.post1 decode module dir under ``base``; built by ninja if ``build``.
+
+    ``launch=False`` writes it for the real nvcc and c++ (no launcher; build it yourself)."""
     py = target_venv()
     base.mkdir(parents=True, exist_ok=True)
     launcher(base)
-    env = module_env(base, cuda_home)
+    env = module_env(base, cuda_home) if launch else fi_env(base, cuda_home)
     r = subprocess.run([str(py), "-c", GEN, str(head_dim)], env=env, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -1,0 +1,129 @@
+"""build-killed: a module's last build died to the OOM killer (a memory limit), not to a bug.
+
+What: the server's memory cgroup (``--pid``: ``/proc/PID/cgroup``) counts OOM
+kills (v2 ``memory.events`` ``oom_kill``, v1 ``memory.oom_control``
+``oom_kill`` and ``memory.failcnt``), and/or the kernel log names a killed
+compiler (cicc, cc1plus, ptxas, cudafe++, …) in that cgroup, or, without
+``--pid``, at the time a half-built module was last written.
+Why: ninja runs cores + 2 compile jobs; CUTLASS-heavy ones peak at 3–8 GiB
+each (FlashInfer#3634). The kill leaves ``Killed signal terminated program
+cc1plus`` / exit 137 and a half-built module; rebuilding it with the same
+``-j`` in the same memory dies the same way.
+Fix: ``MAX_JOBS`` so the jobs fit the limit (env file, ``set-max-jobs``),
+then rebuild; when not even one job fits, raise the memory limit instead
+(set-max-jobs is then not offered: it cannot work).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterable, List
+
+from fidoctor.flashinfer.eta import jobs_for, kind_of
+from fidoctor.model import Finding, Fix
+from fidoctor.probes._facts import builders, has_build_files, iter_modules, so_problem
+from fidoctor.probes._fsfacts import gib
+from fidoctor.snapshot import Snapshot
+
+ID = "build-killed"
+REQUIRES = ("oom", "cache")
+CAUSE = True
+GIB = 1 << 30
+PER_JOB = {"prefill-fa3": 3.5, "single-prefill-fa3": 3.5, "prefill-fa2": 1.0,
+           "single-prefill-fa2": 1.0, "decode": 0.5, "single-decode": 0.5}  # warmup/specs.py
+TIE_BEFORE_S, TIE_AFTER_S = 120, 3600
+
+
+def _incomplete(snap: Snapshot) -> List[Dict[str, Any]]:
+    return [m for _, m in iter_modules(snap) if not m.get("error") and so_problem(m)
+            and has_build_files(m) and not builders(snap, m["path"])]
+
+
+def _tied_by_time(kill: Dict[str, Any], mods: List[Dict[str, Any]]) -> List[str]:
+    t = kill.get("time") or 0
+    return [m["name"] for m in mods if m.get("newest_mtime")
+            and m["newest_mtime"] - TIE_BEFORE_S <= t <= m["newest_mtime"] + TIE_AFTER_S]
+
+
+def check(snap: Snapshot) -> Iterable[Finding]:
+    oom = snap.data("oom")
+    cg = oom.get("cgroup", {})
+    kern = oom.get("kernel", {})
+    pid = snap.context.get("pid")
+    mods = _incomplete(snap)
+    cg_kills = int((cg.get("events") or {}).get("oom_kill", 0)) if pid else 0
+    path = cg.get("path") or ""
+    tied: List[Dict[str, Any]] = []
+    tied_mods: List[str] = []
+    for k in kern.get("kills", []):
+        memcg = k.get("task_memcg") or k.get("memcg") or ""
+        if pid and path and memcg and (memcg == path or memcg.startswith(path.rstrip("/") + "/")):
+            tied.append(k)
+        elif not pid:
+            names = _tied_by_time(k, mods)
+            if names:
+                tied.append(k)
+                tied_mods += names
+    if not cg_kills and not tied:
+        return
+    affected = sorted(set(tied_mods)) if not pid else [m["name"] for m in mods]
+    evidence: List[str] = []
+    if pid:
+        ev = ", ".join(f"{k} {v}" for k, v in (cg.get("events") or {}).items())
+        evidence.append(f"the server's memory cgroup {path} (cgroup v{cg.get('version')}, "
+                        f"{cg.get('dir')}; from {cg.get('source')}): {ev}"
+                        + (f", failcnt {cg['failcnt']}" if cg.get("failcnt") is not None else "")
+                        + (f", limit {gib(cg['limit'])}" if cg.get("limit") else "")
+                        + (f", peak {gib(cg['peak'])}" if cg.get("peak") else ""))
+    for k in tied[-3:]:
+        evidence.append(f"kernel log (/dev/kmsg): {k['line']}"
+                        + (f" [memcg {k.get('task_memcg')}]" if k.get("task_memcg") else ""))
+    if not pid:
+        evidence.append("no --pid: killed compilers tied to modules by time (the module was "
+                        "last written within the build before the kill)")
+    elif kern.get("status") != "ok":
+        evidence.append(f"kernel log not read ({kern.get('status')}: {kern.get('error', '')}): "
+                        "which process died is not known")
+    for m in mods[:3]:
+        if m["name"] in affected:
+            evidence.append(f"{m['path']}: {so_problem(m)}, {m.get('objects', 0)} object(s)"
+                            + (f", {len(m['stale_depfiles'])} leftover depfile(s)"
+                               if m.get("stale_depfiles") else ""))
+    kinds = [kind_of(n) for n in affected] or ["prefill-fa2"]
+    per_job = max(PER_JOB.get(k, 1.0) for k in kinds)
+    cores = snap.data("host").get("cpu_count") or os.cpu_count() or 1
+    jobs_now = jobs_for(snap.context.get("env") or {}, cores)
+    limit = cg.get("limit") if pid else None
+    mem = limit or snap.data("host").get("mem_total")
+    fixes: List[Fix] = []
+    max_jobs = None
+    if mem:
+        fit = int(mem * 0.9 / (per_job * GIB))
+        if fit >= 1:
+            max_jobs = min(fit, cores, max(1, jobs_now - 1)) if fit < jobs_now else None
+        if max_jobs:
+            fixes.append(Fix(
+                id="set-max-jobs",
+                description=f"Build with MAX_JOBS={max_jobs} (now {jobs_now}; ≈{per_job:g} GiB "
+                f"per {kinds[0]} job, {gib(mem)} {'limit' if limit else 'of memory'}), then rebuild",
+                commands=[f"fidoctor fix --only {ID}", f"# by hand: export MAX_JOBS={max_jobs}"],
+                safety="safe"))
+        if fit < 1:
+            fixes.append(Fix(
+                description=f"Not even one {kinds[0]} compile job (≈{per_job:g} GiB) fits the "
+                f"{gib(mem)} {'memory limit' if limit else 'memory'}: raise the server's memory "
+                "limit (fewer jobs cannot help)",
+                commands=[f"# e.g. docker run --memory {int(per_job * 2 + 1)}g …, or the "
+                          "Kubernetes/Slurm memory request"], safety="caution"))
+    severity = "error" if (affected or tied) else "warning"
+    yield Finding(
+        id=ID, severity=severity, subject=path or (affected[0] if affected else ""),
+        title=(f"the last build of {len(affected)} module(s) was killed for memory (OOM killer)"
+               if affected else "compilers were killed for memory (OOM killer) in the server's "
+               "cgroup" if pid else "compilers were killed for memory (OOM killer)"),
+        evidence=evidence, fixes=fixes,
+        data={"affects": affected if severity == "error" else [], "oom_kill": cg_kills,
+              "kills": [{"pid": k.get("pid"), "task": k.get("task"), "time": k.get("time")}
+                        for k in tied[-10:]],
+              "max_jobs": max_jobs, "jobs_now": jobs_now, "limit": limit,
+              "per_job_gib": per_job})

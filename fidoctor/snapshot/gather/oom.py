@@ -1,0 +1,174 @@
+"""Did the OOM killer (or a memory limit) kill compilers? The target's memory cgroup and the kernel log.
+
+With ``--pid`` the cgroup is the server's (``/proc/PID/cgroup``): its builds
+run in it. cgroup v2: ``memory.events`` (``oom``, ``oom_kill``, ``max``),
+``memory.max``, ``memory.peak``. cgroup v1: ``memory.oom_control``
+(``oom_kill``, ``under_oom``), ``memory.failcnt``, ``memory.limit_in_bytes``,
+``memory.max_usage_in_bytes``. Without ``--pid`` fidoctor's own cgroup is
+read and marked as such (it says little about a server started elsewhere).
+
+The kernel log (``/dev/kmsg``, read non-blocking; needs root or CAP_SYSLOG,
+often denied in containers) is filtered to OOM lines naming a compiler
+(cicc, cc1plus, ptxas, cudafe++, nvcc, …), with their memcg and wall time.
+
+Data contract (``data``; never renamed):
+  cgroup: {source, version (1|2|None), path, dir, events: {oom, oom_kill, max},
+           failcnt, limit, peak, error}
+  kernel: {status: ok|denied|absent|error, error, kills: [{time, pid, task, memcg,
+           task_memcg, line}], scanned}
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any, Dict, List, Optional
+
+from fidoctor.fsutil import read_head
+from fidoctor.mounts import read_mountinfo
+
+NAME = "oom"
+BUDGET_S = 3.0
+ORDER = 8
+KMSG_BUDGET_S = 1.0
+KMSG_MAX_RECORDS = 200_000
+COMPILERS = ("cicc", "cc1plus", "cc1", "ptxas", "cudafe++", "nvcc", "ninja", "fatbinary",
+             "nvlink", "ld", "collect2", "as", "gcc", "g++", "c++", "nvdisasm")
+_KILLED = re.compile(r"(?:Memory cgroup out of memory|Out of memory)[^:]*: Killed process "
+                     r"(?P<pid>\d+) \((?P<task>[^)]+)\)")
+_UNLIMITED = 1 << 62
+
+
+def _read(path: str) -> Optional[str]:
+    raw = read_head(path, 1 << 16)
+    return raw.decode("utf-8", "replace") if raw is not None else None
+
+
+def _kv(text: Optional[str]) -> Dict[str, int]:
+    out: Dict[str, int] = {}
+    for line in (text or "").splitlines():
+        k, _, v = line.partition(" ")
+        if v.strip().lstrip("-").isdigit():
+            out[k] = int(v)
+    return out
+
+
+def _int(text: Optional[str]) -> Optional[int]:
+    t = (text or "").strip()
+    if t == "max":
+        return None
+    return int(t) if t.isdigit() else None
+
+
+def _cgroup_dir(mounts, version: int, path: str) -> Optional[str]:
+    for m in mounts:
+        if version == 2 and m["fstype"] != "cgroup2":
+            continue
+        if version == 1 and not (m["fstype"] == "cgroup" and "memory" in m["super_options"]):
+            continue
+        root = m["root"].rstrip("/")
+        rel = path[len(root):] if root and path.startswith(root) else path
+        d = m["mount_point"].rstrip("/") + rel
+        if os.path.isdir(d):
+            return d
+    return None
+
+
+def cgroup_facts(pid: Optional[int]) -> Dict[str, Any]:
+    src = f"/proc/{pid}/cgroup" if pid else "/proc/self/cgroup"
+    out: Dict[str, Any] = {"source": src if pid else f"{src} (fidoctor's own: no --pid)",
+                           "version": None}
+    text = _read(src)
+    if text is None:
+        out["error"] = f"cannot read {src}"
+        return out
+    v1 = v2 = None
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            v2 = parts[2]
+        elif "memory" in parts[1].split(","):
+            v1 = parts[2]
+    mounts, _ = read_mountinfo(pid)
+    for version, path in ((2, v2), (1, v1)):
+        if path is None:
+            continue
+        d = _cgroup_dir(mounts, version, path)
+        if d is None:
+            continue
+        if version == 2 and not os.path.exists(os.path.join(d, "memory.events")):
+            continue  # v2 without the memory controller (as here): try v1
+        out.update(version=version, path=path, dir=d)
+        if version == 2:
+            out["events"] = _kv(_read(os.path.join(d, "memory.events")))
+            out["limit"] = _int(_read(os.path.join(d, "memory.max")))
+            out["peak"] = _int(_read(os.path.join(d, "memory.peak")))
+        else:
+            oc = _kv(_read(os.path.join(d, "memory.oom_control")))
+            out["events"] = {"oom_kill": oc.get("oom_kill", 0), "under_oom": oc.get("under_oom", 0)}
+            out["failcnt"] = _int(_read(os.path.join(d, "memory.failcnt")))
+            lim = _int(_read(os.path.join(d, "memory.limit_in_bytes")))
+            out["limit"] = None if lim is None or lim >= _UNLIMITED else lim
+            out["peak"] = _int(_read(os.path.join(d, "memory.max_usage_in_bytes")))
+        return out
+    out["error"] = "no memory controller found for this process (neither v2 nor v1)"
+    return out
+
+
+def kernel_kills(budget_s: float = KMSG_BUDGET_S) -> Dict[str, Any]:
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {"status": "absent", "kills": []}
+    except PermissionError as e:
+        return {"status": "denied", "error": e.strerror, "kills": []}
+    except OSError as e:
+        return {"status": "error", "error": e.strerror or str(e), "kills": []}
+    boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    kills: List[Dict[str, Any]] = []
+    pending: Dict[str, Dict[str, Any]] = {}
+    n = 0
+    deadline = time.monotonic() + budget_s
+    try:
+        while n < KMSG_MAX_RECORDS and time.monotonic() < deadline:
+            try:
+                rec = os.read(fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == 32:  # EPIPE: records overwritten while reading; carry on
+                    continue
+                return {"status": "error", "error": e.strerror, "kills": kills, "scanned": n}
+            if not rec:
+                break
+            n += 1
+            head, _, msg = rec.decode("utf-8", "replace").partition(";")
+            msg = msg.split("\n", 1)[0]
+            if "oom" not in msg.lower() and "Killed process" not in msg:
+                continue
+            try:
+                usec = int(head.split(",")[2])
+            except (IndexError, ValueError):
+                usec = 0
+            if "oom-kill:" in msg:  # constraint=…,oom_memcg=/a,task_memcg=/a/b,task=cicc,pid=N,uid=0
+                kv = dict(p.split("=", 1) for p in msg.split("oom-kill:", 1)[1].split(",")
+                          if "=" in p)
+                if kv.get("pid"):
+                    pending[kv["pid"]] = {"memcg": kv.get("oom_memcg"),
+                                          "task_memcg": kv.get("task_memcg")}
+                continue
+            k = _KILLED.search(msg)
+            if k and k.group("task") in COMPILERS:
+                kills.append(dict({"time": round(boot + usec / 1e6, 3), "pid": int(k.group("pid")),
+                                   "task": k.group("task"), "line": msg.strip()[:300]},
+                                  **pending.pop(k.group("pid"), {})))
+    finally:
+        os.close(fd)
+    return {"status": "ok", "kills": kills[-50:], "scanned": n}
+
+
+def gather(ctx, done) -> Dict[str, Any]:
+    return {"cgroup": cgroup_facts(ctx.pid), "kernel": kernel_kills()}

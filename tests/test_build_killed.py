@@ -1,0 +1,114 @@
+"""build-killed: a real nvcc build of a real FlashInfer module OOM-killed in a real memory cgroup.
+
+The "server" is a Python process that moves itself into a child memory cgroup
+of the test's own (v2 ``memory.max`` where the v2 controller is on, else v1
+``memory.limit_in_bytes``; here v1), then runs ninja on a module FlashInfer
+0.7.2.post1 wrote, as FlashInfer's ``run_ninja`` does, with the real nvcc 13.0.
+At 200 MB cudafe++/cc1plus die to the kernel's OOM killer (~20 s). The server
+stays up so fidoctor reads its cgroup through ``--pid``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from ninja_helpers import fi_env, flashinfer_module, venv_ninja
+
+from fidoctor.diagnosis import diagnose
+from fidoctor.snapshot.context import build_context
+from fidoctor.snapshot.runner import gather_snapshot
+
+SERVER = r"""
+import os, subprocess, sys, time
+with open(os.path.join(sys.argv[1], "cgroup.procs"), "w") as f:
+    f.write(str(os.getpid()))
+if sys.argv[3] == "build":
+    r = subprocess.run([sys.argv[2], "-C", sys.argv[4]], capture_output=True, text=True)
+    print("ended", r.returncode, r.stdout[-300:].replace("\n", " "), flush=True)
+else:
+    print("ended idle", flush=True)
+time.sleep(600)
+"""
+
+
+def _own_memcg() -> Path:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        hid, ctrl, path = line.split(":", 2)
+        if hid == "0" and Path("/sys/fs/cgroup", path.lstrip("/"), "memory.max").exists():
+            return Path("/sys/fs/cgroup", path.lstrip("/"))
+        if "memory" in ctrl.split(","):
+            d = Path("/sys/fs/cgroup/memory", path.lstrip("/"))
+            if d.is_dir():
+                return d
+    pytest.skip("no memory cgroup controller (v1 or v2) on this machine")
+
+
+@pytest.fixture
+def memcg(procs):
+    d = _own_memcg() / f"fidoctor-test-{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    v2 = (d / "memory.max").exists()
+    (d / ("memory.max" if v2 else "memory.limit_in_bytes")).write_text("200M")
+    try:
+        yield d
+    finally:
+        procs.kill_all()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                d.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+def _server(procs, memcg, env, mode, mod):
+    p = procs.start([sys.executable, "-c", SERVER, str(memcg), venv_ninja(), mode, str(mod)],
+                    env=env, stdout=subprocess.PIPE)
+    line = p.stdout.readline().decode()
+    assert line.startswith("ended"), line
+    return p, line
+
+
+def by_id(diag, id_):
+    return [f for f in diag.findings if f.id == id_]
+
+
+def test_oom_killed_build_is_the_cause_of_the_half_built_module(tmp_path, memcg, procs):
+    base = tmp_path / "b"
+    mod = flashinfer_module(base, build=False, launch=False)
+    env = fi_env(base, "/usr/local/cuda")
+    p, line = _server(procs, memcg, env, "build", mod)
+    assert "ended 1" in line, line
+    diag = diagnose(gather_snapshot(build_context(pid=p.pid)))
+    [f] = by_id(diag, "build-killed")
+    assert f.severity == "error" and f.data["oom_kill"] >= 1
+    assert f.data["affects"] == [mod.name]
+    assert any("oom_kill" in e and memcg.name in e for e in f.evidence), f.evidence
+    kern = diag.snapshot.data("oom")["kernel"]
+    if kern["status"] == "ok":
+        assert f.data["kills"] and f.data["kills"][0]["task"] in ("cudafe++", "cc1plus", "cicc")
+        assert any("Killed process" in e for e in f.evidence)
+    # 200 MB cannot hold one decode job: fewer jobs cannot help, so set-max-jobs is not offered
+    assert f.data["max_jobs"] is None
+    assert not [x for x in f.fixes if x.id == "set-max-jobs"]
+    assert any("raise the server's memory limit" in x.description for x in f.fixes)
+    [sym] = by_id(diag, "cache-incomplete-module")
+    assert sym.caused_by == "build-killed"
+
+
+def test_same_cgroup_without_kills_is_quiet(tmp_path, memcg, procs):
+    base = tmp_path / "b"
+    flashinfer_module(base)  # built (launcher compiles), nothing killed
+    p, _ = _server(procs, memcg, fi_env(base, "/usr/local/cuda"), "idle", base)
+    diag = diagnose(gather_snapshot(build_context(pid=p.pid)))
+    assert not by_id(diag, "build-killed")
+    cg = diag.snapshot.data("oom")["cgroup"]
+    assert cg["path"].endswith(memcg.name) and cg["limit"] == 200 << 20
+    assert os.path.basename(cg["dir"]) == memcg.name
