@@ -1,0 +1,116 @@
+"""torch-abi-mismatch against a real torch: the cached venv's CPU torch 2.13 (built with the
+CXX11 ABI) and two modules g++ builds here from one source with opposite
+``-D_GLIBCXX_USE_CXX11_ABI``, both linked against that torch's libtorch_cpu/libc10. The
+old-ABI one needs ``_ZN5torch3jit17parseSchemaOrNameERKSsb`` (FI#911's symbol); the loader
+refuses it for real, and the new-ABI twin loads."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import snapshot_of
+from warmup_helpers import target_venv
+
+from fidoctor.diagnosis import diagnose
+from fidoctor.elfsyms import defined
+
+pytestmark = pytest.mark.timeout(600)
+SRC = """
+#include <string>
+namespace torch { namespace jit { void* parseSchemaOrName(const std::string&, bool); } }
+extern "C" void* fidoctor_probe(void) { return torch::jit::parseSchemaOrName("aten::x", false); }
+"""
+OLD_SYM = "_ZN5torch3jit17parseSchemaOrNameERKSsb"
+NEW_SYM = "_ZN5torch3jit17parseSchemaOrNameERKNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEEb"
+
+
+@pytest.fixture(autouse=True)
+def own_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+@pytest.fixture(scope="module")
+def py() -> Path:
+    return target_venv()
+
+
+def torch_lib(py: Path) -> Path:
+    [d] = py.parent.parent.glob("lib/python*/site-packages/torch/lib")
+    return d
+
+
+def module(box, py: Path, abi: int) -> Path:
+    """A 0.2.x-layout cached module whose .so g++ built with the given ABI against torch."""
+    ws = box.workspace(version=None, arch="90")
+    name = f"torch_linked_abi{abi}"
+    d = box.module(ws, name, so="missing")
+    src = d / "m.cpp"
+    src.write_text(SRC)
+    subprocess.run(["g++", "-shared", "-fPIC", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", str(src),
+                    "-o", str(d / f"{name}.so"), f"-L{torch_lib(py)}", "-ltorch_cpu", "-lc10"],
+                   check=True, capture_output=True)
+    src.unlink()
+    return d / f"{name}.so"
+
+
+def load_in_target(py: Path, so: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(py), "-c", f"import torch, ctypes; ctypes.CDLL({str(so)!r}); "
+                           "print('loaded')"], capture_output=True, text=True, timeout=300)
+
+
+def abi_findings(box, py):
+    diag = diagnose(snapshot_of(box, python=str(py)))
+    return diag, [f for f in diag.findings if f.id == "torch-abi-mismatch"]
+
+
+def test_old_abi_module_against_cxx11_torch(box, py):
+    so = module(box, py, abi=0)
+    diag, [f] = abi_findings(box, py)
+    assert f.severity == "error" and f.data["kind"] == "cached"
+    assert f.data["missing"] == [OLD_SYM] and f.data["abi_twins"] == {OLD_SYM: NEW_SYM}
+    assert f.data["affects"] == [so.parent.name]
+    assert any("-D_GLIBCXX_USE_CXX11_ABI=0, torch with 1" in e for e in f.evidence)
+    assert f.fixes[0].id == "quarantine-module"
+    r = load_in_target(py, so)  # the real loader agrees
+    assert r.returncode != 0 and f"undefined symbol: {OLD_SYM}" in r.stderr
+
+
+def test_matching_abi_module_is_quiet_and_loads(box, py):
+    so = module(box, py, abi=1)
+    diag, found = abi_findings(box, py)
+    assert found == []
+    assert not [i for i in diag.inconclusive if i.probe == "torch-abi-mismatch"]
+    entry = diag.snapshot.data("torch_abi")["modules"][str(so)]
+    assert entry["needs"] == 1 and entry["missing"] == []
+    assert "loaded" in load_in_target(py, so).stdout
+
+
+def test_tvm_ffi_modules_need_no_torch(box, py):
+    """0.7.x modules (here: the gcc-built stand-in with no torch NEEDED) are not looked at."""
+    box.module(box.workspace(), "plain")
+    diag, found = abi_findings(box, py)
+    assert found == [] and diag.snapshot.data("torch_abi")["modules"] == {}
+
+
+def test_gnu_hash_lookup_agrees_with_nm(py):
+    lib = torch_lib(py) / "libc10.so"
+    out = subprocess.run(["nm", "-D", "--defined-only", str(lib)], capture_output=True,
+                         text=True, check=True).stdout.split("\n")
+    defs = [ln.split()[-1].split("@")[0] for ln in out if ln.strip()][::7][:400]
+    und = [ln.split()[-1].split("@")[0] for ln in subprocess.run(
+        ["nm", "-D", "--undefined-only", str(lib)], capture_output=True, text=True,
+        check=True).stdout.split("\n") if ln.strip()][:200]
+    got = defined(str(lib), defs + und + ["no_such_symbol_anywhere"])
+    assert all(got[d] for d in defs)
+    assert not any(got[u] for u in und) and not got["no_such_symbol_anywhere"]
+
+
+def test_old_layout_module_without_torch_symbols_needs_no_torch(box):
+    """A 0.2.x-layout module that needs nothing of torch, and a target without torch: quiet,
+    and not inconclusive either (there is nothing to look up)."""
+    box.module(box.workspace(version=None, arch="90"), "plain")
+    diag = diagnose(snapshot_of(box))
+    assert not [f for f in diag.findings if f.id == "torch-abi-mismatch"]
+    assert not [i for i in diag.inconclusive if i.probe == "torch-abi-mismatch"]
