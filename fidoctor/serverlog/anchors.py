@@ -23,21 +23,23 @@ ANCHORS = [
     ("ninja", re.compile(r"^ninja: (?:Entering directory|build stopped)|Ninja build failed")),
     ("nvcc command line", re.compile(r"\bnvcc\b.*(?:-gencode|--generate-dependencies|\s-c\s|-arch[= ])")),
     ("cicc", re.compile(r"\bcicc\b")),
-    ("FlashInfer JIT log", re.compile(r"flashinfer\.jit: (?:Building JIT module|Loading JIT ops|"
+    ("FlashInfer JIT log", re.compile(r"flashinfer\.jit: ?(?:Building JIT module|Loading JIT ops|"
                                       r"Finished loading JIT ops|Prebuilt kernels not found)")),
     ("JIT entry point", re.compile(r"\b(?:build_and_load|load_cuda_ops|gen_jit_spec|"
                                    r"Error building extension)\b|flashinfer/jit/")),
     ("FileBaton", re.compile(r"file_baton|FileBaton")),
+    ("FlashInfer sources compiled", re.compile(r"flashinfer/\S*generated/\S+\.(?:cu|inc)\b|"
+                                               r"In file included from \S*flashinfer/data/")),
 ]
 # Literals that every anchor line contains one of (the scanner's cheap prefilter).
-TRIGGERS = ("cached_ops", "ninja", "nvcc", "cicc", "flashinfer", "build_and_load", "load_cuda_ops",
-            "gen_jit_spec", "error building extension", "baton", "cpp_extension",
-            "torch_extensions")
+TRIGGERS = ("cached_ops", "generated/", "in file included from", "ninja", "nvcc", "cicc",
+            "flashinfer", "build_and_load", "load_cuda_ops", "gen_jit_spec",
+            "error building extension", "baton", "cpp_extension", "torch_extensions")
 STEP = re.compile(r"^\s*\[\d+/\d+\] ")
 
-BUILD_START = re.compile(r"flashinfer\.jit: (?:Building JIT module (?P<new>[\w.\-]+)|"
-                         r"Loading JIT ops: (?P<old>[\w.\-]+))")
-BUILD_FINISH = re.compile(r"flashinfer\.jit: Finished loading JIT ops: (?P<name>[\w.\-]+)")
+BUILD_START = re.compile(r"flashinfer\.jit: ?(?:Building JIT module (?P<new>[\w.\-]+)|"
+                         r"Loading JIT ops: ?(?P<old>[\w.\-]+))")
+BUILD_FINISH = re.compile(r"flashinfer\.jit: ?Finished loading JIT ops: ?(?P<name>[\w.\-]+)")
 MODULE_DIR = re.compile(r"cached_ops/(?P<name>(?!tmp/)[\w.\-]{3,})(?:/|'|$)")
 HANG_SIGN = re.compile(r"(?i)no available shared memory broadcast block|\btimed out\b|"
                        r"\btimeout\b|watchdog|\bhung\b|\bhang(?:s|ing)?\b")

@@ -106,7 +106,7 @@ def findings(results: List[Dict[str, Any]]) -> List[Finding]:
     out = [f for f in out if not (f.id == "jit-build-failed" and
                                   {e["file"] for e in f.data["log"]} <= errors_by_file)]
     out += _build_findings(results, out)
-    if not any(r.get("anchor") for r in results):
+    if not any(r.get("anchor") for r in results) and not any(f.is_problem for f in out):
         out.append(_no_activity(results, dropped))
     return out
 

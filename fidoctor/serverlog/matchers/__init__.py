@@ -9,7 +9,8 @@ A matcher module defines::
                                       #   (group ``path``), else it needs an anchor too;
                                       # "none": the line is evidence on its own
     TRIGGERS = ("cannot find -l",)    # lower-case literals; only lines holding one are tried
-    PATTERNS = [re.compile(...)]      # named groups become the hit's ``detail``
+    PATTERNS = [re.compile(...)]      # named groups become the hit's ``detail``; a group
+                                      # named ``fi`` marks FlashInfer's own words (self-anchored)
     def title(detail) -> str: ...     # the finding's title from the first hit
     def fixes(detail) -> List[Fix]: ...
 
@@ -48,7 +49,7 @@ class Matcher:
     confirm: Optional[Tuple[Pattern, int]] = None
 
     def self_anchored(self, detail: Dict[str, str]) -> bool:
-        if self.anchor == "none":
+        if self.anchor == "none" or "fi" in detail:  # "fi": FlashInfer's own message
             return True
         return self.anchor == "self" and bool(FLASHINFER_PATH.search(detail.get("path", "")))
 

@@ -29,6 +29,7 @@ PATTERNS = [
                r"Permission denied)"),
     re.compile(r"(?P<path>/\S*(?:flashinfer|cached_ops)\S*): (?P<reason>Read-only file system|"
                r"Permission denied)"),
+    re.compile(r"(?P<reason>Permission denied|Read-only file system): '(?P<path>[^']+)'"),
 ]
 # A path that is not the JIT's own (FlashInfer 0.7 creates <base>/.cache first, so the error
 # names '<base>/.cache') counts when the same traceback runs through FlashInfer's JIT.
