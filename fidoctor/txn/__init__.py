@@ -10,6 +10,7 @@
 * ``safety``: symlink, writability and hash checks shared by the steps.
 """
 
+from fidoctor.txn import movein as _movein  # noqa: F401 - registers the move-in step
 from fidoctor.txn import process as _process  # noqa: F401 - registers the terminate step
 from fidoctor.txn.lock import FixLock
 from fidoctor.txn.safety import StepError

@@ -1,0 +1,124 @@
+"""``move-in``: put a prepared file or directory in place with one rename; undo takes it out.
+
+What ``fidoctor cache import`` installs: the module dirs (and generated
+sources) are first written, checked and rewritten in a staging dir on the same
+file system (``<workspace>/fidoctor-import/<txid>/``); this step renames each
+one into ``cached_ops/`` or ``generated/``. Nothing already there is ever
+replaced (a module being replaced is moved aside first by a ``move-aside``
+step). ``revert`` renames it back into the staging dir and deletes that copy
+only when it is byte for byte what was installed (the manifest recorded at
+preflight): anything a later build wrote into it is left in the staging dir
+and named, never deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from fidoctor.txn.journal import fsync_dir
+from fidoctor.txn.safety import StepError, check_parent_inside, check_writable_dir, explain_os_error, manifest
+from fidoctor.txn.steps import AFTER, BEFORE, UNKNOWN, TxContext, register_kind
+
+
+@dataclass
+class MoveIn:
+    src: str                 # the prepared copy, in the staging dir
+    dst: str                 # where it goes
+    root: str                # the workspace: both paths must stay inside it
+    manifest: Dict[str, Any] = field(default_factory=dict)
+    created: List[str] = field(default_factory=list)
+    kind: str = "move-in"
+    revertible: bool = True
+
+    def describe(self) -> str:
+        return f"install {self.dst}"
+
+    def preflight(self, tx: Optional[TxContext] = None) -> None:
+        check_parent_inside(self.src, self.root)
+        check_parent_inside(self.dst, self.root)
+        if not os.path.lexists(self.src):
+            raise StepError(f"{self.src}: the prepared copy is gone")
+        if os.path.lexists(self.dst):
+            raise StepError(f"{self.dst} already exists; fidoctor will not overwrite it",
+                            "pass --replace to move the existing one aside (undoable)")
+        self.created = []
+        d = os.path.dirname(self.dst)
+        while not os.path.lexists(d):
+            self.created.insert(0, d)
+            d = os.path.dirname(d)
+        check_writable_dir(d, "to install into it")
+        if os.stat(d).st_dev != os.lstat(self.src).st_dev:
+            raise StepError(f"{self.src} and {d} are on different file systems",
+                            "fidoctor only renames; it never copies and deletes")
+        try:
+            self.manifest = manifest(self.src)
+        except OSError as e:
+            raise explain_os_error(e, "cannot read what is to be installed") from None
+
+    def apply(self, tx: TxContext) -> Dict[str, Any]:
+        try:
+            for d in self.created:
+                os.mkdir(d, 0o755)
+            os.rename(self.src, self.dst)
+        except OSError as e:
+            raise explain_os_error(e, f"cannot install {self.dst}") from None
+        fsync_dir(os.path.dirname(self.dst))
+        return {}
+
+    def state(self) -> str:
+        s, d = os.path.lexists(self.src), os.path.lexists(self.dst)
+        if d and not s:
+            return AFTER
+        if s and not d:
+            return BEFORE
+        return UNKNOWN
+
+    def explain_unknown(self) -> str:
+        if os.path.lexists(self.dst):
+            return f"{self.dst} and the staged copy {self.src} both exist; left both"
+        return f"neither {self.dst} nor {self.src} exists; nothing to take out"
+
+    def revert(self, tx: TxContext) -> List[str]:
+        try:
+            os.makedirs(os.path.dirname(self.src), exist_ok=True)
+            os.rename(self.dst, self.src)
+        except OSError as e:
+            raise explain_os_error(e, f"cannot take {self.dst} out") from None
+        fsync_dir(os.path.dirname(self.dst))
+        try:
+            now = manifest(self.src)
+        except OSError:
+            now = {}
+        if now != self.manifest:
+            return [f"{self.dst} changed after it was installed; kept it at {self.src}"]
+        if os.path.isdir(self.src) and not os.path.islink(self.src):
+            shutil.rmtree(self.src)
+        else:
+            os.unlink(self.src)
+        self.cleanup()
+        _rmdir_up(os.path.dirname(self.src), self.root)
+        return []
+
+    def cleanup(self) -> None:
+        for d in reversed(self.created):
+            try:
+                os.rmdir(d)  # only an empty dir fidoctor made
+            except OSError:
+                break
+
+
+def _rmdir_up(d: str, root: str) -> None:
+    """Remove empty staging dirs up to (not including) ``root``."""
+    root = os.path.normpath(root)
+    while os.path.normpath(d) != root and d.startswith(root + os.sep):
+        try:
+            os.rmdir(d)
+        except OSError:
+            return
+        d = os.path.dirname(d)
+
+
+register_kind(MoveIn)

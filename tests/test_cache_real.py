@@ -1,0 +1,357 @@
+"""export → reinstall → import → verify with real FlashInfer modules, and every way to refuse.
+
+The builder: a real single-decode module compiled once per machine by the real
+``fidoctor warmup --arch 9.0a`` in the cached target venv (cache_helpers).
+The importer: a second venv at another path whose flashinfer-python was
+really ``pip install --force-reinstall``ed (every source and header newer
+than the objects) and a CUDA_HOME that is another symlink to the same
+toolkit, so ``cuda_home``, the workspace, the package dirs and every mtime
+ninja keys on differ. The proof is the real ninja (``-n``) and the real
+FlashInfer ``build_and_load`` (its ninja must be a no-op).
+
+Tampered bundles are the real bundle with one thing changed: a flipped
+byte, or a manifest claiming another FlashInfer or CUDA, as a bundle built
+elsewhere would. "Nothing written" is checked on the whole target tree.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Dict, Tuple
+
+import pytest
+from cache_helpers import compiled_base, second_target, target_env, workspace_of
+from conftest import run_cli
+from warmup_helpers import build_env, target_venv
+
+pytestmark = pytest.mark.slow
+ARCH = ["--arch", "9.0a"]
+
+
+@pytest.fixture(scope="module")
+def built() -> Path:
+    return compiled_base()
+
+
+@pytest.fixture(scope="module")
+def bundle(built, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bundle") / "cache.tar"
+    py = target_venv()
+    env = build_env(py.parent.parent, built)
+    r = run_cli(["cache", "export", "--python", str(py), *ARCH, "-o", str(out)], env=env)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def t2(tmp_path_factory) -> Dict[str, Path]:
+    return second_target(tmp_path_factory.mktemp("t2"))
+
+
+def tree(base: Path) -> Dict[str, Tuple[int, int]]:
+    out = {}
+    for dirpath, dirs, files in os.walk(base):
+        for n in dirs + files:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            out[p] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def do(t2, base: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
+    env = target_env(t2, base, XDG_STATE_HOME=str(base.parent / "state"),
+                     XDG_CACHE_HOME=str(base.parent / "xdg-cache"), **extra)
+    return run_cli(["cache", *args, "--python", str(t2["python"]), *ARCH], env=env)
+
+
+def module_dir(base: Path) -> Path:
+    (m,) = [p for p in (workspace_of(base) / "cached_ops").iterdir() if p.name != "tmp"]
+    return m
+
+
+BUILD_AND_LOAD = """
+import torch
+from flashinfer.jit.attention import gen_single_decode_module
+spec = gen_single_decode_module(torch.float16, torch.float16, torch.float16, 64, 64, 0,
+                                False, False)
+spec.build_and_load()
+print("loaded", spec.name)
+"""
+
+
+def test_export_reinstall_import_verify_and_flashinfer_reuses_it(bundle, t2, tmp_path):
+    base = tmp_path / "base"
+    r = do(t2, base, "import", str(bundle))
+    assert r.returncode == 0, r.stderr
+    mdir = module_dir(base)
+    # The real ninja, in the target's workspace: nothing to do.
+    ninja = shutil.which("ninja", path=str(t2["venv"] / "bin"))
+    r = subprocess.run([ninja, "-C", str(mdir), "-n", "-d", "explain"], capture_output=True,
+                       text=True)
+    assert "no work to do" in r.stdout, r.stdout + r.stderr
+    assert f"cuda_home = {t2['cuda_home']}\n" in (mdir / "build.ninja").read_text()
+    # verify says so, as text and as JSON that the schema accepts.
+    r = do(t2, base, "verify", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert [m["verdict"] for m in doc["modules"]] == ["ok"]
+    assert doc["modules"][0]["rebuild"]["work"] == 0
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parent.parent / "fidoctor" / "schema" /
+                         "cache-verify.schema.json").read_text())
+    jsonschema.validate(doc, schema)
+    # The real FlashInfer build_and_load: its ninja is a no-op (no log line, no new file).
+    before = tree(mdir)
+    env = target_env(t2, base)
+    r = subprocess.run([str(t2["python"]), "-c", BUILD_AND_LOAD], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert tree(mdir) == before, "FlashInfer rebuilt or rewrote something"
+    # undo takes it all out again.
+    r = run_cli(["undo"], env=dict(env, XDG_STATE_HOME=str(base.parent / "state")))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not mdir.exists()
+    assert not (workspace_of(base) / "generated" / mdir.name).exists()
+
+
+def test_without_the_rewrite_the_same_files_would_rebuild(bundle, t2, tmp_path):
+    """The quiet twin of the test above: the bundle's files unpacked as they are (what a
+    hand-rolled 'seed then copy' does) leave ninja with every edge to rebuild."""
+    ws = workspace_of(tmp_path / "base")
+    with tarfile.open(bundle) as tar:
+        for m in tar.getmembers():
+            if m.name.startswith("ws/"):
+                m.name = m.name[3:]
+                tar.extract(m, ws, filter="data")
+    ninja = shutil.which("ninja", path=str(t2["venv"] / "bin"))
+    mdir = module_dir(tmp_path / "base")
+    r = subprocess.run([ninja, "-C", str(mdir), "-n"], capture_output=True, text=True)
+    assert "no work to do" not in r.stdout
+
+
+def repack(src: Path, dst: Path, edit_manifest=None, edit_member=None, extra=None) -> Path:
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for m in tin.getmembers():
+            data = tin.extractfile(m).read() if m.isreg() else b""
+            if m.name == "manifest.json" and edit_manifest:
+                doc = json.loads(data)
+                edit_manifest(doc)
+                data = json.dumps(doc).encode()
+            elif edit_member:
+                data = edit_member(m, data)
+            m.size = len(data)
+            tout.addfile(m, io.BytesIO(data))
+        for ti, data in extra or []:
+            tout.addfile(ti, io.BytesIO(data))
+    return dst
+
+
+def flip_so_byte(m: tarfile.TarInfo, data: bytes) -> bytes:
+    if m.name.endswith(".so"):
+        b = bytearray(data)
+        b[len(b) // 2] ^= 0x01
+        return bytes(b)
+    return data
+
+
+def _set(path: Tuple[str, ...], value):
+    def edit(doc):
+        d = doc
+        for k in path[:-1]:
+            d = d[k]
+        d[path[-1]] = value
+    return edit
+
+
+def _special(kind: str) -> Tuple[tarfile.TarInfo, bytes]:
+    ti = tarfile.TarInfo("ws/cached_ops/evil")
+    if kind == "symlink":
+        ti.type, ti.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    elif kind == "hardlink":
+        ti.type, ti.linkname = tarfile.LNKTYPE, "manifest.json"
+    elif kind == "device":
+        ti.type, ti.devmajor, ti.devminor = tarfile.CHRTYPE, 1, 3
+    elif kind == "absolute":
+        ti.name = "/tmp/fidoctor-evil"
+    elif kind == "dotdot":
+        ti.name = "ws/../../escape"
+    return ti, b""
+
+
+@pytest.mark.parametrize("case,why", [
+    ("flipped-so-byte", "content differs from the manifest's sha256"),
+    ("other-flashinfer", "FlashInfer 0.7.1 built them"),
+    ("other-cuda", "built by CUDA 12.9.86"),
+    ("other-arch-in-bundle", "built for arch 100a"),
+    ("symlink", "a link or special file"),
+    ("hardlink", "a link or special file"),
+    ("device", "a link or special file"),
+    ("absolute", "absolute or malformed name"),
+    ("dotdot", "not a plain relative path"),
+    ("so-digest", "disagree (tampered)"),
+])
+def test_tampered_or_foreign_bundle_is_refused_and_nothing_written(bundle, t2, tmp_path, case,
+                                                                   why):
+    bad = tmp_path / "bad.tar"
+    if case == "flipped-so-byte":
+        repack(bundle, bad, edit_member=flip_so_byte)
+    elif case == "other-flashinfer":
+        repack(bundle, bad, edit_manifest=_set(("source", "flashinfer_version"), "0.7.1"))
+    elif case == "other-cuda":
+        repack(bundle, bad, edit_manifest=_set(("source", "toolkit_version"), "12.9.86"))
+    elif case == "other-arch-in-bundle":
+        repack(bundle, bad, edit_manifest=_set(("source", "arch"), "100a"))
+    elif case == "so-digest":
+        repack(bundle, bad, edit_manifest=lambda d: d["modules"][0].update(so_sha256="0" * 64))
+    else:
+        repack(bundle, bad, extra=[_special(case)])
+    base = tmp_path / "base"
+    (workspace_of(base) / "cached_ops").mkdir(parents=True)
+    before = tree(tmp_path)
+    r = do(t2, base, "import", str(bad))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert why in r.stderr and "Traceback" not in r.stderr
+    assert tree(tmp_path) == before
+    assert not os.path.exists("/tmp/fidoctor-evil")
+
+
+def test_target_on_another_arch_is_refused(bundle, t2, tmp_path):
+    base = tmp_path / "base"
+    env = target_env(t2, base, XDG_STATE_HOME=str(tmp_path / "state"))
+    r = run_cli(["cache", "import", "--python", str(t2["python"]), "--arch", "10.0a",
+                 str(bundle)], env=env)
+    assert r.returncode == 2 and "built for arch 90a, the target uses 100a" in r.stderr
+    assert not base.exists()
+
+
+def test_mtime_only_change_is_accepted_a_changed_header_refused(bundle, t2, tmp_path):
+    # Every member 3 hours older (a bundle copied with new times): accepted, still 0 dirty.
+    older = repack(bundle, tmp_path / "older.tar",
+                   edit_member=lambda m, d: (setattr(m, "mtime", m.mtime - 3 * 3600), d)[1])
+    base = tmp_path / "base"
+    r = do(t2, base, "import", str(older))
+    assert r.returncode == 0, r.stderr
+    assert do(t2, base, "verify").returncode == 0
+    # A header the module was compiled from, with other content in the target: refused.
+    hdr = t2["site"] / "flashinfer" / "data" / "include" / "flashinfer" / "utils.cuh"
+    saved = hdr.read_bytes()
+    try:
+        hdr.write_bytes(saved + b"\n// changed\n")
+        base2 = tmp_path / "base2"
+        r = do(t2, base2, "import", str(bundle))
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "utils.cuh differs" in r.stderr and "would build it differently" in r.stderr
+        assert not base2.exists()
+    finally:
+        hdr.write_bytes(saved)
+
+
+def test_already_cached_module_refused_unless_replace(bundle, t2, tmp_path):
+    base = tmp_path / "base"
+    assert do(t2, base, "import", str(bundle)).returncode == 0
+    r = do(t2, base, "import", str(bundle))
+    assert r.returncode == 2 and "--replace" in r.stderr
+    r = do(t2, base, "import", str(bundle), "--replace")
+    assert r.returncode == 0, r.stderr
+    assert list((workspace_of(base) / "fidoctor-quarantine").iterdir())
+    assert do(t2, base, "verify").returncode == 0
+
+
+def test_verify_names_a_module_that_would_rebuild(bundle, t2, tmp_path):
+    base = tmp_path / "base"
+    assert do(t2, base, "import", str(bundle)).returncode == 0
+    src = next((workspace_of(base) / "generated").iterdir()) / "single_decode_config.inc"
+    os.utime(src, None)
+    later = src.stat().st_mtime_ns + 5 * 10**9
+    os.utime(src, ns=(later, later))
+    r = do(t2, base, "verify", "--json")
+    assert r.returncode == 1, r.stdout + r.stderr
+    m = json.loads(r.stdout)["modules"][0]
+    assert m["verdict"] == "rebuild" and m["rebuild"]["work"] >= 1
+
+
+def test_verify_with_nothing_cached_is_not_healthy(t2, tmp_path):
+    r = do(t2, tmp_path / "base", "verify")
+    assert r.returncode == 2 and "nothing to verify" in r.stderr
+
+
+TMA_C = """
+int cudaGetDriverEntryPointByVersion(const char *, void **, unsigned int,
+                                     unsigned long long, int *);
+/* What CUTLASS's sm90 TMA path (FA3) emits: the driver entry point, by version. */
+int fidoctor_tma_init(void) { void *fn = 0; int st = 0;
+  return cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, 0, &st); }
+"""
+
+
+def test_bundle_module_needing_a_newer_cudart_is_named_by_verify(bundle, t2, tmp_path):
+    """The seed, caught at image-build time. Stand-in: an FA3 module (which needs
+    cudaGetDriverEntryPointByVersion) takes ~6 min and 3.4 GB to compile here, so the real
+    decode objects are relinked with one gcc object making that call, against NVIDIA's real
+    12.9.79 libcudart.so.12, in a workspace the real bundle was imported into; that is
+    exported, and imported into a target whose FlashInfer preloads 12.4.127."""
+    from cudart_helpers import WHEEL_12_4, WHEEL_12_9, extract_cudart
+
+    py = target_venv()
+    builder = tmp_path / "builder"
+    benv = build_env(py.parent.parent, builder, extra={"XDG_STATE_HOME": str(tmp_path / "s1")})
+    r = run_cli(["cache", "import", "--python", str(py), *ARCH, str(bundle)], env=benv)
+    assert r.returncode == 0, r.stderr
+    mdir = module_dir(builder)
+    lib = tmp_path / "cu129"
+    lib.mkdir()
+    extract_cudart(WHEEL_12_9, lib / "libcudart.so.12")
+    (tmp_path / "tma.c").write_text(TMA_C)
+    subprocess.run(["gcc", "-c", "-fPIC", str(tmp_path / "tma.c"), "-o", str(tmp_path / "tma.o")],
+                   check=True)
+    so = mdir / f"{mdir.name}.so"
+    st = so.stat()
+    subprocess.run(["c++", *map(str, sorted(mdir.glob("*.cuda.o"))), str(tmp_path / "tma.o"),
+                    "-shared", f"-L{lib}", "-l:libcudart.so.12", "-o", str(so)], check=True)
+    os.utime(so, ns=(st.st_atime_ns, st.st_mtime_ns))
+    seed = tmp_path / "seed.tar"
+    r = run_cli(["cache", "export", "--python", str(py), *ARCH, "-o", str(seed)], env=benv)
+    assert r.returncode == 0, r.stderr
+    old = tmp_path / "cu124"
+    old.mkdir()
+    extract_cudart(WHEEL_12_4, old / "libcudart.so.12")
+    base = tmp_path / "base"
+    assert do(t2, base, "import", str(seed)).returncode == 0
+    r = do(t2, base, "verify", "--json", CUDA_LIB_PATH=str(old))
+    assert r.returncode == 1, r.stdout + r.stderr
+    m = json.loads(r.stdout)["modules"][0]
+    assert m["verdict"] == "broken" and m["rebuild"]["work"] == 0
+    assert "cudart-missing-symbol" in [f["id"] for f in m["findings"]]
+    # The quiet twin: the same module where FlashInfer preloads 12.9.79 loads fine.
+    r = do(t2, base, "verify", "--json", CUDA_LIB_PATH=str(lib))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_bad_input_is_one_line_exit_2(t2, tmp_path):
+    (tmp_path / "junk.tar").write_bytes(b"not a tar at all" * 100)
+    for args in (["import", str(tmp_path / "junk.tar")], ["import", str(tmp_path / "none.tar")]):
+        r = do(t2, tmp_path / "base", *args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.startswith("fidoctor: error: ")
+    os.mkfifo(tmp_path / "fifo.tar")
+    r = do(t2, tmp_path / "base", "import", str(tmp_path / "fifo.tar"))
+    assert r.returncode == 2 and "not a regular file" in r.stderr
+
+
+def test_export_refuses_a_module_not_up_to_date_where_it_was_built(built, tmp_path):
+    """A workspace copied elsewhere by hand: its build.ninja names the old paths, ninja there
+    would rebuild; export says so instead of shipping it."""
+    copy = tmp_path / "copy"
+    shutil.copytree(built / ".cache", copy / ".cache", symlinks=True)
+    py = target_venv()
+    r = run_cli(["cache", "export", "--python", str(py), *ARCH, "-o", str(tmp_path / "x.tar")],
+                env=build_env(py.parent.parent, copy))
+    assert r.returncode == 2 and "outside its module dir" in r.stderr
+    assert not (tmp_path / "x.tar").exists()
