@@ -10,6 +10,15 @@ Formats (flashinfer-jit.md §2):
 Logs reach hundreds of MB, so we scan fixed-size chunks with one regex and
 keep only the last start/finish per module. Lines that are not valid UTF-8 or
 contain NUL bytes are skipped and counted, never fatal.
+
+Newest first: when more is unread than a parse can cover in its budget
+(``TAIL_FIRST_BYTES``), the last ``TAIL_BYTES`` are parsed first — that is
+where the build hanging *now* is logged — and the older part goes on from
+the saved offset with what is left of a short budget. The saved offset
+advances on every run, even one cut short, so the whole log is eventually
+read once and then only its new tail. Where a stretch of the log was not
+read (``unread_gap``), a ``Loading`` line before the gap is not judged
+unfinished: its ``Finished`` line may be in the gap.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import hashlib
 import os
 import re
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from fidoctor.fsutil import open_regular
 
@@ -148,6 +157,47 @@ def _identity(f, st_ino: int, n: int) -> List[Any]:
     return [st_ino, hashlib.sha1(head).hexdigest(), len(head)]
 
 
+TAIL_FIRST_BYTES = 256 << 20  # more unread than this: read the newest part first
+TAIL_BYTES = 16 << 20  # the newest part: thousands of builds' worth of lines
+TAIL_FORWARD_S = 0.5  # then the older part, from the saved offset, for this long
+
+
+def _scan_range(f, st: _State, pos: int, end: int,
+                deadline: Optional[float]) -> Tuple[int, bytes, bool]:
+    """Scan whole lines of ``[pos, end)`` into ``st``; (next offset, carry, reached end)."""
+    f.seek(pos)
+    carry = b""
+    while pos + len(carry) < end:
+        chunk = f.read(min(CHUNK, end - pos - len(carry)))
+        if not chunk:
+            break
+        data = carry + chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            carry = data
+            if len(carry) > MAX_LINE:
+                st.garbage += 1
+                pos += len(carry)
+                carry = b""
+            continue
+        st.scan(data[: cut + 1], pos)
+        pos += cut + 1
+        carry = data[cut + 1 :]
+        if deadline is not None and time.monotonic() > deadline:
+            return pos, carry, False
+    return pos, carry, True
+
+
+def _line_start_after(f, pos: int) -> int:
+    """The offset of the first line that starts at or after ``pos``."""
+    if pos <= 0:
+        return 0
+    f.seek(pos - 1)
+    data = f.read(MAX_LINE)
+    cut = data.find(b"\n")
+    return pos + cut if cut >= 0 else pos + len(data)
+
+
 def parse_log(path: str, budget_s: float = 8.0,
               resume: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Facts from one JIT log: per-module last start/finish, counts, format seen.
@@ -157,56 +207,59 @@ def parse_log(path: str, budget_s: float = 8.0,
     ever appends to this file, so ``resume`` (the ``state`` a previous call
     returned) lets us read just the new tail; a rotated or rewritten log (other
     inode, other first KiB, or shorter than before) is parsed from scratch.
+    A saved parse that was cut short resumes too: its state covers exactly the
+    bytes before its offset. More unread than ``TAIL_FIRST_BYTES``: newest
+    first (see the module docstring).
     """
     t0 = time.monotonic()
     st = _State()
-    complete = True
     offset = 0
     resumed = False
+    tail: Optional[_State] = None
+    tail_from = None
     with open_regular(path) as f:
         info = os.fstat(f.fileno())
+        size = info.st_size
         old = (resume or {}).get("identity") or [None, None, 0]
-        if resume and resume.get("complete") and old == _identity(f, info.st_ino, old[2]) \
-                and resume.get("offset", 0) <= info.st_size:
-            try:
+        try:
+            if resume and old == _identity(f, info.st_ino, int(old[2])) \
+                    and 0 <= int(resume.get("offset", 0)) <= size:
                 st = _State.load(resume["state"])
                 offset = int(resume["offset"])
                 resumed = True
-            except (KeyError, TypeError, ValueError):
-                st, offset = _State(), 0
-        f.seek(offset)
-        carry = b""
-        while True:
-            chunk = f.read(CHUNK)
-            if not chunk:
-                break
-            data = carry + chunk
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                carry = data
-                if len(carry) > MAX_LINE:
-                    st.garbage += 1
-                    offset += len(carry)
-                    carry = b""
-                continue
-            st.scan(data[: cut + 1], offset)
-            offset += cut + 1
-            carry = data[cut + 1 :]
-            if time.monotonic() - t0 > budget_s:
-                complete = False
-                break
+        except (KeyError, TypeError, ValueError, IndexError):
+            st, offset = _State(), 0
+        if size - offset > TAIL_FIRST_BYTES:
+            tail_from = _line_start_after(f, size - TAIL_BYTES)
+            tail = _State()
+            _, tcarry, _ = _scan_range(f, tail, tail_from, size, None)
+            if tcarry:
+                tail.scan(tcarry + b"\n", size - len(tcarry))
+            deadline = time.monotonic() + min(TAIL_FORWARD_S, max(0.0, budget_s
+                                                                  - (time.monotonic() - t0)))
+            offset, carry, _ = _scan_range(f, st, offset, tail_from, deadline)
+            complete = False
+        else:
+            offset, carry, complete = _scan_range(f, st, offset, size, t0 + budget_s)
         # Resume later from before an unterminated last line: its writer may finish it.
         saved = {"identity": _identity(f, info.st_ino, offset), "offset": offset,
                  "complete": complete, "state": st.dump()}
         if carry and complete:  # a last line with no newline still counts now
             st.scan(carry + b"\n", offset)
             offset += len(carry)
+        gap = [offset, tail_from] if tail is not None and tail_from is not None \
+            and offset < tail_from else None
+        last, count = dict(st.last), dict(st.count)
+        if tail is not None:
+            for key, off in tail.last.items():
+                last[key] = off
+                count[key] = count.get(key, 0) + tail.count[key]
         modules: Dict[str, Dict[str, Any]] = {}
         new_style = 0
-        for (event, name), off in st.last.items():
+        for (event, name), off in last.items():
             kind = EVENTS[event]
             mod = modules.setdefault(name.decode(), {"starts": 0, "finishes": 0})
-            mod["finishes" if kind == "finished" else "starts"] += st.count[(event, name)]
+            mod["finishes" if kind == "finished" else "starts"] += count[(event, name)]
             line = _line_at(f, off)
             new_style += bool(NEW_STYLE.search(line))
             key = "last_finish" if kind == "finished" else "last_start"
@@ -218,6 +271,14 @@ def parse_log(path: str, budget_s: float = 8.0,
                 "line": line.decode("utf-8", "replace"),
                 "ts": parse_timestamp(line),
             }
+        if gap:
+            # A Loading line before the unread stretch may have its Finished line in it.
+            for name in [n for n, m in modules.items()
+                         if m.get("last_start", {}).get("event") == "loading"
+                         and m["last_start"]["offset"] < gap[1]
+                         and m.get("last_finish", {}).get("offset", -1)
+                         < m["last_start"]["offset"]]:
+                del modules[name]
     fmt = "none"
     if modules:
         if any(m.get("last_start", {}).get("event") == "building" for m in modules.values()):
@@ -226,15 +287,21 @@ def parse_log(path: str, budget_s: float = 8.0,
             fmt = "0.2.12+"
         else:
             fmt = "0.2.0-0.2.11"
-    return {
+    lines = st.lines + (tail.lines if tail else 0)
+    garbage = st.garbage + (tail.garbage if tail else 0)
+    out = {
         "path": path,
         "resumed": resumed,
         "state": saved,
-        "bytes_read": offset,
+        "bytes_read": offset + ((size - tail_from) if tail_from is not None else 0),
         "complete": complete,
-        "lines": st.lines,
-        "garbage_lines": st.garbage,
-        "events": sum(st.count.values()),
+        "lines": lines,
+        "garbage_lines": garbage,
+        "events": sum(count.values()),
         "format": fmt,
         "modules": modules,
     }
+    if tail_from is not None:
+        out["newest_first"] = {"tail_from": tail_from, "size": size,
+                               "unread_gap": gap}
+    return out

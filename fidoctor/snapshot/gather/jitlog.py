@@ -25,10 +25,10 @@ STATE_FILE = "jitlog-resume-v1.json"
 
 
 def _load_resume(path: str) -> Dict[str, Any]:
-    from fidoctor.safeio import SMALL_CAP, UnsafeFile, read_json
+    from fidoctor.safeio import JOURNAL_CAP, UnsafeFile, read_json
 
-    try:
-        data = read_json(path, SMALL_CAP, follow=False, what="resume state")
+    try:  # 10,000 modules' events are a few MB
+        data = read_json(path, JOURNAL_CAP, follow=False, what="resume state")
         return data if isinstance(data, dict) else {}
     except UnsafeFile:
         return {}  # losing it only costs a full parse
