@@ -4,7 +4,9 @@ What: the server's memory cgroup (``--pid``: ``/proc/PID/cgroup``) counts OOM
 kills (v2 ``memory.events`` ``oom_kill``, v1 ``memory.oom_control``
 ``oom_kill`` and ``memory.failcnt``), and/or the kernel log names a killed
 compiler (cicc, cc1plus, ptxas, cudafe++, …) in that cgroup, or, without
-``--pid``, at the time a half-built module was last written.
+``--pid``, in fidoctor's own cgroup (the same container) within 15 minutes
+after a half-built module was last written. Kills in other cgroups are never
+blamed on this cache (on a shared host they are someone else's builds).
 Why: ninja runs cores + 2 compile jobs; CUTLASS-heavy ones peak at 3–8 GiB
 each (FlashInfer#3634). The kill leaves ``Killed signal terminated program
 cc1plus`` / exit 137 and a half-built module; rebuilding it with the same
@@ -31,7 +33,7 @@ CAUSE = True
 GIB = 1 << 30
 PER_JOB = {"prefill-fa3": 3.5, "single-prefill-fa3": 3.5, "prefill-fa2": 1.0,
            "single-prefill-fa2": 1.0, "decode": 0.5, "single-decode": 0.5}  # warmup/specs.py
-TIE_BEFORE_S, TIE_AFTER_S = 120, 3600
+TIE_BEFORE_S, TIE_AFTER_S = 5, 900
 
 
 def _incomplete(snap: Snapshot) -> List[Dict[str, Any]]:
@@ -59,7 +61,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
         memcg = k.get("task_memcg") or k.get("memcg") or ""
         if pid and path and memcg and (memcg == path or memcg.startswith(path.rstrip("/") + "/")):
             tied.append(k)
-        elif not pid:
+        elif not pid and path and memcg == path:  # the cgroup fidoctor runs in (a container)
             names = _tied_by_time(k, mods)
             if names:
                 tied.append(k)
@@ -79,8 +81,8 @@ def check(snap: Snapshot) -> Iterable[Finding]:
         evidence.append(f"kernel log (/dev/kmsg): {k['line']}"
                         + (f" [memcg {k.get('task_memcg')}]" if k.get("task_memcg") else ""))
     if not pid:
-        evidence.append("no --pid: killed compilers tied to modules by time (the module was "
-                        "last written within the build before the kill)")
+        evidence.append(f"no --pid: compilers killed in fidoctor's own cgroup ({path}) tied to "
+                        "modules by time (last written up to 15 min before the kill)")
     elif kern.get("status") != "ok":
         evidence.append(f"kernel log not read ({kern.get('status')}: {kern.get('error', '')}): "
                         "which process died is not known")
