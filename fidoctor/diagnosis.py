@@ -1,7 +1,9 @@
 """Run every probe over a snapshot and collect the verdict.
 
-Exit codes (a contract): 0 no warning or error, 1 at least one, 2 fidoctor
-could not do its job (raised as FidoctorError before we get here).
+Exit codes (a contract): 0 no finding at or above ``fail_on`` (default
+warning), 1 at least one, 2 fidoctor could not do its job: raised as
+FidoctorError before we get here, or the JIT probes could not run at all
+(``unchecked``), which is never reported as healthy.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from fidoctor.probes import all_probes, cause_ids
 from fidoctor.snapshot import SCHEMA_VERSION, Snapshot
 
 EXIT_HEALTHY, EXIT_PROBLEMS, EXIT_FAILED = 0, 1, 2
+FAIL_ON = ("error", "warning")
+# Sections whose probes judge FlashInfer's JIT itself: if none of those probes ran, nothing
+# about the JIT was checked.
+JIT_SECTIONS = ("cache", "jitlog", "processes")
 
 
 @dataclass
@@ -24,10 +30,42 @@ class Diagnosis:
     snapshot: Snapshot
     findings: List[Finding] = field(default_factory=list)
     inconclusive: List[Inconclusive] = field(default_factory=list)
+    fail_on: str = "warning"
 
     @property
     def exit_code(self) -> int:
-        return EXIT_PROBLEMS if any(f.is_problem for f in self.findings) else EXIT_HEALTHY
+        failing = ("error",) if self.fail_on == "error" else ("error", "warning")
+        if any(f.severity in failing for f in self.findings):
+            return EXIT_PROBLEMS
+        return EXIT_FAILED if self.unchecked else EXIT_HEALTHY
+
+    @property
+    def verdict(self) -> str:
+        """One phrase: healthy, problems found, or why nothing could be checked."""
+        code = self.exit_code
+        if code == EXIT_PROBLEMS:
+            return "problems found"
+        if code == EXIT_FAILED:
+            return f"not checked: {self.unchecked}"
+        ignored = sum(1 for f in self.findings if f.severity == "warning")
+        return f"healthy ({ignored} warning(s) ignored by --fail-on error)" if ignored else "healthy"
+
+    @property
+    def unchecked(self) -> Optional[str]:
+        """Why the JIT could not be checked (None when it was): then the verdict is exit 2."""
+        snap = self.snapshot
+        if snap.context.get("log_only"):
+            return None
+        if not snap.sections:
+            return "the snapshot holds no sections: nothing was gathered"
+        if any(f.id == "target-lacks-flashinfer" for f in self.findings):
+            return "the target interpreter has no FlashInfer (see target-lacks-flashinfer)"
+        jit = {p.id for p in all_probes() if set(p.requires) & set(JIT_SECTIONS)}
+        stuck = [i for i in self.inconclusive if i.probe in jit]
+        if jit and {i.probe for i in stuck} >= jit:
+            reasons = list(dict.fromkeys(i.reason for i in stuck))
+            return "every JIT probe was inconclusive (" + "; ".join(reasons[:3]) + ")"
+        return None
 
     def counts(self) -> Dict[str, int]:
         out = {"error": 0, "warning": 0, "info": 0}
@@ -47,7 +85,8 @@ class Diagnosis:
                 name: {"status": s.status, "elapsed_s": s.elapsed_s, "error": s.error}
                 for name, s in self.snapshot.sections.items()
             },
-            "summary": dict(self.counts(), exit_code=self.exit_code),
+            "summary": dict(self.counts(), exit_code=self.exit_code, fail_on=self.fail_on,
+                            unchecked=self.unchecked, verdict=self.verdict),
         }
 
 
@@ -56,6 +95,11 @@ def _version(pkgs: Dict[str, Any], *names: str) -> Optional[str]:
         if n in pkgs:
             return pkgs[n].get("version")
     return None
+
+
+def _extra(ctx: Dict[str, Any]) -> Dict[str, Any]:
+    extra = ctx.get("extra")
+    return extra if isinstance(extra, dict) else {}
 
 
 def target_summary(snap: Snapshot) -> Dict[str, Any]:
@@ -76,11 +120,12 @@ def target_summary(snap: Snapshot) -> Dict[str, Any]:
         "flashinfer_jit_cache": _version(pkgs, "flashinfer-jit-cache"),
         "flashinfer_cubin": _version(pkgs, "flashinfer-cubin"),
         "cuda_runtime": _version(
-            pkgs, "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime"
+            pkgs, "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime-cu11",
+            "nvidia-cuda-runtime"
         ),
         "flashinfer_root": ctx.get("flashinfer_root"),
-        "interpreter": (ctx.get("extra") or {}).get("interpreter"),
-        "pid_auto": (ctx.get("extra") or {}).get("pid_auto"),
+        "interpreter": _extra(ctx).get("interpreter"),
+        "pid_auto": _extra(ctx).get("pid_auto"),
         "gpu": gpu_summary(snap),
         "host_compiler": compiler_summary(snap),
     }
@@ -113,9 +158,9 @@ def compiler_summary(snap: Snapshot) -> Optional[Dict[str, Any]]:
             for role in ("nvcc_host", "cxx")}
 
 
-def diagnose(snap: Snapshot) -> Diagnosis:
+def diagnose(snap: Snapshot, fail_on: str = "warning") -> Diagnosis:
     """Apply every registered probe; a probe that crashes is inconclusive, not fatal."""
-    diag = Diagnosis(snapshot=snap)
+    diag = Diagnosis(snapshot=snap, fail_on=fail_on)
     log_only = bool(snap.context.get("log_only"))
     for probe in [] if log_only else all_probes():
         missing = [
@@ -147,4 +192,8 @@ def diagnose(snap: Snapshot) -> Diagnosis:
     diag.findings.sort(key=sort_key)
     link(diag.findings, cause_ids())
     diag.findings = causal_order(diag.findings)
+    if not log_only:
+        from fidoctor.targetargs import carry_target
+
+        carry_target(diag.findings, snap)
     return diag

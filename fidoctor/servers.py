@@ -182,7 +182,7 @@ def find_serving() -> List[Candidate]:
         if mod:
             above = _python_above(pid, table)
             if above is not None and above not in skip:
-                builds.setdefault(above, []).append(f"{comm} in {mod}")
+                builds.setdefault(above, []).append(os.path.basename(mod.rstrip("/"))[:60])
     out: List[Candidate] = []
     for pid, (comm, _, _) in table.items():
         if pid in skip:
@@ -202,7 +202,9 @@ def find_serving() -> List[Candidate]:
         c = Candidate(pid=pid, name=comm, cmdline=joined, server_argv=server, maps_torch=torch,
                       maps_flashinfer=fi is not None, build_below=len(builds.get(pid, [])))
         if pid in builds:
-            c.reasons.append(f"FlashInfer build below it ({', '.join(sorted(set(builds[pid]))[:2])})")
+            mods = sorted(set(builds[pid]))
+            c.reasons.append(f"FlashInfer build below it ({mods[0]}"
+                             + (f" and {len(mods) - 1} more" if len(mods) > 1 else "") + ")")
         if server:
             c.reasons.append("runs a server (" + (_SERVER_ARGV.search(joined) or
                                                   _SERVER_TITLE.match(joined or comm)).group(1).strip()

@@ -61,20 +61,21 @@ def test_cache() -> Path:
     return d
 
 
-def cudart_wheel(version: str) -> Path:
+def cudart_wheel(version: str, package: str = "nvidia-cuda-runtime-cu12") -> Path:
     """The real wheel, downloaded once (``pip download --no-deps``) and cached."""
     wheels = test_cache() / "wheels"
-    hits = sorted(wheels.glob(f"nvidia_cuda_runtime_cu12-{version}-*.whl"))
+    stem = package.replace("-", "_")
+    hits = sorted(wheels.glob(f"{stem}-{version}-*.whl"))
     if hits:
         return hits[0]
     r = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
          "--platform", "manylinux2014_x86_64", "--python-version", "3.11",
-         f"nvidia-cuda-runtime-cu12=={version}", "-d", str(wheels)],
+         f"{package}=={version}", "-d", str(wheels)],
         capture_output=True, text=True, timeout=300)
-    hits = sorted(wheels.glob(f"nvidia_cuda_runtime_cu12-{version}-*.whl"))
+    hits = sorted(wheels.glob(f"{stem}-{version}-*.whl"))
     if r.returncode != 0 or not hits:
-        pytest.fail(f"cannot download nvidia-cuda-runtime-cu12=={version}: "
+        pytest.fail(f"cannot download {package}=={version}: "
                     f"{(r.stderr or r.stdout)[-500:]}")
     return hits[0]
 

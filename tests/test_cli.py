@@ -30,7 +30,9 @@ def broken_box(box):
 
 def test_exit_0_on_healthy_and_json_validates(box):
     box.module(box.workspace(), DECODE)
-    r = run_cli(["diagnose", "--json"], env=box.env())
+    # The target is named: an unnamed one without FlashInfer beside a cache is
+    # target-lacks-flashinfer (tests/test_target_lacks_flashinfer.py).
+    r = run_cli(["diagnose", "--json", "--python", sys.executable], env=box.env())
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     jsonschema.validate(out, schema())
@@ -40,13 +42,13 @@ def test_exit_0_on_healthy_and_json_validates(box):
 
 def test_exit_1_on_problems_with_evidence_and_fix_commands(box):
     broken_box(box)
-    r = run_cli(["diagnose"], env=box.env())
+    r = run_cli(["diagnose", "--python", sys.executable], env=box.env())
     assert r.returncode == 1, r.stderr
     assert "WARNING  cache-incomplete-module" in r.stdout
     assert "ERROR  jit-log-unfinished" in r.stdout
     assert "$ fidoctor fix --only cache-incomplete-module" in r.stdout
     assert "\x1b[" not in r.stdout  # not a TTY: no colour
-    j = run_cli(["diagnose", "--json"], env=box.env())
+    j = run_cli(["diagnose", "--json", "--python", sys.executable], env=box.env())
     assert j.returncode == 1
     doc = json.loads(j.stdout)
     jsonschema.validate(doc, schema())
@@ -115,7 +117,7 @@ def test_fifo_log_and_unreadable_cache_do_not_hang_or_crash(box):
     ws = box.workspace()
     box.module(ws, DECODE)
     os.mkfifo(ws / "flashinfer_jit.log")
-    r = run_cli(["diagnose", "--json"], env=box.env(), timeout=60)
+    r = run_cli(["diagnose", "--json", "--python", sys.executable], env=box.env(), timeout=60)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["gather"]["jitlog"]["status"] == "ok"

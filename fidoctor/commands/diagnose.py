@@ -1,4 +1,4 @@
-"""``fidoctor diagnose``: gather, run every probe, print findings; exit 0/1/2."""
+"""``fidoctor diagnose``: gather, run every probe, print findings; exit 0/1/2 (see diagnosis.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ from fidoctor.commands._common import log_options, target_options, with_logs
 @target_options
 @log_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (schema_version 1).")
-def command(python, pid, deep, from_file, logs, log_only, as_json) -> int:
+@click.option("--fail-on", type=click.Choice(["error", "warning"]), default="warning",
+              show_default=True, help="Lowest severity that makes the exit code 1.")
+@click.option("-q", "--quiet", is_flag=True, help="Print the verdict line only.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also print how the target was chosen and each fact's gather time.")
+def command(python, pid, deep, from_file, logs, log_only, as_json, fail_on, quiet,
+            verbose) -> int:
     """Find out why FlashInfer's JIT hangs or fails here, with evidence and fixes.
 
     \b
@@ -22,12 +28,20 @@ def command(python, pid, deep, from_file, logs, log_only, as_json) -> int:
     """
     from fidoctor.diagnosis import diagnose
 
-    diag = diagnose(with_logs(python, pid, deep, from_file, logs, log_only))
+    if quiet and verbose:
+        raise click.UsageError("-q and -v contradict each other; pick one")
+    diag = diagnose(with_logs(python, pid, deep, from_file, logs, log_only), fail_on=fail_on)
     if as_json:
         click.echo(json.dumps(diag.to_json(), indent=2, sort_keys=False))
-    else:
-        from fidoctor.render.style import Styler, use_colour
-        from fidoctor.render.text import render
+        return diag.exit_code
+    from fidoctor.render.style import Styler, use_colour
+    from fidoctor.render.text import render, summary_line, verbose_lines
 
-        click.echo(render(diag, Styler(use_colour())))
+    if quiet:
+        click.echo(summary_line(diag))
+        return diag.exit_code
+    text = render(diag, Styler(use_colour()))
+    if verbose:
+        text += "\n" + "\n".join(verbose_lines(diag))
+    click.echo(text)
     return diag.exit_code

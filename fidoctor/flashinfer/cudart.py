@@ -60,11 +60,20 @@ def soname_major(soname: Optional[str]) -> Optional[int]:
 
 
 def version_from_filename(path: str) -> Optional[str]:
-    """``libcudart.so.12.4.127`` → ``12.4.127`` (the toolkit's real file names)."""
+    """``libcudart.so.12.4.127`` → ``12.4.127`` (the toolkit's real file names).
+
+    Only a full major.minor.patch counts: ``libcudart.so.11.0`` is the SONAME of
+    *every* 11.x runtime (pip's 11.8.89 ships under that name), not version 11.0.
+    """
     m = _LIB_VERSION.search(os.path.basename(path))
-    if m and m.group(1).count(".") >= 1:
+    if m and m.group(1).count(".") >= 2:
         return m.group(1)
     return None
+
+
+def runtime_version_string(n: int) -> str:
+    """``cudaRuntimeGetVersion``'s 11080 → "11.8", 12040 → "12.4"."""
+    return f"{n // 1000}.{(n % 1000) // 10}"
 
 
 def expand_dirs(value: Optional[str], origin: str, lib: str = "lib64",

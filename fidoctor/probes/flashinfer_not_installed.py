@@ -27,6 +27,9 @@ def check(snap: Snapshot) -> Iterable[Finding]:
     cache = snap.data("cache")
     if cache.get("workspaces"):
         return
+    serving = snap.data("serving")
+    if not serving.get("explicit") and (serving.get("servers") or serving.get("venvs")):
+        return  # FlashInfer is elsewhere on this machine: target-lacks-flashinfer says where
     yield Finding(
         id=ID,
         severity="info",

@@ -101,9 +101,30 @@ def render(diag: Diagnosis, s: Styler) -> str:
            if not sec.ok]
     if bad:
         lines.append(shown("not gathered: " + "; ".join(bad)))
-    c = diag.counts()
-    verdict = "healthy" if diag.exit_code == 0 else "problems found"
-    lines.append(
-        f"summary: {c['error']} error(s), {c['warning']} warning(s), {c['info']} info — {verdict}"
-    )
+    lines.append(summary_line(diag))
     return "\n".join(lines)
+
+
+def summary_line(diag: Diagnosis) -> str:
+    """The verdict line (all ``diagnose -q`` prints)."""
+    c = diag.counts()
+    return f"summary: {c['error']} error(s), {c['warning']} warning(s), {c['info']} info — " \
+        f"{diag.verdict}"
+
+
+def verbose_lines(diag: Diagnosis) -> List[str]:
+    """``diagnose -v``: how the target was chosen, and each section's gather time and status."""
+    ctx = diag.snapshot.context
+    extra = ctx.get("extra") if isinstance(ctx.get("extra"), dict) else {}
+    out = []
+    auto = extra.get("pid_auto")
+    if auto:
+        out.append(f"--pid auto: chose {auto['chosen']}: " + "; ".join(auto.get("why") or []))
+        for o in auto.get("others") or []:
+            out.append(f"  also seen: {o['pid']}: " + "; ".join(o.get("why") or []))
+    for e in (extra.get("interpreter") or {}).get("evidence") or []:
+        out.append(f"interpreter: {e}")
+    for name, sec in diag.snapshot.sections.items():
+        out.append(f"gather: {name:<14} {sec.status:<8} {sec.elapsed_s:7.3f} s"
+                   + (f"  {sec.error}" if sec.error else ""))
+    return [shown(x) for x in out]

@@ -92,7 +92,10 @@ def verdict(diag: Diagnosis) -> List[str]:
     stack_s = ", ".join(s for s in stack if s) or "no torch/flashinfer found"
     target = f"Target: {who} ({stack_s}) at {code(t['python'])}."
     problems = [f for f in ordered(diag.findings) if f.is_problem]
-    if not problems:
+    if not problems and diag.unchecked:
+        head = "**Verdict: not checked.**"
+        body = f"The JIT could not be checked: {esc(diag.unchecked)}."
+    elif not problems:
         head = "**Verdict: no problems found.**"
         body = ("No error or warning findings"
                 + (f"; {plural(c['info'], 'info note')} below." if c["info"] else "."))
@@ -290,8 +293,8 @@ def render(diag: Diagnosis, redaction: Optional[Dict[str, int]] = None,
            snapshot_name: Optional[str] = None) -> str:
     """The whole report. ``redaction`` is the redactor's summary (None: not redacted)."""
     c = diag.counts()
-    state = "healthy" if diag.exit_code == 0 else f"{plural(c['error'], 'error')}, " \
-        f"{plural(c['warning'], 'warning')}"
+    state = "healthy" if diag.exit_code == 0 else "not checked" if diag.exit_code == 2 else \
+        f"{plural(c['error'], 'error')}, {plural(c['warning'], 'warning')}"
     lines = [f"# fidoctor report: FlashInfer JIT ({state})", ""]
     lines += verdict(diag)
     lines += findings_section(diag)

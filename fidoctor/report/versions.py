@@ -66,7 +66,7 @@ def rows(snap: Snapshot) -> List[Row]:
         if v or names[0] == "flashinfer-python":
             out.append((n or names[0], v, "" if v else "not installed"))
     out += _toolkit_rows(snap)
-    v, n = _pkg(pkgs, "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu13",
+    v, n = _pkg(pkgs, "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime-cu11",
                 "nvidia-cuda-runtime")
     if v:
         out.append(("pip CUDA runtime", v, n))

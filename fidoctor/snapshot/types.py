@@ -104,3 +104,34 @@ class HostCompilerFacts(TypedDict, total=False):
     nvcc_host: CompilerFacts
     cxx: CompilerFacts
     ccbin: Optional[str]    # the -ccbin value FlashInfer passes (None: CC unset)
+
+
+class ServerFacts(TypedDict, total=False):
+    """A live serving process (``fidoctor.servers``) and the interpreter it really runs."""
+
+    pid: int
+    cmdline: str
+    reasons: List[str]              # why it counts: "maps libtorch", "runs a server (…)", …
+    python: Optional[str]           # resolved as --pid would (None: could not tell)
+    how: str
+    flashinfer_root: str            # its $FLASHINFER_WORKSPACE_BASE (else $HOME)/.cache/flashinfer
+
+
+class VenvFacts(TypedDict, total=False):
+    """An environment on disk whose site-packages hold FlashInfer."""
+
+    python: str
+    prefix: str
+    kind: str                       # "venv" | "conda" | "prefix"
+    flashinfer: str                 # version from the dist-info ("?": a package dir only)
+    where: str                      # how it was found
+
+
+class ServingFacts(TypedDict, total=False):
+    """Section ``serving``: candidates when the target was not named (no --python/--pid)."""
+
+    explicit: bool                  # the user named the target: nothing searched
+    servers: List[ServerFacts]
+    venvs: List[VenvFacts]
+    looked: int                     # prefixes examined
+    truncated: bool                 # stopped at the cap

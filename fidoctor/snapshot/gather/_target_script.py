@@ -18,7 +18,8 @@ try:
 except ImportError:
     metadata = None
 NAMES = ["torch", "flashinfer-python", "flashinfer", "flashinfer-jit-cache", "flashinfer-cubin",
-         "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime",
+         "nvidia-cuda-runtime-cu11", "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu13",
+         "nvidia-cuda-runtime",
          "nvidia-cuda-nvcc-cu12", "nvidia-cuda-nvcc", "sglang", "vllm", "ninja", "filelock",
          "apache-tvm-ffi", "triton"]
 for name in NAMES:

@@ -12,13 +12,16 @@ subprocess, timeout) and its own maps are read.
 
 For each copy (keyed by realpath): SONAME, exported ``cuda*`` symbols with
 versions, the real version and how it was learned (package metadata, file
-name, the toolkit's version.json/dist-info, or only the SONAME major).
+name with a full version, the toolkit's version.json/dist-info, the library's own
+``cudaRuntimeGetVersion()``, or only the SONAME major — never a SONAME such as
+``libcudart.so.11.0`` read as a version).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 from fidoctor import proc
@@ -32,7 +35,8 @@ ORDER = 7
 REQUIRES = ("target", "toolkit")
 DEEP_TIMEOUT_S = 20.0
 SONAMES = ("libcudart.so.12", "libcudart.so.13", "libcudart.so.11.0")
-PIP_DIRS = {"nvidia-cuda-runtime-cu12": "nvidia/cuda_runtime/lib",
+PIP_DIRS = {"nvidia-cuda-runtime-cu11": "nvidia/cuda_runtime/lib",
+            "nvidia-cuda-runtime-cu12": "nvidia/cuda_runtime/lib",
             "nvidia-cuda-runtime-cu13": "nvidia/cu13/lib",
             "nvidia-cuda-runtime": "nvidia/cu13/lib"}
 DEEP_SCRIPT = r'''
@@ -54,6 +58,34 @@ with open("/proc/self/maps") as f:
 out["mapped"] = seen
 print(json.dumps(out))
 '''
+
+
+ASK_SCRIPT = r'''
+import ctypes, sys
+try:
+    v = ctypes.c_int(0)
+    rc = ctypes.CDLL(sys.argv[1]).cudaRuntimeGetVersion(ctypes.byref(v))
+    print("ok %d %d" % (rc, v.value))
+except BaseException as e:
+    print("error %s: %s" % (type(e).__name__, e))
+'''
+ASK_TIMEOUT_S = 5.0
+
+
+def ask_runtime(path: str) -> Tuple[Optional[str], str]:
+    """The runtime's own answer: ``cudaRuntimeGetVersion()`` in a child with a deadline
+    (it needs no driver). (version "11.8" or None, how it went)."""
+    r = proc.run([sys.executable, "-c", ASK_SCRIPT, path], timeout=ASK_TIMEOUT_S,
+                 env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"})
+    if not r.ok:
+        return None, r.describe()
+    parts = (r.stdout.strip().splitlines() or [""])[-1].split()
+    if len(parts) == 3 and parts[:2] == ["ok", "0"] and parts[2].isdigit() and int(parts[2]):
+        return rules.runtime_version_string(int(parts[2])), \
+            f"cudaRuntimeGetVersion() = {parts[2]}"
+    if len(parts) == 3 and parts[0] == "ok":  # 11.x answers 35 (insufficient driver) with none
+        return None, f"error {parts[1]}"
+    return None, " ".join(parts)[:200] or "no answer"
 
 
 def _real(path: str) -> Tuple[str, str]:
@@ -129,8 +161,14 @@ class _Libs:
                             f"toolkit dist-info ({d}/dist-info/{n})", None
             except OSError:
                 pass
+        how = ""
+        if not lib.get("error"):
+            v, how = ask_runtime(real)
+            if v:
+                return v, f"file itself: {how}", None
         major = rules.soname_major(lib.get("soname"))
-        return (str(major) if major else None), "SONAME only (major version)", None
+        asked = f"; the library's own cudaRuntimeGetVersion() gave {how}" if how else ""
+        return (str(major) if major else None), f"SONAME only (major version){asked}", None
 
 
 def _torch(target: Dict[str, Any], env: Dict[str, str], ld_entries: Dict[str, List[str]]
