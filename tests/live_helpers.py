@@ -8,9 +8,9 @@ the call SGLang's and vLLM's FlashInfer backends make through the wrappers) and
 serves and waits. It is a stand-in only for the parts a GPU-less box cannot run (no model,
 no HTTP); the build is the real one.
 
-argv: ``MODE [EXIT_CODE]``; MODE ``serve`` waits for a signal after the build, ``exit``
-exits with EXIT_CODE after it, ``late`` serves first and builds 3 s later (a new shape at
-request time). SIGINT/SIGTERM print ``server: got signal N`` and exit 130/143.
+argv: ``WHEN THEN``: WHEN ``now`` builds at start, ``late`` says it serves first and builds
+3 s later (a new shape at request time); THEN ``serve`` waits for a signal afterwards, a
+number exits with that code. SIGINT/SIGTERM print ``server: got signal N`` and exit 128+N.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from warmup_helpers import build_env, target_venv
 
 SERVER = textwrap.dedent('''
     import os, signal, sys, time
-    mode = sys.argv[1]
-    code = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    when, then = sys.argv[1], sys.argv[2]
     def on(sig, frame):
         print(f"server: got signal {sig}", flush=True)
         os._exit(128 + sig)
@@ -42,14 +41,14 @@ SERVER = textwrap.dedent('''
         print(f"server: loading {spec.name}", flush=True)
         spec.build_and_load()
         print("server: module loaded", flush=True)
-    if mode != "late":
+    if when == "now":
         build()
     print("server: ready", flush=True)
-    if mode == "late":
+    if when == "late":
         time.sleep(3)
         build()
-    if mode == "exit":
-        sys.exit(code)
+    if then != "serve":
+        sys.exit(int(then))
     while True:
         time.sleep(1)
 ''')
@@ -61,9 +60,9 @@ def server_script(tmp: Path) -> Path:
     return p
 
 
-def standin(tmp: Path, mode: str = "serve", code: int = 0) -> List[str]:
+def standin(tmp: Path, when: str = "now", then: object = "serve") -> List[str]:
     """argv of the stand-in server (the target venv's interpreter)."""
-    return [str(target_venv()), str(server_script(tmp)), mode, str(code)]
+    return [str(target_venv()), str(server_script(tmp)), when, str(then)]
 
 
 def standin_env(base: Path, extra: Optional[Dict[str, str]] = None,

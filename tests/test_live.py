@@ -246,3 +246,36 @@ def test_watch_pid_diagnoses_a_hung_compile_once(tmp_path, procs):
     assert "fidoctor: STALLED: single_decode (f16, hd128)" in err
     assert "build-process-stuck" in err          # the same renderer as diagnose
     assert w.returncode == 1                      # the target exited after a stall
+
+
+def test_run_warns_of_a_deadline_then_on_stall_exit_ends_the_whole_tree(tmp_path, procs):
+    """run → a hung compile: the deadline warning (ETA > the clock), the stall with diagnose's
+    findings, then --on-stall exit: 124 and no process of the server's tree left, by pid."""
+    ws = tmp_path / "base" / ".cache" / "flashinfer" / "0.7.2.post1" / "90a"
+    fifo = tmp_path / "hang.fifo"
+    os.mkfifo(fifo)
+    write_module(ws, DECODE, f"--fifo {fifo}")
+    server = tmp_path / "server.py"
+    server.write_text("import subprocess, sys\n"
+                      f"subprocess.run(['/usr/bin/ninja', '-C', {str(ws / 'cached_ops' / DECODE)!r}])\n")
+    env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path / "base"))
+    ev = tmp_path / "ev.jsonl"
+    p = procs.start(fidoctor_argv("run", "--stall-after", "3", "--on-stall", "exit",
+                                  "--deadline", "10=tiny-probe", "--events", str(ev), "--",
+                                  sys.executable, str(server)), env=env, new_session=False)
+    seen = set()
+    while p.poll() is None:          # remember every pid of the server's tree while it lives
+        procs.sweep()
+        seen |= set(procs.alive()) - {p.pid}
+        time.sleep(0.2)
+    assert p.returncode == 124
+    events = valid(events_of(ev))
+    kinds = [e["event"] for e in events]
+    assert kinds[:3] == ["start", "build-start", "deadline"], kinds
+    d = events[2]
+    assert d["setting"] == "tiny-probe" and "fidoctor warmup" in d["text"]
+    assert "stall" in kinds and "diagnosis" in kinds and kinds[-1] == "exit"
+    assert events[-1]["code"] == 124 and events[-1]["survivors"] == []
+    assert len(seen) >= 3                                  # python, ninja, sh/nvcc
+    procs.sweep()
+    assert [q for q in procs.alive() if q in seen] == []

@@ -20,6 +20,8 @@ import sys
 import time
 from typing import Any, List, Optional, TextIO
 
+from fidoctor.textsafe import shown
+
 PREFIX = "fidoctor: "
 
 
@@ -36,6 +38,7 @@ class Emitter:
             self.events = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
 
     def emit(self, event: str, text: str = "", **data: Any) -> None:
+        text = shown(text)   # one line: a holder's argv may hold newlines or escapes
         rec = {"event": event, "t": round(time.time(), 3), "text": text, **data}
         if text:
             self.say(text)
@@ -48,6 +51,7 @@ class Emitter:
     def say(self, text: str) -> None:
         """Lines for people only (a diagnosis body), prefixed, unless --quiet."""
         for ln in text.splitlines() or [""]:
+            ln = shown(ln)
             self.lines.append(ln)
             if self.quiet:
                 continue

@@ -153,6 +153,7 @@ class Observer:
         for mdir, b in list(self.builds.items()):
             if mdir not in roots:
                 del self.builds[mdir]
+                b.done = self._objects_done(b)
                 ok = self._so_written(b)
                 if not ok:
                     self.failed.append(b.name)
@@ -212,7 +213,7 @@ class Observer:
         b.cpu_fraction, b.rss = s.cpu_fraction, s.rss
         b.compilers = sum(1 for p in b.watch.last_procs if _name(p) == "nvcc") or \
             sum(1 for p in b.watch.last_procs if _name(p) in COMPILE_NAMES)
-        b.done = sum(1 for o in b.outputs if _mtime(o) >= b.started - 1)
+        b.done = self._objects_done(b)
         out: List[Change] = []
         if s.progressed:
             b.last_progress, b.why = now, s.why
@@ -225,6 +226,10 @@ class Observer:
                               reason=f"no CPU in its compiler tree and no new files for "
                                      f"{now - b.last_progress:.0f} s"))
         return out
+
+    @staticmethod
+    def _objects_done(b: Build) -> int:
+        return sum(1 for o in b.outputs if _mtime(o) >= b.started - 1)
 
     def _so_written(self, b: Build) -> bool:
         return _mtime(os.path.join(b.module_dir, b.name + ".so")) >= b.started - 1

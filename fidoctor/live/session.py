@@ -59,6 +59,7 @@ class Session:
     kill_requested: bool = False
     _said_at: Dict[str, float] = field(default_factory=dict)
     _diagnosed: Dict[str, float] = field(default_factory=dict)
+    _hits: Dict[str, set] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         history = None
@@ -165,6 +166,10 @@ class Session:
     def on_hits(self, hits: List[Hit]) -> None:
         for h in hits:
             self.failures += 1
+            seen = self._hits.setdefault(h.kind, set())
+            if h.line in seen or len(seen) >= 3:
+                continue          # one line per distinct text, three per kind (ranks repeat)
+            seen.add(h.line)
             self.emitter.emit("server-error", f"the server printed an error ({h.kind}): "
                               f"{h.line[:300]}", stream=h.stream, kind=h.kind,
                               finding_id=h.finding_id, line=h.line[:2000])
