@@ -29,6 +29,51 @@ from fidoctor.warmup.watch import describe_proc
 EXIT_STALLED = 124          # --on-stall exit, like timeout(1)
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 DIAGNOSE_GAP_S = 30.0       # at most one diagnosis per cause, and not two within this gap
+PREFETCH_S = 10.0           # start a stall's snapshot this long before the stall is due
+PREFETCH_WAIT_S = 50.0      # the gather's own global budget is 45 s
+
+
+class Prefetch:
+    """``fidoctor snapshot --pid N --no-redact`` in a child of its own session: the same
+    gather as ``diagnose --pid`` (loaded here and diagnosed by the same probes)."""
+
+    def __init__(self, proc: subprocess.Popen, path: str, since: float) -> None:
+        self.proc, self.path, self.since = proc, path, since
+
+    @classmethod
+    def start(cls, pid: int, since: float) -> Prefetch:
+        import sys
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix="fidoctor-watch-", suffix=".json")
+        os.close(fd)
+        proc = subprocess.Popen([sys.executable, "-m", "fidoctor", "snapshot", "--pid", str(pid),
+                                 "--no-redact", "-o", path], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        return cls(proc, path, since)
+
+    def result(self) -> Any:
+        from fidoctor.snapshot import Snapshot
+
+        try:
+            self.proc.wait(timeout=PREFETCH_WAIT_S)
+            return Snapshot.load(self.path) if self.proc.returncode == 0 else None
+        except (subprocess.TimeoutExpired, FidoctorError):
+            return None
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        if self.proc.poll() is None:
+            from fidoctor.kill import terminate_tree
+
+            terminate_tree(self.proc.pid, sid=self.proc.pid, grace=1.0)
+            self.proc.wait()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
 
 
 @dataclass
@@ -60,6 +105,7 @@ class Session:
     _said_at: Dict[str, float] = field(default_factory=dict)
     _diagnosed: Dict[str, float] = field(default_factory=dict)
     _hits: Dict[str, set] = field(default_factory=dict)
+    _pre: Dict[str, Prefetch] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         history = None
@@ -81,6 +127,7 @@ class Session:
         now = now if now is not None else time.time()
         for ch in self.observer.tick(now):
             self.handle(ch, now)
+        self.prefetch(now)
         for b in self.observer.builds.values():
             last = self._said_at.get(b.module_dir, 0.0)
             first = last == b.started   # the start line: give the first progress line soon
@@ -177,7 +224,11 @@ class Session:
 
     # ---- diagnosis --------------------------------------------------------------------
     def explain(self, key: str, pid: int, force: bool = False) -> Any:
-        """The same findings as ``diagnose --pid`` (once per cause); returns the snapshot."""
+        """The same findings as ``diagnose --pid`` (once per cause); returns the snapshot.
+
+        A stall's snapshot was usually started ``PREFETCH_S`` before the stall was due (see
+        ``prefetch``): the gather (≈1 s, up to ~9 s with a hung nvcc answering the toolchain
+        queries) then overlaps the last quiet seconds instead of following them."""
         now = time.time()
         if not self.opts.diagnose and not force:
             return None
@@ -192,17 +243,52 @@ class Session:
         from fidoctor.snapshot.runner import gather_snapshot
 
         target = pid if os.path.exists(f"/proc/{pid}") else self.root
-        try:
-            ctx = build_context(pid=target)
-        except FidoctorError:
-            ctx = build_context(python=self.python, env=self.env)
-        snap = gather_snapshot(ctx)
+        snap = self._prefetched(key)
+        if snap is None:
+            try:
+                ctx = build_context(pid=target)
+            except FidoctorError:
+                ctx = build_context(python=self.python, env=self.env)
+            snap = gather_snapshot(ctx)
         diag = diagnose(snap)
         if self.opts.diagnose or force:
             self.emitter.say(render(diag, Styler(False)))
         self.emitter.emit("diagnosis", "", findings=[f.to_dict() for f in diag.findings],
                           exit_code=diag.exit_code, pid=target)
         return snap
+
+    def prefetch(self, now: float) -> None:
+        """Start gathering a snapshot of a build (or lock wait) that has been quiet for all but
+        the last ``PREFETCH_S`` of its stall limit; drop it when the subject moves again."""
+        subjects = {f"stall:{b.module_dir}": (b.owner, b.last_progress, self.opts.stall_after)
+                    for b in self.observer.builds.values() if not b.stalled}
+        lk = self.observer.lock
+        if lk is not None and not lk.stalled:
+            subjects[f"stall:{lk.lock_path}"] = (self.root, lk.last_progress,
+                                                 self.opts.lock_idle_after)
+        for key, (pid, last, limit) in subjects.items():
+            due = last + max(limit - PREFETCH_S, limit / 2)
+            pre = self._pre.get(key)
+            if pre is not None and pre.since < last:          # it moved: that one is stale
+                pre.cancel()
+                del self._pre[key]
+                pre = None
+            if pre is None and now >= due and key not in self._diagnosed:
+                self._pre[key] = Prefetch.start(pid, since=now)
+        for key in [k for k in self._pre if k not in subjects and k not in self._diagnosed]:
+            self._pre.pop(key).cancel()
+
+    def _prefetched(self, key: str) -> Any:
+        pre = self._pre.pop(key, None)
+        return pre.result() if pre is not None else None
+
+    def helper_pids(self) -> List[int]:
+        return [p.proc.pid for p in self._pre.values()]
+
+    def close(self) -> None:
+        for pre in self._pre.values():
+            pre.cancel()
+        self._pre.clear()
 
     def act_on_stall(self, snap: Any) -> None:
         if self.opts.on_stall == "report" and snap is not None:
@@ -342,7 +428,8 @@ def run_command(cmd: Sequence[str], opts: Options, emitter: Emitter, tap_mode: s
                 break
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + opts.tick
-                reap_orphans([child.pid] + ([tap.proc.pid] if tap.proc else []))
+                reap_orphans([child.pid] + ([tap.proc.pid] if tap.proc else [])
+                             + sess.helper_pids())
                 sess.tick()
                 if sess.kill_requested:
                     break
@@ -357,6 +444,7 @@ def run_command(cmd: Sequence[str], opts: Options, emitter: Emitter, tap_mode: s
                          code=EXIT_STALLED, reason="stalled", survivors=left)
             return EXIT_STALLED
     finally:
+        sess.close()
         for s, h in old.items():
             signal.signal(s, h)
         if pidfd is not None:
@@ -368,6 +456,7 @@ def run_command(cmd: Sequence[str], opts: Options, emitter: Emitter, tap_mode: s
         sess.on_hits(lines.feed(name, data))
     sess.on_hits(lines.flush())
     sess.tick()   # a build that ended with the server
+    sess.close()
     rc = code if code is not None and code >= 0 else 128 + (-(code or 0))
     emitter.emit("exit", "", code=rc, reason="server exited", signals_forwarded=sent)
     return rc
@@ -408,9 +497,11 @@ def watch_pid(pid: int, opts: Options, emitter: Emitter) -> int:
             else:
                 time.sleep(opts.tick)
     finally:
+        sess.close()
         if pidfd is not None:
             os.close(pidfd)
     sess.tick()
+    sess.close()
     rc = 1 if sess.stalls or sess.failures else 0
     emitter.emit("exit", f"pid {pid} exited", code=rc, reason="target exited")
     return rc
