@@ -40,13 +40,20 @@ def scan_module(path: str, name: str) -> Dict[str, Any]:
     objects = 0
     depfiles: List[str] = []
     newest = 0.0
+    obj_times: List[float] = []
     for e in entries:
         n = e.name
         if n.endswith(".o"):
             objects += 1
+            try:
+                obj_times.append(e.stat(follow_symlinks=False).st_mtime)
+            except OSError:
+                pass
         elif n.endswith(".o.d"):
             depfiles.append(n)
     mod["objects"] = objects
+    if obj_times:  # cache-stale-version: objects from before and after a reinstall
+        mod["objects_mtime"] = [min(obj_times), max(obj_times)]
     mod["stale_depfiles"] = sorted(depfiles)
     names = {e.name for e in entries}
     mod["ninja_lock"] = ".ninja_lock" in names

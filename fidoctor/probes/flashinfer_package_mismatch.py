@@ -1,0 +1,95 @@
+"""flashinfer-package-mismatch: flashinfer-python, flashinfer-cubin and flashinfer-jit-cache disagree.
+
+What: the target's installed versions (importlib.metadata, in the target)
+of flashinfer-cubin (must equal flashinfer-python's) and flashinfer-jit-cache
+(equal, or ``<version>+cuXXX``), judged by FlashInfer's own check as the
+installed version spells it (``flashinfer/jit/env.py``, quoted).
+Why: 0.4–0.7.0 raise at import (``flashinfer-cubin version (…) does not match
+flashinfer version (…)``); 0.7.2 warns ``Ignoring incompatible …`` and
+downloads cubins / JIT-compiles kernels the prebuilt package was meant to
+provide (a surprise 10-minute start). With ``FLASHINFER_DISABLE_VERSION_CHECK``
+set, kernels built for another version load silently: "async CUDA errors,
+illegal memory accesses" (tokenspeed PR#284). That is the worst case: error.
+Fix: install the matching version of the extra package (or remove it), and
+unset FLASHINFER_DISABLE_VERSION_CHECK.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List
+
+from fidoctor.model import Finding, Fix
+from fidoctor.snapshot import Snapshot
+
+ID = "flashinfer-package-mismatch"
+REQUIRES = ("target", "fi_install")
+
+
+def _matches(pkg: str, version: str, fi: str) -> bool:
+    if pkg == "flashinfer-jit-cache":
+        return version == fi or version.startswith(fi + "+")
+    return version == fi
+
+
+def check(snap: Snapshot) -> Iterable[Finding]:
+    t = snap.data("target")
+    pkgs: Dict[str, Any] = t.get("packages", {})
+    fi = (pkgs.get("flashinfer-python") or pkgs.get("flashinfer") or {}).get("version")
+    if not fi or fi == "0.0.0+unknown":
+        return
+    inst = snap.data("fi_install")
+    env = snap.context.get("env") or {}
+    disabled = bool(env.get("FLASHINFER_DISABLE_VERSION_CHECK"))
+    python = t.get("python") or snap.context.get("python") or "python"
+    for pkg in ("flashinfer-cubin", "flashinfer-jit-cache"):
+        have = (pkgs.get(pkg) or {}).get("version")
+        if not have or _matches(pkg, have, fi):
+            continue
+        ignores = bool((inst.get("ignores") or {}).get(pkg))
+        quote = [f"{c['file']}:{c['line']}: {c['text']}" for c in inst.get("checks", [])
+                 if ("cubin" in pkg and ("cubin" in c["text"] or "package_version !=" in c["text"]))
+                 or ("jit" in pkg and ("jit_cache" in c["text"] or "+" in c["text"]
+                                       or "package_version !=" in c["text"]))][:4]
+        evidence = [f"{python}: flashinfer-python {fi}, {pkg} {have} "
+                    f"(installed at {(pkgs.get(pkg) or {}).get('location', '?')})"]
+        evidence += [f"FlashInfer's own check: {q}" for q in quote] or [
+            "FlashInfer's check not found in this version's jit/env.py"]
+        if disabled:
+            sev = "error"
+            title = (f"{pkg} {have} does not match flashinfer-python {fi}, and "
+                     "FLASHINFER_DISABLE_VERSION_CHECK is set: kernels of another version load "
+                     "silently (wrong results, illegal memory accesses)")
+            evidence.append(f"FLASHINFER_DISABLE_VERSION_CHECK={env['FLASHINFER_DISABLE_VERSION_CHECK']!r}"
+                            " in the target's environment skips that check")
+        elif ignores:
+            sev = "warning"
+            what = ("cubins are downloaded on first use" if pkg == "flashinfer-cubin"
+                    else "its kernels are JIT-compiled instead")
+            title = (f"{pkg} {have} does not match flashinfer-python {fi}: FlashInfer {fi} "
+                     f"ignores it ('Ignoring incompatible {pkg} package'), so {what}")
+        else:
+            sev = "error"
+            title = (f"{pkg} {have} does not match flashinfer-python {fi}: FlashInfer raises at "
+                     "import ('does not match flashinfer version')")
+        want = f"{pkg}=={fi}"
+        fixes: List[Fix] = []
+        if disabled:
+            fixes.append(Fix(description="Stop skipping FlashInfer's version check",
+                             commands=["unset FLASHINFER_DISABLE_VERSION_CHECK"],
+                             safety="safe"))
+        if pkg == "flashinfer-jit-cache":
+            fixes.append(Fix(
+                description="Install the jit-cache built for this flashinfer-python (from "
+                "FlashInfer's index for your CUDA, e.g. cu129)",
+                commands=[f"{python} -m pip install '{want}' --index-url "
+                          "https://flashinfer.ai/whl/cu129"], safety="caution"))
+        else:
+            fixes.append(Fix(description="Install the matching flashinfer-cubin",
+                             commands=[f"{python} -m pip install '{want}'"], safety="caution"))
+        fixes.append(Fix(description=f"Or remove {pkg} (FlashInfer then downloads or compiles "
+                         "what it needs)", commands=[f"{python} -m pip uninstall -y {pkg}"],
+                         safety="caution"))
+        yield Finding(id=ID, severity=sev, subject=pkg, title=title, evidence=evidence,
+                      fixes=fixes,
+                      data={"package": pkg, "version": have, "flashinfer": fi,
+                            "check_disabled": disabled, "ignored_by_flashinfer": ignores})
