@@ -303,3 +303,73 @@ def test_binary_garbage_without_newlines_keeps_memory_flat_and_finds_the_cause(t
     found, d = findings(p)
     assert problems(found) == {"cuda-toolkit-unusable"}
     assert d["files"][0]["lines"] == len(lines) + 1
+
+
+def test_consequence_in_a_chain_is_info_caused_by_the_first_exception(tmp_path):
+    """Two real tracebacks joined as Python chains them: the read-only cache error first,
+    then, 'during handling', the real ninja failure. The first is the cause; the later
+    one is reported as its consequence."""
+    first = plain(capture("readonly"))
+    second = plain(capture("lcuda"))
+    tb = next(i for i, t in enumerate(second) if t.startswith("Traceback"))
+    lines = first + ["", "During handling of the above exception, another exception occurred:",
+                     ""] + second[tb:]
+    found, _ = findings(write_log(tmp_path / "chain.log", lines))
+    assert found["cache-not-writable"]["severity"] == "error"
+    assert found["cuda-toolkit-unusable"]["severity"] == "info"
+    assert found["cuda-toolkit-unusable"]["caused_by"] == "cache-not-writable"
+
+
+def test_pane_border_wrapped_lines_are_rejoined(tmp_path):
+    """A tmux/terminal pane: each row ends in a border at a fixed width, the message goes
+    on in the next row (as pasted in FlashInfer#1657)."""
+    lines = []
+    for ln in vllm_worker(capture("lcuda")):
+        while len(ln) > 90:
+            lines.append(ln[:90] + "│")
+            ln = ln[90:]
+        lines.append(ln)
+    assert not any("cannot find -lcuda" in t for t in lines)
+    found, _ = findings(write_log(tmp_path / "pane.log", lines))
+    assert problems(found) == {"cuda-toolkit-unusable"}
+
+
+def test_jit_build_log_of_the_target_is_gathered_into_durations(tmp_path):
+    """FLASHINFER_JIT_BUILD_LOG records, in the exact shape FlashInfer 0.7.4's
+    ``_record_jit_build`` writes them (this box runs 0.7.2, which has no such log)."""
+    from fidoctor.flashinfer.buildlog import durations
+    from fidoctor.snapshot.context import build_context
+    from fidoctor.snapshot.runner import gather_snapshot
+
+    log = tmp_path / "builds.jsonl"
+    recs = [{"toolchain": "nvcc", "name": "single_decode_x", "seconds": 25.614, "pid": 11,
+             "time": 1.0},
+            {"toolchain": "nvcc", "name": "single_decode_x", "seconds": 0.012, "pid": 12,
+             "time": 2.0},
+            {"toolchain": "nvcc", "name": "fa3_y", "seconds": 346.2, "pid": 12, "time": 3.0}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in recs) + "not json\n")
+    env = dict(__import__("os").environ, FLASHINFER_JIT_BUILD_LOG=str(log),
+               FLASHINFER_WORKSPACE_BASE=str(tmp_path))
+    snap = gather_snapshot(build_context(env=env), only=["jit_build_log"], inline=True)
+    data = snap.data("jit_build_log")
+    assert data["records"] == 3 and data["bad_lines"] == 1
+    assert data["modules"]["single_decode_x"]["noop_builds"] == 1
+    assert durations(snap) == {"single_decode_x": [25.614], "fa3_y": [346.2]}
+
+
+def test_report_has_the_log_lines_that_matter_and_collect_env(tmp_path):
+    from warmup_helpers import target_venv
+
+    py = target_venv()
+    lines = plain(capture("killed"))
+    log = write_log(tmp_path / "server.log", lines)
+    out = tmp_path / "r.md"
+    env = dict(__import__("os").environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path / "ws"),
+               XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    r = run_cli(["report", "--python", str(py), "--log", str(log), "-o", str(out)], env=env,
+                timeout=300)
+    assert r.returncode == 0, r.stderr
+    md = out.read_text()
+    n = line_of(lines, "[code=137]")
+    assert f"{n:>7}  FAILED: [code=137]" in md and "# build-killed" in md
+    assert "flashinfer collect-env --json" in md and '"FlashInfer"' in md

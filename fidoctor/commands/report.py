@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from fidoctor.commands._common import obtain_snapshot, target_options
+from fidoctor.commands._common import log_options, make_context, target_options, with_logs
 
 DEFAULT_SNAPSHOT = "fidoctor-report.snapshot.json"
 
@@ -42,12 +42,19 @@ def _write(path: str, text: str) -> None:
 @click.option("--attach-snapshot", is_flag=True,
               help="Also write the (redacted) snapshot next to the report as "
               "<report>.snapshot.json, for: fidoctor diagnose --from FILE.")
-def command(python, pid, deep, from_file, output, no_redact, attach_snapshot) -> int:
+@log_options
+@click.option("--no-collect-env", is_flag=True,
+              help="Do not run FlashInfer's own 'flashinfer collect-env --json' in the target "
+              "(it imports torch and FlashInfer; up to 60 s).")
+def command(python, pid, deep, from_file, output, no_redact, attach_snapshot, logs, log_only,
+            no_collect_env) -> int:
     """Write a Markdown report for a bug report: verdict, findings and fixes, versions.
 
     \b
     Redacted by default: the same private value always becomes the same
     placeholder (<user-1>, <host-1>, <ip-1>, <mac-1>, <secret-1>, <home-1>).
+    --log FILE puts the server log's lines that matter (with line numbers) in
+    the report; FlashInfer's own 'collect-env --json' is included verbatim.
     Exit codes: 0 report written · 2 it could not be written.
     """
     import json
@@ -58,7 +65,9 @@ def command(python, pid, deep, from_file, output, no_redact, attach_snapshot) ->
     snap_file = snapshot_path(output) if attach_snapshot else None
     for path in ([output] if output != "-" else []) + ([snap_file] if snap_file else []):
         check_writable_target(path)  # refuse before gathering, not after
-    snap = obtain_snapshot(python, pid, deep, from_file)
+    snap = with_logs(python, pid, deep, from_file, logs, log_only)
+    if not (from_file or log_only or no_collect_env):
+        _collect_env(snap, python, pid, deep)
     report = build(snap, redact=not no_redact,
                    snapshot_name=os.path.basename(snap_file) if snap_file else None)
     if snap_file:
@@ -81,3 +90,18 @@ def command(python, pid, deep, from_file, output, no_redact, attach_snapshot) ->
         click.echo("warning: the redacted snapshot does not replay to the same findings "
                    f"({report.replay_mismatch[:3]}); this is a fidoctor bug", err=True)
     return 0
+
+
+def _collect_env(snap, python, pid, deep) -> None:
+    """FlashInfer's own report, run guarded in the target when it has FlashInfer."""
+    from fidoctor.diagnosis import target_summary
+    from fidoctor.flashinfer.collect_env import collect
+    from fidoctor.snapshot import Section
+
+    t = target_summary(snap)
+    if not (t["usable"] and t["flashinfer"] and t["python"]):
+        return
+    ctx = make_context(python, pid, deep)
+    data = collect(str(t["python"]), ctx.env)
+    snap.sections["collect_env"] = Section("ok", data, elapsed_s=data["elapsed_s"])
+

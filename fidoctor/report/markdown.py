@@ -300,10 +300,14 @@ def render(diag: Diagnosis, redaction: Optional[Dict[str, int]] = None,
     lines += findings_section(diag)
     lines += _safe("version table", versions_section, diag.snapshot)
     lines += not_checked_section(diag)
-    extra = (_safe("JIT log excerpt", log_excerpts, diag)
+    from fidoctor.report.serverlog import collect_env_excerpt, server_log_excerpt
+
+    extra = (_safe("server log excerpt", server_log_excerpt, diag)
+             + _safe("JIT log excerpt", log_excerpts, diag)
              + _safe("process table", process_excerpt, diag.snapshot)
              + _safe("cache summary", cache_excerpt, diag.snapshot)
-             + _safe("environment", env_excerpt, diag.snapshot))
+             + _safe("environment", env_excerpt, diag.snapshot)
+             + _safe("FlashInfer collect-env", collect_env_excerpt, diag.snapshot))
     if extra:
         lines += ["## Evidence", ""] + extra
     lines += footer(diag, redaction, snapshot_name)

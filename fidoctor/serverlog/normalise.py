@@ -36,9 +36,10 @@ from typing import List, Optional
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 K8S_TS = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)? ")
 # (Worker_TP0 pid=451) · (EngineCore_DP0 pid=1) · (pid=20614) · (RayWorkerWrapper pid=1, ip=10.0.0.1)
+# · (VllmWorker rank=1 pid=572) in vLLM 0.8
 # · (Worker (TP0)) in the newest vLLM's simplified names
 PROC_PREFIX = re.compile(
-    r"\((?:(?P<name>[A-Za-z_][\w.\-]*(?: \([^()]{1,20}\))?)(?: pid=(?P<pid>\d+))?"
+    r"\((?:(?P<name>[A-Za-z_][\w.\-]*(?: \([^()]{1,20}\))?)(?: rank=\d+)?(?: pid=(?P<pid>\d+))?"
     r"|pid=(?P<pid2>\d+))(?:, ip=[0-9a-fA-F.:]+)?\) ?")
 TORCH_RANK = re.compile(r"\[(?P<rank>(?:default)?rank\d+)\]: ?")
 SGLANG = re.compile(

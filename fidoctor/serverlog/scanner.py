@@ -35,6 +35,7 @@ MAX_HITS_PER_ID = 40
 MAX_BUILDS = 200
 QUOTE_CHARS = 400
 CONTEXT_LINES = 25
+RIGHT_BORDERS = ("│", "┃", "║")
 HANG_WORDS = {"timed out", "timeout", "watchdog", "hang", "hung", "broadcast block"}
 
 
@@ -162,7 +163,8 @@ class Scanner:
                 j = low.find(key, starts[k + 1])
         observe, wrap = self.wrap.observe, self.wrap
         for i, ln in enumerate(lines):
-            if i in cand or self.pending is not None or self.open_builds or "\r" in ln:
+            if (i in cand or self.pending is not None or self.open_builds or "\r" in ln
+                    or ln[-1:] in RIGHT_BORDERS):
                 self.feed(ln)
                 continue
             self.line_no += 1
@@ -183,6 +185,9 @@ class Scanner:
                 prev, line = self.pending
                 self.pending = None
                 piece = prev + piece
+            if width >= 60 and piece[-1] in RIGHT_BORDERS:  # a pane border: the line goes on
+                self.pending = (piece[:-1], line)
+                continue
             if self.wrap.is_wrapped(width):
                 self.pending = (piece, line)
                 continue

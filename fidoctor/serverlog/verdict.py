@@ -94,12 +94,12 @@ def findings(results: List[Dict[str, Any]]) -> List[Finding]:
             "modules": modules, "streams": streams,
             "count": sum(r.get("hit_counts", {}).get(fid, 0) for r in _unique(items)),
         }
-        if all_conseq:
-            data["caused_by"] = causes[0]
         if modules:
             data["module"] = modules[0]
+        data["affects"] = modules or ["*"]  # the cause→symptom linker reads this (causes.py)
         out.append(Finding(fid, sev, title, _evidence(items), m.fixes(first.get("detail") or {}),
-                           subject=modules[0] if len(modules) == 1 else "", data=data))
+                           subject=modules[0] if len(modules) == 1 else "", data=data,
+                           caused_by=causes[0] if all_conseq else None))
     errors_by_file = {r["path"] for r in results for h in r["hits"]
                       if h["id"] != "jit-build-failed" and (h.get("self_anchored") or r.get("anchor"))
                       and matchers[h["id"]].severity == "error"}
