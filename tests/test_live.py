@@ -279,3 +279,50 @@ def test_run_warns_of_a_deadline_then_on_stall_exit_ends_the_whole_tree(tmp_path
     assert len(seen) >= 3                                  # python, ninja, sh/nvcc
     procs.sweep()
     assert [q for q in procs.alive() if q in seen] == []
+
+
+def _server_building(tmp_path, compile_args):
+    ws = tmp_path / "base" / ".cache" / "flashinfer" / "0.7.2.post1" / "90a"
+    write_module(ws, DECODE, compile_args)
+    server = tmp_path / "server.py"
+    server.write_text("import subprocess, sys\n"
+                      f"subprocess.run(['/usr/bin/ninja', '-C', {str(ws / 'cached_ops' / DECODE)!r}])\n")
+    return server, dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path / "base"))
+
+
+def test_a_busy_compile_is_never_called_stuck_however_long(tmp_path, procs):
+    """A compiler that burns CPU for 8 s with --stall-after 2: progress, finish, no stall."""
+    server, env = _server_building(tmp_path, "--burn 8")
+    ev = tmp_path / "ev.jsonl"
+    p = procs.start(fidoctor_argv("run", "--stall-after", "2", "--progress-every", "2",
+                                  "--events", str(ev), "--", sys.executable, str(server)),
+                    env=env, new_session=False)
+    assert p.wait(timeout=120) == 0
+    kinds = [e["event"] for e in valid(events_of(ev))]
+    assert "stall" not in kinds and kinds.count("progress") >= 2, kinds
+    end = next(e for e in events_of(ev) if e["event"] == "build-end")
+    assert end["ok"] is True and end["done"] == 1
+
+
+def test_on_stall_report_writes_the_redacted_report_and_keeps_watching(tmp_path, procs):
+    fifo = tmp_path / "hang.fifo"
+    os.mkfifo(fifo)
+    server, env = _server_building(tmp_path, f"--fifo {fifo}")
+    env["FIDOCTOR_SECRET_TOKEN"] = "hunter2-secret-value"
+    ev, report = tmp_path / "ev.jsonl", tmp_path / "stall.md"
+    p = procs.start(fidoctor_argv("run", "--stall-after", "2", "--on-stall", "report",
+                                  "--report", str(report), "--events", str(ev), "--",
+                                  sys.executable, str(server)), env=env, new_session=False)
+    deadline = time.time() + 60
+    while not any(e["event"] == "report" for e in events_of(ev)):
+        assert time.time() < deadline and p.poll() is None, events_of(ev)
+        time.sleep(0.2)
+    assert p.poll() is None                      # report, not exit: the server still runs
+    with open(fifo, "w") as f:                   # unblock the compile: it finishes
+        f.write("go")
+    assert p.wait(timeout=60) == 0
+    text = report.read_text()
+    assert "build-process-stuck" in text and "hunter2-secret-value" not in text
+    kinds = [e["event"] for e in valid(events_of(ev))]
+    assert kinds.index("stall") < kinds.index("report") < kinds.index("build-end")
+    assert next(e for e in events_of(ev) if e["event"] == "build-end")["ok"] is True
