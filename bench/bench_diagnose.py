@@ -118,9 +118,22 @@ def drop_caches() -> bool:
         return False
 
 
+def libcuda_stub(work: Path) -> Path:
+    """A gcc-built libcuda.so for the link's -lcuda: no driver here, and this machine's
+    toolkit has no lib64/stubs (without it cuda-toolkit-unusable rightly fires)."""
+    d = work / "stubs"
+    if not (d / "libcuda.so").exists():
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "stub.c").write_text("void cuGetErrorString(void) {}\n")
+        sh("gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(d / "libcuda.so"),
+           str(d / "stub.c"))
+    return d
+
+
 def run_once(base: Path, state: Path) -> tuple:
     env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(base), XDG_CACHE_HOME=str(state),
-               XDG_STATE_HOME=str(state), NO_COLOR="1", CUDA_HOME="/usr/local/cuda")
+               XDG_STATE_HOME=str(state), NO_COLOR="1", CUDA_HOME="/usr/local/cuda",
+               FLASHINFER_EXTRA_LDFLAGS=f"-L{libcuda_stub(base.parent)}")
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "fidoctor", "diagnose", "--json"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -139,7 +152,8 @@ def peak_rss_mb(base: Path, state: Path) -> float:
             "stdout=subprocess.DEVNULL,stderr=subprocess.DEVNULL);"
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(base), XDG_CACHE_HOME=str(state),
-               XDG_STATE_HOME=str(state), CUDA_HOME="/usr/local/cuda")
+               XDG_STATE_HOME=str(state), CUDA_HOME="/usr/local/cuda",
+               FLASHINFER_EXTRA_LDFLAGS=f"-L{libcuda_stub(base.parent)}")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout
     return int(out.strip()) / 1024

@@ -121,6 +121,11 @@ class Box:
         # A complete toolkit: without it FlashInfer's `which nvcc` finds the /usr/local/bin
         # wrapper, cuda_home=/usr/local, and cuda-toolkit-unusable (rightly) fires.
         env.setdefault("CUDA_HOME", "/usr/local/cuda")
+        # No driver here, and this toolkit has no lib64/stubs: the link's -lcuda needs a stub
+        # (as build hosts without a GPU use), or cuda-toolkit-unusable (rightly) fires.
+        from warmup_helpers import stub_libcuda
+
+        env.setdefault("FLASHINFER_EXTRA_LDFLAGS", f"-L{stub_libcuda()}")
         env.update(extra)
         return env
 

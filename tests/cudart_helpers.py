@@ -156,6 +156,9 @@ def make_toolkit(root: Path, runtime: str = WHEEL_12_9, release: str = "12.9",
     real = extract_cudart(runtime, tk / "lib64" / f"libcudart.so.{runtime}")
     os.symlink(real.name, tk / "lib64" / "libcudart.so.12")
     os.symlink("libcudart.so.12", tk / "lib64" / "libcudart.so")
+    (tk / "lib64" / "stubs").mkdir()  # as every real toolkit has: -lcuda links against it
+    gcc_so(tk / "lib64" / "stubs" / "libcuda.so", "void cuGetErrorString(void) {}\n",
+           ["-Wl,-soname,libcuda.so.1"])
     with zipfile.ZipFile(cudart_wheel(runtime)) as z:
         (tk / "include" / "cuda_runtime.h").write_bytes(
             z.read("nvidia/cuda_runtime/include/cuda_runtime.h"))
@@ -208,6 +211,10 @@ def seed_env(base: Path, toolkit: Optional[Path], cache: Path, **extra: str) -> 
     env["FLASHINFER_WORKSPACE_BASE"] = str(base)
     env["XDG_CACHE_HOME"] = str(cache)  # fidoctor's own caches (ELF facts, JIT log state)
     env["NO_COLOR"] = "1"
+    if toolkit is None:  # no driver here: the link's -lcuda needs a stub, as on build hosts
+        from warmup_helpers import stub_libcuda
+
+        env["FLASHINFER_EXTRA_LDFLAGS"] = f"-L{stub_libcuda()}"
     if toolkit is not None:
         env["CUDA_HOME"] = str(toolkit)
         env["PATH"] = f"{toolkit / 'bin'}:{env.get('PATH', '')}"

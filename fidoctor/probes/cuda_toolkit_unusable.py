@@ -33,6 +33,7 @@ from fidoctor.snapshot import Snapshot
 
 ID = "cuda-toolkit-unusable"
 REQUIRES = ("toolkit",)
+CAUSE = True
 
 
 def _problems(t: Dict[str, Any]) -> List[tuple]:
@@ -73,13 +74,77 @@ def _suggest(snap: Snapshot, bad: str) -> Optional[Dict[str, Any]]:
     return good[0] if good else None
 
 
+def _link_problem(snap: Snapshot) -> Optional[Dict[str, Any]]:
+    """The link facts when nothing provides ``-lcuda`` (only judged when the search dirs are
+    all known; the toolchain section is absent in snapshots older than this check)."""
+    sec = snap.section("toolchain")
+    link = (sec.data or {}).get("link") if sec is not None and sec.ok else None
+    if not link or link.get("found") or link.get("errors") or not link.get("dirs"):
+        return None
+    return link
+
+
+def _link_text(link: Dict[str, Any]) -> str:
+    own = [f"{d['dir']} ({d['source']})" for d in link["dirs"]
+           if d["source"] not in ("c++ -print-search-dirs", "ld's SEARCH_DIR")]
+    dflt = [d["dir"] for d in link["dirs"]
+            if d["source"] in ("c++ -print-search-dirs", "ld's SEARCH_DIR")]
+    return ("nothing to link -lcuda against (FlashInfer links every module with -lcuda): no "
+            f"libcuda.so in {', '.join(own)}, nor in the linker's {len(dflt)} default dirs "
+            f"({', '.join(dflt[:6])}{', …' if len(dflt) > 6 else ''})")
+
+
+def _stub_env(snap: Snapshot, link: Dict[str, Any]) -> Dict[str, str]:
+    """FLASHINFER_EXTRA_LDFLAGS with ``-L`` of a stub dir found on this machine, or {}."""
+    stubs = link.get("stubs_elsewhere") or []
+    if not stubs:
+        return {}
+    env = snap.context.get("env") or {}
+    d = os.path.dirname(stubs[0])
+    return {"FLASHINFER_EXTRA_LDFLAGS": (env.get("FLASHINFER_EXTRA_LDFLAGS", "") + f" -L{d}").strip()}
+
+
+def _libcuda_fixes(snap: Snapshot, link: Dict[str, Any]) -> List[Fix]:
+    stubs = link.get("stubs_elsewhere") or []
+    out = []
+    env = _stub_env(snap, link)
+    if env:
+        value = env["FLASHINFER_EXTRA_LDFLAGS"]
+        out.append(Fix(id="link-libcuda-stub", safety="safe",
+                       description=f"Link against the CUDA stub library {stubs[0]} (link time "
+                       "only: at run time the driver's libcuda.so.1 is used)",
+                       commands=[f"export FLASHINFER_EXTRA_LDFLAGS={quote(value)}"]))
+    out.append(Fix(description="Install the NVIDIA driver's libcuda.so (or a CUDA toolkit "
+                   "with lib64/stubs/libcuda.so), or point FLASHINFER_EXTRA_LDFLAGS=-L<dir> at a "
+                   "dir holding one", safety="caution"))
+    return out
+
+
 def check(snap: Snapshot) -> Iterable[Finding]:
     tk = snap.data("toolkit")
     t, res = tk.get("toolkit"), tk.get("resolution") or {}
     if not t:
         return
     problems = _problems(t)
+    link = _link_problem(snap) if t.get("exists") else None
+    if link:
+        problems.append(("libcuda", _link_text(link)))
     if not problems:
+        return
+    if [code for code, _ in problems] == ["libcuda"]:
+        assert link is not None
+        yield Finding(
+            id=ID, severity="error", subject=t["path"], fixes=_libcuda_fixes(snap, link),
+            evidence=["FlashInfer's CUDA_HOME resolution: " + "; ".join(res.get("steps") or []),
+                      _link_text(link)],
+            title=f"the CUDA toolkit FlashInfer would use ({t['path']}) cannot link: nothing "
+                  "provides -lcuda (builds end in 'cannot find -lcuda')",
+            data={"toolkit_path": t["path"], "source": res.get("source"),
+                  "value": res.get("value"), "missing": ["libcuda"],
+                  "suggested_cuda_home": None, "module_dirs": [], "module_dir": None,
+                  "libcuda_searched": [d["dir"] for d in link["dirs"]],
+                  "stub": (link.get("stubs_elsewhere") or [None])[0],
+                  "env": _stub_env(snap, link), "affects": ["*"]})
         return
     evidence = ["FlashInfer's CUDA_HOME resolution: " + "; ".join(res.get("steps") or [])]
     evidence += [msg for _, msg in problems]
@@ -102,6 +167,8 @@ def check(snap: Snapshot) -> Iterable[Finding]:
                                                   "export CUDA_HOME=/usr/local/cuda"],
                          description="Install a full CUDA toolkit (nvcc, headers, libcudart) "
                          "or use prebuilt kernels (flashinfer-jit-cache) so nothing is compiled"))
+    if link:
+        fixes += _libcuda_fixes(snap, link)
     for m in mods:
         fixes.append(Fix(id="quarantine-module", safety="safe",
                          description=f"Rebuild {os.path.basename(m)}: its build.ninja "
@@ -114,4 +181,5 @@ def check(snap: Snapshot) -> Iterable[Finding]:
         f"{res.get('source')}) is unusable: {', '.join(missing)}",
         data={"toolkit_path": t["path"], "source": res.get("source"), "value": res.get("value"),
               "missing": missing, "suggested_cuda_home": sug["path"] if sug else None,
-              "module_dirs": mods, "module_dir": mods[0] if len(mods) == 1 else None})
+              "module_dirs": mods, "module_dir": mods[0] if len(mods) == 1 else None,
+              "affects": ["*"]})

@@ -16,20 +16,24 @@ Every nvcc answer comes from fidoctor's tool cache when nvcc is unchanged
 bounded by ``QUERY_BUDGET_S``. Data contract (``data["toolchain"]``, never
 renamed): nvcc {path, version, options | options_error, archs | archs_error},
 archs {source, value, entries: [{entry, arch, note}], checks: {arch: {ok,
-message, how}}}, modules {name: {path, workspace_version, options, tokens, gencode,
+message, how}}}, modules {name: {path, workspace_version, workspace_arch, options, tokens, gencode,
 debug, ldirs}}, flag_checks {flag: {ok, message}} (nvcc's dryrun verdict on
 flags ``--help`` does not list), host_config {path, lines: [[lineno, text]]} | null,
 host {compiler {source, command, path, via, family, version}, macros (the
 host compiler's predefined macros that host_config.h mentions) | macros_error,
 allow_unsupported (env vars passing -allow-unsupported-compiler), candidates
 [{cc, cxx, macros}] (other installed compilers, listed only when the guards
-reject the current one)} | null, queries {hits, ran, skipped}.
+reject the current one)} | null, link {dirs [{dir, source, libcuda}], found
+(the libcuda.so/.a ``-lcuda`` would use, or null), errors, stubs_elsewhere}
+| null, queries {hits, ran, skipped}.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import re
+import shutil
 import tempfile
 from typing import Any, Dict, List, Optional
 
@@ -251,6 +255,76 @@ def _host(tools: ToolCache, ctx, done, nvcc: Optional[str],
     return out
 
 
+def _search_dirs(tools: ToolCache, cxx: Optional[str], env: Dict[str, str]) -> Dict[str, Any]:
+    """The dirs the link step searches for ``-lcuda`` besides ``-L``: gcc's library dirs
+    (``c++ -print-search-dirs``) and ld's own ``SEARCH_DIR``s (``ld --verbose``)."""
+    out: Dict[str, Any] = {"dirs": [], "errors": []}
+    renv = dict(env, LC_ALL="C")
+    if cxx:
+        r = tools.ask(cxx, ["-print-search-dirs"], lambda r: [
+            d for m in re.finditer(r"^libraries: =(.*)$", r.stdout, re.M)
+            for d in m.group(1).split(":") if d] if r.ok else {"failed": r.describe()},
+            QUERY_TIMEOUT_S, env=renv)
+        if "error" in r or isinstance(r["value"], dict):
+            out["errors"].append(f"{cxx} -print-search-dirs: "
+                                 f"{r.get('error') or r['value']['failed']}")
+        else:
+            out["dirs"] += [(os.path.normpath(d), "c++ -print-search-dirs") for d in r["value"]]
+    ld = shutil.which("ld", path=env.get("PATH", ""))
+    if ld:
+        r = tools.ask(ld, ["--verbose"], lambda r: re.findall(r'SEARCH_DIR\("=?([^"]+)"\)',
+                      r.stdout) if r.ok else {"failed": r.describe()}, QUERY_TIMEOUT_S, env=renv)
+        if "error" in r or isinstance(r["value"], dict):
+            out["errors"].append(f"ld --verbose: {r.get('error') or r['value']['failed']}")
+        else:
+            out["dirs"] += [(os.path.normpath(d), "ld's SEARCH_DIR") for d in r["value"]]
+    else:
+        out["errors"].append("no ld on the target's PATH")
+    return out
+
+
+def _link(tools: ToolCache, ctx, done, home: Optional[str]) -> Optional[Dict[str, Any]]:
+    """Where FlashInfer's link (``-L$cuda_home/lib64 -L$cuda_home/lib64/stubs -lcudart -lcuda``
+    plus FLASHINFER_EXTRA_LDFLAGS) would find ``libcuda.so``; stubs elsewhere for a fix."""
+    if not home:
+        return None
+    env = ctx.env
+    dirs: List[Any] = [(os.path.join(home, "lib64"), "$cuda_home/lib64"),
+                       (os.path.join(home, "lib64", "stubs"), "$cuda_home/lib64/stubs")]
+    extra = env.get("FLASHINFER_EXTRA_LDFLAGS", "").split()
+    for i, f in enumerate(extra):
+        if f == "-L" and i + 1 < len(extra):
+            dirs.append((extra[i + 1], "FLASHINFER_EXTRA_LDFLAGS"))
+        elif f.startswith("-L") and len(f) > 2:
+            dirs.append((f[2:], "FLASHINFER_EXTRA_LDFLAGS"))
+    dirs += [(d, "LIBRARY_PATH") for d in env.get("LIBRARY_PATH", "").split(":") if d]
+    sec = done.get("host_compiler")
+    cxx = (((sec.data or {}).get("cxx") or {}).get("path")) if sec is not None and sec.ok \
+        else None
+    sd = _search_dirs(tools, cxx, env)
+    dirs += sd["dirs"]
+    out: Dict[str, Any] = {"dirs": [], "found": None, "errors": sd["errors"]}
+    seen = set()
+    for d, src in dirs:
+        if d in seen:
+            continue
+        seen.add(d)
+        hit = next((os.path.join(d, n) for n in ("libcuda.so", "libcuda.a")
+                    if os.path.exists(os.path.join(d, n))), None)
+        out["dirs"].append({"dir": d, "source": src, "libcuda": hit})
+        if hit and out["found"] is None:
+            out["found"] = hit
+    if out["found"] is None:
+        stubs = []
+        for pat in ("/usr/local/cuda*/lib64/stubs/libcuda.so",
+                    "/usr/local/cuda*/targets/*/lib/stubs/libcuda.so",
+                    "/usr/lib/x86_64-linux-gnu/stubs/libcuda.so",
+                    "/usr/lib/aarch64-linux-gnu/stubs/libcuda.so"):
+            stubs += sorted(glob.glob(pat))
+        out["stubs_elsewhere"] = stubs[:8]
+    return out
+
+
 def gather(ctx, done) -> Dict[str, Any]:
     tk_sec, cache_sec = done.get("toolkit"), done.get("cache")
     tk = tk_sec.data if tk_sec is not None and tk_sec.ok else {}
@@ -269,7 +343,8 @@ def gather(ctx, done) -> Dict[str, Any]:
             f = module_flags(mod["path"])
             if f is not None:
                 modules[mod["name"]] = dict(f, path=mod["path"],
-                                            workspace_version=ws.get("version"))
+                                            workspace_version=ws.get("version"),
+                                            workspace_arch=ws.get("arch"))
     out["modules"] = modules
     if t.get("path"):
         out["host_config"] = _host_config(t["path"])
@@ -309,6 +384,7 @@ def gather(ctx, done) -> Dict[str, Any]:
                     req["checks"][a] = dict(r["value"], how="nvcc --dryrun",
                                             command=f"{nv['path']} {' '.join(args)}")
     out["archs"] = req
+    out["link"] = _link(tools, ctx, done, t.get("path") if t.get("exists") else None)
     out["host"] = _host(tools, ctx, done, nv.get("path") if runnable else None,
                         out["host_config"])
     if runnable and "options" in out["nvcc"]:
