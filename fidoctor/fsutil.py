@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 ELF_MAGIC = b"\x7fELF"
 
@@ -79,6 +79,15 @@ def elf_header_problem(path: str) -> Optional[str]:
     if head is None:
         info = lstat_info(path)
         return f"unreadable ({info.get('kind')})"
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return "unreadable"
+    return elf_head_problem(head, size)
+
+
+def elf_head_problem(head: bytes, size: int) -> Optional[str]:
+    """``elf_header_problem`` from the first 64 bytes and the size (no I/O)."""
     if len(head) == 0:
         return "empty file"
     if head[:4] != ELF_MAGIC:
@@ -89,10 +98,6 @@ def elf_header_problem(path: str) -> Optional[str]:
     e_type = int.from_bytes(head[16:18], "little" if ei_data == 1 else "big")
     if e_type != 3:
         return f"ELF but not a shared object (e_type={e_type})"
-    try:
-        size = os.stat(path).st_size
-    except OSError:
-        return "unreadable"
     is64 = head[4] == 2
     order = "little" if ei_data == 1 else "big"
     if is64 and len(head) >= 64:
@@ -102,3 +107,21 @@ def elf_header_problem(path: str) -> Optional[str]:
         if shoff and shoff + shentsize * shnum > size:
             return f"truncated ELF ({size} bytes, section table ends at {shoff + shentsize * shnum})"
     return None
+
+
+def stat_and_head(path: str, n: int) -> Optional[Tuple[os.stat_result, bytes]]:
+    """(fstat, first ``n`` bytes) of a regular file in one open, never following a symlink
+    and never blocking on a FIFO; None when it is not a readable regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return st, os.pread(fd, n, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
