@@ -20,6 +20,13 @@ times). The failures are FlashInfer's own, from its real build path
 - ``slow``: the real decode module compiled and loaded (a healthy cold build)
 - ``oom``: a real CPU out-of-memory raised inside FlashInfer's ``_get_cache_buf``
   (an inference failure that mentions flashinfer and has nothing to do with the JIT)
+- ``flag11``: FlashInfer 0.7.2's real build with NVIDIA's CUDA 11.8 nvcc
+  (``toolchain_helpers.cuda118``): nvcc rejects ``--compress-mode=size`` first
+- ``gcc12`` / ``arch90a``: since 0.7.2 never gets past that flag with 11.8, the same
+  nvcc run by a real ninja from a ``cached_ops/<module>/build.ninja`` holding
+  FlashInfer's compile line without it: with this box's gcc 12 (``unsupported GNU
+  version!``), and with gcc-11 asked for ``compute_90a``. Real ninja, real nvcc;
+  FlashInfer's Python wrapper around them is what is missing.
 
 The wrappers re-print those lines exactly as the serving stacks print a
 child's or a logger's lines; the format strings are quoted from their source.
@@ -402,3 +409,51 @@ def plain(lines: List[Line]) -> List[str]:
 def line_of(lines: List[str], needle: str) -> int:
     """1-based number of the first line containing ``needle``."""
     return next(i for i, t in enumerate(lines, 1) if needle in t)
+
+
+def _nvcc118_env(work: Path, **extra: str) -> Dict[str, str]:
+    from toolchain_helpers import cuda118
+
+    tk = cuda118()
+    env = _env(work, **extra)
+    env["CUDA_HOME"] = str(tk)
+    env["PATH"] = f"{tk}/bin:{env['PATH']}"
+    return env
+
+
+def _make_flag11(work: Path) -> List[Line]:
+    env = _nvcc118_env(work, FLASHINFER_CUDA_ARCH_LIST="8.0")
+    return run_capture([str(target_venv()), "-c", TINY_SCRIPT, str(work / "t.cu"),
+                        "fidoctor_tiny_cu118", TINY], env)
+
+
+def _ninja_nvcc(work: Path, gencode: str, cc: Optional[str]) -> List[Line]:
+    from toolchain_helpers import cuda118
+
+    tk = cuda118()
+    name = "fidoctor_tiny_cu118"
+    mod = work / "base" / ".cache" / "flashinfer" / "0.7.2.post1" / "90a" / "cached_ops" / name
+    mod.mkdir(parents=True)
+    (mod / "t.cu").write_text(TINY)
+    ccbin = f"-ccbin {cc} " if cc else ""
+    (mod / "build.ninja").write_text(
+        f"ninja_required_version = 1.3\nname = {name}\ncuda_home = {tk}\n"
+        f"nvcc = $cuda_home/bin/nvcc\n"
+        f"rule cuda_compile\n  command = $nvcc {ccbin}--generate-dependencies-with-compile "
+        f"-MF $out.d -std=c++17 {gencode} --compiler-options=-fPIC -c $in -o $out\n"
+        f"  depfile = $out.d\n  deps = gcc\n"
+        f"build {mod}/t.cuda.o: cuda_compile {mod}/t.cu\n")
+    ninja = target_venv().parent / "ninja"
+    return run_capture([str(ninja), "-v", "-C", str(mod), "-f", str(mod / "build.ninja")],
+                       _nvcc118_env(work))
+
+
+def _make_gcc12(work: Path) -> List[Line]:
+    return _ninja_nvcc(work, "-gencode=arch=compute_80,code=sm_80", None)
+
+
+def _make_arch90a(work: Path) -> List[Line]:
+    from toolchain_helpers import gcc11
+
+    return _ninja_nvcc(work, "-gencode=arch=compute_90a,code=sm_90a", str(gcc11() / "gcc-11"))
+

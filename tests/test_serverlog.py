@@ -373,3 +373,35 @@ def test_report_has_the_log_lines_that_matter_and_collect_env(tmp_path):
     n = line_of(lines, "[code=137]")
     assert f"{n:>7}  FAILED: [code=137]" in md and "# build-killed" in md
     assert "flashinfer collect-env --json" in md and '"FlashInfer"' in md
+
+
+@pytest.mark.parametrize("name,expect,needle", [
+    ("flag11", "nvcc-flag-unsupported", "--compress-mode=size"),
+    ("gcc12", "host-compiler-unsupported", "gcc versions later than 11"),
+    ("arch90a", "nvcc-arch-unsupported", "compute_90a"),
+])
+def test_old_toolkit_failures_from_nvcc_11_8(tmp_path, name, expect, needle):
+    """NVIDIA's real CUDA 11.8 nvcc (Debian's nvidia-cuda-toolkit): FlashInfer 0.7.2's flag
+    it lacks, this box's gcc 12 it rejects, compute_90a it does not know."""
+    lines = sglang_rank(capture(name), " TP0")
+    log = write_log(tmp_path / f"{name}.log", lines)
+    found, _ = findings(log)
+    assert problems(found) == {expect}
+    assert needle in found[expect]["title"] or any(needle in e for e in found[expect]["evidence"])
+
+
+def test_from_snapshot_with_a_log_and_log_only(box, tmp_path):
+    """A maintainer's view: someone's snapshot plus their server log; or their log alone."""
+    ws = box.workspace()
+    box.module(ws, FA2, so="truncated")
+    snap = tmp_path / "their.snapshot.json"
+    r = run_cli(["snapshot", "-o", str(snap)], env=box.env())
+    assert r.returncode == 0, r.stderr
+    log = write_log(tmp_path / "their.log.gz", plain(capture("header")), gz=True)
+    both = json.loads(run_cli(["diagnose", "--from", str(snap), "--log", str(log), "--json"]).stdout)
+    ids = {f["id"] for f in both["findings"]}
+    assert {"cache-incomplete-module", "cuda-toolkit-unusable"} <= ids
+    only = json.loads(run_cli(["diagnose", "--from", str(snap), "--log", str(log), "--log-only",
+                               "--json"]).stdout)
+    assert {f["id"] for f in only["findings"]} == {"cuda-toolkit-unusable"}
+    assert only["target"]["python"] == both["target"]["python"]

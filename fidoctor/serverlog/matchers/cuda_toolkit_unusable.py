@@ -35,7 +35,8 @@ TOOLKIT_HEADER = (r"(?:cuda\w*|curand\w*|cublas\w*|cusparse\w*|cufft\w*|cusolver
 PATTERNS = [
     re.compile(r"cannot find -l(?P<lib>cuda|cudart|cudart_static|cublas\w*|nvrtc)\b"),
     re.compile(r"fatal error: (?P<header>" + TOOLKIT_HEADER + r"): "),
-    re.compile(r"(?P<nvcc>Could not find nvcc)(?: and default cuda_home='(?P<path>[^']*)')?"),
+    # FlashInfer's own words (jit/cpp_ext.py get_cuda_path): evidence without a build anchor
+    re.compile(r"(?P<fi>(?P<nvcc>Could not find nvcc))(?: and default cuda_home='(?P<path>[^']*)')?"),
     re.compile(r"No such file or directory: '(?P<nvcc>(?:\S*/)?nvcc)'"),
     re.compile(r"(?P<nvcc>\S*nvcc): (?:command )?not found"),
     re.compile(r"(?:-isystem |-I)(?P<malformed>:/\S+)"),
