@@ -22,6 +22,7 @@ from fidoctor import __version__
 from fidoctor.errors import FidoctorError
 
 EXIT_FAILED = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
 
 class LazyGroup(click.Group):
@@ -47,7 +48,8 @@ def cli() -> None:
     """A doctor for FlashInfer JIT hangs.
 
     \b
-    Exit codes: 0 healthy · 1 problems found · 2 fidoctor could not do its job.
+    Exit codes: 0 healthy · 1 problems found · 2 fidoctor could not do its job ·
+    130 interrupted (Ctrl-C).
     Start with:  fidoctor diagnose   (or: fidoctor diagnose --pid <hung server pid>)
     """
 
@@ -60,15 +62,18 @@ def main(argv: Optional[List[str]] = None) -> None:
         if e.hint:
             click.echo(f"hint: {e.hint}", err=True)
         sys.exit(EXIT_FAILED)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if isinstance(e.__context__, KeyboardInterrupt):  # Ctrl-C at a prompt
+            click.echo("fidoctor: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         click.echo("fidoctor: aborted", err=True)
         sys.exit(EXIT_FAILED)
     except click.ClickException as e:
         e.show()
         sys.exit(EXIT_FAILED)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # everything that holds a resource cleans up on the way out
         click.echo("fidoctor: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
         sys.exit(EXIT_FAILED)
     except Exception as e:  # noqa: BLE001 - a bug must still exit 2, readably

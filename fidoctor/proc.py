@@ -147,6 +147,9 @@ def _communicate(p: subprocess.Popen, data: Optional[bytes], timeout: float,
             kill_group(p.pid)
             timed_out = True
             p.wait(timeout=2)
+    except BaseException:  # Ctrl-C while waiting: the child's group goes with us
+        kill_group(p.pid)
+        raise
     finally:
         sel.close()
         for f in (p.stdout, p.stderr):

@@ -89,8 +89,10 @@ def test_only_and_skip_select_findings(box, tmp_path):
     before = tree_hashes(box.base)
     r = cli(["fix", "--yes", "--no-warmup", "--only", ID, "--skip", ID], env)
     assert r.returncode == 0 and "Nothing to fix" in r.stdout
-    r = cli(["fix", "--yes", "--no-warmup", "--only", "some-other-id"], env)
+    r = cli(["fix", "--yes", "--no-warmup", "--only", "build-lock-held"], env)  # none here
     assert r.returncode == 0 and "Nothing to fix" in r.stdout
+    r = cli(["fix", "--yes", "--no-warmup", "--only", "some-other-id"], env)  # no such id
+    assert r.returncode == 2 and "no such finding id" in r.stderr
     assert tree_hashes(box.base) == before
     r = cli(["fix", "--yes", "--no-warmup", "--only", ID], env)
     assert r.returncode == 0, r.stdout + r.stderr

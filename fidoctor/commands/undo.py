@@ -17,7 +17,9 @@ import click
 @click.command("undo")
 @click.option("--id", "txid", metavar="ID", help="The fix to revert (see fidoctor history); "
               "default: the last applied or interrupted one.")
-def command(txid) -> int:
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object (fidoctor/schema/undo.schema.json) instead of text.")
+def command(txid, as_json) -> int:
     """Revert the last fix (or --id), or recover one that was interrupted."""
     from fidoctor.paths import state_dir
     from fidoctor.txn import FixLock, history, undo
@@ -36,6 +38,18 @@ def command(txid) -> int:
     out.done, out.warnings, out.left = ([shown(x) for x in xs]
                                         for xs in (out.done, out.warnings, out.left))
     was = before.get(out.txid)
+    if as_json:
+        import json
+
+        from fidoctor import __version__
+
+        click.echo(json.dumps({
+            "schema_version": 1, "fidoctor_version": __version__, "txid": out.txid,
+            "was": was, "status": "partial" if out.left else "reverted",
+            "done": out.done, "warnings": out.warnings, "left": out.left,
+            "journal_error": out.journal_error or None, "exit_code": 1 if out.left else 0},
+            indent=2))
+        return 1 if out.left else 0
     verb = "rolled back interrupted fix" if was == "interrupted" else "undid fix"
     click.echo(f"{verb} {out.txid}: {len(out.done)} change(s) reverted")
     for d in out.done:

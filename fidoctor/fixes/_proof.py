@@ -65,7 +65,8 @@ def render(proof: Proof) -> str:
     return "\n".join(lines)
 
 
-def run_warmup(python: str, env: Dict[str, str], modules: List[str]) -> Tuple[Optional[str], bool]:
+def run_warmup(python: str, env: Dict[str, str], modules: List[str],
+               arch: Optional[str] = None) -> Tuple[Optional[str], bool]:
     """Warm the fixed modules through fidoctor.warmup's guarded runner; (verdict line, ok).
 
     Only modules the warmup knows how to build (names that parse into a spec)
@@ -90,7 +91,7 @@ def run_warmup(python: str, env: Dict[str, str], modules: List[str]) -> Tuple[Op
     if not names:
         return (f"skipped: no module the warmup can build ({', '.join(unknown)[:200]})", True)
     try:
-        res = warm(python=python, modules=",".join(names), env=dict(env))
+        res = warm(python=python, modules=",".join(names), env=dict(env), arch=arch)
     except Exception as e:  # noqa: BLE001 - the proof reports, it does not crash
         return f"could not run: {getattr(e, 'message', None) or e}", False
     counts: Dict[str, int] = {}

@@ -87,14 +87,36 @@ def _reap(pid: int) -> None:
         pass
 
 
+def _kill_child(child: _Child) -> None:
+    """SIGKILL a gatherer child, its group, and what it started in sessions of its own.
+
+    ``proc.run`` starts tools (nvcc, nvidia-smi, the target python) in a new
+    session so *it* can kill them on timeout; when the gatherer itself dies
+    first, those would outlive it (a wedged nvcc that ignores SIGTERM loops
+    forever), so the descendants are collected before anything is killed.
+    """
+    import psutil
+
+    try:
+        below = psutil.Process(child.pid).children(recursive=True)
+    except psutil.Error:
+        below = []
+    for target in (-child.pid, child.pid):
+        try:
+            os.kill(target, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for p in below:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
 def _finish(child: _Child, timed_out: bool) -> Section:
     elapsed = round(time.monotonic() - child.started, 4)
     if timed_out:
-        for target in (-child.pid, child.pid):
-            try:
-                os.kill(target, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        _kill_child(child)
         os.close(child.fd)
         _reap(child.pid)  # a child in D state stays; never block on it
         return Section("timeout", error=f"gave up after {child.g.budget_s:g} s",
@@ -129,39 +151,46 @@ def gather_snapshot(
 
     running: Dict[int, _Child] = {}
     deadline = time.monotonic() + GLOBAL_BUDGET_S
-    while pending or running:
-        for g in list(pending):
-            if all(r in done or r not in _names(pending, running) for r in g.requires):
-                pending.remove(g)
-                child = _fork(g, ctx, done)
-                running[child.fd] = child
-        if not running:  # unmet requirements that will never run
-            for g in pending:
-                done[g.name] = Section("skipped", error="required sections missing")
-            break
-        now = time.monotonic()
-        wait = min(c.started + c.g.budget_s for c in running.values()) - now
-        wait = max(0.0, min(wait, deadline - now))
-        try:
-            ready, _, _ = select.select(list(running), [], [], wait)
-        except InterruptedError:
-            continue
-        for fd in ready:
-            child = running[fd]
+    try:
+        while pending or running:
+            for g in list(pending):
+                if all(r in done or r not in _names(pending, running) for r in g.requires):
+                    pending.remove(g)
+                    child = _fork(g, ctx, done)
+                    running[child.fd] = child
+            if not running:  # unmet requirements that will never run
+                for g in pending:
+                    done[g.name] = Section("skipped", error="required sections missing")
+                break
+            now = time.monotonic()
+            wait = min(c.started + c.g.budget_s for c in running.values()) - now
+            wait = max(0.0, min(wait, deadline - now))
             try:
-                chunk = os.read(fd, 1 << 20)
-            except OSError as e:
-                if e.errno == errno.EINTR:
-                    continue
-                chunk = b""
-            if chunk:
-                child.buf += chunk
-            else:
-                done[child.g.name] = _finish(running.pop(fd), timed_out=False)
-        now = time.monotonic()
-        for fd, child in list(running.items()):
-            if now >= child.started + child.g.budget_s or now >= deadline:
-                done[child.g.name] = _finish(running.pop(fd), timed_out=True)
+                ready, _, _ = select.select(list(running), [], [], wait)
+            except InterruptedError:
+                continue
+            for fd in ready:
+                child = running[fd]
+                try:
+                    chunk = os.read(fd, 1 << 20)
+                except OSError as e:
+                    if e.errno == errno.EINTR:
+                        continue
+                    chunk = b""
+                if chunk:
+                    child.buf += chunk
+                else:
+                    done[child.g.name] = _finish(running.pop(fd), timed_out=False)
+            now = time.monotonic()
+            for fd, child in list(running.items()):
+                if now >= child.started + child.g.budget_s or now >= deadline:
+                    done[child.g.name] = _finish(running.pop(fd), timed_out=True)
+    except BaseException:  # Ctrl-C (KeyboardInterrupt), SystemExit: leave no child behind
+        for child in running.values():
+            _kill_child(child)
+            os.close(child.fd)
+            _reap(child.pid)
+        raise
     ordered = {g.name: done[g.name] for g in registry if g.name in done}
     return Snapshot(context=ctx.to_dict(), sections=ordered, taken_at=taken_at)
 
