@@ -53,7 +53,8 @@ def test_nothing_provides_lcuda(box, tmp_path):
     assert all(x.safety != "safe" for x in f.fixes)  # no stub anywhere here: nothing safe
     ctx = FixContext(txid="t", state=str(tmp_path / "s"), env={}, python=sys.executable)
     plan, declined = choose(f, ctx)
-    assert plan is None or plan.fix_id != "link-libcuda-stub"
+    assert plan.fix_id == "cuda-home-advice" and plan.manual and "-lcuda" in plan.why
+    assert not plan.env  # nothing is written: no stub here to point at
     # the real link agrees
     r = real_link(tmp_path, f"-L{REAL}/lib64", f"-L{REAL}/lib64/stubs")
     assert r.returncode != 0 and "cannot find -lcuda" in r.stderr

@@ -224,3 +224,17 @@ def test_replayed_snapshot_gives_the_same_verdicts(box, cu118, generated, tmp_pa
     assert [f.to_dict() for f in a.findings if f.id in ids] == \
            [f.to_dict() for f in b.findings if f.id in ids]
     assert {f.id for f in a.findings} >= set(ids)
+
+
+def test_a_half_built_module_points_to_the_toolchain_cause(box, cu118, generated):
+    """FlashInfer's own build.ninja and no .so (the build died at its first nvcc call): the
+    symptom names a toolchain cause, and its rebuild fix is held back behind it."""
+    put(box, generated["release"])
+    diag = diagnose_box(box, CUDA_HOME=str(cu118), FLASHINFER_CUDA_ARCH_LIST="9.0")
+    causes = {"nvcc-arch-unsupported", "nvcc-flag-unsupported", "host-compiler-unsupported"}
+    assert causes <= {f.id for f in diag.findings}
+    [sym] = [f for f in diag.findings if f.id == "cache-incomplete-module"]
+    assert sym.caused_by in causes
+    assert all(fx.id != "quarantine-module" for fx in sym.fixes)
+    order = [f.id for f in diag.findings]
+    assert order.index(sym.caused_by) < order.index("cache-incomplete-module")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shlex
 
-from fidoctor.fixes import FixContext, Plan
+from fidoctor.fixes import FixContext, NotApplicable, Plan
 from fidoctor.model import Finding
 
 ID = "cuda-home-advice"
@@ -24,6 +24,17 @@ FINDINGS = ("cuda-toolkit-unusable",)
 
 def plan(finding: Finding, ctx: FixContext) -> Plan:
     d = finding.data
+    if d.get("missing") == ["libcuda"]:
+        if (d.get("env") or {}).get("FLASHINFER_EXTRA_LDFLAGS"):
+            raise NotApplicable("the toolkit builds; only -lcuda is missing and a stub exists "
+                                "here (link-libcuda-stub)")
+        return Plan(
+            fix_id=ID, finding_id=finding.id, subject=finding.subject, safety=SAFETY,
+            manual=True, why="nothing provides -lcuda to FlashInfer's link step",
+            notes=["install the NVIDIA driver's libcuda.so, or a CUDA toolkit with "
+                   "lib64/stubs/libcuda.so",
+                   "or: export FLASHINFER_EXTRA_LDFLAGS='-L<dir holding libcuda.so>' in the "
+                   "server's environment"])
     sug = d.get("suggested_cuda_home")
     missing = ", ".join(d.get("missing") or []) or "unusable"
     if sug:

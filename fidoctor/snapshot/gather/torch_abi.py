@@ -105,6 +105,8 @@ def gather(ctx, done) -> Dict[str, Any]:
                 for p in ("flashinfer", "flashinfer_jit_cache")]
     pre = _prebuilt([d for d in pkg_dirs if d and os.path.isdir(d)])
     out["scanned"], out["truncated"] = len(pre), len(pre) >= MAX_PREBUILT
+    if not cands and not pre:
+        return out  # 0.4+ caches and no prebuilt kernels: nothing needs torch's symbols
     facts = FactCache()
     needs: Dict[str, List[str]] = {}
     for path in pre:
