@@ -34,7 +34,8 @@ from fidoctor.flashinfer.layout import discover_workspaces
 from fidoctor.flashinfer.modnames import parse_module_name, short_name
 from fidoctor.fsutil import open_regular
 from fidoctor.proctree import SLEEP_WCHANS, read_comm, tree_pids
-from fidoctor.warmup.watch import TreeWatch, describe_proc, lock_holders
+from fidoctor.snapshot.gather.locks import parse_proc_locks
+from fidoctor.warmup.watch import TreeWatch, describe_proc
 
 WORKSPACE_EVERY_S = 10.0
 EDGE = re.compile(r"^build\s+(.+?):\s*(cuda_compile|compile)\s", re.M)
@@ -266,9 +267,20 @@ class Observer:
         return []
 
     def _foreign_lock(self, now: float) -> Optional[Tuple[str, str, str, int]]:
-        """(lock, module, module dir, holder) of a lock the server seems to wait for."""
+        """(lock, module, module dir, holder) of a lock the server seems to wait for.
+
+        Cheapest test first: one read of ``/proc/locks`` (nothing held by another process:
+        done); then the workspaces' lock files by device and inode; then whether a thread of
+        the server sleeps in a poll loop."""
         mine = set(self._tree)
-        if not mine or not self._polling(self._tree):
+        try:
+            with open("/proc/locks") as f:
+                entries = parse_proc_locks(f.read())
+        except OSError:
+            return None
+        held = {(e["major"], e["minor"], e["ino"]): e["pid"] for e in entries
+                if not e["blocked"] and e["pid"] not in mine}
+        if not mine or not held:
             return None
         for ws in self.workspaces(now):
             tmp = os.path.join(str(ws["path"]), "cached_ops", "tmp")
@@ -277,13 +289,20 @@ class Observer:
             except OSError:
                 continue
             for n in names:
+                try:
+                    st = os.stat(os.path.join(tmp, n))
+                except OSError:
+                    continue
+                holder = held.get((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino))
+                if holder is None:
+                    continue
                 module = n[: -len(".lock")]
                 mdir = os.path.join(os.path.dirname(tmp), module)
                 if os.path.exists(os.path.join(mdir, module + ".so")):
                     continue
-                holders = [h for h in lock_holders(os.path.join(tmp, n)) if h not in mine]
-                if holders:
-                    return os.path.join(tmp, n), module, mdir, holders[0]
+                if self._polling(self._tree):
+                    return os.path.join(tmp, n), module, mdir, holder
+                return None
         return None
 
     def _polling(self, tree: List[int]) -> bool:
