@@ -83,11 +83,17 @@ def hold(symptom: Finding, cause: Finding) -> None:
         symptom.data["held_fixes"] = [
             {"id": f.id, "description": f.description, "commands": list(f.commands),
              "safety": f.safety} for f in symptom.fixes]
+    first = cause.fixes[0] if cause.fixes else None
+    if first is not None and not first.id and first.commands:
+        how, commands = f"{cause.id}: {first.description}", list(first.commands)
+    else:  # fidoctor can apply it, or the cause offers no command: send the user to fix
+        how, commands = cause.id, [f"fidoctor fix --only {cause.id}"]
     symptom.fixes = [Fix(
-        description=f"Fix the cause first ({cause.id}); rebuilding or moving this module "
+        description=f"Fix the cause first ({how}); rebuilding or moving this module "
         "before that fails the same way. Once it is fixed, the next start rebuilds the "
         "module (or fidoctor fix offers its own fix again)",
-        commands=[f"fidoctor fix --only {cause.id}"], safety="safe")]
+        commands=commands, safety=first.safety if first is not None and not first.id
+        else "safe")]
 
 
 def causal_order(findings: Sequence[Finding]) -> List[Finding]:

@@ -41,7 +41,7 @@ def test_read_only_cache_names_the_mount_and_explains_the_half_built_module(box)
         assert f.data["affects"]
         [sym] = by_id(diag, "cache-incomplete-module")
         assert sym.caused_by == "cache-not-writable"
-        assert sym.fixes[0].commands == ["fidoctor fix --only cache-not-writable"]
+        assert sym.fixes[0].commands[0].startswith("fidoctor fix --only cache-not-writable")
         assert sym.data["held_fixes"][0]["id"] == "quarantine-module"
         order = [x.id for x in diag.findings]
         assert order.index("cache-not-writable") < order.index("cache-incomplete-module")

@@ -41,7 +41,12 @@ def test_symptom_of_an_affected_module_points_to_its_cause_and_holds_its_fix():
     link([s, c], ["disk-space-low"])
     assert s.caused_by == "disk-space-low"
     assert any(e.startswith("caused by disk-space-low") for e in s.evidence)
-    assert [f.commands for f in s.fixes] == [["fidoctor fix --only disk-space-low"]]
+    # the cause's own advice (no automatic fix): its commands, its grade
+    assert [f.commands for f in s.fixes] == [["rm -rf old"]] and s.fixes[0].safety == "caution"
+    t, c2 = symptom(), cause()
+    c2.fixes[0].id = "use-local-workspace"
+    link([t, c2], ["disk-space-low"])
+    assert t.fixes[0].commands == ["fidoctor fix --only disk-space-low"]
     assert s.data["held_fixes"][0]["id"] == "quarantine-module"
 
 

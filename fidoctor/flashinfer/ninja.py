@@ -179,7 +179,7 @@ def parse(text: str, truncated: bool = False) -> NinjaFile:
         m = _VAR.match(line)
         if m:
             variables[m.group(1)] = m.group(2).strip()
-    expanded = {}
+    expanded: Dict[str, str] = {}
     for k, v in variables.items():
         expanded[k] = expand(v, expanded)
     flags = {k: _split_flags(expanded[k]) for k in FLAG_VARS if k in expanded}
@@ -339,13 +339,14 @@ def explain(module_dir: str, ninja: str = "ninja", timeout: float = 2.0,
     out: Explain = {"module_dir": module_dir, "argv": argv, "elapsed_s": elapsed,
                     "cached": False}
     if r.error:
-        out.update(status="no-ninja" if r.error.startswith("not ") else "error", error=r.error)
+        out["status"] = "no-ninja" if r.error.startswith("not ") else "error"
+        out["error"] = r.error
         return out  # not cached: installing ninja must take effect at once
     if r.timed_out:
-        out.update(status="timeout", error=f"no answer within {timeout:g} s")
+        out["status"], out["error"] = "timeout", f"no answer within {timeout:g} s"
         return out
     if r.returncode != 0:
-        out.update(status="error", error=r.describe())
+        out["status"], out["error"] = "error", r.describe()
     else:
         out["status"] = "ok"
         out.update(parse_explain(r.stdout, r.stderr))  # type: ignore[typeddict-item]

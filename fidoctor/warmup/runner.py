@@ -199,7 +199,35 @@ def run_warmup(python: Optional[str] = None, modules: Optional[str] = None,
         res.seconds = time.monotonic() - t0
     order = {k: i for i, k in enumerate(index)}
     res.modules.sort(key=lambda m: order.get(m.key, len(order)))
+    name_causes(res, python, cenv)
     return res
+
+
+def name_causes(res: WarmupResult, python: str, env: Dict[str, str]) -> None:
+    """A failed build's cause (full disk, read-only cache, OOM kill…) named on its verdict.
+
+    Only when a build failed: diagnose the target once (its cause probes) and
+    link them to the ``warmup-build-failed`` verdicts (fidoctor.causes), so the
+    verdict says "caused by …" instead of only the compiler's last line.
+    """
+    failed = [f for f in res.findings if f.id == "warmup-build-failed"]
+    if not failed:
+        return
+    try:
+        from fidoctor.causes import link
+        from fidoctor.diagnosis import diagnose
+        from fidoctor.probes import cause_ids
+        from fidoctor.snapshot.context import GatherContext
+        from fidoctor.snapshot.runner import gather_snapshot
+
+        ctx = GatherContext(env=dict(env), python=python, python_source="warmup target")
+        causes = [f for f in diagnose(gather_snapshot(ctx)).findings if f.id in cause_ids()]
+        link(failed + causes, cause_ids())
+        for c in causes:
+            if c.is_problem and any(f.caused_by == c.id for f in failed):
+                res.notes.append(f"cause: {c.id}: {c.title}")
+    except Exception as e:  # noqa: BLE001 - naming a cause must never sink the warmup result
+        res.notes.append(f"could not look for the cause of the failed build(s): {e}")
 
 
 def _quarantine(mr: ModuleResult, why: str, res: WarmupResult,
