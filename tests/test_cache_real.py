@@ -21,7 +21,9 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -85,7 +87,11 @@ print("loaded", spec.name)
 """
 
 
-def test_export_reinstall_import_verify_and_flashinfer_reuses_it(bundle, t2, tmp_path):
+def test_export_reinstall_import_verify_and_flashinfer_reuses_it(built, bundle, t2, tmp_path):
+    # The reinstall made every FlashInfer source newer than the builder's objects.
+    hdr = t2["site"] / "flashinfer" / "data" / "include" / "flashinfer" / "utils.cuh"
+    objs = list(module_dir(built).glob("*.cuda.o"))
+    assert objs and hdr.stat().st_mtime > max(o.stat().st_mtime for o in objs)
     base = tmp_path / "base"
     r = do(t2, base, "import", str(bundle))
     assert r.returncode == 0, r.stderr
@@ -196,6 +202,7 @@ def _special(kind: str) -> Tuple[tarfile.TarInfo, bytes]:
     ("absolute", "absolute or malformed name"),
     ("dotdot", "not a plain relative path"),
     ("so-digest", "disagree (tampered)"),
+    ("bad-name", "is not a plain module name"),
 ])
 def test_tampered_or_foreign_bundle_is_refused_and_nothing_written(bundle, t2, tmp_path, case,
                                                                    why):
@@ -208,6 +215,8 @@ def test_tampered_or_foreign_bundle_is_refused_and_nothing_written(bundle, t2, t
         repack(bundle, bad, edit_manifest=_set(("source", "toolkit_version"), "12.9.86"))
     elif case == "other-arch-in-bundle":
         repack(bundle, bad, edit_manifest=_set(("source", "arch"), "100a"))
+    elif case == "bad-name":
+        repack(bundle, bad, edit_manifest=lambda d: d["modules"][0].update(name="../../x\n"))
     elif case == "so-digest":
         repack(bundle, bad, edit_manifest=lambda d: d["modules"][0].update(so_sha256="0" * 64))
     else:
@@ -355,3 +364,79 @@ def test_export_refuses_a_module_not_up_to_date_where_it_was_built(built, tmp_pa
                 env=build_env(py.parent.parent, copy))
     assert r.returncode == 2 and "outside its module dir" in r.stderr
     assert not (tmp_path / "x.tar").exists()
+
+
+def test_zstd_bundle_round_trips_and_is_refused_without_zstd(built, t2, tmp_path):
+    """zstd is optional: with the real zstd binary a .tar.zst works end to end; where
+    neither the binary nor the zstandard module exists, export and import say so (exit 2)."""
+    if not shutil.which("zstd"):
+        pytest.skip("no zstd binary on this box")
+    py = target_venv()
+    env = build_env(py.parent.parent, built)
+    zst = tmp_path / "k.tar.zst"
+    r = run_cli(["cache", "export", "--python", str(py), *ARCH, "-o", str(zst)], env=env)
+    assert r.returncode == 0 and "(zstd)" in r.stdout, r.stderr
+    assert zst.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"
+    base = tmp_path / "base"
+    assert do(t2, base, "import", str(zst)).returncode == 0
+    assert do(t2, base, "verify").returncode == 0
+    nozstd = dict(env, PATH=str(py.parent))  # the venv's bin: ninja, python; no zstd
+    r = run_cli(["cache", "export", "--python", str(py), *ARCH, "-o",
+                 str(tmp_path / "again.tar.zst")], env=nozstd)
+    assert r.returncode == 2 and "zstd is not available here" in r.stderr
+    assert not list(tmp_path.glob("again.tar.zst*"))
+    tenv = target_env(t2, tmp_path / "b2", XDG_STATE_HOME=str(tmp_path / "s2"))
+    tenv["PATH"] = str(t2["venv"] / "bin")
+    r = run_cli(["cache", "import", "--python", str(t2["python"]), *ARCH, str(zst)], env=tenv)
+    assert r.returncode == 2 and "zstd-compressed and zstd is not available" in r.stderr
+
+
+def test_import_killed_half_way_is_recovered_by_undo(bundle, t2, tmp_path):
+    """A real import SIGKILLed inside its transaction (the txn layer's test pause point, after
+    the first step): fidoctor undo rolls it back from the journal and the disk, leaving no
+    module and no staged copy behind."""
+    base = tmp_path / "base"
+    state = tmp_path / "state"
+    env = target_env(t2, base, XDG_STATE_HOME=str(state), FIDOCTOR_TEST_PAUSE_AT="after-step",
+                     FIDOCTOR_TEST_PAUSE_S="60")
+    p = subprocess.Popen([sys.executable, "-m", "fidoctor", "cache", "import", "--python",
+                          str(t2["python"]), *ARCH, str(bundle)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        marker = state / "fidoctor" / "test-paused-after-step"
+        for _ in range(600):
+            if marker.exists() or p.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert marker.exists(), "the import never reached its first step"
+        p.kill()
+        p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    ws = workspace_of(base)
+    assert any((ws / "fidoctor-import").iterdir()), "the killed import left its staging dir"
+    r = run_cli(["history"], env=dict(env, FIDOCTOR_TEST_PAUSE_AT=""))
+    assert "interrupted" in r.stdout, r.stdout
+    r = run_cli(["undo"], env=dict(env, FIDOCTOR_TEST_PAUSE_AT=""))
+    assert r.returncode == 0, r.stdout + r.stderr
+    left = [q for d in ("cached_ops", "generated") if (ws / d).exists() for q in (ws / d).iterdir()]
+    assert left == [], left
+    assert not (ws / "fidoctor-import").exists()
+
+
+def test_verify_by_pid_of_a_running_server(bundle, t2, tmp_path, procs):
+    """--pid: the environment and interpreter of a live process from the second venv."""
+    base = tmp_path / "base"
+    assert do(t2, base, "import", str(bundle)).returncode == 0
+    env = target_env(t2, base)
+    server = procs.start([str(t2["python"]), "-c", "import time; time.sleep(600)"], env=env)
+    time.sleep(0.5)
+    r = run_cli(["cache", "verify", "--pid", str(server.pid), *ARCH, "--json"],
+                env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "xc")))
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["workspace"] == str(workspace_of(base))
+    assert doc["target"]["cuda_home"] == str(t2["cuda_home"])
+    assert [m["verdict"] for m in doc["modules"]] == ["ok"]

@@ -145,8 +145,7 @@ def _open_stream(path: str) -> Tuple[IO[bytes], Optional[subprocess.Popen]]:
     if not os.path.isfile(path) or not _is_regular(f):
         f.close()
         raise FidoctorError(f"{path}: not a regular file")
-    head = f.read(4)
-    f.seek(0)
+    head = os.pread(f.fileno(), 4, 0)  # no buffered read: zstd gets the fd at offset 0
     if head != ZSTD_MAGIC:
         return f, None
     how = zstd_available()

@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from fidoctor.cachebundle.target import Target, mismatches
 from fidoctor.errors import FidoctorError
 
 STAGING = "fidoctor-import"
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+\-]{0,250}$")
 
 
 class ImportRefused(FidoctorError):
@@ -64,15 +66,15 @@ def _modules(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
         if not isinstance(m, dict) or any(k not in m for k in keys):
             raise bundle.BundleError("manifest module entry is malformed")
         name = m["name"]
-        if not isinstance(name, str) or not name or "/" in name or name.startswith(".") \
-                or name in ("tmp",):
-            raise bundle.BundleError(f"manifest module name {name!r} is not a plain name")
+        if not isinstance(name, str) or not _NAME.match(name) or name == "tmp":
+            raise bundle.BundleError(f"manifest module name {name[:80]!r} is not a plain "
+                                     "module name")
         for fe in m["files"]:
             p = fe.get("path", "") if isinstance(fe, dict) else ""
             bundle._check_name(p)
             top = p.split("/", 2)
-            if len(top) < 3 or top[0] not in ("cached_ops", "generated") or \
-                    (top[0] == "cached_ops" and top[1] != name):
+            if len(top) < 2 or top[0] not in ("cached_ops", "generated") or \
+                    (top[0] == "cached_ops" and (top[1] != name or len(top) < 3)):
                 raise bundle.BundleError(f"manifest file {p!r} is outside {name}'s dirs")
     return mods
 
@@ -221,7 +223,7 @@ def import_bundle(t: Target, path: str, replace: bool = False,
     from fidoctor.paths import state_dir
     from fidoctor.txn import FixLock, apply_steps
     from fidoctor.txn.journal import new_txid
-    from fidoctor.txn.movein import MoveIn
+    from fidoctor.txn.movein import MoveIn, Staging
 
     plan = check(t, path, replace)
     ws = plan["ws"]
@@ -236,7 +238,7 @@ def import_bundle(t: Target, path: str, replace: bool = False,
             raise FidoctorError(f"cannot unpack into {staging}: {e.strerror or e}; nothing was "
                                 "installed", "free some space (df -h) or check permissions "
                                 "on the workspace") from None
-        steps: List[Any] = []
+        steps: List[Any] = [Staging(staging, ws)]
         for name in staged["modules"]:
             dst = os.path.join(ws, "cached_ops", name)
             if name in plan["existing"]:
@@ -250,6 +252,8 @@ def import_bundle(t: Target, path: str, replace: bool = False,
             if not os.path.lexists(dst):
                 steps.append(MoveIn(os.path.join(staging, g), dst, ws))
                 continue
+            if not os.path.isdir(os.path.join(staging, g)):
+                continue  # a file already there with the same bytes (checked)
             for n in sorted(os.listdir(os.path.join(staging, g))):
                 if not os.path.lexists(os.path.join(dst, n)):
                     steps.append(MoveIn(os.path.join(staging, g, n), os.path.join(dst, n), ws))

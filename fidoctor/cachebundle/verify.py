@@ -29,6 +29,7 @@ from fidoctor.cachebundle.target import Target
 from fidoctor.errors import FidoctorError
 
 PER_MODULE_S = 10.0
+REBUILD_IDS = ("cache-rebuild-pending",)  # findings that mean "would rebuild", not "broken"
 EXIT_OK, EXIT_PROBLEMS, EXIT_FAILED = 0, 1, 2
 SCHEMA_VERSION = 1
 
@@ -87,18 +88,21 @@ def _rebuild(mdir: str, ninja: str, timeout: float) -> Dict[str, Any]:
     return r
 
 
-def _finding_module(f: Any, names: List[str], ws: str) -> Optional[str]:
+def _finding_modules(f: Any, names: List[str], ws: str) -> List[str]:
+    """The verified modules a finding is about (by name, list of names, or path)."""
     d = f.data or {}
-    for key in ("module", "name"):
-        if d.get(key) in names:
-            return d[key]
-    for key in ("module_dir", "so_path", "path"):
+    out = [d[k] for k in ("module", "name") if d.get(k) in names]
+    for k in ("modules", "affects"):
+        if isinstance(d.get(k), list):
+            out += [n for n in d[k] if n in names]
+    for key in ("module_dir", "so_path", "so", "path"):
         p = d.get(key)
         if isinstance(p, str):
-            for n in names:
-                if p.startswith(os.path.join(ws, "cached_ops", n)):
-                    return n
-    return f.subject if f.subject in names else None
+            out += [n for n in names if p == os.path.join(ws, "cached_ops", n)
+                    or p.startswith(os.path.join(ws, "cached_ops", n) + os.sep)]
+    if f.subject in names:
+        out.append(f.subject)
+    return sorted(set(out))
 
 
 def verify(ctx: Any, arch: Optional[str], wanted: Optional[List[str]] = None,
@@ -132,19 +136,20 @@ def verify(ctx: Any, arch: Optional[str], wanted: Optional[List[str]] = None,
     diag = diagnose(snap)
     by_name = {m.name: m for m in res.modules}
     for f in diag.findings:
-        owner = _finding_module(f, names, ws)
+        owners = _finding_modules(f, names, ws)
         brief = {"id": f.id, "severity": f.severity, "title": f.title}
-        if owner:
+        for owner in owners:
             by_name[owner].findings.append(brief)
-        elif f.is_problem:
+        if not owners and f.is_problem:
             res.other_findings.append(brief)
     for i in diag.inconclusive:
         res.notes.append(f"diagnose could not run {i.probe}: {i.reason}")
     for m in res.modules:
         rb = m.rebuild
-        if any(f["severity"] in ("error", "warning") for f in m.findings):
+        problems = [f for f in m.findings if f["severity"] in ("error", "warning")]
+        if any(f["id"] not in REBUILD_IDS for f in problems):
             m.verdict = "broken"
-        elif rb.get("status") == "ok" and rb.get("work", 0) > 0:
+        elif problems or (rb.get("status") == "ok" and rb.get("work", 0) > 0):
             m.verdict = "rebuild"
         elif rb.get("status") == "ok":
             m.verdict = "ok"

@@ -110,6 +110,44 @@ class MoveIn:
                 break
 
 
+@dataclass
+class Staging:
+    """The import's own staging dir: step 0, so a rollback or undo removes what is left in
+    it (copies from the bundle that were never moved in) after the ``move-in`` steps."""
+
+    path: str                # <workspace>/fidoctor-import/<txid>
+    root: str
+    kind: str = "staging"
+    revertible: bool = True
+
+    def describe(self) -> str:
+        return f"unpack into {self.path} (removed when undone)"
+
+    def preflight(self, tx: Optional[TxContext] = None) -> None:
+        check_parent_inside(self.path, self.root)
+        if os.path.basename(os.path.dirname(self.path)) != "fidoctor-import":
+            raise StepError(f"{self.path} is not a fidoctor-import staging dir")
+
+    def apply(self, tx: TxContext) -> Dict[str, Any]:
+        return {}
+
+    def state(self) -> str:
+        return AFTER  # reverting is removing whatever is still staged, if anything
+
+    def explain_unknown(self) -> str:
+        return ""
+
+    def revert(self, tx: TxContext) -> List[str]:
+        self.preflight()
+        if os.path.isdir(self.path) and not os.path.islink(self.path):
+            shutil.rmtree(self.path)
+        _rmdir_up(os.path.dirname(self.path), self.root)
+        return []
+
+    def cleanup(self) -> None:
+        pass
+
+
 def _rmdir_up(d: str, root: str) -> None:
     """Remove empty staging dirs up to (not including) ``root``."""
     root = os.path.normpath(root)
@@ -122,3 +160,4 @@ def _rmdir_up(d: str, root: str) -> None:
 
 
 register_kind(MoveIn)
+register_kind(Staging)
