@@ -9,6 +9,7 @@ peak RSS (``/usr/bin/time``-free: ``resource.getrusage`` of the child).
 Targets (issue 15): a 10 MB log in < 1 s; memory flat in log size.
 
     python bench/bench_serverlog.py --mb 1 10 100
+    python bench/bench_serverlog.py --mb 10 100 --inprocess   # the analysis alone
 """
 
 # ruff: noqa: E501  (real log lines are long)
@@ -58,6 +59,24 @@ def make_log(path: str, mb: float, gz: bool, worst: bool = False) -> int:
     return n
 
 
+INPROCESS = (
+    "import resource, sys, time\n"
+    "from fidoctor.serverlog import analyse\n"
+    "t = time.perf_counter(); d = analyse([sys.argv[1]]); w = time.perf_counter() - t\n"
+    "f = d['files'][0]\n"
+    "print(w, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, f['complete'])\n")
+
+
+def run_inprocess(path: str) -> tuple:
+    """The analysis alone (no CLI start-up), in a fresh interpreter: seconds, peak RSS MB."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", INPROCESS, path], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=root))
+    assert r.returncode == 0, r.stderr
+    wall, rss, complete = r.stdout.split()
+    return float(wall), float(rss), complete == "True"
+
+
 def run(path: str) -> tuple:
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "fidoctor", "diagnose", "--log-only", "--log", path,
@@ -72,7 +91,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=float, nargs="+", default=[10.0])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--inprocess", action="store_true",
+                    help="time serverlog.analyse() alone in a fresh interpreter (no click needed)")
     args = ap.parse_args()
+    if args.inprocess:
+        with tempfile.TemporaryDirectory() as d:
+            for mb in args.mb:
+                for gz, worst in ((False, False), (True, False), (False, True)):
+                    path = os.path.join(d, f"log-{mb:g}{'.gz' if gz else ''}{'-w' if worst else ''}")
+                    make_log(path, mb, gz, worst)
+                    best = min((run_inprocess(path) for _ in range(args.repeat)),
+                               key=lambda x: x[0])
+                    kind = " gzip" if gz else (" worst case" if worst else "")
+                    print(f"{mb:g} MB{kind}: analyse {best[0]:.3f} s, peak RSS {best[1]:.0f} MB"
+                          + ("" if best[2] else " (stopped at the time budget)"))
+        return
     with tempfile.TemporaryDirectory() as d:
         base = os.path.join(d, "empty.log")
         open(base, "w").close()
