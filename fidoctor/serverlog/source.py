@@ -17,7 +17,7 @@ import io
 import os
 import sys
 import time
-from typing import Any, BinaryIO, Dict, Optional
+from typing import Any, BinaryIO, Dict, Optional, cast
 
 from fidoctor.errors import FidoctorError
 from fidoctor.fsutil import open_regular
@@ -55,7 +55,9 @@ def scan_file(path: str, max_bytes: int = MAX_BYTES, max_s: float = MAX_S,
     stream: BinaryIO = raw
     info: Dict[str, Any] = {"gzip": False, "bytes_read": 0, "complete": True, "stopped": ""}
     try:
-        buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
+        # open_regular and stdin.buffer are BufferedReaders; anything else gets wrapped
+        buffered = (raw if isinstance(raw, io.BufferedReader)
+                    else io.BufferedReader(cast(io.RawIOBase, raw)))
         if buffered.peek(2)[:2] == GZIP_MAGIC:
             stream = gzip.GzipFile(fileobj=buffered)  # type: ignore[assignment]
             info["gzip"] = True
