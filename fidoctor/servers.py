@@ -206,9 +206,8 @@ def find_serving() -> List[Candidate]:
             c.reasons.append(f"FlashInfer build below it ({mods[0]}"
                              + (f" and {len(mods) - 1} more" if len(mods) > 1 else "") + ")")
         if server:
-            c.reasons.append("runs a server (" + (_SERVER_ARGV.search(joined) or
-                                                  _SERVER_TITLE.match(joined or comm)).group(1).strip()
-                             + ")")
+            m = _SERVER_ARGV.search(joined) or _SERVER_TITLE.match(joined or comm)
+            c.reasons.append(f"runs a server ({m.group(1).strip() if m else comm})")
         if fi:
             c.reasons.append(f"maps FlashInfer module {os.path.basename(fi)}")
         if torch:
@@ -227,9 +226,11 @@ def find_serving() -> List[Candidate]:
     return out
 
 
-def pick_serving() -> Choice:
-    """The serving process ``--pid auto`` means; FidoctorError (exit 2) when there is none."""
-    found = find_serving()
+def pick_serving(found: Optional[List[Candidate]] = None) -> Choice:
+    """The serving process ``--pid auto`` means; FidoctorError (exit 2) when there is none.
+
+    ``found``: candidates already listed (default: ``find_serving()`` now)."""
+    found = find_serving() if found is None else found
     if not found:
         raise FidoctorError(
             "--pid auto: no serving process found (no live process maps libtorch or a "

@@ -20,7 +20,8 @@ from cudart_helpers import WHEEL_12_4, cudart_wheel, unpack_wheel
 from target_helpers import base_python, conda_prefix, live, plain_venv, set_title, site_packages
 from warmup_helpers import target_venv
 
-from fidoctor.servers import Candidate, find_serving
+from fidoctor.errors import FidoctorError
+from fidoctor.servers import Candidate, find_serving, pick_serving
 from fidoctor.snapshot.context import build_context
 from fidoctor.snapshot.interpreter import resolve_argv0, resolve_pid_python
 
@@ -160,3 +161,14 @@ def test_bad_pid_is_a_one_line_error(value):
     r = cli(["diagnose", "--pid", value])
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "not a process id" in r.stderr
+
+
+def test_auto_with_no_candidate_is_a_clear_error():
+    with pytest.raises(FidoctorError) as e:
+        pick_serving([])
+    assert "no serving process found" in e.value.message and "--python" in e.value.hint
+    one = Candidate(pid=7, name="python", cmdline="python -m vllm.entrypoints.openai.api_server",
+                    reasons=["runs a server (vllm.entrypoints)"], server_argv=True)
+    choice = pick_serving([one])
+    assert choice.chosen is one and choice.others == []
+    assert choice.why().startswith("--pid auto chose 7 (python -m vllm.entrypoints")

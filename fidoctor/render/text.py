@@ -115,7 +115,8 @@ def summary_line(diag: Diagnosis) -> str:
 def verbose_lines(diag: Diagnosis) -> List[str]:
     """``diagnose -v``: how the target was chosen, and each section's gather time and status."""
     ctx = diag.snapshot.context
-    extra = ctx.get("extra") if isinstance(ctx.get("extra"), dict) else {}
+    raw = ctx.get("extra")
+    extra: dict = raw if isinstance(raw, dict) else {}
     out = []
     auto = extra.get("pid_auto")
     if auto:

@@ -167,28 +167,28 @@ def resolve_pid_python(pid: int, env: Dict[str, str], exe: str) -> Resolved:
         cwd = None
     cand = resolve_argv0(argv[0] if argv else "", cwd, env)
     if cand and same(cand):
-        prefix = _venv_of(cand)
+        home = _venv_of(cand)
         ev.append(f"argv[0] {argv[0]!r} (cwd {cwd}, its PATH) → {cand}: the running binary"
-                  + (f"; {os.path.join(prefix, 'pyvenv.cfg')}" if prefix and
-                     env_kind(prefix) == "venv" else ""))
-        if prefix:
-            kind = env_kind(prefix)
-            return Resolved(cand, exe, kind, f"{kind}, from argv[0]", prefix, ev)
+                  + (f"; {os.path.join(home, 'pyvenv.cfg')}" if home and
+                     env_kind(home) == "venv" else ""))
+        if home:
+            kind = env_kind(home)
+            return Resolved(cand, exe, kind, f"{kind}, from argv[0]", home, ev)
         return Resolved(cand, exe, "plain", "from argv[0]", None, ev)
     ev.append(f"argv[0] {argv[0]!r}: " + (f"{cand} is not the running binary" if cand else
                                           "not found from its cwd/PATH") if argv else
               "argv[0]: unreadable")
     # 3. the environment it was started with
     for var in ("VIRTUAL_ENV", "CONDA_PREFIX"):
-        prefix = env.get(var)
-        py = python_in(prefix, exe) if prefix else None
-        if prefix and py:
-            ev.append(f"{var}={prefix} → {py}")
-            return Resolved(py, exe, env_kind(prefix), f"from its {var}", prefix, ev)
+        declared = env.get(var)
+        py = python_in(declared, exe) if declared else None
+        if declared and py:
+            ev.append(f"{var}={declared} → {py}")
+            return Resolved(py, exe, env_kind(declared), f"from its {var}", declared, ev)
     # 4. the binary itself (a --copies venv or conda: its own prefix)
-    prefix = _venv_of(exe)
-    if prefix:
-        return Resolved(exe, exe, env_kind(prefix), f"{env_kind(prefix)}, its own binary", prefix, ev)
+    own = _venv_of(exe)
+    if own:
+        return Resolved(exe, exe, env_kind(own), f"{env_kind(own)}, its own binary", own, ev)
     return Resolved(exe, exe, "plain", "its /proc/PID/exe", None, ev)
 
 

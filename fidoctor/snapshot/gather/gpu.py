@@ -219,8 +219,8 @@ def find_libcuda(env: Dict[str, str], pid: Optional[int] = None) -> LibcudaFacts
             via = last.split(":", 1)[0] if ":" in last else "search"
     facts = LibcudaFacts(soname=LIBCUDA, path=found, steps=steps, via=via)
     if found is None:
-        facts.update(realpath=None, version=None, cuda_version=None,
-                     cuda_version_result="no libcuda.so.1 found")
+        facts["realpath"] = facts["version"] = facts["cuda_version"] = None
+        facts["cuda_version_result"] = "no libcuda.so.1 found"
         return facts
     real = os.path.realpath(found)
     facts["realpath"] = real

@@ -42,7 +42,7 @@ def explicit(ctx: Any) -> bool:
 
 
 def roots(env: Dict[str, str]) -> List[str]:
-    out = []
+    out: List[str] = []
     for r in (env.get("HOME"), os.path.expanduser("~"), "/opt", "/srv", "/workspace", "/usr/local",
               os.getcwd()):
         if r and os.path.isdir(r) and os.path.realpath(r) not in {os.path.realpath(x) for x in out}:
@@ -93,8 +93,8 @@ def find_envs(env: Dict[str, str], skip: List[str]) -> Dict[str, Any]:
     cands: List[tuple] = [(p, "conda environments.txt") for p in conda_envs(env)]
     for r in roots(env):
         for pat in PATTERNS:
-            for py in glob.glob(os.path.join(pat.format(r=glob.escape(r)), "bin", "python")):
-                cands.append((os.path.dirname(os.path.dirname(py)), f"under {r}"))
+            for hit in glob.glob(os.path.join(pat.format(r=glob.escape(r)), "bin", "python")):
+                cands.append((os.path.dirname(os.path.dirname(hit)), f"under {r}"))
     for prefix, where in cands:
         real = os.path.realpath(prefix)
         if real in seen:
@@ -103,12 +103,12 @@ def find_envs(env: Dict[str, str], skip: List[str]) -> Dict[str, Any]:
         looked += 1
         if looked > MAX_PREFIXES:
             break
-        version = flashinfer_in(prefix)
+        fi_version = flashinfer_in(prefix)
         py = python_of(prefix)
-        if version and py:
+        if fi_version and py:
             kind = "venv" if os.path.isfile(os.path.join(prefix, "pyvenv.cfg")) else \
                 "conda" if os.path.isdir(os.path.join(prefix, "conda-meta")) else "prefix"
-            found.append(VenvFacts(python=py, prefix=prefix, kind=kind, flashinfer=version,
+            found.append(VenvFacts(python=py, prefix=prefix, kind=kind, flashinfer=fi_version,
                                    where=where))
     return {"venvs": found, "looked": looked, "truncated": looked > MAX_PREFIXES}
 
