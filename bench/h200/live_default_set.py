@@ -54,7 +54,8 @@ while p.poll() is None:
 t_end, cpu_end = time.time(), sum(cpu_of(x) for x in ours(p.pid))
 time.sleep(20)
 t_idle, cpu_idle = time.time(), sum(cpu_of(x) for x in ours(p.pid))
-os.kill(p.pid, signal.SIGTERM)
+if p.poll() is None:
+    os.kill(p.pid, signal.SIGTERM)
 p.wait(timeout=60)
 evs = events()
 starts = {e["module"]: e for e in evs if e["event"] == "build-start"}
