@@ -238,3 +238,33 @@ def test_a_half_built_module_points_to_the_toolchain_cause(box, cu118, generated
     assert all(fx.id != "quarantine-module" for fx in sym.fixes)
     order = [f.id for f in diag.findings]
     assert order.index(sym.caused_by) < order.index("cache-incomplete-module")
+
+
+def test_torch_arch_list_is_ignored_by_flashinfer_0_7(box):
+    """FlashInfer 0.7 never reads TORCH_CUDA_ARCH_LIST: CUDA 13.0 dropped sm_70, yet a
+    '7.0' there must not be held against a 0.7 target (the cache's 90a dir decides)."""
+    need_real13()
+    from warmup_helpers import target_venv
+
+    box.workspace()
+    snap = snapshot_of(box, python=str(target_venv()), CUDA_HOME=REAL13,
+                       TORCH_CUDA_ARCH_LIST="7.0")
+    req = snap.data("toolchain")["archs"]
+    assert req["source"].startswith("the cache's arch dirs")
+    assert not [f for f in diagnose(snap).findings if f.id == "nvcc-arch-unsupported"]
+
+
+def test_torch_arch_list_counts_for_flashinfer_0_2_5(box):
+    """0.2.5 builds through torch's cpp_extension, which passes TORCH_CUDA_ARCH_LIST on: the
+    real CUDA 13.0 nvcc refuses compute_70 (Volta was dropped in 13.0)."""
+    need_real13()
+    from cudart_helpers import make_venv
+
+    v = make_venv(box.base.parent, "12.9.79", flashinfer="0.2.5")
+    box.workspace(version=None, arch="90")
+    diag = diagnose(snapshot_of(box, python=str(v["python"]), CUDA_HOME=REAL13,
+                                TORCH_CUDA_ARCH_LIST="7.0;9.0"))
+    [f] = [f for f in diag.findings if f.id == "nvcc-arch-unsupported"]
+    assert f.data["source"] == "TORCH_CUDA_ARCH_LIST"
+    assert [b["arch"] for b in f.data["unsupported"]] == ["70"]
+    assert "Unsupported gpu architecture 'compute_70'" in f.data["unsupported"][0]["message"]

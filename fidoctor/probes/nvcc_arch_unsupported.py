@@ -1,7 +1,8 @@
 """nvcc-arch-unsupported: the toolkit's nvcc cannot build for an arch the target asks for.
 
 What: the archs the target will build (FLASHINFER_CUDA_ARCH_LIST, else
-TORCH_CUDA_ARCH_LIST, else the GPUs', else the cache's arch dirs; normalized
+TORCH_CUDA_ARCH_LIST for FlashInfer ≤ 0.2.5 (torch's cpp_extension reads it;
+later releases ignore it), else the GPUs', else the cache's arch dirs; normalized
 as FlashInfer does: SM 9.x → ``90a``, the arch FA3 needs) are refused by this
 nvcc. The verdict is nvcc's own: ``nvcc --dryrun -gencode=arch=compute_X,
 code=sm_X`` fails with ``nvcc fatal : Unsupported gpu architecture

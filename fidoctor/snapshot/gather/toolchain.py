@@ -3,7 +3,8 @@
 - ``nvcc``: the option names of ``nvcc --help`` and the archs of
   ``nvcc --list-gpu-arch`` (absent before CUDA 11.0: recorded as an error).
 - ``archs``: the archs the target will build (FLASHINFER_CUDA_ARCH_LIST, else
-  TORCH_CUDA_ARCH_LIST, else the GPUs', else the cache's arch dirs), each
+  TORCH_CUDA_ARCH_LIST for FlashInfer ≤ 0.2.5, which built through torch's
+  cpp_extension, else the GPUs', else the cache's arch dirs), each
   checked with ``nvcc --dryrun -gencode=arch=compute_X,code=sm_X -x cu -c
   /dev/null``: nvcc's own verdict, nothing compiled.
 - ``modules``: per cached module, the nvcc options, ``-gencode`` archs, debug
@@ -45,7 +46,7 @@ from fidoctor.toolcache import ToolCache
 NAME = "toolchain"
 BUDGET_S = 12.0
 ORDER = 8
-REQUIRES = ("toolkit", "cache", "gpu", "host_compiler")
+REQUIRES = ("toolkit", "cache", "gpu", "host_compiler", "target")
 QUERY_BUDGET_S = 8.0
 QUERY_TIMEOUT_S = 5.0
 NINJA_MAX = 1 << 16  # cuda_cflags comes before the build edges (≈10 KB files)
@@ -83,15 +84,28 @@ def module_flags(path: str) -> Optional[Dict[str, Any]]:
             "has_cuda_cflags": "cuda_cflags" in v}
 
 
+def _torch_builds(fi: Optional[str]) -> bool:
+    """FlashInfer ≤ 0.2.5 built through torch.utils.cpp_extension, which reads
+    TORCH_CUDA_ARCH_LIST; later releases run their own ninja and ignore it."""
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", fi or "")
+    return bool(m) and tuple(int(x) for x in m.groups()) < (0, 2, 6)
+
+
 def _requested(env: Dict[str, str], cache: Dict[str, Any], gpus: List[Dict[str, Any]],
-               version: Optional[str]) -> Dict[str, Any]:
+               version: Optional[str], fi: Optional[str] = None) -> Dict[str, Any]:
     src, value = None, ""
-    for var in ("FLASHINFER_CUDA_ARCH_LIST", "TORCH_CUDA_ARCH_LIST"):
+    names = ["FLASHINFER_CUDA_ARCH_LIST"] + (["TORCH_CUDA_ARCH_LIST"] if _torch_builds(fi) else [])
+    for var in names:
         if env.get(var, "").strip():
             src, value = var, env[var]
             break
     entries: List[Dict[str, Any]] = []
-    if src:
+    if src == "TORCH_CUDA_ARCH_LIST":  # torch's spelling: 9.0 → sm_90, 9.0a kept, +PTX dropped
+        for e in rules.split_arch_list(value):
+            m = re.fullmatch(r"(\d+)\.(\d+)([a-z]?)(?:\+PTX)?", e)
+            entries.append({"entry": e, "arch": "".join(m.groups()) if m else None,
+                            "note": "" if m else f"{e!r} is not MAJOR.MINOR[suffix]"})
+    elif src:
         for e in rules.split_arch_list(value):
             arch, note = rules.normalize_arch(e.replace("+PTX", ""), version)
             entries.append({"entry": e, "arch": arch, "note": note})
@@ -366,7 +380,10 @@ def gather(ctx, done) -> Dict[str, Any]:
         else:
             n["archs"] = r["value"]
         out["nvcc"] = n
-    req = _requested(ctx.env, cache, _gpus(done), version)
+    tsec = done.get("target")
+    pkgs = ((tsec.data or {}).get("packages") or {}) if tsec is not None and tsec.ok else {}
+    fi = (pkgs.get("flashinfer-python") or pkgs.get("flashinfer") or {}).get("version")
+    req = _requested(ctx.env, cache, _gpus(done), version, fi)
     if runnable:
         with tempfile.TemporaryDirectory(prefix="fidoctor-dryrun-") as tmp:
             for e in req["entries"]:
