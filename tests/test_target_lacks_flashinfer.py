@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 from conftest import DECODE, run_cli
+from target_helpers import live, plain_venv, site_packages
 from warmup_helpers import target_venv
 
 from fidoctor.diagnosis import diagnose
@@ -189,3 +191,28 @@ def test_env_has_no_stray_target(monkeypatch):
     # The helper above must really strip an activated venv, or the scene is not the README's.
     assert "VIRTUAL_ENV" not in readme_env(type("B", (), {"env": lambda self, **kw: dict(
         os.environ, VIRTUAL_ENV="/x", **kw)})(), Path("/tmp"))
+
+
+def _torch_like(procs, venv: Path, tmp_path: Path):
+    """A live Python from ``venv`` that maps a library named like libtorch (gcc-built stand-in:
+    the real torch lives only in the cached target venv, which has FlashInfer)."""
+    lib = tmp_path / "libtorch_stub.so"
+    if not lib.exists():
+        (tmp_path / "t.c").write_text("int torch_stub(void) { return 0; }\n")
+        subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib), str(tmp_path / "t.c")],
+                       check=True)
+    return live(procs, [str(venv / "bin" / "python")], f"import ctypes; ctypes.CDLL({str(lib)!r})")
+
+
+def test_a_torch_process_without_flashinfer_near_it_is_no_candidate(procs, tmp_path):
+    from fidoctor.snapshot.gather.serving import find_servers
+
+    bare = plain_venv(tmp_path, "bare")
+    with_fi = plain_venv(tmp_path, "with-fi")
+    (site_packages(with_fi) / "flashinfer_python-0.7.2.post1.dist-info").mkdir()  # stand-in
+    a = _torch_like(procs, bare, tmp_path)
+    b = _torch_like(procs, with_fi, tmp_path)
+    found = {s["pid"]: s for s in find_servers()}
+    assert a.pid not in found
+    assert found[b.pid]["flashinfer"] == "0.7.2.post1"
+    assert found[b.pid]["python"] == str(with_fi / "bin" / "python")

@@ -115,6 +115,7 @@ class ServerFacts(TypedDict, total=False):
     python: Optional[str]           # resolved as --pid would (None: could not tell)
     how: str
     flashinfer_root: str            # its $FLASHINFER_WORKSPACE_BASE (else $HOME)/.cache/flashinfer
+    flashinfer: Optional[str]       # FlashInfer in its interpreter's site-packages (None: none)
 
 
 class VenvFacts(TypedDict, total=False):

@@ -5,7 +5,8 @@ default target is its *own* interpreter, with no torch and no FlashInfer; a
 diagnosis of that says nothing about the server. So, when the target was not
 named (no ``--python``/``--pid``), this section lists the candidates a user
 most likely meant: live serving processes (``fidoctor.servers``, each with the
-interpreter it really runs) and environments whose site-packages hold
+interpreter it really runs; a process that only maps libtorch counts when its
+environment holds FlashInfer) and environments whose site-packages hold
 FlashInfer, found in the usual places (bounded glob: the target's $HOME,
 /opt, /srv, /workspace, /usr/local, the current directory, conda's
 ``environments.txt``). The probe ``target-lacks-flashinfer`` turns them into
@@ -119,17 +120,21 @@ def find_servers() -> List[ServerFacts]:
     from fidoctor.snapshot.interpreter import resolve_pid_python
 
     out: List[ServerFacts] = []
-    for c in find_serving()[:10]:
-        python, how = None, ""
+    for c in find_serving()[:20]:
+        python, how, fi = None, "", None
         try:
             exe = os.readlink(f"/proc/{c.pid}/exe").replace(" (deleted)", "")
             res = resolve_pid_python(c.pid, read_proc_environ(c.pid), exe)
             python, how = res.python, res.how
+            fi = flashinfer_in(res.prefix) if res.prefix else None
         except Exception as e:  # noqa: BLE001 - a process that vanished or hides is a fact
             how = f"interpreter unknown ({type(e).__name__}: {e})"
+        if not (c.maps_flashinfer or c.server_argv or c.build_below or fi):
+            continue  # torch without FlashInfer anywhere near it: not a FlashInfer server
         out.append(ServerFacts(pid=c.pid, cmdline=c.cmdline[:300], reasons=c.reasons,
-                               python=python, how=how, flashinfer_root=c.flashinfer_root))
-    return out
+                               python=python, how=how, flashinfer_root=c.flashinfer_root,
+                               flashinfer=fi))
+    return out[:10]
 
 
 def gather(ctx: Any, done: Dict[str, Any]) -> ServingFacts:
