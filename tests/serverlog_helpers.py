@@ -20,6 +20,7 @@ times). The failures are FlashInfer's own, from its real build path
 - ``slow``: the real decode module compiled and loaded (a healthy cold build)
 - ``oom``: a real CPU out-of-memory raised inside FlashInfer's ``_get_cache_buf``
   (an inference failure that mentions flashinfer and has nothing to do with the JIT)
+- ``syntax``: a module whose source has a real compile error (no finding id names it)
 - ``flag11``: FlashInfer 0.7.2's real build with NVIDIA's CUDA 11.8 nvcc
   (``toolchain_helpers.cuda118``): nvcc rejects ``--compress-mode=size`` first
 - ``gcc12`` / ``arch90a``: since 0.7.2 never gets past that flag with 11.8, the same
@@ -456,4 +457,11 @@ def _make_arch90a(work: Path) -> List[Line]:
     from toolchain_helpers import gcc11
 
     return _ninja_nvcc(work, "-gencode=arch=compute_90a,code=sm_90a", str(gcc11() / "gcc-11"))
+
+
+def _make_syntax(work: Path) -> List[Line]:
+    """A module whose source does not compile: a cause fidoctor has no id for."""
+    bad = TINY.replace("x[0] = 1;", "x[0] = undeclared_in_fidoctor_test;")
+    return run_capture([str(target_venv()), "-c", TINY_SCRIPT, str(work / "t.cu"),
+                        "fidoctor_tiny_syntax", bad], _env(work))
 

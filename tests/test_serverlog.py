@@ -405,3 +405,12 @@ def test_from_snapshot_with_a_log_and_log_only(box, tmp_path):
                                "--json"]).stdout)
     assert {f["id"] for f in only["findings"]} == {"cuda-toolkit-unusable"}
     assert only["target"]["python"] == both["target"]["python"]
+
+
+def test_failed_build_without_a_known_cause_quotes_the_compiler_error(tmp_path):
+    lines = vllm_worker(capture("syntax"))
+    log = write_log(tmp_path / "syntax.log", lines)
+    found, _ = findings(log)
+    assert problems(found) == {"jit-build-failed"}
+    n = line_of(lines, "undeclared_in_fidoctor_test\" is undefined")
+    assert any(e.startswith(f"{log}:{n}: ") for e in found["jit-build-failed"]["evidence"])

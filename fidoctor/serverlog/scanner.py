@@ -35,6 +35,7 @@ MAX_HITS_PER_ID = 40
 MAX_BUILDS = 200
 QUOTE_CHARS = 400
 CONTEXT_LINES = 25
+QUOTE_WINDOW = 200  # lines after a failed build in which its first compiler errors are quoted
 RIGHT_BORDERS = ("│", "┃", "║")
 HANG_WORDS = {"timed out", "timeout", "watchdog", "hang", "hung", "broadcast block"}
 
@@ -83,7 +84,7 @@ def trigger_words(matchers: List[Matcher]) -> List[str]:
         words.update(m.triggers)
     words.update(("timed out", "timeout", "watchdog", "hang", "hung", "broadcast block",
                   '{"toolchain"', "traceback (most recent", "during handling of the above",
-                  "the above exception", "error", "fatal"))
+                  "the above exception"))
     return sorted(words, key=len, reverse=True)
 
 
@@ -114,11 +115,12 @@ class Scanner:
         self.prefilter = re.compile("|".join(re.escape(w) for w in self.words))
         # which matchers a found word can concern (its own triggers, or ones inside the word:
         # the prefilter reports the longest word at a position)
-        self.by_word = {w: [i for i, m in enumerate(self.matchers)
-                            if any(t in w or w in t for t in m.triggers)] for w in self.words}
+        self.by_word = {w: [i for i, m in enumerate(self.matchers) if w in m.triggers]
+                        for w in self.words}
         self.anchor_words = {w for w in self.words if any(a in w or w in a
                                                           for a in anchors.TRIGGERS)}
         self.open_builds = 0
+        self.quote_until = 0
         self.gates = gate_keys(self.words)
         self.line_no = 0
         self.streams: Dict[str, _Stream] = {}
@@ -164,7 +166,7 @@ class Scanner:
         observe, wrap = self.wrap.observe, self.wrap
         for i, ln in enumerate(lines):
             if (i in cand or self.pending is not None or self.open_builds or "\r" in ln
-                    or ln[-1:] in RIGHT_BORDERS):
+                    or ln[-1:] in RIGHT_BORDERS or self.line_no < self.quote_until):
                 self.feed(ln)
                 continue
             self.line_no += 1
@@ -254,7 +256,8 @@ class Scanner:
             self._confirm(st, text, out)
         low = text.lower()
         found = {w for w in self.words if w in low} if self.prefilter.search(low) else set()
-        if st.failed is not None and len(st.failed.extra) < 3 and ("error" in low or "fatal" in low) \
+        if st.failed is not None and len(st.failed.extra) < 3 and line < st.failed.line + QUOTE_WINDOW \
+                and ("error" in low or "fatal" in low) \
                 and not text.startswith(("FAILED", "ninja:", "RuntimeError: Ninja")):
             st.failed.extra.append((line, quote[:QUOTE_CHARS]))
         if not found:
@@ -324,6 +327,7 @@ class Scanner:
             if st.failed is not None and st.failed.chain == hit.chain:
                 return  # one build failure reads as several lines (FAILED, stopped, RuntimeError)
             st.failed = hit
+            self.quote_until = hit.line + QUOTE_WINDOW  # every line gets looked at for errors
         if n <= MAX_HITS_PER_ID:
             self.hits.append(hit)
         if st.build is not None and hit.severity == "error":
