@@ -268,3 +268,24 @@ def test_torch_arch_list_counts_for_flashinfer_0_2_5(box):
     assert f.data["source"] == "TORCH_CUDA_ARCH_LIST"
     assert [b["arch"] for b in f.data["unsupported"]] == ["70"]
     assert "Unsupported gpu architecture 'compute_70'" in f.data["unsupported"][0]["message"]
+
+
+def test_snapshot_sections_validate_against_the_schema(box, cu118, generated, tmp_path):
+    import json
+
+    import jsonschema
+
+    put(box, generated["debug"])
+    snap = snapshot_of(box, CUDA_HOME=str(cu118), FLASHINFER_CUDA_ARCH_LIST="9.0")
+    p = tmp_path / "snap.json"
+    snap.save(str(p))
+    doc = json.loads(p.read_text())
+    import fidoctor
+
+    schema = json.loads((Path(fidoctor.__file__).parent / "schema" /
+                         "snapshot.schema.json").read_text())
+    jsonschema.validate(doc, schema)
+    assert doc["sections"]["toolchain"]["status"] == "ok" and "torch_abi" in doc["sections"]
+    doc["sections"]["toolchain"]["data"]["archs"]["entries"] = [{"entry": "9.0", "arch": "sm90"}]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, schema)

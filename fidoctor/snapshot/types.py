@@ -136,3 +136,86 @@ class ServingFacts(TypedDict, total=False):
     venvs: List[VenvFacts]
     looked: int                     # prefixes examined
     truncated: bool                 # stopped at the cap
+
+
+class NvccFacts(TypedDict, total=False):
+    """What the toolkit's nvcc documents and accepts (cached per nvcc: fidoctor/toolcache.py)."""
+
+    path: str
+    version: Optional[str]
+    options: List[str]              # option names of ``nvcc --help``, long and short
+    options_error: str              # why --help could not be read
+    archs: List[str]                # ``nvcc --list-gpu-arch`` without "compute_": ["75", "90"]
+    archs_error: str                # absent before CUDA 11.0, or nvcc could not be asked
+
+
+class ArchCheck(TypedDict, total=False):
+    ok: Optional[bool]              # nvcc's --dryrun verdict (None: not asked)
+    message: str                    # nvcc's "nvcc fatal : …" line when refused
+    how: str                        # "nvcc --dryrun"
+    command: str
+
+
+class ArchRequest(TypedDict, total=False):
+    source: Optional[str]           # "FLASHINFER_CUDA_ARCH_LIST" | … | None (nothing names one)
+    value: str
+    entries: List[dict]             # [{entry: "9.0", arch: "90a" | None, note}]
+    checks: dict                    # {arch: ArchCheck}
+
+
+class ToolchainModule(TypedDict, total=False):
+    """One cached module's build.ninja, as nvcc would receive it."""
+
+    path: str
+    workspace_version: Optional[str]
+    workspace_arch: Optional[str]
+    options: List[str]              # nvcc option names in cuda_cflags
+    tokens: List[str]               # those flags as written ("--compress-mode=size")
+    gencode: List[str]              # archs of -gencode=arch=compute_XX
+    debug: List[str]                # -G / --device-debug / -O0 found
+    ldirs: List[str]                # -L dirs of ldflags
+    has_cuda_cflags: bool
+
+
+class HostConfigFacts(TypedDict, total=False):
+    path: str                       # the toolkit's crt/host_config.h
+    lines: List[list]               # [[line number, preprocessor line]] (continuations joined)
+
+
+class ToolchainHostFacts(TypedDict, total=False):
+    compiler: dict                  # {source, command, path, via, family, version}
+    macros: Optional[dict]          # its predefined macros that host_config.h mentions
+    macros_error: Optional[str]
+    allow_unsupported: List[str]    # env vars passing -allow-unsupported-compiler
+    candidates: List[dict]          # [{cc, cxx, macros}] other installed compilers
+
+
+class LinkFacts(TypedDict, total=False):
+    dirs: List[dict]                # [{dir, source, libcuda}] in the link's search order
+    found: Optional[str]            # the libcuda.so/.a -lcuda resolves to (None: nothing)
+    errors: List[str]               # search dirs that could not be determined
+    stubs_elsewhere: List[str]      # stub libcuda.so files on this machine, for a fix
+
+
+class ToolchainFacts(TypedDict, total=False):
+    """Section ``toolchain`` (fidoctor/snapshot/gather/toolchain.py)."""
+
+    nvcc: Optional[NvccFacts]       # None: no runnable nvcc (cuda-toolkit-unusable says why)
+    archs: ArchRequest
+    modules: dict                   # {module name: ToolchainModule}
+    flag_checks: dict               # {flag: ArchCheck-like {ok, message}}
+    host_config: Optional[HostConfigFacts]
+    host: Optional[ToolchainHostFacts]
+    link: Optional[LinkFacts]
+    queries: dict                   # {path, hits, ran, skipped}
+
+
+class TorchAbiFacts(TypedDict, total=False):
+    """Section ``torch_abi`` (fidoctor/snapshot/gather/torch_abi.py)."""
+
+    torch_lib: Optional[str]
+    torch_libs: List[str]
+    modules: dict                   # {so path: {module, module_dir, kind, needs, missing,
+                                    #   missing_count, abi_twins, error}}
+    scanned: int                    # prebuilt files looked at
+    truncated: bool

@@ -27,6 +27,7 @@ allow_unsupported (env vars passing -allow-unsupported-compiler), candidates
 reject the current one)} | null, link {dirs [{dir, source, libcuda}], found
 (the libcuda.so/.a ``-lcuda`` would use, or null), errors, stubs_elsewhere}
 | null, queries {hits, ran, skipped}.
+Typed as :class:`fidoctor.snapshot.types.ToolchainFacts` (and in snapshot.schema.json).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ Data contract (``data["torch_abi"]``): torch_lib (dir or null), torch_libs
 (paths), modules {so path: {module, module_dir, kind (cached|prebuilt),
 needs (count), missing [names, ≤ 20], missing_count, abi_twins {missing:
 twin torch defines}, error}}, scanned (prebuilt files looked at), truncated.
+Typed as :class:`fidoctor.snapshot.types.TorchAbiFacts` (and in snapshot.schema.json).
 """
 
 from __future__ import annotations
