@@ -45,15 +45,20 @@ def arch_of(snap: Snapshot) -> Optional[str]:
 def target_args(snap: Snapshot) -> Dict[str, List[str]]:
     """{subcommand: extra argv} for the target this snapshot describes."""
     ctx = snap.context
+    return args_for(ctx.get("python"), ctx.get("pid"), arch_of(snap))
+
+
+def args_for(python: Optional[str], pid: Optional[int] = None,
+             arch: Optional[str] = None) -> Dict[str, List[str]]:
+    """{subcommand: extra argv} for a target named by interpreter and/or pid."""
     base: List[str] = []
-    if ctx.get("pid"):
-        base = ["--pid", str(ctx["pid"])]
-    elif ctx.get("python"):
-        base = ["--python", str(ctx["python"])]
+    if pid:
+        base = ["--pid", str(pid)]
+    elif python:
+        base = ["--python", str(python)]
     out = {cmd: list(base) for cmd in TARGETED if cmd != "warmup"}
     # warmup has no --pid: it runs the interpreter itself
-    out["warmup"] = ["--python", str(ctx["python"])] if ctx.get("python") else []
-    arch = arch_of(snap)
+    out["warmup"] = ["--python", str(python)] if python else []
     if arch:
         out["warmup"] += ["--arch", arch]
     return out
@@ -79,9 +84,13 @@ def with_target(command: str, extra: Dict[str, List[str]]) -> str:
     return safe_command(f"{body.rstrip()} {tail}" + (f"{sep}{comment}" if sep else ""))
 
 
-def carry_target(findings: List[Finding], snap: Snapshot) -> None:
+def carry_target(findings: List[Finding], snap: Optional[Snapshot],
+                 extra: Optional[Dict[str, List[str]]] = None) -> None:
     """Rewrite every fix command of ``findings`` in place (see the module docstring)."""
-    extra = target_args(snap)
+    if extra is None:
+        if snap is None:
+            return
+        extra = target_args(snap)
     for f in findings:
         for fix in f.fixes:
             fix.commands = [with_target(c, extra) for c in fix.commands]

@@ -203,6 +203,10 @@ def test_warmup_run_json_validates(tmp_path):
     jsonschema.validate(doc, schema("warmup"))
     assert doc["exit_code"] == r.returncode == 1
     assert doc["modules"][0]["status"] == "stalled"
+    # its advice acts on the same interpreter (issue 12, item 4)
+    cmds = [c for f in doc["findings"] for x in f["fixes"] for c in x["commands"]
+            if c.startswith("fidoctor ")]
+    assert cmds and all(f"--python {py}" in c for c in cmds), cmds
 
 
 def test_schema_files_ship_in_the_package():

@@ -99,6 +99,11 @@ def command(python, modules, list_only, arch, jobs, timeout, stall_after, orphan
     result = run_warmup(python=py, modules=modules, arch=arch, jobs=jobs, timeout=timeout,
                         stall_after=stall_after, disable_sm90=disable_sm90, load=not no_load,
                         orphans=orphans, progress=progress)
+    from fidoctor.targetargs import args_for, carry_target
+
+    # the commands its verdicts print act on this same interpreter (and arch, if given)
+    carry_target(list(result.findings) + [m.verdict for m in result.modules if m.verdict], None,
+                 args_for(py, arch=arch))
     doc = result.to_dict()
     if disable_sm90:
         doc["fa3_advice"] = fa3_advice(result.target)
