@@ -105,3 +105,29 @@ def test_guard_evaluator_on_expressions():
     assert first_error(lines, {"_MSC_VER": "1900"})["error"]["line"] == 6
     bad = first_error([[1, "#if __GNUC__ >"], [2, "#error x"], [3, "#endif"]], m)
     assert bad["error"] is None and bad["unknown"]
+
+
+def test_a_hanging_host_compiler_costs_no_second_wait_and_leaves_nothing(box, parts, tmp_path):
+    """A CC that never answers (a stand-in script ignoring SIGTERM: a wedged compiler cannot
+    be built on purpose): host-compiler-unsupported is inconclusive, nothing survives."""
+    import time
+
+    import psutil
+
+    home, _ = parts
+    cc = tmp_path / "wedged-gcc"
+    cc.write_text("#!/bin/sh\ntrap '' TERM\nwhile :; do sleep 1; done\n")
+    cc.chmod(0o755)
+    t0 = time.monotonic()
+    diag = diagnose_box(box, CUDA_HOME=str(home), CC=str(cc))
+    took = time.monotonic() - t0
+    assert not findings(diag)
+    [why] = [i.reason for i in diag.inconclusive if i.probe == "host-compiler-unsupported"]
+    assert "hung" in why
+    assert "wedged-gcc" not in " ".join(diag.snapshot.data("toolchain")["queries"]["ran"])
+    time.sleep(0.5)
+    left = [p.pid for p in psutil.process_iter(["cmdline"])
+            if any(str(cc) in a for a in (p.info["cmdline"] or []))]
+    for pid in left:
+        psutil.Process(pid).kill()
+    assert left == [], f"left running after {took:.1f} s"

@@ -256,6 +256,9 @@ def _host(tools: ToolCache, ctx, done, nvcc: Optional[str],
     if not path:
         out["macros_error"] = f"{comp.get('command')}: not found"
         return out
+    if (facts.get("run") or {}).get("timed_out") and comp.get("via") != "nvcc.profile's PATH":
+        out["macros_error"] = f"{path} --version hung (host_compiler section); not asked again"
+        return out
     m = _macros(tools, str(path), env, want)
     out["macros"], out["macros_error"] = m.get("macros"), m.get("error")
     if m.get("macros") is None:
