@@ -49,6 +49,9 @@ def test_gcc12_rejected_by_cuda_11_8_and_gcc11_offered(box, parts, tmp_path):
     assert f.data["compiler"]["via"] == "gcc on the target's PATH"
     assert f.data["suggested"] == {"cc": str(g11 / "gcc-11"), "cxx": str(g11 / "g++-11")}
     assert f.fixes[0].id == "set-host-compiler" and f.fixes[0].safety == "safe"
+    if os.path.exists("/usr/local/cuda-13.0/bin/nvcc"):  # this machine's real 13.0 toolkit
+        assert f.data["suggested_cuda_home"] == "/usr/local/cuda-13.0"
+        assert any(x.id == "cuda-home-advice" and x.safety == "caution" for x in f.fixes)
     # the real nvcc says the same, at the same line
     r = nvcc_compile(home, tmp_path)
     assert r.returncode != 0 and "host_config.h:132:2: error: #error -- unsupported GNU " \

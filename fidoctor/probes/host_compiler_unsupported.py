@@ -14,10 +14,12 @@ does not help (SGL PR#35683), and moving modules aside rebuilds into the
 same error.
 Fix: ``CC``/``CXX`` pointing at an installed compiler that passes the same
 guards (fix id ``set-host-compiler``: fidoctor's env file; only offered for a
-compiler found here and checked against this header), or another toolkit.
+compiler found here and checked against this header), or an installed toolkit
+whose own host_config.h accepts the compiler (``CUDA_HOME``, advice).
 
 ``data`` keys: compiler ({path, source, via, family, version}), host_config,
 error ({line, text}), suggested ({cc, cxx}) or null, candidates_checked,
+suggested_cuda_home (an installed toolkit accepting the compiler) or null,
 env ({"CC", "CXX"} for the env file, when a compiler fits), affects (["*"]).
 """
 
@@ -89,6 +91,15 @@ def check(snap: Snapshot) -> Iterable[Finding]:
                          description=f"Build with {best['cc']}, which this toolkit's "
                          "host_config.h accepts (FlashInfer passes CC to nvcc as -ccbin)",
                          commands=[f"export {k}={quote(v)}" for k, v in env.items()]))
+    tks = [t for t in host.get("other_toolkits") or [] if t.get("accepts")]
+    if tks:
+        tk = sorted(tks, key=lambda t: str(t.get("version")))[-1]
+        evidence.append(f"{tk['path']}/…/crt/host_config.h accepts {comp.get('path')}")
+        fixes.append(Fix(id="cuda-home-advice", safety="caution",
+                         description=f"Or build with the toolkit {tk['path']} (CUDA "
+                         f"{tk.get('version')}), which accepts this compiler; check its runtime "
+                         "against torch's first",
+                         commands=[f"export CUDA_HOME={quote(tk['path'])}"]))
     fixes.append(Fix(description="Install a host compiler this toolkit supports (e.g. an "
                      "older gcc), or use a newer CUDA toolkit that supports this one",
                      safety="caution"))
@@ -100,4 +111,5 @@ def check(snap: Snapshot) -> Iterable[Finding]:
         data={"compiler": comp, "host_config": hcfg["path"], "error": err,
               "suggested": {"cc": best["cc"], "cxx": best.get("cxx")} if best else None,
               "candidates_checked": [c["cc"] for c in host.get("candidates") or []],
-              "env": env, "affects": ["*"]})
+              "env": env, "toolkit_path": t.get("path"), "missing": ["host compiler"],
+              "suggested_cuda_home": tk["path"] if tks else None, "affects": ["*"]})

@@ -188,6 +188,7 @@ class ToolchainHostFacts(TypedDict, total=False):
     macros_error: Optional[str]
     allow_unsupported: List[str]    # env vars passing -allow-unsupported-compiler
     candidates: List[dict]          # [{cc, cxx, macros}] other installed compilers
+    other_toolkits: List[dict]      # [{path, version, accepts}] installed toolkits' verdicts
 
 
 class LinkFacts(TypedDict, total=False):

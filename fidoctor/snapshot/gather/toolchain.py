@@ -24,9 +24,11 @@ host {compiler {source, command, path, via, family, version}, macros (the
 host compiler's predefined macros that host_config.h mentions) | macros_error,
 allow_unsupported (env vars passing -allow-unsupported-compiler), candidates
 [{cc, cxx, macros}] (other installed compilers, listed only when the guards
-reject the current one)} | null, link {dirs [{dir, source, libcuda}], found
-(the libcuda.so/.a ``-lcuda`` would use, or null), errors, stubs_elsewhere}
-| null, queries {hits, ran, skipped}.
+reject the current one), other_toolkits [{path, version, accepts}] (installed
+toolkits whose own host_config.h accepts the current compiler; same condition)}
+| null, link {dirs [{dir, source, libcuda}], found (the libcuda.so/.a
+``-lcuda`` would use, or null), errors, stubs_elsewhere} | null, queries
+{hits, ran, skipped}.
 Typed as :class:`fidoctor.snapshot.types.ToolchainFacts` (and in snapshot.schema.json).
 """
 
@@ -234,7 +236,8 @@ def _compiler_candidates(env: Dict[str, str]) -> List[Dict[str, str]]:
 
 
 def _host(tools: ToolCache, ctx, done, nvcc: Optional[str],
-          host_config: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+          host_config: Optional[Dict[str, Any]],
+          home: Optional[str] = None) -> Optional[Dict[str, Any]]:
     sec = done.get("host_compiler")
     if host_config is None or sec is None or not sec.ok:
         return None
@@ -270,6 +273,29 @@ def _host(tools: ToolCache, ctx, done, nvcc: Optional[str],
             cm = _macros(tools, c["cc"], env, want)
             if cm.get("macros") is not None:
                 out["candidates"].append(dict(c, macros=cm["macros"]))
+        out["other_toolkits"] = _toolkits_accepting(tools, str(path), env, done, home)
+    return out
+
+
+def _toolkits_accepting(tools: ToolCache, cc: str, env: Dict[str, str], done,
+                        home: Optional[str]) -> List[Dict[str, Any]]:
+    """Installed toolkits (/usr/local/cuda-*) whose own host_config.h accepts ``cc``."""
+    sec = done.get("toolkit")
+    installed = ((sec.data or {}).get("installed") or []) if sec is not None and sec.ok else []
+    out = []
+    for t in installed:
+        if not t.get("has_nvcc") or (home and os.path.realpath(t["path"]) ==
+                                     os.path.realpath(home)):
+            continue
+        other = _host_config(t["path"])
+        if other is None:
+            continue
+        m = _macros(tools, cc, env, hc.identifiers(other["lines"]))
+        if m.get("macros") is None:
+            continue
+        r = hc.first_error(other["lines"], dict(m["macros"], __CUDACC__="1"))
+        out.append({"path": t["path"], "version": t.get("version"),
+                    "accepts": r["error"] is None and not r["unknown"]})
     return out
 
 
@@ -407,7 +433,7 @@ def gather(ctx, done) -> Dict[str, Any]:
     out["archs"] = req
     out["link"] = _link(tools, ctx, done, t.get("path") if t.get("exists") else None)
     out["host"] = _host(tools, ctx, done, nv.get("path") if runnable else None,
-                        out["host_config"])
+                        out["host_config"], t.get("path"))
     if runnable and "options" in out["nvcc"]:
         out["flag_checks"] = _flag_checks(tools, nv["path"], out["nvcc"]["options"], modules,
                                           ctx.env)
