@@ -196,3 +196,16 @@ def test_version_table_says_no_driver(tmp_path):
                            inline=True)
     table = {r[0]: r for r in rows(snap)}
     assert table["NVIDIA driver"][1] is None and "none: nvidia-smi" in table["NVIDIA driver"][2]
+
+
+def test_an_old_driver_without_compute_cap_still_names_the_gpus(tmp_path):
+    """A stand-in nvidia-smi that refuses compute_cap as a pre-510 driver's does (its message
+    verbatim), and answers the query without it."""
+    d = _smi_script(tmp_path / "bin", 'case "$1" in\n'
+                    '  *compute_cap*) echo \'Field "compute_cap" is not a valid field to query.\'; '
+                    'exit 2;;\n'
+                    '  --query-gpu=*) echo "0, Tesla T4, 0, 470.57.02, 00000000:00:04.0, 15109";;\n'
+                    'esac\n')
+    data = gpu.gather(_ctx({"PATH": f"{d}:/usr/bin:/bin"}), {})
+    assert [(g["name"], g["compute_cap"]) for g in data["gpus"]] == [("Tesla T4", None)]
+    assert data["driver_version"] == "470.57.02"

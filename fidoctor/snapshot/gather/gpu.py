@@ -150,9 +150,16 @@ def _smi(env: Dict[str, str], out: GpuFacts) -> Dict[str, str]:
             senv[k] = env[k]
     r = proc.run([path, f"--query-gpu={SMI_FIELDS}", "--format=csv,noheader,nounits"],
                  timeout=SMI_TIMEOUT_S, env=senv)
+    old_driver = not r.ok and "compute_cap" in (r.stdout + r.stderr)
+    if old_driver:  # drivers before ~510 cannot report compute_cap: ask without it
+        r = proc.run([path, f"--query-gpu={SMI_FIELDS.replace(',compute_cap', ',index')}",
+                      "--format=csv,noheader,nounits"], timeout=SMI_TIMEOUT_S, env=senv)
     out["nvidia_smi"] = _tool(path, r)
     if r.ok:
         gpus, drv = parse_smi_csv(r.stdout)
+        if old_driver:
+            for g in gpus:
+                g["compute_cap"] = g["sm"] = None
         out["gpus"] = gpus
         if drv:
             out["driver_version"], out["driver_version_source"] = drv, "nvidia-smi"
