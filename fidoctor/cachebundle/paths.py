@@ -38,15 +38,21 @@ class PathMap:
         pairs.sort(key=lambda p: -len(p[0]))
         self.pairs = pairs
         self.table = dict(pairs)
+        self._memo: Dict[str, str] = {}
         alt = "|".join(re.escape(a) for a, _ in pairs) or r"(?!)"
         self._re = re.compile(rf"(?:(?<![\w.\-/])|(?<=-I)|(?<=-L))({alt})(?=[/\s:$\"']|$)", re.M)
 
     def map(self, path: str) -> str:
         """The target's path for a builder's absolute path (unchanged if no prefix fits)."""
-        for a, b in self.pairs:
-            if path == a or path.startswith(a + "/"):
-                return b + path[len(a):]
-        return path
+        hit = self._memo.get(path)
+        if hit is None:
+            hit = path
+            for a, b in self.pairs:
+                if path == a or path.startswith(a + "/"):
+                    hit = b + path[len(a):]
+                    break
+            self._memo[path] = hit
+        return hit
 
     def shipped(self, path: str) -> Optional[str]:
         """The workspace-relative path of a builder file that lives in its workspace."""
