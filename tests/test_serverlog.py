@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -414,3 +415,41 @@ def test_failed_build_without_a_known_cause_quotes_the_compiler_error(tmp_path):
     assert problems(found) == {"jit-build-failed"}
     n = line_of(lines, "undeclared_in_fidoctor_test\" is undefined")
     assert any(e.startswith(f"{log}:{n}: ") for e in found["jit-build-failed"]["evidence"])
+
+
+def test_stdin_that_stays_open_stops_at_the_time_budget(tmp_path):
+    """``kubectl logs -f | fidoctor diagnose --log -``: the pipe never closes; the scan stops
+    at --log-timeout, judges what it read and says the rest was not checked."""
+    body = ("\n".join(plain(capture("lcuda"))) + "\n").encode()
+    r, w = os.pipe()
+    os.write(w, body)  # the log so far; the write end stays open, as kubectl logs -f keeps it
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "fidoctor", "diagnose", "--log-only", "--log",
+                              "-", "--log-timeout", "2", "--json"], stdin=r,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    finally:
+        os.close(r)
+        os.close(w)
+    d = json.loads(out)
+    assert p.returncode == 1, err
+    assert [f["id"] for f in d["findings"]] == ["cuda-toolkit-unusable"]
+    assert any("input still open" in i["reason"] for i in d["inconclusive"]), d["inconclusive"]
+
+
+def test_stdin_that_is_a_terminal_is_refused_not_waited_on():
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run([sys.executable, "-m", "fidoctor", "diagnose", "--log-only", "--log",
+                            "-"], stdin=slave, capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert r.returncode == 2 and "stdin is a terminal" in r.stderr, r.stderr

@@ -105,6 +105,10 @@ def log_options(f: Callable) -> Callable:
     @click.option("--log-only", is_flag=True,
                   help="Read only the logs: do not gather this machine (for someone else's paste; "
                   "with --from, the snapshot's machine findings are left out).")
+    @click.option("--log-timeout", type=click.FloatRange(0.1, 3600), default=30.0,
+                  show_default=True, metavar="SECONDS",
+                  help="Stop reading a log after this long (a pipe that stays open, a huge "
+                  "file); what was read is judged and the rest is reported as not checked.")
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         return f(*args, **kwargs)
@@ -113,7 +117,7 @@ def log_options(f: Callable) -> Callable:
 
 
 def with_logs(python: Optional[str], pid: Optional[int], deep: bool, from_file: Optional[str],
-              logs: tuple, log_only: bool) -> Snapshot:
+              logs: tuple, log_only: bool, log_timeout: float = 30.0) -> Snapshot:
     """The snapshot to judge: gathered (or loaded), or a bare one for ``--log-only``, with
     the logs' analysis as its ``serverlog`` section."""
     import time
@@ -137,7 +141,7 @@ def with_logs(python: Optional[str], pid: Optional[int], deep: bool, from_file: 
             snap.context["log_only"] = True
     if logs:
         t0 = time.monotonic()
-        data = analyse(list(logs))
+        data = analyse(list(logs), max_s=log_timeout)
         snap.sections[SECTION] = Section("ok", data, elapsed_s=round(time.monotonic() - t0, 4))
     return snap
 

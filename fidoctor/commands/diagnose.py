@@ -18,7 +18,7 @@ from fidoctor.commands._common import log_options, target_options, with_logs
 @click.option("-q", "--quiet", is_flag=True, help="Print the verdict line only.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Also print how the target was chosen and each fact's gather time.")
-def command(python, pid, deep, from_file, logs, log_only, as_json, fail_on, quiet,
+def command(python, pid, deep, from_file, logs, log_only, log_timeout, as_json, fail_on, quiet,
             verbose) -> int:
     """Find out why FlashInfer's JIT hangs or fails here, with evidence and fixes.
 
@@ -30,7 +30,7 @@ def command(python, pid, deep, from_file, logs, log_only, as_json, fail_on, quie
 
     if quiet and verbose:
         raise click.UsageError("-q and -v contradict each other; pick one")
-    diag = diagnose(with_logs(python, pid, deep, from_file, logs, log_only), fail_on=fail_on)
+    diag = diagnose(with_logs(python, pid, deep, from_file, logs, log_only, log_timeout), fail_on=fail_on)
     if as_json:
         click.echo(json.dumps(diag.to_json(), indent=2, sort_keys=False))
         return diag.exit_code

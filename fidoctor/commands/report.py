@@ -47,7 +47,7 @@ def _write(path: str, text: str) -> None:
               help="Do not run FlashInfer's own 'flashinfer collect-env --json' in the target "
               "(it imports torch and FlashInfer; up to 60 s).")
 def command(python, pid, deep, from_file, output, no_redact, attach_snapshot, logs, log_only,
-            no_collect_env) -> int:
+            log_timeout, no_collect_env) -> int:
     """Write a Markdown report for a bug report: verdict, findings and fixes, versions.
 
     \b
@@ -65,7 +65,7 @@ def command(python, pid, deep, from_file, output, no_redact, attach_snapshot, lo
     snap_file = snapshot_path(output) if attach_snapshot else None
     for path in ([output] if output != "-" else []) + ([snap_file] if snap_file else []):
         check_writable_target(path)  # refuse before gathering, not after
-    snap = with_logs(python, pid, deep, from_file, logs, log_only)
+    snap = with_logs(python, pid, deep, from_file, logs, log_only, log_timeout)
     if not (from_file or log_only or no_collect_env):
         _collect_env(snap, python, pid, deep)
     report = build(snap, redact=not no_redact,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import select
 import sys
 import time
 from typing import Any, BinaryIO, Dict, Optional, cast
@@ -24,15 +25,39 @@ from fidoctor.fsutil import open_regular
 from fidoctor.serverlog.scanner import Scanner
 
 MAX_BYTES = 2 << 30
-MAX_S = 30.0
+MAX_S = 30.0  # also for stdin: a pipe that stays open (kubectl logs -f) stops here
 MAX_LINE = 64 << 10
 BLOCK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _open(path: str) -> BinaryIO:
+class DeadlineReader(io.RawIOBase):
+    """A pipe (stdin) read with a deadline: ``select`` before each read, so ``kubectl logs -f``
+    that never ends, or a writer that stalls, stops the scan at its time budget instead of
+    blocking in ``read`` forever."""
+
+    def __init__(self, fd: int, deadline: float) -> None:
+        self.fd, self.deadline = fd, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        left = self.deadline - time.monotonic()
+        if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+            raise TimeoutError("no more input before the time budget ran out")
+        data = os.read(self.fd, len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+def _open(path: str, deadline: float) -> BinaryIO:
     if path == "-":
-        return sys.stdin.buffer
+        fd = sys.stdin.fileno()
+        if os.isatty(fd):
+            raise FidoctorError("--log -: stdin is a terminal, not a log",
+                                "pipe one in: kubectl logs POD | fidoctor diagnose --log-only --log -")
+        return cast(BinaryIO, io.BufferedReader(DeadlineReader(fd, deadline), BLOCK))
     try:
         return open_regular(path)
     except FileNotFoundError:
@@ -49,9 +74,9 @@ def _open(path: str) -> BinaryIO:
 def scan_file(path: str, max_bytes: int = MAX_BYTES, max_s: float = MAX_S,
               scanner: Optional[Scanner] = None) -> Dict[str, Any]:
     """Scan one log; the scanner's result plus how the read went."""
-    raw = _open(path)
-    sc = scanner or Scanner("<stdin>" if path == "-" else path)
     t0 = time.monotonic()
+    raw = _open(path, t0 + max_s)
+    sc = scanner or Scanner("<stdin>" if path == "-" else path)
     stream: BinaryIO = raw
     info: Dict[str, Any] = {"gzip": False, "bytes_read": 0, "complete": True, "stopped": ""}
     try:
@@ -68,7 +93,10 @@ def scan_file(path: str, max_bytes: int = MAX_BYTES, max_s: float = MAX_S,
         skipping = False  # inside a line longer than MAX_LINE: its rest is dropped
         while True:
             try:
-                block = stream.read(BLOCK)
+                block = stream.read1(BLOCK)  # type: ignore[attr-defined]  # what is there: a timeout loses nothing
+            except TimeoutError:
+                info.update(complete=False, stopped=f"time budget: {max_s:g} s (input still open)")
+                break
             except (OSError, EOFError) as e:  # truncated or corrupt gzip: keep what was read
                 info.update(complete=False, stopped=f"read error after {n} bytes: {e}")
                 break
@@ -101,7 +129,7 @@ def scan_file(path: str, max_bytes: int = MAX_BYTES, max_s: float = MAX_S,
             sc.feed(carry.decode("utf-8", "replace"))
         info["bytes_read"] = n
     finally:
-        if raw is not sys.stdin.buffer:
+        if path != "-":
             raw.close()
     result = sc.close()
     result.update(info)
