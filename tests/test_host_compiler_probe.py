@@ -134,3 +134,21 @@ def test_a_hanging_host_compiler_costs_no_second_wait_and_leaves_nothing(box, pa
     for pid in left:
         psutil.Process(pid).kill()
     assert left == [], f"left running after {took:.1f} s"
+
+
+def test_fix_writes_cc_and_the_proof_sees_it_gone_then_undo(box, parts, tmp_path):
+    from conftest import run_cli
+
+    home, g11 = parts
+    env = box.env(CUDA_HOME=str(home), PATH=f"{os.environ['PATH']}:{g11}",
+                  FLASHINFER_CUDA_ARCH_LIST="8.0", XDG_STATE_HOME=str(tmp_path / "st"),
+                  XDG_CACHE_HOME=str(tmp_path / "cache"))
+    r = run_cli(["fix", "--yes", "--no-warmup", "--only", "host-compiler-unsupported"], env=env,
+                timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "host-compiler-unsupported  error     gone" in r.stdout
+    env_file = tmp_path / "st" / "fidoctor" / "env.sh"
+    assert f"export CC={g11 / 'gcc-11'}" in env_file.read_text()
+    r = run_cli(["undo"], env=env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not env_file.exists()
