@@ -3,7 +3,9 @@
 What: the server's memory cgroup (``--pid``: ``/proc/PID/cgroup``) counts OOM
 kills (v2 ``memory.events`` ``oom_kill``, v1 ``memory.oom_control``
 ``oom_kill`` and ``memory.failcnt``), and/or the kernel log names a killed
-compiler (cicc, cc1plus, ptxas, cudafe++, …) in that cgroup, or, without
+compiler (cicc, cc1plus, ptxas, cudafe++, …) in exactly that cgroup (the
+counters also count descendant cgroups; v2's ``memory.events.local`` does
+not, so only it, or a count with no readable kernel log, is trusted alone), or, without
 ``--pid``, in fidoctor's own cgroup (the same container) within 15 minutes
 after a half-built module was last written. Kills in other cgroups are never
 blamed on this cache (on a shared host they are someone else's builds).
@@ -53,20 +55,25 @@ def check(snap: Snapshot) -> Iterable[Finding]:
     kern = oom.get("kernel", {})
     pid = snap.context.get("pid")
     mods = _incomplete(snap)
-    cg_kills = int((cg.get("events") or {}).get("oom_kill", 0)) if pid else 0
+    local = cg.get("events_local")
+    counter = local if local is not None else (cg.get("events") or {})
+    cg_kills = int(counter.get("oom_kill", 0)) if pid else 0
     path = cg.get("path") or ""
     tied: List[Dict[str, Any]] = []
     tied_mods: List[str] = []
     for k in kern.get("kills", []):
         memcg = k.get("task_memcg") or k.get("memcg") or ""
-        if pid and path and memcg and (memcg == path or memcg.startswith(path.rstrip("/") + "/")):
+        if pid and path and memcg == path:
             tied.append(k)
         elif not pid and path and memcg == path:  # the cgroup fidoctor runs in (a container)
             names = _tied_by_time(k, mods)
             if names:
                 tied.append(k)
                 tied_mods += names
-    if not cg_kills and not tied:
+    # v1's oom_kill (and v2's memory.events) also count kills in descendant cgroups
+    # (someone else's builds): a count alone is trusted only when it is local, or when
+    # the kernel log, which names the killed task's cgroup, could not be read.
+    if not tied and not (cg_kills and (local is not None or kern.get("status") != "ok")):
         return
     affected = sorted(set(tied_mods)) if not pid else [m["name"] for m in mods]
     evidence: List[str] = []

@@ -12,7 +12,8 @@ often denied in containers) is filtered to OOM lines naming a compiler
 (cicc, cc1plus, ptxas, cudafe++, nvcc, …), with their memcg and wall time.
 
 Data contract (``data``; never renamed):
-  cgroup: {source, version (1|2|None), path, dir, events: {oom, oom_kill, max},
+  cgroup: {source, version (1|2|None), path, dir, events: {oom, oom_kill, max} (counts
+           this cgroup and its descendants), events_local (v2: this cgroup only),
            failcnt, limit, peak, error}
   kernel: {status: ok|denied|absent|error, error, kills: [{time, pid, task, memcg,
            task_memcg, line}], scanned}
@@ -104,6 +105,9 @@ def cgroup_facts(pid: Optional[int]) -> Dict[str, Any]:
         out.update(version=version, path=path, dir=d)
         if version == 2:
             out["events"] = _kv(_read(os.path.join(d, "memory.events")))
+            local = _read(os.path.join(d, "memory.events.local"))
+            if local is not None:
+                out["events_local"] = _kv(local)
             out["limit"] = _int(_read(os.path.join(d, "memory.max")))
             out["peak"] = _int(_read(os.path.join(d, "memory.peak")))
         else:
