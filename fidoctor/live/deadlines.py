@@ -109,7 +109,7 @@ def deadlines(argv: Sequence[str], env: Mapping[str, str],
                                 "SGLang's startup warmup request (kills the server on timeout)",
                                 "--skip-server-warmup (the first real request then pays)"))
     for secs, label in user:
-        out.append(Deadline(secs, label, "yours", "start", f"your deadline ({label})",
+        out.append(Deadline(secs, label, "yours", "start", "your deadline",
                             f"a longer {label}"))
     return sorted(out, key=lambda d: d.seconds)
 
