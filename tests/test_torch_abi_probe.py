@@ -114,3 +114,34 @@ def test_old_layout_module_without_torch_symbols_needs_no_torch(box):
     diag = diagnose(snapshot_of(box))
     assert not [f for f in diag.findings if f.id == "torch-abi-mismatch"]
     assert not [i for i in diag.inconclusive if i.probe == "torch-abi-mismatch"]
+
+
+def test_prebuilt_aot_kernels_of_the_wrong_abi(box, py, tmp_path):
+    """An installed FlashInfer whose prebuilt ``flashinfer_kernels.abi3.so`` (FI#911's file
+    name; 0.2.x AOT wheels are not on PyPI, so g++ builds it here with the old ABI against
+    the real torch) in a venv that sees the real CPU torch (its package dir linked in)."""
+    import sys as _sys
+
+    venv = tmp_path / "venv"
+    subprocess.run([_sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    [site] = venv.glob("lib/python*/site-packages")
+    real_site = torch_lib(py).parent.parent
+    (site / "torch").symlink_to(real_site / "torch")
+    for dist in real_site.glob("torch-*.dist-info"):
+        (site / dist.name).symlink_to(dist)
+    fi = site / "flashinfer"
+    fi.mkdir()
+    (fi / "__init__.py").write_text("")
+    (site / "flashinfer_python-0.2.0.dist-info").mkdir()
+    (site / "flashinfer_python-0.2.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: flashinfer-python\nVersion: 0.2.0\n")
+    src = tmp_path / "k.cpp"
+    src.write_text(SRC)
+    so = fi / "flashinfer_kernels.abi3.so"
+    subprocess.run(["g++", "-shared", "-fPIC", "-D_GLIBCXX_USE_CXX11_ABI=0", str(src), "-o",
+                    str(so), f"-L{torch_lib(py)}", "-Wl,--no-as-needed", "-ltorch_cpu", "-lc10"],
+                   check=True, capture_output=True)
+    diag, [f] = abi_findings(box, venv / "bin" / "python")
+    assert f.data["kind"] == "prebuilt" and f.data["missing"] == [OLD_SYM]
+    assert f.data["affects"] == [] and f.fixes[0].id == ""
+    assert "wheel built for this torch" in f.fixes[0].description
