@@ -142,9 +142,13 @@ def test_without_the_rewrite_the_same_files_would_rebuild(bundle, t2, tmp_path):
     assert "no work to do" not in r.stdout
 
 
-def repack(src: Path, dst: Path, edit_manifest=None, edit_member=None, extra=None) -> Path:
+def repack(src: Path, dst: Path, edit_manifest=None, edit_member=None, extra=None,
+           drop: str = "") -> Path:
     with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
         for m in tin.getmembers():
+            if drop and m.name.endswith(drop):
+                drop = ""
+                continue
             data = tin.extractfile(m).read() if m.isreg() else b""
             if m.name == "manifest.json" and edit_manifest:
                 doc = json.loads(data)
@@ -203,6 +207,9 @@ def _special(kind: str) -> Tuple[tarfile.TarInfo, bytes]:
     ("dotdot", "not a plain relative path"),
     ("so-digest", "disagree (tampered)"),
     ("bad-name", "is not a plain module name"),
+    ("unlisted", "not listed in the manifest"),
+    ("missing", "file(s) the manifest lists are missing"),
+    ("grown", "bytes, the manifest says"),
 ])
 def test_tampered_or_foreign_bundle_is_refused_and_nothing_written(bundle, t2, tmp_path, case,
                                                                    why):
@@ -215,6 +222,14 @@ def test_tampered_or_foreign_bundle_is_refused_and_nothing_written(bundle, t2, t
         repack(bundle, bad, edit_manifest=_set(("source", "toolkit_version"), "12.9.86"))
     elif case == "other-arch-in-bundle":
         repack(bundle, bad, edit_manifest=_set(("source", "arch"), "100a"))
+    elif case == "unlisted":
+        extra = tarfile.TarInfo("ws/cached_ops/extra.so")
+        extra.size = 4
+        repack(bundle, bad, extra=[(extra, b"\x7fELF")])
+    elif case == "missing":
+        repack(bundle, bad, edit_member=lambda m, d: d, drop=".cuda.o")
+    elif case == "grown":
+        repack(bundle, bad, edit_member=lambda m, d: d + b"\0" if m.name.endswith(".so") else d)
     elif case == "bad-name":
         repack(bundle, bad, edit_manifest=lambda d: d["modules"][0].update(name="../../x\n"))
     elif case == "so-digest":
@@ -440,3 +455,27 @@ def test_verify_by_pid_of_a_running_server(bundle, t2, tmp_path, procs):
     assert doc["workspace"] == str(workspace_of(base))
     assert doc["target"]["cuda_home"] == str(t2["cuda_home"])
     assert [m["verdict"] for m in doc["modules"]] == ["ok"]
+
+
+def test_export_modules_selects_and_names_what_is_missing(built, tmp_path):
+    py = target_venv()
+    env = build_env(py.parent.parent, built)
+    one = tmp_path / "one.tar"
+    r = run_cli(["cache", "export", "--python", str(py), *ARCH, "--modules",
+                 "single-decode:f16:64", "-o", str(one)], env=env)
+    assert r.returncode == 0, r.stderr
+    with tarfile.open(one) as tar:
+        doc = json.loads(tar.extractfile("manifest.json").read())
+    assert [m["name"] for m in doc["modules"]] == [
+        "single_decode_with_kv_cache_dtype_q_f16_dtype_kv_f16_dtype_o_f16_head_dim_qk_64_head_dim_"
+        "vo_64_posenc_0_use_swa_False_use_logits_cap_False"]
+    src = doc["source"]
+    assert src["flashinfer_version"] == "0.7.2.post1" and src["arch"] == "90a"
+    assert src["cuda_home"] == "/usr/local/cuda" and src["toolkit_version"].startswith("13.")
+    m = doc["modules"][0]
+    assert len(m["so_sha256"]) == 64 and m["ninja_log_version"] == 7 and len(m["ninja_log"]) == 4
+    assert any(p.endswith("/flashinfer/utils.cuh") for p in m["inputs"])
+    r = run_cli(["cache", "export", "--python", str(py), *ARCH, "--modules", "decode:bf16",
+                 "-o", str(tmp_path / "none.tar")], env=env)
+    assert r.returncode == 2 and "--modules decode:bf16: no module" in r.stderr
+    assert not (tmp_path / "none.tar").exists()

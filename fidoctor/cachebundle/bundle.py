@@ -30,8 +30,8 @@ from fidoctor.errors import FidoctorError
 MANIFEST = "manifest.json"
 PREFIX = "ws/"
 MAX_MANIFEST = 64 << 20
-MAX_FILE = 4 << 30
-MAX_TOTAL = 64 << 30
+MAX_FILE = 1 << 30  # a member is held in memory while its sha256 is checked
+MAX_TOTAL = 32 << 30
 MAX_MEMBERS = 200_000
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
