@@ -326,3 +326,63 @@ def test_on_stall_report_writes_the_redacted_report_and_keeps_watching(tmp_path,
     kinds = [e["event"] for e in valid(events_of(ev))]
     assert kinds.index("stall") < kinds.index("report") < kinds.index("build-end")
     assert next(e for e in events_of(ev) if e["event"] == "build-end")["ok"] is True
+
+
+TTY_CHILD = """
+import os, signal, sys, time
+def on(sig, frame):
+    print(f"child: got signal {sig}", flush=True)
+    sys.exit(100 + sig)
+signal.signal(signal.SIGINT, on)
+print(f"child: ready tty={os.isatty(0)},{os.isatty(1)},{os.isatty(2)} "
+      f"fg={os.tcgetpgrp(0) == os.getpgrp()}", flush=True)
+time.sleep(60)
+"""
+
+
+def test_on_a_terminal_the_server_keeps_it_and_ctrl_c_reaches_it(tmp_path):
+    """A real pty: the server's streams stay the terminal (not tapped), its process group
+    owns the terminal, and the Ctrl-C typed there reaches it; fidoctor returns its code."""
+    import pty
+
+    child = tmp_path / "child.py"
+    child.write_text(TTY_CHILD)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: fidoctor on the pty, as a shell would start it
+        os.execv(sys.executable, fidoctor_argv("run", "--events", str(tmp_path / "ev.jsonl"),
+                                               "--", sys.executable, str(child)))
+    out = b""
+    try:
+        deadline = time.time() + 30
+        while b"child: ready" not in out:
+            assert time.time() < deadline, out
+            out += os.read(fd, 4096)
+        time.sleep(0.3)
+        os.write(fd, b"\x03")                      # Ctrl-C, typed on the terminal
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    text = out.decode()
+    assert "tty=True,True,True fg=True" in text, text
+    assert "child: got signal 2" in text
+    assert os.waitstatus_to_exitcode(status) == 102
+    assert events_of(tmp_path / "ev.jsonl")[0]["tapped"] == []
+
+
+def test_quiet_leaves_stderr_to_the_server_and_events_get_everything(tmp_path):
+    r = run(["run", "--quiet", "--events", str(tmp_path / "ev.jsonl"), "--", "sh", "-c",
+             "echo 'RuntimeError: Ninja build failed. Ninja output:' >&2; exit 1"])
+    assert r.returncode == 1
+    assert r.stderr == "RuntimeError: Ninja build failed. Ninja output:\n"
+    ev = valid(events_of(tmp_path / "ev.jsonl"))
+    hit = next(e for e in ev if e["event"] == "server-error")
+    assert hit["kind"] == "jit-build-failed" and hit["stream"] == "stderr"
+    assert any(e["event"] == "diagnosis" for e in ev)
