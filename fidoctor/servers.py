@@ -9,7 +9,8 @@ wins: a build running below it first, then incomplete modules (a
 ``build.ninja`` and no ``.so``) in its FlashInfer cache; then the more
 FlashInfer-ish (module mapped > server argv > libtorch mapped), then the
 oldest. Everything is read from /proc, each process at most once; fidoctor
-itself and its ancestors are never candidates.
+itself and its ancestors are never candidates, nor processes in another mount
+namespace (a container: its paths are not ours).
 
 ``pick_serving()`` is the one entry point: ``diagnose``, ``fix``, ``report``,
 ``snapshot`` and any later command (``watch --pid auto``) call it.
@@ -25,6 +26,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from fidoctor.errors import FidoctorError
 from fidoctor.flashinfer.builds import COMPILERS, MARKER, module_dir_of
 from fidoctor.proctree import is_python_exe, scan_table
+from fidoctor.snapshot.interpreter import same_mount_ns
 
 _SERVER_ARGV = re.compile(r"(sglang\.launch_server|sglang\.srt\.|vllm\.entrypoints|"
                           r"(?:^|[/\s])vllm\s+serve\b)")
@@ -196,6 +198,8 @@ def find_serving() -> List[Candidate]:
         server = bool(_SERVER_ARGV.search(joined) or _SERVER_TITLE.match(joined or comm))
         if not (server or pid in builds or is_python_exe(exe, comm)):
             continue
+        if same_mount_ns(pid) is False:
+            continue  # a container's process: its paths are not ours (run fidoctor inside it)
         torch, fi = _maps(pid)
         if not (server or pid in builds or torch or fi):
             continue

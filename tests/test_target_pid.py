@@ -172,3 +172,21 @@ def test_auto_with_no_candidate_is_a_clear_error():
     choice = pick_serving([one])
     assert choice.chosen is one and choice.others == []
     assert choice.why().startswith("--pid auto chose 7 (python -m vllm.entrypoints")
+
+
+def test_a_process_in_another_mount_namespace_is_refused_not_misread(procs, tmp_path):
+    """A real process in its own mount namespace (``unshare --mount``, as a container has):
+    its paths are not ours, so --pid says so (exit 2) and --pid auto never picks it."""
+    (tmp_path / "t.c").write_text("int torch_stub(void) { return 0; }\n")
+    lib = tmp_path / "libtorch_stub.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib), str(tmp_path / "t.c")], check=True)
+    p = live(procs, ["unshare", "--mount", "--propagation", "private", sys.executable],
+             f"import ctypes; ctypes.CDLL({str(lib)!r})")
+    assert os.readlink(f"/proc/{p.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    r = cli(["diagnose", "--pid", str(p.pid)])
+    assert r.returncode == 2 and "another mount namespace" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert p.pid not in {c.pid for c in find_serving()}
+    # the same library mapped by a process in our namespace is a candidate
+    q = live(procs, [sys.executable], f"import ctypes; ctypes.CDLL({str(lib)!r})")
+    assert q.pid in {c.pid for c in find_serving()}

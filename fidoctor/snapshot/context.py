@@ -134,11 +134,17 @@ def build_context(
             ) from None
         if exe.endswith(" (deleted)"):
             exe = exe[: -len(" (deleted)")]
+        from fidoctor.snapshot.interpreter import resolve_pid_python, same_mount_ns
+
+        if same_mount_ns(pid) is False:
+            raise FidoctorError(
+                f"pid {pid} runs in another mount namespace (a container): the paths it sees "
+                "are not the ones fidoctor sees, so nothing here would describe it",
+                "run fidoctor inside that container (docker exec / kubectl exec … fidoctor "
+                "diagnose --pid <its pid there>)")
         if python:
             return GatherContext(env=penv, python=python, python_source=f"--python (--pid {pid})",
                                  pid=pid, deep=deep)
-        from fidoctor.snapshot.interpreter import resolve_pid_python
-
         res = resolve_pid_python(pid, penv, exe)
         return GatherContext(env=penv, python=res.python, python_source=f"--pid {pid}: {res.how}",
                              pid=pid, deep=deep, extra={"interpreter": res.to_dict()})

@@ -53,6 +53,19 @@ def _ino(path: str) -> Optional[Tuple[int, int]]:
     return st.st_dev, st.st_ino
 
 
+def same_mount_ns(pid: int) -> Optional[bool]:
+    """Does ``pid`` see the same files as we do? (None: cannot tell.)
+
+    A server in a container has its own mount namespace: /opt/venv there is not
+    /opt/venv here, and every path it maps or names would be judged on the wrong
+    tree — the wrong patient, silently.
+    """
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return None
+
+
 def read_cmdline(pid: int) -> List[str]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
