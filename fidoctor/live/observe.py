@@ -306,7 +306,11 @@ class Observer:
         return None
 
     def _polling(self, tree: List[int]) -> bool:
-        """A thread of a Python in the tree parked in a sleep: filelock's poll loop."""
+        """A thread of a Python in the tree parked in a sleep: filelock's poll loop.
+
+        Where the kernel shows no wait channel at all (gVisor, some hardened kernels) this
+        cannot be seen: then the foreign holder of a module without its ``.so`` decides."""
+        readable = False
         for pid in tree[:32]:
             comm = read_comm(pid) or ""
             if comm in COMPILERS:
@@ -316,9 +320,11 @@ class Observer:
             except OSError:
                 continue
             for tid in tids[:256]:
-                if _task_wchan(pid, tid) in SLEEP_WCHANS:
+                w = _task_wchan(pid, tid)
+                if w in SLEEP_WCHANS:
                     return True
-        return False
+                readable = readable or w is not None
+        return not readable
 
     # ---- state for watch --once ----------------------------------------------------------
     def export_state(self) -> Dict[str, Any]:
