@@ -37,7 +37,7 @@ QUOTE_CHARS = 400
 CONTEXT_LINES = 25
 QUOTE_WINDOW = 200  # lines after a failed build in which its first compiler errors are quoted
 RIGHT_BORDERS = ("│", "┃", "║")
-HANG_WORDS = {"timed out", "timeout", "watchdog", "hang", "hung", "broadcast block"}
+HANG_WORDS = {"timed out", "timeout", "watchdog", " hang", "hung", "broadcast block"}
 
 
 @dataclass
@@ -82,18 +82,20 @@ def trigger_words(matchers: List[Matcher]) -> List[str]:
     words = set(anchors.TRIGGERS)
     for m in matchers:
         words.update(m.triggers)
-    words.update(("timed out", "timeout", "watchdog", "hang", "hung", "broadcast block",
+    words.update(("timed out", "timeout", "watchdog", " hang", "hung", "broadcast block",
                   '{"toolchain"', "traceback (most recent", "during handling of the above",
                   "the above exception"))
     return sorted(words, key=len, reverse=True)
 
 
 # Short keys that cover many trigger words: the block reader looks for these only.
-GATES = ("undefined symbol", "unsupported", "[errno ", "[code=", "elf", "no space", "espacio",
-         "espace", "speicherplatz", "driver", "signal", "status", "exit code",
-         "is not defined for option", "above exception", "during handling", "file data",
-         "too short", "locks available", "file handle", "read-only", "permission", "cannot find",
-         "killed", "subcommand", "traceback")
+# Not too short: "elf" would gate every "self." line of a traceback, "status" every
+# "status_code", "driver" every "driver_worker".
+GATES = ("undefined symbol", "unsupported", "[errno ", "[code=", "no space", "espacio",
+         "espace", "speicherplatz", "sm75", "exit code", "is not defined for option",
+         "above exception", "during handling", "file data", "too short", "locks available",
+         "file handle", "read-only", "permission", "cannot find", "killed", "subcommand",
+         "traceback")
 
 
 def gate_keys(words: List[str]) -> List[str]:
