@@ -101,6 +101,17 @@ def test_oom_killed_build_is_the_cause_of_the_half_built_module(tmp_path, memcg,
     assert any("raise the server's memory limit" in x.description for x in f.fixes)
     [sym] = by_id(diag, "cache-incomplete-module")
     assert sym.caused_by == "build-killed"
+    # The same real snapshot, its cgroup limit read as 1 GiB (a replayed edit, not a new
+    # kill): one decode job fits, ninja's default -j does not, so set-max-jobs is offered.
+    snap = diag.snapshot
+    snap.sections["oom"].data["cgroup"]["limit"] = 1 << 30
+    [g] = by_id(diagnose(snap), "build-killed")
+    assert g.data["max_jobs"] == 1 and g.fixes[0].id == "set-max-jobs"
+    from fidoctor.fixes import FixContext, all_fixes
+
+    plan = all_fixes()["set-max-jobs"].plan(g, FixContext(txid="t", state=str(tmp_path),
+                                                          env={}, python=sys.executable))
+    assert plan.env == {"MAX_JOBS": "1"} and plan.safety == "safe"
 
 
 def test_same_cgroup_without_kills_is_quiet(tmp_path, memcg, procs):
