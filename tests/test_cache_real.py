@@ -479,3 +479,32 @@ def test_export_modules_selects_and_names_what_is_missing(built, tmp_path):
                  "-o", str(tmp_path / "none.tar")], env=env)
     assert r.returncode == 2 and "--modules decode:bf16: no module" in r.stderr
     assert not (tmp_path / "none.tar").exists()
+
+
+def test_target_whose_env_changes_build_ninja_is_refused(bundle, t2, tmp_path):
+    """Built with FLASHINFER_EXTRA_LDFLAGS (the libcuda stub dir), imported where it is unset:
+    FlashInfer would write another link line there and relink (a failed relink breaks a good
+    module), so import refuses and names the variable."""
+    base = tmp_path / "base"
+    env = target_env(t2, base, XDG_STATE_HOME=str(tmp_path / "state"))
+    env.pop("FLASHINFER_EXTRA_LDFLAGS")
+    r = run_cli(["cache", "import", "--python", str(t2["python"]), *ARCH, str(bundle)], env=env)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "FLASHINFER_EXTRA_LDFLAGS was '-L" in r.stderr and "is unset in the target" in r.stderr
+    assert not base.exists()
+
+
+def test_export_under_another_env_than_the_build_is_refused(built, tmp_path):
+    """The manifest records the export's environment as the build's: an export run without
+    the FLASHINFER_EXTRA_CUDAFLAGS / with a CXX the modules were not built with says so."""
+    py = target_venv()
+    env = build_env(py.parent.parent, built, extra={"CXX": "g++-12"})
+    r = run_cli(["cache", "export", "--python", str(py), *ARCH, "-o", str(tmp_path / "x.tar")],
+                env=env)
+    assert r.returncode == 2 and "built under another environment" in r.stderr
+    assert "CXX=g++-12 here" in r.stderr
+    env = build_env(py.parent.parent, built, extra={"FLASHINFER_EXTRA_CUDAFLAGS": "-DX=1"})
+    r = run_cli(["cache", "export", "--python", str(py), *ARCH, "-o", str(tmp_path / "x.tar")],
+                env=env)
+    assert r.returncode == 2 and "FLASHINFER_EXTRA_CUDAFLAGS=-DX=1 here" in r.stderr
+    assert not (tmp_path / "x.tar").exists()

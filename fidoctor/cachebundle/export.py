@@ -61,8 +61,11 @@ def source_facts(t: Target) -> Dict[str, Any]:
     return d
 
 
-def export(t: Target, out_path: str, wanted: Optional[List[str]] = None) -> ExportResult:
+def export(t: Target, out_path: str, wanted: Optional[List[str]] = None,
+           env: Optional[Dict[str, str]] = None) -> ExportResult:
+    """Write the bundle; ``env`` is the target's environment (what FlashInfer built under)."""
     t.require_usable("export")
+    env = dict(os.environ if env is None else env)
     assert t.workspace and t.ninja
     ws = os.path.realpath(t.workspace)
     names = module_names(ws, wanted)
@@ -74,7 +77,7 @@ def export(t: Target, out_path: str, wanted: Optional[List[str]] = None) -> Expo
     mods: List[manifest.ModuleManifest] = []
     for n in names:
         try:
-            mods.append(manifest.describe_module(ws, n, t.ninja, dict(os.environ), digests))
+            mods.append(manifest.describe_module(ws, n, t.ninja, env, digests))
         except FidoctorError as e:
             if wanted:
                 raise

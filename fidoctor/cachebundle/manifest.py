@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import stat
 from typing import Dict, List, Optional, TypedDict
 
@@ -106,6 +107,38 @@ def file_entry(ws: str, path: str, digests: DigestCache) -> FileEntry:
             "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
 
 
+def env_disagreements(text: str, env: Dict[str, str]) -> List[str]:
+    """Where ``build.ninja`` shows it was written under another environment than ``env``
+    (the export's), for the variables FlashInfer copies into it; the manifest records
+    ``env``'s values, so they must be the ones the modules were really built with."""
+    from fidoctor.flashinfer.ninja import parse
+
+    nf = parse(text)
+    var, flags = nf.get("variables", {}), nf.get("flags", {})
+    out = []
+    if var.get("cxx", "c++") != env.get("CXX", "c++"):
+        out.append(f"cxx = {var.get('cxx')} in build.ninja, CXX={env.get('CXX', '(unset)')} here")
+    want_nvcc = env.get("FLASHINFER_NVCC", "$cuda_home/bin/nvcc")
+    if "nvcc" in var and var["nvcc"] != want_nvcc:
+        out.append(f"nvcc = {var['nvcc']} in build.ninja, FLASHINFER_NVCC gives {want_nvcc}")
+    cuda = flags.get("cuda_cflags", [])
+    threads = [f for f in cuda if f.startswith("--threads=")]
+    want = f"--threads={env.get('FLASHINFER_NVCC_THREADS', '1')}"
+    if threads and want not in threads:
+        out.append(f"{threads[0]} in build.ninja, FLASHINFER_NVCC_THREADS gives {want}")
+    if ("-ccbin" in cuda) != ("CC" in env):
+        out.append("-ccbin in build.ninja without CC here" if "-ccbin" in cuda
+                   else f"CC={env['CC']} here, no -ccbin in build.ninja")
+    for key, fvar in (("FLASHINFER_EXTRA_LDFLAGS", "ldflags"),
+                      ("FLASHINFER_EXTRA_CUDAFLAGS", "cuda_cflags"),
+                      ("FLASHINFER_EXTRA_CFLAGS", "cflags")):
+        extra = shlex.split(env.get(key, ""))
+        have = flags.get(fvar, [])
+        if extra and any(f not in have for f in extra):
+            out.append(f"{key}={env[key]} here, not in build.ninja's {fvar}")
+    return out
+
+
 def describe_module(ws: str, name: str, ninja: str, env: Dict[str, str],
                     digests: DigestCache) -> ModuleManifest:
     """The manifest of ``<ws>/cached_ops/<name>`` (FidoctorError says why it cannot ship)."""
@@ -165,6 +198,11 @@ def describe_module(ws: str, name: str, ninja: str, env: Dict[str, str],
             base = real_ws if p.startswith(real_ws + os.sep) else ws
             files.append(file_entry(base, p, digests))
     text = _read(bn).decode("utf-8", "surrogateescape")
+    differ = env_disagreements(text, env)
+    if differ:
+        raise FidoctorError(f"{name}: built under another environment than this export's ("
+                            + "; ".join(differ) + "); the manifest would promise the wrong one",
+                            "run export with the environment the modules were built with")
     gencode = sorted({w for w in text.split() if w.startswith("-gencode=")})
     return {"name": name, "so": os.path.relpath(so, ws), "so_sha256": digests.get(so) or "",
             "build_ninja_sha256": digests.get(bn) or "", "gencode": gencode, "files": files,

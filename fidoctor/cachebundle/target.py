@@ -27,6 +27,13 @@ from fidoctor.cachebundle.ninjafiles import log_version_for, parse_ninja_version
 from fidoctor.errors import FidoctorError
 
 NINJA_TIMEOUT_S = 5.0
+# What FlashInfer 0.7 reads from the environment when it writes build.ninja (jit/cpp_ext.py,
+# jit/core.py) besides CUDA_HOME and the arch list: a different value in the target means
+# another build.ninja there, so ninja rebuilds (or relinks) whatever was imported.
+BUILD_ENV = ("CC", "CXX", "FLASHINFER_NVCC", "FLASHINFER_NVCC_THREADS",
+             "FLASHINFER_EXTRA_CFLAGS", "FLASHINFER_EXTRA_CUDAFLAGS", "FLASHINFER_EXTRA_LDFLAGS",
+             "FLASHINFER_CXX_LAUNCHER", "FLASHINFER_NVCC_LAUNCHER", "FLASHINFER_JIT_DEBUG",
+             "FLASHINFER_JIT_VERBOSE", "FLASHINFER_JIT_LINEINFO")
 _ARCH = re.compile(r"^(\d+)\.(\d+)([af]?)$")
 
 
@@ -75,6 +82,7 @@ class Target:
     python_version: Optional[str]
     ninja: Optional[str]
     ninja_version: Optional[str]
+    build_env: Dict[str, str] = field(default_factory=dict)  # BUILD_ENV keys that are set
     problems: List[str] = field(default_factory=list)
 
     @property
@@ -146,7 +154,8 @@ def from_snapshot(snap: Any, env: Dict[str, str], arch: Optional[str]) -> Target
             "version"),
         torch_cuda=(t.get("torch") or {}).get("cuda"),
         python_version=t.get("version"),
-        ninja=ninja, ninja_version=ninja_version)
+        ninja=ninja, ninja_version=ninja_version,
+        build_env={k: env[k] for k in BUILD_ENV if k in env})
     if not t.get("usable"):
         out.problems.append(f"the target interpreter {out.python} is unusable "
                             f"({t.get('reason') or 'not gathered'})")
@@ -173,6 +182,10 @@ def gather_target(ctx: Any, arch: Optional[str]) -> Target:
     return from_snapshot(snap, ctx.env, arch)
 
 
+def _shown(v: Optional[str]) -> str:
+    return "unset" if v is None else repr(v)
+
+
 def mismatches(built: Dict[str, Any], here: Target) -> List[str]:
     """Why modules built with ``built`` (a manifest's ``source``) must not be used ``here``."""
     out = []
@@ -185,4 +198,11 @@ def mismatches(built: Dict[str, Any], here: Target) -> List[str]:
     if bmm != here.cuda_major_minor:
         out.append(f"built by CUDA {built.get('toolkit_version')} (nvcc), the target's "
                    f"cuda_home={here.cuda_home} is CUDA {here.toolkit_version}")
+    benv = built.get("build_env")
+    if isinstance(benv, dict):
+        for k in BUILD_ENV:
+            if benv.get(k) != here.build_env.get(k):
+                out.append(f"{k} was {_shown(benv.get(k))} when they were built and is "
+                           f"{_shown(here.build_env.get(k))} in the target (FlashInfer would "
+                           "write another build.ninja there and rebuild)")
     return out

@@ -59,8 +59,9 @@ def export_cmd(python, pid, arch, output, modules) -> int:
     from fidoctor.cachebundle.export import export
     from fidoctor.cachebundle.target import gather_target
 
-    t = gather_target(make_context(python, pid, False), arch)
-    res = export(t, output, _modules(modules))
+    ctx = make_context(python, pid, False)
+    t = gather_target(ctx, arch)
+    res = export(t, output, _modules(modules), ctx.env)
     click.echo(f"wrote {res.path}: {len(res.modules)} module(s), {res.bytes_written:,} bytes"
                f"{' (zstd)' if res.compressed else ''}")
     for n in res.modules:
