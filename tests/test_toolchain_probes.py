@@ -174,8 +174,21 @@ def test_flag_from_the_env_is_named(box, cu118, generated, tmp_path):
                                                "--compress-mode=size $\n    --no-such-flag $"))
     [f] = by_id(diagnose_box(box, CUDA_HOME=str(cu118), FLASHINFER_EXTRA_CUDAFLAGS="--no-such-flag"),
                 "nvcc-flag-unsupported")
-    assert f.data["from_env"] == ["--no-such-flag"]
+    assert f.data["from_env"] == ["FLASHINFER_EXTRA_CUDAFLAGS"] and f.data["affects"] == ["*"]
+    assert "--no-such-flag" in f.fixes[0].description
     assert "FLASHINFER_EXTRA_CUDAFLAGS" in f.fixes[0].description
+
+
+def test_flag_from_nvcc_append_flags_without_any_cached_module(box):
+    """No build.ninja yet: a flag nvcc itself takes from NVCC_APPEND_FLAGS still reaches every
+    build; the real CUDA 13.0 nvcc refuses an unknown one and accepts a known one."""
+    need_real13()
+    [f] = by_id(diagnose_box(box, CUDA_HOME=REAL13, NVCC_APPEND_FLAGS="--no-such-flag=1"),
+                "nvcc-flag-unsupported")
+    assert f.data["from_env"] == ["NVCC_APPEND_FLAGS"] and f.data["unknown"] == {
+        "--no-such-flag": []}
+    assert not by_id(diagnose_box(box, CUDA_HOME=REAL13, NVCC_APPEND_FLAGS="-lineinfo"),
+                     "nvcc-flag-unsupported")
 
 
 # --- build-flags-debug -----------------------------------------------------------------

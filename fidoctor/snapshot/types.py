@@ -205,6 +205,7 @@ class ToolchainFacts(TypedDict, total=False):
     archs: ArchRequest
     modules: dict                   # {module name: ToolchainModule}
     flag_checks: dict               # {flag: ArchCheck-like {ok, message}}
+    env_flags: dict                 # {FLASHINFER_EXTRA_CUDAFLAGS | NVCC_*_FLAGS: [flags]}
     host_config: Optional[HostConfigFacts]
     host: Optional[ToolchainHostFacts]
     link: Optional[LinkFacts]

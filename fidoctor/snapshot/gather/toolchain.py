@@ -19,7 +19,9 @@ renamed): nvcc {path, version, options | options_error, archs | archs_error},
 archs {source, value, entries: [{entry, arch, note}], checks: {arch: {ok,
 message, how}}}, modules {name: {path, workspace_version, workspace_arch, options, tokens, gencode,
 debug, ldirs}}, flag_checks {flag: {ok, message}} (nvcc's dryrun verdict on
-flags ``--help`` does not list), host_config {path, lines: [[lineno, text]]} | null,
+flags ``--help`` does not list), env_flags {var: [flags]}
+(FLASHINFER_EXTRA_CUDAFLAGS, NVCC_PREPEND_FLAGS, NVCC_APPEND_FLAGS: every
+build gets them), host_config {path, lines: [[lineno, text]]} | null,
 host {compiler {source, command, path, via, family, version}, macros (the
 host compiler's predefined macros that host_config.h mentions) | macros_error,
 allow_unsupported (env vars passing -allow-unsupported-compiler), candidates
@@ -161,6 +163,20 @@ def _gpus(done) -> List[Dict[str, Any]]:
     if sec is None or not sec.ok:
         return []
     return list((sec.data or {}).get("gpus") or [])
+
+
+ENV_FLAG_VARS = ("FLASHINFER_EXTRA_CUDAFLAGS", "NVCC_PREPEND_FLAGS", "NVCC_APPEND_FLAGS")
+
+
+def env_flags(env: Dict[str, str]) -> Dict[str, List[str]]:
+    """nvcc options every build gets from the environment (FlashInfer's extra flags, and the
+    NVCC_PREPEND/APPEND_FLAGS nvcc itself reads)."""
+    out = {}
+    for var in ENV_FLAG_VARS:
+        toks = [t for t in env.get(var, "").split() if rules.option_name(t)]
+        if toks:
+            out[var] = toks
+    return out
 
 
 def _flag_checks(tools: ToolCache, exe: str, options: List[str], modules: Dict[str, Any],
@@ -435,7 +451,10 @@ def gather(ctx, done) -> Dict[str, Any]:
     out["host"] = _host(tools, ctx, done, nv.get("path") if runnable else None,
                         out["host_config"], t.get("path"))
     if runnable and "options" in out["nvcc"]:
-        out["flag_checks"] = _flag_checks(tools, nv["path"], out["nvcc"]["options"], modules,
+        out["env_flags"] = env_flags(ctx.env)
+        pseudo = {f"${var}": {"tokens": toks} for var, toks in out["env_flags"].items()}
+        out["flag_checks"] = _flag_checks(tools, nv["path"], out["nvcc"]["options"],
+                                          dict(modules, **pseudo),
                                           ctx.env)
     err = tools.save()
     out["queries"] = tools.summary()
