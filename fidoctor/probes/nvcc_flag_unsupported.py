@@ -3,9 +3,10 @@
 What: a flag in ``cuda_cflags`` of a cached ``build.ninja`` written by the
 target's FlashInfer version, or in FLASHINFER_EXTRA_CUDAFLAGS /
 NVCC_PREPEND_FLAGS / NVCC_APPEND_FLAGS of the target's environment (e.g.
-0.7.x's ``--compress-mode=size``, CUDA 12.8+) is not an option ``nvcc --help`` documents (read once per nvcc, cached), and
-nvcc itself refuses it (``nvcc FLAG --dryrun``: ``Unknown option``; some
-accepted flags such as ``-Xfatbin`` are missing from ``--help``).
+0.7.x's ``--compress-mode=size``, CUDA 12.8+) is not an option ``nvcc
+--help`` documents (read once per nvcc, cached), and nvcc itself refuses
+it (``nvcc FLAG --dryrun``: ``Unknown option``; some accepted flags such as
+``-Xfatbin`` are missing from ``--help``).
 Flags FlashInfer adds only for new enough nvcc (``-static-global-template-
 stub``, 12.8+) are not held against an older one.
 Why: nvcc stops at the first unknown option (``nvcc fatal : Unknown option
