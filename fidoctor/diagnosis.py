@@ -93,7 +93,8 @@ class Diagnosis:
 def _version(pkgs: Dict[str, Any], *names: str) -> Optional[str]:
     for n in names:
         if n in pkgs:
-            return pkgs[n].get("version")
+            v = pkgs[n].get("version") if isinstance(pkgs[n], dict) else None
+            return v if isinstance(v, str) else None
     return None
 
 
@@ -102,12 +103,22 @@ def _extra(ctx: Dict[str, Any]) -> Dict[str, Any]:
     return extra if isinstance(extra, dict) else {}
 
 
+def _shaped(fn: Any, snap: Snapshot) -> Any:
+    """``fn(snap)``, or None when a (hand-edited, damaged) snapshot has the wrong shapes."""
+    try:
+        return fn(snap)
+    except (TypeError, AttributeError, ValueError, KeyError):
+        return None
+
+
 def target_summary(snap: Snapshot) -> Dict[str, Any]:
     """The interpreter diagnosed and the versions that matter, for every output format."""
     ctx = snap.context
     t = snap.section("target")
     tdata = t.data if t else {}
     pkgs = tdata.get("packages", {})
+    if not isinstance(pkgs, dict) or not isinstance(tdata.get("torch", {}), dict):
+        tdata, pkgs = {"usable": tdata.get("usable", False)}, {}  # damaged: show none of it
     return {
         "python": ctx.get("python"),
         "source": ctx.get("python_source"),
@@ -126,8 +137,8 @@ def target_summary(snap: Snapshot) -> Dict[str, Any]:
         "flashinfer_root": ctx.get("flashinfer_root"),
         "interpreter": _extra(ctx).get("interpreter"),
         "pid_auto": _extra(ctx).get("pid_auto"),
-        "gpu": gpu_summary(snap),
-        "host_compiler": compiler_summary(snap),
+        "gpu": _shaped(gpu_summary, snap),
+        "host_compiler": _shaped(compiler_summary, snap),
     }
 
 

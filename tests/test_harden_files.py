@@ -176,3 +176,43 @@ def test_env_file_that_is_a_fifo_is_refused_not_read(tmp_path):
     os.mkfifo(tmp_path / "env.sh")
     with pytest.raises(FidoctorError, match="not a regular file"):
         env_step(str(tmp_path), {"LD_PRELOAD": "/x/libcudart.so.12"})
+
+
+def test_every_section_field_of_the_wrong_type_is_survived(box, tmp_path):
+    """Wrong types in a --from snapshot used to end in AttributeError/TypeError ("internal
+    error"). Every top-level field of every section (and of the context) of a real
+    snapshot is replaced by values of the wrong type; diagnose (text and JSON) and report
+    must still answer, or refuse with a one-line FidoctorError, never raise anything else."""
+    import copy
+
+    from fidoctor.diagnosis import diagnose
+    from fidoctor.errors import FidoctorError
+    from fidoctor.render.style import Styler
+    from fidoctor.render.text import render
+    from fidoctor.report import build
+    from fidoctor.snapshot import Snapshot
+
+    box.module(box.workspace(), FA2, so="text")
+    out = tmp_path / "s.json"
+    assert run_cli(["snapshot", "--no-redact", "-o", str(out)], env=box.env()).returncode == 0
+    base = json.loads(out.read_text())
+    spots = [("context", k) for k in base["context"]]
+    spots += [(sec, k) for sec, v in base["sections"].items()
+              for k in (v["data"] if isinstance(v["data"], dict) else {})]
+    crashes = []
+    for where, key in spots:
+        for bad in (5, "x", [1, "a"], {"a": [1]}):
+            d = copy.deepcopy(base)
+            target = d["context"] if where == "context" else d["sections"][where]["data"]
+            target[key] = bad
+            try:
+                snap = Snapshot.from_dict(d)
+                diag = diagnose(snap)
+                render(diag, Styler(False))
+                json.dumps(diag.to_json())
+                build(snap)
+            except FidoctorError:
+                pass
+            except Exception as e:  # noqa: BLE001 - the point of the test
+                crashes.append(f"{where}.{key}={bad!r}: {type(e).__name__}: {e}")
+    assert crashes == [], crashes[:10]

@@ -498,8 +498,9 @@ def only_target_trees(snap: Dict[str, Any]) -> Dict[str, Any]:
         return snap
     out = dict(snap)
     out["sections"] = dict(snap["sections"])
-    groups = {g: pids for g, pids in (data.get("groups") or {}).items()
-              if any(pid in keep for pid in pids)}
+    raw_groups = data.get("groups")
+    groups = {g: pids for g, pids in (raw_groups if isinstance(raw_groups, dict) else {}).items()
+              if isinstance(pids, list) and any(pid in keep for pid in pids)}
     out["sections"]["processes"] = dict(sec, data=dict(data, processes=kept, groups=groups,
                                                        left_out_other_trees=len(procs)
                                                        - len(kept)))
