@@ -125,7 +125,8 @@ def _evidence(items) -> List[str]:
     seen_quotes = set()
     shown = 0
     for r, h, _ in items:
-        key = (h["quote"].strip(), h.get("stream") and h["stream"].split(" pid=")[0])
+        # the same message from another rank is counted, not quoted again
+        key = (tuple(sorted((h.get("detail") or {}).items())), h.get("module", ""))
         if shown >= MAX_QUOTES or key in seen_quotes:
             continue
         seen_quotes.add(key)
