@@ -6,8 +6,8 @@ warmup/fix code, never here):
 * pure functions over the process dicts stored in a snapshot's ``processes``
   section (``pid``, ``ppid``, ``name``, ``state``, ``cpu_delta_s``…), which the
   probes use, so judging stays replayable;
-* ``live_descendants`` / ``read_*``, which read ``/proc`` for callers that watch a
-  live child (the gatherers, the warmup helper).
+* ``scan_table`` / ``read_wchan`` / ``describe_live``, which read ``/proc`` for
+  callers that watch live processes (the gatherers, warmup).
 
 "Orphaned" is the question the issue hinges on, and it cannot be asked
 directly: the Python that started a build is gone by definition. What stays
@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import os
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
-
-from fidoctor.flashinfer.builds import COMPILERS as COMPILER_NAMES
 
 # A tree whose processes together burnt less CPU than this over the window made
 # no progress (the kernel accounts CPU in 10 ms ticks).
@@ -61,10 +59,6 @@ def is_python_exe(exe: Optional[str], name: Optional[str] = None) -> bool:
             if base.startswith(("python", "pypy")):
                 return True
     return False
-
-
-def is_compiler(proc: Dict[str, Any]) -> bool:
-    return (proc.get("name") or "") in COMPILER_NAMES
 
 
 def is_orphaned(root: Dict[str, Any]) -> bool:
@@ -193,17 +187,6 @@ def read_wchan(pid: int) -> Optional[str]:
         return None
 
 
-def read_state_letter(pid: int) -> Optional[str]:
-    """The state letter from /proc/PID/stat (after the parenthesised comm)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    i = raw.rfind(b")")
-    return raw[i + 2:i + 3].decode() if i >= 0 else None
-
-
 def scan_table() -> Dict[int, Tuple[str, int, int]]:
     """{pid: (comm, ppid, pgid)} for every process, straight from /proc/PID/stat.
 
@@ -240,14 +223,22 @@ def scan_table() -> Dict[int, Tuple[str, int, int]]:
     return out
 
 
-def live_descendants(pid: int) -> List[int]:
-    """Pids currently below ``pid`` (via psutil; empty if it is gone)."""
+def describe_live(pid: int) -> str:
+    """``pid 123 `nvcc -c …` (state S, wchan hrtimer_nanosleep, cpu 0.1 s)`` for evidence."""
     import psutil
 
     try:
-        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+        p = psutil.Process(pid)
+        with p.oneshot():
+            cmd = " ".join(p.cmdline()) or p.name()
+            st = p.status()
+            t = p.cpu_times()
     except psutil.Error:
-        return []
+        return f"pid {pid} (gone)"
+    if len(cmd) > 200:
+        cmd = cmd[:200] + "…"
+    return (f"pid {pid} `{cmd}` (state {st}, wchan {read_wchan(pid) or '-'}, "
+            f"cpu {t.user + t.system:.1f} s)")
 
 
 def tree_pids(root: int) -> List[int]:

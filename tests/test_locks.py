@@ -20,7 +20,7 @@ from proc_helpers import (
 )
 
 from fidoctor.diagnosis import diagnose
-from fidoctor.snapshot.gather.locks import parse_proc_locks
+from fidoctor.proclocks import parse_proc_locks
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -20,8 +20,9 @@ from warmup_helpers import alive, hold_flock, kill_and_wait
 
 from fidoctor.errors import FidoctorError
 from fidoctor.kill import terminate_tree
+from fidoctor.proclocks import lock_holders
 from fidoctor.warmup import specs
-from fidoctor.warmup.watch import TreeWatch, lock_holders
+from fidoctor.warmup.watch import TreeWatch
 
 # A root that starts: a child ignoring SIGTERM in its own process group (as
 # ninja does for each edge), a grandchild of that, and a double-forked orphan
@@ -184,6 +185,8 @@ def test_tree_watch_busy_vs_idle(tmp_path):
 
 
 def test_check_and_clear_incomplete(box, tmp_path):
+    """--check and diagnose agree (the probe decides); --clear-incomplete moves through the
+    fix layer (one journal) and leaves a dir whose lock a live process holds."""
     from conftest import DECODE, FA2, FA3
 
     ws = box.workspace()
@@ -191,32 +194,58 @@ def test_check_and_clear_incomplete(box, tmp_path):
     bad = box.module(ws, FA3, so="missing", depfiles=1)
     busy = box.module(ws, FA2, so="truncated")
     env = box.env(XDG_STATE_HOME=str(tmp_path / "state"))
-    r = run_cli(["warmup", "--check"], env=env)
-    assert r.returncode == 1, r.stderr
-    assert "Found 1 compiled kernel(s), 2 incomplete" in r.stdout
-    assert "INCOMPLETE" in r.stdout and FA3 in r.stdout
     holder = hold_flock(ws / "cached_ops" / "tmp" / f"{FA2}.lock")
     try:
-        r = run_cli(["warmup", "--clear-incomplete"], env=env)
+        r = run_cli(["warmup", "--check"], env=env)
+        d = run_cli(["diagnose", "--json"], env=env)
+        r2 = run_cli(["warmup", "--clear-incomplete"], env=env)
     finally:
         kill_and_wait(holder)
-    assert r.returncode == 0, r.stderr
-    assert not bad.exists(), r.stdout
+    assert r.returncode == 1, r.stderr
+    assert "Found 1 compiled kernel(s), 1 incomplete" in r.stdout
+    assert f"INCOMPLETE  no .so: {FA3}" in r.stdout
+    assert f"BUSY        its lock is held by pid {holder.pid}: {FA2}" in r.stdout
+    diag = [f["subject"] for f in json.loads(d.stdout)["findings"]
+            if f["id"] == "cache-incomplete-module"]
+    assert diag == [str(bad)], diag
+    assert r2.returncode == 0, r2.stderr
+    assert not bad.exists(), r2.stdout
     moved = list((ws / "fidoctor-quarantine").glob(f"*/{FA3}"))
     assert len(moved) == 1 and (moved[0] / "build.ninja").exists()
-    assert busy.exists() and f"its lock is held by pid {holder.pid}" in r.stdout
+    assert busy.exists() and f"left {busy}: its lock is held by pid {holder.pid}" in r2.stdout
     assert (ws / "cached_ops" / DECODE / f"{DECODE}.so").exists()
     txid = moved[0].parent.name
-    assert f"fidoctor undo --id {txid}" in r.stdout
-    u = run_cli(["undo", "--id", txid], env=env)  # the fix layer's undo brings it back
+    assert f"fidoctor undo --id {txid}" in r2.stdout
+    h = run_cli(["history", "--json"], env=env)
+    assert [row["command"] for row in json.loads(h.stdout)] == ["warmup"]
+    u = run_cli(["undo"], env=env)  # the fix layer's plain undo brings it back
     assert u.returncode == 0, (u.stdout, u.stderr)
     assert bad.exists() and not moved[0].exists() and (bad / "build.ninja").exists()
+
+
+def test_good_so_with_leftover_depfile_check_and_diagnose_agree(box, tmp_path):
+    """The copies used to disagree: a loadable .so beside a leftover *.o.d was silent in
+    diagnose and "incomplete" in --check. The probe's answer (complete) is the answer."""
+    from conftest import DECODE
+
+    ws = box.workspace()
+    mod = box.module(ws, DECODE, so="good", depfiles=1)
+    env = box.env(XDG_STATE_HOME=str(tmp_path / "state"))
+    r = run_cli(["warmup", "--check", "--json"], env=env)
+    d = run_cli(["diagnose", "--json"], env=env)
+    c = run_cli(["warmup", "--clear-incomplete"], env=env)
+    assert r.returncode == 0, r.stdout
+    rows = json.loads(r.stdout)["workspaces"][0]["modules"]
+    assert [(m["name"], m["state"]) for m in rows] == [(DECODE, "ok")]
+    assert "cache-incomplete-module" not in [f["id"] for f in json.loads(d.stdout)["findings"]]
+    assert c.returncode == 0 and "no incomplete module dirs" in c.stdout
+    assert mod.exists() and (mod / f"{DECODE}.so").exists()
 
 
 def test_check_empty_cache(tmp_path):
     env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path))
     r = run_cli(["warmup", "--check", "--json"], env=env)
-    assert r.returncode == 0 and json.loads(r.stdout) == {"workspaces": []}
+    assert r.returncode == 0 and json.loads(r.stdout) == {"workspaces": [], "findings": []}
 
 
 def test_child_script_is_standalone():

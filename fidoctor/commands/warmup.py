@@ -62,7 +62,7 @@ def command(python, modules, list_only, arch, jobs, timeout, stall_after, orphan
             check, clear_incomplete, disable_sm90, once, as_json) -> int:
     """Pre-compile FlashInfer's usual kernels in the target, safely (stall/timeout guarded)."""
     from fidoctor.errors import FidoctorError
-    from fidoctor.warmup import cache, specs
+    from fidoctor.warmup import cache
 
     if sum(bool(x) for x in (list_only, check, clear_incomplete)) > 1:
         raise FidoctorError("--list, --check and --clear-incomplete are exclusive")
@@ -71,28 +71,31 @@ def command(python, modules, list_only, arch, jobs, timeout, stall_after, orphan
     if check or clear_incomplete:
         env = dict(os.environ)
         if clear_incomplete:
-            lines = cache.clear_incomplete(env)
-            click.echo(json.dumps({"actions": lines}) if as_json else "\n".join(lines))
+            from fidoctor.fixes._clear import clear_incomplete as clear
+            from fidoctor.paths import state_dir
+
+            out = clear(env, state_dir(env))
+            click.echo(json.dumps(out) if as_json else "\n".join(out["actions"]))
             return 0
-        ws = cache.scan(env)
-        bad = any(not m["complete"] for w in ws for m in w["modules"])
+        res = cache.check(env)
         if as_json:
-            click.echo(json.dumps({"workspaces": ws}, indent=2))
+            click.echo(json.dumps(res.to_dict(), indent=2))
         else:
-            click.echo("\n".join(cache.render_check(ws, time.time())))
-        return 1 if bad else 0
+            click.echo("\n".join(cache.render_check(res, time.time())))
+        return res.exit_code
     from fidoctor.snapshot.context import default_python
     from fidoctor.warmup.progress import LineProgress
-    from fidoctor.warmup.runner import describe, run_warmup, target_env
+    from fidoctor.warmup.runner import run_warmup
 
     py = python or default_python(dict(os.environ))[0]
     if python and not os.path.exists(python):
         raise FidoctorError(f"--python {python}: no such file")
+    expect = {"python": os.path.abspath(py), "modules": modules or "",
+              "arch": arch or os.environ.get("FLASHINFER_CUDA_ARCH_LIST") or "",
+              "disable_sm90": bool(disable_sm90)}
     if once:
-        info = describe(py, target_env(py, arch, None),
-                        specs.select(modules, sm90=_sm90_hint(arch), disable_sm90=disable_sm90))
-        if cache.once_satisfied(once, info["specs"]):
-            msg = f"{once} exists and all {len(info['specs'])} modules are cached: nothing to do"
+        msg = cache.once_satisfied(once, expect)
+        if msg:
             click.echo(json.dumps({"skipped": True, "reason": msg}) if as_json else msg)
             return 0
     progress = LineProgress(tty=False if as_json else None)
@@ -108,7 +111,7 @@ def command(python, modules, list_only, arch, jobs, timeout, stall_after, orphan
     if disable_sm90:
         doc["fa3_advice"] = fa3_advice(result.target)
     if once and result.exit_code == 0:
-        cache.write_flag(once, doc)
+        cache.write_flag(once, doc, expect)
     if as_json:
         click.echo(json.dumps(doc, indent=2, default=str))
     else:

@@ -19,18 +19,10 @@ import os
 
 from fidoctor.fixes import FixContext, NotApplicable, Plan
 from fidoctor.model import Finding
-from fidoctor.paths import quarantine_dir
-from fidoctor.txn.safety import fingerprint
-from fidoctor.txn.steps import MoveAside
+from fidoctor.txn.steps import quarantine_step
 
 ID = "quarantine-module"
 SAFETY = "safe"
-
-
-def move_step(module_dir: str, workspace: str, txid: str) -> MoveAside:
-    """The step that takes ``module_dir`` aside; shared with fixes that stop a build first."""
-    dst = os.path.join(quarantine_dir(module_dir, txid), os.path.basename(module_dir))
-    return MoveAside(src=module_dir, dst=dst, root=workspace, fp=fingerprint(module_dir))
 
 
 # Findings where moving the module aside would only rebuild the same broken thing.
@@ -52,7 +44,7 @@ def plan(finding: Finding, ctx: FixContext) -> Plan:
     if not os.path.lexists(mod):
         raise NotApplicable(f"{mod} is already gone")
     ws = finding.data.get("workspace") or os.path.dirname(os.path.dirname(mod))
-    step = move_step(mod, ws, ctx.txid)
+    step = quarantine_step(mod, ctx.txid, ws)
     return Plan(
         fix_id=ID, finding_id=finding.id, subject=finding.subject or mod, safety=SAFETY,
         why=f"{os.path.basename(mod)} has no loadable .so "

@@ -26,10 +26,9 @@ import os
 
 from fidoctor.fixes import FixContext, NotApplicable, Plan
 from fidoctor.model import Finding
-from fidoctor.paths import quarantine_dir
 from fidoctor.probes._facts import module_by_path, so_problem
 from fidoctor.txn.process import Terminate
-from fidoctor.txn.steps import MoveAside
+from fidoctor.txn.steps import quarantine_step
 
 ID = "terminate-build-tree"
 SAFETY = "caution"
@@ -54,10 +53,8 @@ def plan(finding: Finding, ctx: FixContext) -> Plan:
     if mod_dir and os.path.isdir(mod_dir) and not os.path.islink(mod_dir):
         mod = module_by_path(ctx.snapshot).get(os.path.normpath(mod_dir)) if ctx.snapshot else None
         if mod is None or so_problem(mod):
-            ws = os.path.dirname(os.path.dirname(os.path.normpath(mod_dir)))
-            dst = os.path.join(quarantine_dir(mod_dir, ctx.txid), os.path.basename(mod_dir))
             # No fingerprint: the terminated build may have removed its partial outputs.
-            steps.append(MoveAside(src=os.path.normpath(mod_dir), dst=dst, root=ws))
+            steps.append(quarantine_step(mod_dir, ctx.txid, check_unchanged=False))
     return Plan(
         fix_id=ID, finding_id=finding.id, subject=finding.subject, safety=SAFETY,
         why=("asked for: the orphaned build still compiles, but its server is gone; it is "

@@ -41,6 +41,9 @@ class Probe:
 def all_probes() -> List[Probe]:
     probes = []
     for mod in plugin_modules(__name__, __path__, "check"):
+        if mod.ID in RETIRED or any(p.id == mod.ID for p in probes):
+            raise RuntimeError(f"probe {mod.__name__} reuses finding id {mod.ID!r} "
+                               "(retired or taken); give it a new id")
         probes.append(
             Probe(
                 id=mod.ID,

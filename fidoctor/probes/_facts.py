@@ -36,6 +36,16 @@ def builders(snap: Snapshot, module_dir: str) -> List[Dict[str, Any]]:
     ]
 
 
+def lock_holders_of(snap: Snapshot, module: str, workspace: str) -> List[int]:
+    """Pids holding the flock of ``module`` in ``workspace`` (empty if locks were not gathered)."""
+    ws = os.path.normpath(workspace)
+    for lk in snap.data("locks").get("locks", []):
+        if lk.get("module") == module and os.path.normpath(lk.get("workspace") or "") == ws \
+                and lk.get("style") != "baton":
+            return list(lk.get("holders") or [])
+    return []
+
+
 def processes_known(snap: Snapshot) -> bool:
     s = snap.section("processes")
     return s is not None and s.ok

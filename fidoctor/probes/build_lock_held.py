@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 from fidoctor.flashinfer.modnames import short_name
 from fidoctor.model import Finding, Fix
 from fidoctor.probes._facts import fmt_age, quote
-from fidoctor.probes.build_process_stuck import stuck_trees
+from fidoctor.probes._trees import stuck_trees
 from fidoctor.proctree import PROGRESS_CPU_S, STOPPED, safe_pgids
 from fidoctor.snapshot import Snapshot
 

@@ -20,7 +20,7 @@ import re
 from typing import Any, Dict, Iterable, List, Optional
 
 from fidoctor.model import Finding, Fix
-from fidoctor.probes.build_process_stuck import stuck_trees
+from fidoctor.probes._trees import stuck_trees
 from fidoctor.proctree import fmt_rss
 from fidoctor.snapshot import Snapshot
 

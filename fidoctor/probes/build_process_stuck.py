@@ -35,13 +35,10 @@ from typing import Any, Dict, Iterable, List
 from fidoctor.flashinfer.modnames import short_name
 from fidoctor.model import Finding, Fix
 from fidoctor.probes._facts import fmt_age, module_by_path, so_problem
+from fidoctor.probes._trees import stuck_trees
 from fidoctor.proctree import (
-    build_trees,
-    cpu_delta,
     fmt_rss,
-    progressing,
     safe_pgids,
-    stopped,
 )
 from fidoctor.snapshot import Snapshot
 
@@ -71,35 +68,6 @@ def _for_evidence(tree: Dict[str, Any]) -> List[Dict[str, Any]]:
     rest = sorted((p for p in tree["procs"] if p["pid"] not in roots),
                   key=lambda p: (-(p.get("cpu_delta_s") or 0.0), -(p.get("rss_end") or p.get("rss") or 0)))
     return [p for p in tree["procs"] if p["pid"] in roots] + rest
-
-
-def tree_summary(snap: Snapshot, tree: Dict[str, Any]) -> Dict[str, Any]:
-    """Facts about one tree that several probes share."""
-    procs: List[Dict[str, Any]] = tree["procs"]
-    live = [p for p in procs if not p.get("exited")]
-    busiest = max(live or procs, key=lambda p: p.get("rss_end") or p.get("rss") or 0)
-    oldest = min((p.get("create_time") or snap.taken_at) for p in procs)
-    return {
-        "pids": [p["pid"] for p in procs],
-        "stopped": stopped(live),
-        "progressing": progressing(procs),
-        "orphaned": any(r.get("orphaned") for r in tree.get("roots") or [tree["root"]]),
-        "cpu_delta": cpu_delta(procs),
-        "rss": sum(p.get("rss_end") or p.get("rss") or 0 for p in live),
-        "busiest": busiest,
-        "age": snap.taken_at - oldest,
-    }
-
-
-def stuck_trees(snap: Snapshot, target_only: bool = True) -> List[Dict[str, Any]]:
-    """Compiler trees of the snapshot with their summary (``tree`` + ``sum``).
-
-    Only trees building into the target's cache unless ``target_only`` is
-    false: other users' and other workspaces' builds are not this diagnosis's.
-    """
-    procs = snap.data("processes").get("processes", [])
-    return [{"tree": t, "sum": tree_summary(snap, t)} for t in build_trees(procs)
-            if not target_only or t["root"].get("in_target", True)]
 
 
 def _orphan_still_compiling(label: str, busiest: Dict[str, Any], s: Dict[str, Any], mod_dir: str,

@@ -1,7 +1,9 @@
 """cache-incomplete-module: a module dir with build files but no loadable ``.so``.
 
 What: ``cached_ops/<module>/`` holds ``build.ninja`` or objects, but its ``.so``
-is missing, empty, truncated or not ELF, and no live process is building it.
+is missing, empty, truncated or not ELF, no live process is building it and
+none holds its lock. A loadable ``.so`` beside a leftover ``*.o.d`` is *not*
+this finding: the module loads as it is (ninja judges the objects on the next build).
 Why: a build killed mid-way (OOM killer, Ctrl-C, a restarted server) leaves
 this behind. A bad ``.so`` fails at load with ``invalid ELF header``
 (FlashInfer#2010); a missing one makes the next start rebuild from a state
@@ -17,7 +19,14 @@ from typing import Iterable
 from fidoctor.flashinfer.modnames import short_name
 from fidoctor.model import Finding, Fix
 from fidoctor.paths import quarantine_dir
-from fidoctor.probes._facts import builders, has_build_files, iter_modules, quote, so_problem
+from fidoctor.probes._facts import (
+    builders,
+    has_build_files,
+    iter_modules,
+    lock_holders_of,
+    quote,
+    so_problem,
+)
 from fidoctor.snapshot import Snapshot
 
 ID = "cache-incomplete-module"
@@ -31,8 +40,8 @@ def check(snap: Snapshot) -> Iterable[Finding]:
         problem = so_problem(mod)
         if problem is None or not has_build_files(mod):
             continue
-        if builders(snap, mod["path"]):
-            continue  # being built right now: the process probes speak for it
+        if builders(snap, mod["path"]) or lock_holders_of(snap, mod["name"], ws["path"]):
+            continue  # being built (or loaded) right now: the process and lock probes speak
         bad_so = problem != "no .so"
         evidence = [f"{mod['path']}: {problem}"]
         if mod.get("build_ninja"):

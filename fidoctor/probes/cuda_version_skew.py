@@ -33,7 +33,7 @@ from typing import Any, Dict, Iterable, List, Optional
 from fidoctor.flashinfer import cudart as rules
 from fidoctor.model import Finding, Fix
 from fidoctor.probes._facts import quote
-from fidoctor.probes.cudart_missing_symbol import (
+from fidoctor.probes._runtime import (
     lib_label,
     runtime_data,
     runtime_fixes,

@@ -26,7 +26,7 @@ from fidoctor.probes._facts import (
     processes_known,
     so_problem,
 )
-from fidoctor.probes.build_process_stuck import stuck_trees
+from fidoctor.probes._trees import stuck_trees
 from fidoctor.snapshot import Snapshot
 
 ID = "jit-log-unfinished"

@@ -25,10 +25,14 @@ STATUSES = ("ok", "timeout", "denied", "absent", "error", "skipped")
 
 @dataclass
 class Section:
-    status: str
+    status: str  # one of STATUSES; anything else is refused (a corrupt or foreign snapshot)
     data: Dict[str, Any] = field(default_factory=dict)
     error: str = ""
     elapsed_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"section status {self.status!r} is not one of {', '.join(STATUSES)}")
 
     @property
     def ok(self) -> bool:

@@ -356,6 +356,22 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
+def quarantine_step(module_dir: str, txid: str, workspace: Optional[str] = None,
+                    check_unchanged: bool = True) -> MoveAside:
+    """The step that moves one module dir to ``<workspace>/fidoctor-quarantine/<txid>/``.
+
+    The one way fixes and warmup take a module aside. ``check_unchanged``
+    records a fingerprint, so the move is refused if a build wrote to the dir
+    between plan and apply (off when the caller just ended that build).
+    """
+    from fidoctor.paths import quarantine_dir
+
+    src = os.path.normpath(module_dir)
+    ws = workspace or os.path.dirname(os.path.dirname(src))
+    dst = os.path.join(quarantine_dir(src, txid), os.path.basename(src))
+    return MoveAside(src=src, dst=dst, root=ws, fp=fingerprint(src) if check_unchanged else "")
+
+
 KINDS: Dict[str, Any] = {"move-aside": MoveAside, "put-file": PutFile}
 
 

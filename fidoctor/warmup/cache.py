@@ -1,10 +1,16 @@
-"""``--check``, ``--clear-incomplete``, ``--once``: the seeds' switches, made careful.
+"""``--check`` and ``--once``: the cache as the probes see it.
 
-A module dir is *complete* when ``<name>.so`` is a valid ELF and no compile
-is leftover (``*.o.d`` depfiles mean a compile was running or was killed —
-ninja deletes them once merged). Incomplete dirs are moved aside (journalled),
-never deleted, and never while a build works in them (lock held or a
-compiler names the dir).
+``--check`` gathers the ``cache``, ``processes`` and ``locks`` sections and
+runs the probes: a module is *incomplete* exactly when ``diagnose`` reports
+``cache-incomplete-module`` for it (the one definition), so the two never
+disagree. A module dir that a live process builds, or whose lock a live
+process holds, is *busy*; one with neither a ``.so`` nor build files is
+*empty* (FlashInfer starts it from scratch). ``--clear-incomplete`` is the fix
+planner's business (``fidoctor.fixes._clear``), not ours.
+
+``--once`` must cost nothing on a warm container start: the flag file records
+each module's ``.so`` path, size and mtime; when every one is unchanged and
+still an ELF, nothing else is looked at (no torch import in the target).
 """
 
 from __future__ import annotations
@@ -12,115 +18,146 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Dict, List, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
 
-from fidoctor.flashinfer.layout import discover_workspaces
 from fidoctor.fsutil import elf_header_problem
-from fidoctor.warmup.jobs import find_builders
-from fidoctor.warmup.quarantine import move_aside
-from fidoctor.warmup.watch import lock_holders
+from fidoctor.model import Finding
+
+INCOMPLETE = "cache-incomplete-module"
+FLAG_VERSION = 2
 
 
-def cache_root(env: Mapping[str, str]) -> str:
-    base = env.get("FLASHINFER_WORKSPACE_BASE") or env.get("HOME") or os.path.expanduser("~")
-    return os.path.join(base, ".cache", "flashinfer")
+@dataclass
+class CacheCheck:
+    """The rows of ``--check`` and the findings behind them."""
+
+    workspaces: List[Dict[str, Any]] = field(default_factory=list)
+    findings: List[Finding] = field(default_factory=list)
+    snapshot: Any = None
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.findings else 0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"workspaces": self.workspaces, "findings": [f.to_dict() for f in self.findings]}
 
 
-def module_state(ws: str, name: str) -> Dict[str, Any]:
-    d = os.path.join(ws, "cached_ops", name)
-    so = os.path.join(d, f"{name}.so")
-    try:
-        entries = os.listdir(d)
-    except OSError:
-        entries = []
-    problem = elf_header_problem(so) if os.path.exists(so) else "no .so"
-    if problem is None and any(e.endswith(".o.d") for e in entries):
-        problem = "leftover depfiles (a compile was killed)"
-    st = os.stat(so) if os.path.exists(so) else None
-    return {"name": name, "dir": d, "complete": problem is None, "problem": problem,
-            "size": st.st_size if st else None, "mtime": st.st_mtime if st else None}
+def gather(env: Mapping[str, str]) -> Any:
+    """A snapshot of the cache and the live builders/locks on it (no target import)."""
+    from fidoctor.snapshot.context import build_context
+    from fidoctor.snapshot.runner import gather_snapshot
+
+    ctx = build_context(env=dict(env))
+    return gather_snapshot(ctx, only=["cache", "processes", "locks"])
 
 
-def scan(env: Mapping[str, str]) -> List[Dict[str, Any]]:
-    """Every workspace under the cache root with its modules' states."""
-    out = []
-    for w in discover_workspaces(cache_root(env)):
-        ops = os.path.join(w["path"], "cached_ops")
-        try:
-            names = sorted(n for n in os.listdir(ops)
-                           if n != "tmp" and os.path.isdir(os.path.join(ops, n)))
-        except OSError:
-            names = []
-        out.append(dict(w, modules=[module_state(w["path"], n) for n in names]))
+def check(env: Mapping[str, str], snap: Any = None) -> CacheCheck:
+    """Every module of every workspace, judged by the probes (see the module doc)."""
+    from fidoctor.diagnosis import diagnose
+    from fidoctor.probes._facts import builders, lock_holders_of, so_problem, workspaces
+
+    snap = snap if snap is not None else gather(env)
+    diag = diagnose(snap)
+    bad = {os.path.normpath(f.data.get("module_dir") or ""): f
+           for f in diag.findings if f.id == INCOMPLETE}
+    out = CacheCheck(findings=list(bad.values()), snapshot=snap)
+    for ws in workspaces(snap):
+        rows = []
+        for mod in ws.get("modules", []):
+            path = os.path.normpath(mod["path"])
+            so = mod.get("so") or {}
+            problem = so_problem(mod) if not mod.get("error") else mod["error"]
+            state, why = "ok", ""
+            if path in bad:
+                state, why = "incomplete", bad[path].data.get("problem") or problem or ""
+            elif problem is not None:
+                who = builders(snap, path)
+                holders = lock_holders_of(snap, mod["name"], ws["path"])
+                if who or holders:
+                    state = "busy"
+                    why = (f"pid {who[0]['pid']} ({who[0].get('name')}) works in it" if who
+                           else f"its lock is held by pid {holders[0]}")
+                else:
+                    state, why = "empty", problem or ""
+            rows.append({"name": mod["name"], "dir": mod["path"], "state": state,
+                         "complete": state == "ok", "problem": why or None,
+                         "size": so.get("size"), "mtime": so.get("mtime")})
+        out.workspaces.append({"path": ws["path"], "version": ws.get("version"),
+                               "arch": ws.get("arch"), "modules": rows})
     return out
 
 
-def busy(ws: str, name: str) -> str:
-    """Why a module dir must not be touched now ('' when it may)."""
-    lock = os.path.join(ws, "cached_ops", "tmp", f"{name}.lock")
-    holders = lock_holders(lock)
-    if holders:
-        return f"its lock is held by pid {holders[0]}"
-    procs = find_builders([os.path.join(ws, "cached_ops", name)])
-    if procs:
-        return f"pid {procs[0].pid} ({procs[0].name()}) works in it"
-    return ""
-
-
-def render_check(workspaces: List[Dict[str, Any]], now: float) -> List[str]:
+def render_check(result: CacheCheck, now: float) -> List[str]:
     lines = []
-    for w in workspaces:
-        good = [m for m in w["modules"] if m["complete"]]
-        bad = [m for m in w["modules"] if not m["complete"]]
+    for w in result.workspaces:
+        good = [m for m in w["modules"] if m["state"] == "ok"]
+        bad = [m for m in w["modules"] if m["state"] == "incomplete"]
         lines.append(f"{w['path']} (version {w.get('version') or '?'}, arch {w.get('arch') or '?'}):"
                      f" Found {len(good)} compiled kernel(s), {len(bad)} incomplete")
         for m in good:
             age = (now - m["mtime"]) / 3600 if m["mtime"] else 0
-            lines.append(f"  ok          {m['size'] / 1e6:7.1f} MB  {age:6.1f} h  {m['name']}")
-        for m in bad:
-            lines.append(f"  INCOMPLETE  {m['problem']}: {m['name']}")
-    if not workspaces:
+            lines.append(f"  ok          {(m['size'] or 0) / 1e6:7.1f} MB  {age:6.1f} h  {m['name']}")
+        for m in w["modules"]:
+            if m["state"] != "ok":
+                lines.append(f"  {m['state'].upper():<10}  {m['problem']}: {m['name']}")
+    if not result.workspaces:
         lines.append("no FlashInfer workspace found")
+    if result.findings:
+        lines.append(f"{len(result.findings)} {INCOMPLETE} finding(s): move them aside with "
+                     "`fidoctor warmup --clear-incomplete` (undo: fidoctor undo)")
     return lines
 
 
-def clear_incomplete(env: Mapping[str, str]) -> List[str]:
-    lines = []
-    for w in scan(env):
-        for m in w["modules"]:
-            if m["complete"]:
-                continue
-            why = busy(w["path"], m["name"])
-            if why:
-                lines.append(f"left {m['dir']}: {why}")
-                continue
-            out = move_aside(m["dir"], f"--clear-incomplete: {m['problem']}", dict(env))
-            if out.get("moved_to"):
-                undo = f"fidoctor undo --id {out['txid']}" if out.get("txid") else out.get("record")
-                lines.append(f"moved {m['dir']} aside to {out['moved_to']} (undo: {undo})")
-            else:
-                lines.append(f"could not move {m['dir']}: {out.get('error')}")
-    return lines or ["no incomplete module dirs"]
+def _so_sig(path: str) -> Optional[List[float]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
 
 
-def once_satisfied(flag: str, specs_info: Dict[str, Dict[str, Any]]) -> bool:
-    """The flag exists and every module of the set is still in the cache."""
-    if not os.path.exists(flag):
-        return False
-    for s in specs_info.values():
-        so = s.get("so_path")
-        if not so or elf_header_problem(so) is not None:
-            return False
-    return True
+def once_satisfied(flag: str, expect: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """Why the ``--once`` flag still holds (None: it does not; build).
+
+    Holds when the flag was written by this flag format, for the same
+    request (``expect``: python, modules, arch), and every ``.so`` it lists
+    is unchanged (size, mtime) and still starts with an ELF header. Reads a
+    few bytes per module: no target interpreter is started.
+    """
+    try:
+        with open(flag, "rb") as f:
+            doc = json.loads(f.read(1 << 20) or b"{}")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("flag_version") != FLAG_VERSION:
+        return None
+    for k, v in (expect or {}).items():
+        if doc.get(k) != v:
+            return None
+    sos = doc.get("sos") or {}
+    if not sos:
+        return None
+    for path, sig in sos.items():
+        if _so_sig(path) != sig or elf_header_problem(path) is not None:
+            return None
+    return f"{flag} is valid and all {len(sos)} modules are cached: nothing to do"
 
 
-def write_flag(flag: str, result: Dict[str, Any]) -> None:
+def write_flag(flag: str, result: Dict[str, Any], expect: Dict[str, Any]) -> None:
+    """Record the request and every module's ``.so`` signature, atomically."""
+    sos = {}
+    for m in result.get("modules", []):
+        so = os.path.join(m.get("module_dir") or "", f"{m.get('name')}.so")
+        sig = _so_sig(so) if m.get("module_dir") else None
+        if sig is not None:
+            sos[so] = sig
     tmp = f"{flag}.tmp.{os.getpid()}"
-    d = os.path.dirname(os.path.abspath(flag))
-    os.makedirs(d, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(flag)), exist_ok=True)
     with open(tmp, "w") as f:
-        json.dump({"time": time.time(), "modules": [m["name"] for m in result["modules"]],
-                   "python": result["python"]}, f)
+        json.dump(dict(expect, flag_version=FLAG_VERSION, time=time.time(), sos=sos,
+                       modules=[m.get("name") for m in result.get("modules", [])]), f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, flag)

@@ -6,11 +6,15 @@ fidoctor: the target venv does not have it) and must run on Python 3.9.
 Talks back by lines ``@@fidoctor {json}`` on stdout; FlashInfer's own logging
 goes to stderr, which the supervisor keeps for the error report.
 
-Request: {"mode": "describe"|"build", "modules": [{"key", "kind", "dtype",
-"head_dim"}], "load": bool, "fa3_source": bool, "handshake": bool}. With
-handshake, after each ``spec`` event the child waits for one stdin line
-``{"go": bool, "max_jobs": int}`` before it builds that module, so one
-interpreter (one torch import) serves the whole set.
+Request: {"mode": "describe"|"build"|"serve", "modules": [{"key", "kind",
+"dtype", "head_dim"}], "load": bool, "fa3_source": bool, "handshake": bool}.
+build: with handshake, after each ``spec`` event the child waits for one stdin
+line ``{"go": bool, "max_jobs": int}`` before it builds that module, so one
+interpreter (one torch import) serves the whole set (``--sequential``).
+serve: the child emits every ``spec``, then obeys stdin lines until ``quit``:
+``{"op": "write", "key"}`` writes the module's build.ninja (the supervisor
+holds the module lock and runs the module's own ninja itself, several at
+once); ``{"op": "load", "key"}`` loads the built module (GPU boxes).
 """
 
 import inspect
@@ -22,8 +26,11 @@ import time
 import traceback
 
 TAG = "@@fidoctor "
-ERROR_PATTERNS = ("fatal error", "error:", "error :", "cannot find", "undefined reference",
-                  "No such file", "Killed", "out of memory", "RuntimeError", "FAILED:")
+# The line that names the cause, most specific first: a link that cannot find
+# -lcuda ends in "collect2: error: ld returned 1", which names nothing.
+ERROR_PATTERNS = ("No space left on device", "unsupported GNU version", "cannot find -l",
+                  "out of memory", "Killed", "fatal error", "undefined reference", "error:",
+                  "error :", "cannot find", "No such file", "RuntimeError", "FAILED:")
 
 
 def emit(event, **kw):
@@ -82,7 +89,45 @@ def spec_paths(spec):
     return {"name": name, "module_dir": str(mdir) if mdir else None,
             "so_path": str(lib) if lib else None, "lock_path": str(lock) if lock else None,
             "compiled": bool(lib and os.path.exists(str(lib))), "edges": len(sources) + 1,
-            "generated_dir": str(os.path.dirname(sources[0])) if sources else None}
+            "generated_dir": str(os.path.dirname(sources[0])) if sources else None,
+            "own_ninja": own_ninja(spec)}
+
+
+def own_ninja(spec):
+    """Whether the supervisor may run this module's ninja itself: FlashInfer 0.6.1+
+    runs ``ninja -C cached_ops/<name>`` (a log per module); older ones share one
+    ``.ninja_log`` in ``cached_ops``, so two ninjas at once would race on it."""
+    import flashinfer
+
+    v = re.match(r"(\d+)\.(\d+)\.(\d+)", getattr(flashinfer, "__version__", "") or "")
+    new = bool(v) and tuple(int(x) for x in v.groups()) >= (0, 6, 1)
+    return new and hasattr(spec, "write_ninja") and hasattr(spec, "build_dir")
+
+
+def serve(specs, gpu, load):
+    """Obey the supervisor's commands (see the module doc) until ``quit`` or EOF."""
+    for raw in sys.stdin:
+        cmd = json.loads(raw or "{}")
+        op, key = cmd.get("op"), cmd.get("key")
+        if op == "quit":
+            return 0
+        spec = specs.get(key)
+        if spec is None:
+            emit("failed", key=key, stage=op or "?", error="unknown module key")
+            continue
+        try:
+            if op == "write":
+                spec.write_ninja()
+                emit("written", key=key, workdir=str(spec.build_dir),
+                     ninja_file=str(spec.ninja_path))
+            elif op == "load":
+                if load and gpu:
+                    spec.build_and_load()
+                emit("loaded", key=key, loaded=bool(load and gpu))
+        except Exception as e:  # noqa: BLE001
+            emit("failed", key=key, stage=op, error=first_error_line(str(e)),
+                 detail=str(e)[-4000:])
+    return 0
 
 
 def fa3_facts():
@@ -150,6 +195,7 @@ def main():
              .format(info["version"]))
         return 3
     rc = 0
+    specs = {}
     for m in req.get("modules", []):
         try:
             spec = make_spec(gens, m, torch)
@@ -159,6 +205,7 @@ def main():
             rc = 1
             continue
         paths = spec_paths(spec)
+        specs[m["key"]] = spec
         emit("spec", key=m["key"], **paths)
         if req["mode"] != "build":
             continue
@@ -191,6 +238,9 @@ def main():
         emit("done", key=m["key"], seconds=time.time() - t0,
              so_size=os.path.getsize(paths["so_path"]) if paths["so_path"]
              and os.path.exists(paths["so_path"]) else None)
+    if req["mode"] == "serve":
+        emit("ready", keys=sorted(specs))
+        return serve(specs, gpu, req.get("load"))
     return rc
 
 

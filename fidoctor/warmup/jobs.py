@@ -15,18 +15,17 @@ wait for them, and say which.
 from __future__ import annotations
 
 import os
-import time
 from typing import Dict, List, Optional, Tuple
 
 import psutil
 
+from fidoctor.flashinfer.builds import COMPILERS, module_dir_of
 from fidoctor.kill import terminate_tree
+from fidoctor.proclocks import lock_holders
+from fidoctor.proctree import scan_table
 from fidoctor.warmup.specs import GB_PER_JOB
-from fidoctor.warmup.watch import lock_holders
 
 RESERVE = 1 << 30
-COMPILERS = ("ninja", "nvcc", "cicc", "ptxas", "cudafe++", "fatbinary", "nvlink", "cc1plus",
-             "c++", "g++", "gcc", "ld", "collect2", "sh")
 
 
 def cores() -> int:
@@ -66,24 +65,27 @@ def choose_jobs(mem_class: str, override: Optional[int] = None) -> Tuple[int, st
 
 
 def find_builders(paths: List[str], exclude: Optional[set] = None) -> List[psutil.Process]:
-    """Processes whose argv or cwd names one of ``paths`` (module dir, generated dir)."""
-    exclude = exclude or set()
+    """Live compilers (the one list, ``flashinfer.builds.COMPILERS``) and Pythons working on
+    one of ``paths``: tied to a module dir the way the ``processes`` gatherer ties them
+    (``module_dir_of``), or naming a path (the generated sources dir) in their argv."""
+    exclude = (exclude or set()) | {os.getpid()}
+    want = {os.path.normpath(p) for p in paths if p}
     out = []
-    for p in psutil.process_iter():
-        if p.pid in exclude or p.pid == os.getpid():
+    for pid, (comm, _ppid, _pgid) in scan_table().items():
+        if pid in exclude or not (comm in COMPILERS or comm.startswith("python")):
             continue
         try:
-            if p.name() not in COMPILERS and not p.name().startswith(("python", "cicc", "nvcc")):
-                continue
-            argv = " ".join(p.cmdline())
-            cwd = ""
+            p = psutil.Process(pid)
+            argv = p.cmdline()
             try:
-                cwd = p.cwd()
+                cwd: Optional[str] = p.cwd()
             except psutil.Error:
-                pass
+                cwd = None
         except psutil.Error:
             continue
-        if any(x and (x in argv or cwd.startswith(x)) for x in paths):
+        mdir = module_dir_of(argv, cwd)
+        joined = " ".join(argv)
+        if (mdir and os.path.normpath(mdir) in want) or any(w in joined for w in want):
             out.append(p)
     return out
 
@@ -129,7 +131,3 @@ def _is_ancestor(a: psutil.Process, b: psutil.Process) -> bool:
         return a.pid in {x.pid for x in b.parents()}
     except psutil.Error:
         return False
-
-
-def wait_quiet(seconds: float) -> None:
-    time.sleep(seconds)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from typing import Any, List, Optional, TextIO
 
+from fidoctor.warmup.result import ModuleResult
 from fidoctor.warmup.runner import Progress
-from fidoctor.warmup.supervisor import ModuleResult
 
 PLAIN_EVERY = 15.0
 

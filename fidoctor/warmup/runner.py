@@ -22,10 +22,10 @@ from fidoctor.snapshot.context import default_python
 from fidoctor.warmup import jobs as jobs_mod
 from fidoctor.warmup import specs as specs_mod
 from fidoctor.warmup.quarantine import move_aside
+from fidoctor.warmup.result import ModuleResult
 from fidoctor.warmup.supervisor import (
     Hooks,
     Interrupted,
-    ModuleResult,
     StartFailed,
     build_session,
     install_sigterm,

@@ -22,43 +22,21 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import psutil
 
 from fidoctor.kill import terminate_tree
 from fidoctor.model import Finding
+from fidoctor.proctree import describe_live as describe_proc
 from fidoctor.warmup import verdicts
-from fidoctor.warmup.watch import Sample, TreeWatch, blocked_leaf, describe_proc
+from fidoctor.warmup.result import ModuleResult
+from fidoctor.warmup.watch import Sample, TreeWatch, blocked_leaf
 
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "child.py")
 TAG = "@@fidoctor "
 INTERVAL = 1.0
-
-
-@dataclass
-class ModuleResult:
-    key: str
-    name: str = ""
-    module_dir: str = ""
-    status: str = "queued"  # queued|cached|done|failed|stalled|timed_out|interrupted|skipped
-    seconds: float = 0.0
-    error: str = ""
-    max_jobs: int = 0
-    jobs_reason: str = ""
-    peak_rss: int = 0
-    cpu_seconds: float = 0.0
-    verdict: Optional[Finding] = None
-    quarantined: Optional[str] = None
-    survivors: List[int] = field(default_factory=list)
-    pids_seen: List[int] = field(default_factory=list)
-    info: Dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("verdict", "info")}
-        d["verdict"] = self.verdict.to_dict() if self.verdict else None
-        return d
 
 
 class Interrupted(Exception):

@@ -8,12 +8,11 @@ Ids: ``warmup-stalled`` (data.cause: ``lock-held`` | ``process-blocked``),
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List
+from typing import List
 
+from fidoctor.flashinfer.builds import COMPILERS
 from fidoctor.model import Finding, Fix
-
-if TYPE_CHECKING:
-    from fidoctor.warmup.supervisor import ModuleResult
+from fidoctor.warmup.result import ModuleResult
 
 
 def _data(res: ModuleResult, **kw) -> dict:
@@ -42,7 +41,8 @@ def stalled_on_lock(res: ModuleResult, after: float, lock: str, holder: str,
 
 def stalled_blocked(res: ModuleResult, after: float, leaf: str, tree: List[str]) -> Finding:
     what = leaf or "the target interpreter"
-    compiler = any(c in leaf for c in ("nvcc", "cicc", "ptxas", "cudafe", "ninja", "c++", "gcc"))
+    words = {w.rsplit("/", 1)[-1] for w in leaf.replace("`", " ").split()}
+    compiler = bool(words & COMPILERS)
     return Finding(
         id="warmup-stalled", severity="error", subject=res.name or res.key,
         title=f"{res.key}: {'the compiler' if compiler else 'the build'} made no progress for "

@@ -19,6 +19,8 @@ from typing import Dict, List, Optional, Tuple
 
 import psutil
 
+from fidoctor.proclocks import lock_holders
+
 BUSY_FRACTION = 0.03
 Key = Tuple[int, float]
 
@@ -113,53 +115,6 @@ class TreeWatch:
             except OSError:
                 continue
         return out
-
-
-def lock_holders(path: str) -> List[int]:
-    """Pids holding a lock on ``path`` per /proc/locks (matched by device and inode)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return []
-    want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
-    out = []
-    try:
-        with open("/proc/locks") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return []
-    for ln in lines:
-        parts = ln.split()
-        if "->" in parts:  # a waiter, not a holder
-            continue
-        try:
-            i = next(k for k, v in enumerate(parts) if v.count(":") == 2)
-            maj, mnr, ino = parts[i].split(":")
-            if (int(maj, 16), int(mnr, 16), int(ino)) == want:
-                out.append(int(parts[i - 1]))
-        except (StopIteration, ValueError):
-            continue
-    return out
-
-
-def describe_proc(pid: int) -> str:
-    """``pid 123 nvcc -c … (state S, wchan hrtimer_nanosleep, cpu 0.1 s)`` for evidence."""
-    try:
-        p = psutil.Process(pid)
-        with p.oneshot():
-            cmd = " ".join(p.cmdline()) or p.name()
-            st = p.status()
-            t = p.cpu_times()
-    except psutil.Error:
-        return f"pid {pid} (gone)"
-    try:
-        with open(f"/proc/{pid}/wchan") as f:
-            wchan = f.read().strip() or "-"
-    except OSError:
-        wchan = "?"
-    if len(cmd) > 200:
-        cmd = cmd[:200] + "…"
-    return f"pid {pid} `{cmd}` (state {st}, wchan {wchan}, cpu {t.user + t.system:.1f} s)"
 
 
 def blocked_leaf(procs: List[psutil.Process], root: int) -> Optional[int]:

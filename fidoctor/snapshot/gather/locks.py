@@ -38,8 +38,9 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 import psutil
 
+from fidoctor.flashinfer.builds import COMPILERS
+from fidoctor.proclocks import entries_for, read_proc_locks
 from fidoctor.proctree import (
-    COMPILER_NAMES,
     SLEEP_WCHANS,
     STATE_LETTER,
     is_orphaned,
@@ -57,26 +58,6 @@ FD_SAMPLE_EVERY_S = 0.005
 MAX_CANDIDATES = 64
 # A poll loop (filelock 50 ms, FileBaton 100 ms) wakes 10–20 times a second.
 POLL_WAKEUPS_PER_S = 4.0
-
-
-def parse_proc_locks(text: str) -> List[Dict[str, Any]]:
-    """``/proc/locks`` lines as dicts: kind, mode, pid, major, minor, ino, blocked."""
-    out = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 6:
-            continue
-        blocked = parts[1] == "->"
-        if blocked:
-            parts = parts[:1] + parts[2:]
-        try:
-            kind, mode, pid, devino = parts[1], parts[3], int(parts[4]), parts[5]
-            maj, mnr, ino = devino.split(":")
-            out.append({"kind": kind, "mode": mode, "pid": pid, "major": int(maj, 16),
-                        "minor": int(mnr, 16), "ino": int(ino), "blocked": blocked})
-        except (ValueError, IndexError):
-            continue
-    return out
 
 
 def _lock_files(cache: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -174,7 +155,7 @@ def _describe(pid: int, all_procs: Dict[int, Tuple[str, int, int]]) -> Dict[str,
         desc.append(c)
         todo.extend(children.get(c, []))
     d["children"] = [{"pid": c, "name": all_procs[c][0]} for c in sorted(kids)]
-    d["compiler_descendants"] = sorted(c for c in desc if all_procs[c][0] in COMPILER_NAMES)
+    d["compiler_descendants"] = sorted(c for c in desc if all_procs[c][0] in COMPILERS)
     ppid = d.get("ppid") or 0
     d["parent_exists"] = ppid in all_procs
     if d["parent_exists"]:
@@ -237,13 +218,10 @@ def gather(ctx, done) -> Dict[str, Any]:
     cache = done["cache"].data if "cache" in done and done["cache"].ok else {}
     locks = _lock_files(cache)
     out: Dict[str, Any] = {"locks": locks, "procs": {}, "sample_window_s": 0.0}
-    try:
-        with open("/proc/locks") as f:
-            entries = parse_proc_locks(f.read())
-        out["proc_locks_ok"] = True
-    except OSError as e:
-        entries, out["proc_locks_ok"] = [], False
-        out["proc_locks_error"] = e.strerror or str(e)
+    entries, err = read_proc_locks()
+    out["proc_locks_ok"] = err is None
+    if err is not None:
+        out["proc_locks_error"] = err
     if not locks:
         return out
     real = {}
@@ -252,11 +230,8 @@ def gather(ctx, done) -> Dict[str, Any]:
         real[lk["path"]] = lk
         dev = lk.get("dev")
         lk["dev_hex"] = f"{os.major(dev):02x}:{os.minor(dev):02x}" if dev is not None else None
-        same = [e for e in entries if e["ino"] == lk.get("ino")]
-        exact = [e for e in same if dev is not None
-                 and (e["major"], e["minor"]) == (os.major(dev), os.minor(dev))]
-        # overlayfs and some FUSE report another device than stat(): fall back to inode.
-        hits, lk["match"] = (exact, "dev+inode") if exact else (same, "inode" if same else None)
+        # overlayfs and some FUSE report another device than stat(): fidoctor.proclocks.
+        hits, lk["match"] = entries_for(entries, dev, lk.get("ino"))
         lk["holders"] = sorted({e["pid"] for e in hits if not e["blocked"]})
         lk["blocked"] = sorted({e["pid"] for e in hits if e["blocked"]})
         lk["open_by"], lk["waiters"] = [], []
