@@ -8,6 +8,14 @@
       wall time of warming N real modules: fidoctor (MAX_JOBS from memory),
       one by one (MAX_JOBS=1), FlashInfer's default (no MAX_JOBS: ninja's
       nproc+2); plus fidoctor's own CPU during the real compile.
+  python bench/bench_warmup.py parallel [--modules …] [--rounds 2]
+      module-parallel warmup against --sequential, each round in a fresh
+      cache, alternating which goes first (other load on the box drifts);
+      the lower bound max(longest edge, work / cores) + one torch+FlashInfer
+      import, from the run's own .ninja_log files (fidoctor.flashinfer.ninjalog).
+  python bench/bench_warmup.py bounds DIR… [--cores N] [--overhead S]
+      the same figures for module dirs (or workspaces: every cached_ops/*)
+      that a real run left, e.g. the H200 machine's cache after a cold warmup.
 
 Uses the cached target venv of the tests (tests/warmup_helpers.py).
 """
@@ -111,15 +119,87 @@ def bench_build(modules: str) -> dict:
     return out
 
 
+def import_seconds(py: Path, env: dict) -> float:
+    """One torch + FlashInfer import in the target: the part no schedule can hide."""
+    t0 = time.time()
+    subprocess.run([str(py), "-c", "import torch, flashinfer"], env=env, check=True,
+                   capture_output=True)
+    return time.time() - t0
+
+
+def module_dirs(paths: list) -> list:
+    """Module dirs named, or every ``cached_ops/<name>`` under the workspaces named."""
+    out = []
+    for p in map(Path, paths):
+        ops = p / "cached_ops"
+        if ops.is_dir():
+            out += [str(d) for d in sorted(ops.iterdir())
+                    if d.is_dir() and (d / ".ninja_log").exists()]
+        elif (p / ".ninja_log").exists():
+            out.append(str(p))
+    return out
+
+
+def bench_parallel(modules: str, rounds: int) -> dict:
+    from fidoctor.flashinfer.ninjalog import bounds, module_edges
+
+    py = target_venv()
+    cores = len(os.sched_getaffinity(0))
+    out: dict = {"modules": modules.split(","), "cores": cores, "rounds": []}
+    tmp = Path(tempfile.mkdtemp(prefix="fid-bench-par-"))
+    try:
+        for i in range(rounds):
+            order = ["parallel", "sequential"] if i % 2 == 0 else ["sequential", "parallel"]
+            row: dict = {"order": order}
+            for how in order:
+                base = tmp / f"r{i}-{how}"
+                env = build_env(py.parent.parent, base, extra={"XDG_STATE_HOME": str(base / "s")})
+                t0 = time.time()
+                res = run_warmup(python=str(py), modules=modules, arch="9.0a", env=env,
+                                 sequential=how == "sequential")
+                wall = time.time() - t0
+                assert res.exit_code == 0, [m.to_dict() for m in res.modules]
+                row[f"{how}_s"] = round(wall, 1)
+                row[f"{how}_peak_rss_gib"] = round(max(m.peak_rss for m in res.modules) / 2**30, 2)
+                if how == "parallel":
+                    imp = import_seconds(py, env)
+                    edges = module_edges([m.module_dir for m in res.modules])
+                    row["bounds"] = bounds(edges, cores, overhead_s=imp)
+                    row["import_s"] = round(imp, 1)
+            row["parallel_vs_sequential"] = round(row["parallel_s"] / row["sequential_s"], 3)
+            row["parallel_vs_lower_bound"] = round(
+                row["parallel_s"] / row["bounds"]["lower_bound_s"], 3)
+            out["rounds"].append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ratios = [r["parallel_vs_sequential"] for r in out["rounds"]]
+    out["parallel_vs_sequential_median"] = sorted(ratios)[len(ratios) // 2]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["hang", "build"])
+    ap.add_argument("what", choices=["hang", "build", "parallel", "bounds"])
+    ap.add_argument("dirs", nargs="*", help="bounds: module dirs or workspaces")
     ap.add_argument("--stall-after", type=float, nargs="+", default=[60.0, 15.0])
     ap.add_argument("--modules", default="single-decode:f16:64,single-decode:bf16:64")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--overhead", type=float, default=0.0,
+                    help="bounds: seconds added to both figures (one torch+FlashInfer import)")
     a = ap.parse_args()
     if a.what == "hang":
         for s in a.stall_after:
             print(json.dumps(bench_hang(s)), flush=True)
+    elif a.what == "parallel":
+        print(json.dumps(bench_parallel(a.modules, a.rounds)), flush=True)
+    elif a.what == "bounds":
+        from fidoctor.flashinfer.ninjalog import bounds, module_edges
+
+        dirs = module_dirs(a.dirs)
+        print(json.dumps(dict(bounds(module_edges(dirs), a.cores, a.overhead),
+                              modules=len(dirs))), flush=True)
     else:
         print(json.dumps(bench_build(a.modules)), flush=True)
 

@@ -188,6 +188,11 @@ def test_warmup_json_modes_validate(box, tmp_path):
         r = run_cli(["warmup", *args, "--json", "--arch", "9.0a"], env=env)
         assert r.returncode in (0, 1), (args, r.stderr)
         jsonschema.validate(json.loads(r.stdout), schema("warmup"))
+    py = target_venv()  # --plan asks the target (one FlashInfer import, nothing built)
+    for args in (["--plan", "--python", str(py), "--modules", "single-decode:f16:64"],):
+        r = run_cli(["warmup", *args, "--json", "--arch", "9.0a"], env=env, timeout=240)
+        assert r.returncode in (0, 1), (args, r.stderr)
+        jsonschema.validate(json.loads(r.stdout), schema("warmup"))
 
 
 def test_warmup_run_json_validates(tmp_path):

@@ -86,12 +86,31 @@ def test_real_decode_compile_then_cached_then_once(target_py, tmp_path):
     flag = tmp_path / "flags" / "warm"
     r = warmup(target_py, env, "--modules", "decode", "--once", str(flag))
     assert r.returncode == 0 and flag.exists(), r.stderr
-    r = warmup(target_py, env, "--modules", "decode", "--once", str(flag))
-    assert r.returncode == 0 and "nothing to do" in r.stdout
+    # The second does not start the target at all (no torch import): a sitecustomize on
+    # PYTHONPATH leaves a mark whenever the target's interpreter starts.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        f"import sys\nif sys.prefix == {str(target_py.parent.parent)!r}:\n"
+        f"    open({str(tmp_path / 'started')!r}, 'a').write('x')\n")
+    r = warmup(target_py, dict(env, PYTHONPATH=str(site)), "--modules", "decode", "--once",
+               str(flag))
+    assert r.returncode == 0 and "nothing to do" in r.stdout, (r.stdout, r.stderr[-2000:])
+    assert not (tmp_path / "started").exists()
     # --check sees it
     r = subprocess.run([sys.executable, "-m", "fidoctor", "warmup", "--check"], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "Found 1 compiled kernel(s), 0 incomplete" in r.stdout
+    # The copies used to disagree here: a real module plus a leftover depfile. The probe's
+    # answer (it loads: not incomplete) is the answer of both commands.
+    (so.parent / f"{m['name']}_decode.cuda.o.d").write_text("x.o: x.cu\n")
+    r = subprocess.run([sys.executable, "-m", "fidoctor", "warmup", "--check"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    d = subprocess.run([sys.executable, "-m", "fidoctor", "diagnose", "--json"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Found 1 compiled kernel(s), 0 incomplete" in r.stdout
+    ids = [f["id"] for f in json.loads(d.stdout)["findings"]]
+    assert "cache-incomplete-module" not in ids, ids
 
 
 @pytest.mark.timeout(180)
@@ -241,3 +260,106 @@ def test_a_stalled_module_does_not_stop_the_next(target_py, tmp_path):
     assert set(mods[0]["pids_seen"]).isdisjoint(mods[1]["pids_seen"])
     for m in mods:
         assert_nothing_left(m, base)
+
+
+def nvcc_hanging_on(d: Path, word: str) -> Path:
+    """A CUDA_HOME whose nvcc hangs (sleep) only for commands naming ``word``, else the real one.
+
+    Stands in for a hung compile of one module while the others build for real.
+    """
+    tk = hung_toolkit(d)
+    (tk / "bin" / "nvcc").write_text(
+        "#!/bin/sh\ncase \"$*\" in *" + word + "*) exec sleep 100000;; esac\n"
+        "exec /usr/local/cuda/bin/nvcc \"$@\"\n")
+    return tk
+
+
+@pytest.mark.timeout(900)
+def test_parallel_modules_one_stalls_only_its_tree_ends(target_py, tmp_path):
+    """Two real modules at once (one job budget); the bf16 one's nvcc hangs: its tree alone is
+    ended and moved aside, the f16 one compiles to the end. Then FlashInfer's own ninja
+    (--sequential runs build() in the target) finds the parallel-built module up to date."""
+    base = tmp_path / "base"
+    tk = nvcc_hanging_on(tmp_path / "cuda-half", "dtype_q_bf16")
+    env = build_env(target_py.parent.parent, base, cuda_home=str(tk),
+                    extra={"XDG_STATE_HOME": str(tmp_path / "st")})
+    good, bad = SMALL, "single-decode:bf16:64"
+    r = warmup(target_py, env, "--modules", f"{good},{bad}", "--jobs", "4",
+               "--stall-after", "8", "--json", timeout=800)
+    assert r.returncode == 1, (r.stdout[-2000:], r.stderr[-3000:])
+    mods = {m["key"]: m for m in json.loads(r.stdout)["modules"]}
+    assert mods[good]["status"] == "done", mods[good]
+    assert mods[bad]["status"] == "stalled", mods[bad]
+    assert "sleep" in mods[bad]["verdict"]["data"]["blocked"]
+    assert set(mods[good]["pids_seen"]).isdisjoint(mods[bad]["pids_seen"])
+    assert any(" · " in ln and good in ln and bad in ln for ln in r.stderr.splitlines()), \
+        "progress never showed both modules in flight"
+    assert_nothing_left(mods[bad], base)
+    assert alive(mods[good]["pids_seen"]) == []
+    so = Path(mods[good]["module_dir"]) / f"{mods[good]['name']}.so"
+    assert elf_header_problem(str(so)) is None
+    r = warmup(target_py, env, "--modules", good, "--sequential", "--json")
+    m = module_of(json.loads(r.stdout))
+    assert r.returncode == 0 and m["status"] == "cached", (m, r.stderr[-2000:])
+    assert "compiling" not in r.stderr and f"{good} cached" in r.stderr  # said once: cached
+
+
+@pytest.mark.timeout(900)
+def test_changed_environment_never_breaks_a_good_module(target_py, tmp_path):
+    """Seen on a real box: a module built with FLASHINFER_EXTRA_LDFLAGS, then warmup without
+    it: ninja relinked, the link failed, the good .so was gone. Now ninja is asked first
+    (-n -d explain): the module is left alone and the reason said; --rebuild moves it aside
+    through the transaction layer first, the failed rebuild quotes the line naming the
+    cause (cannot find -lcuda, not collect2's last line), and fidoctor undo restores it."""
+    base = tmp_path / "base"
+    env = build_env(target_py.parent.parent, base, extra={"XDG_STATE_HOME": str(tmp_path / "st")})
+    r = warmup(target_py, env, "--modules", SMALL, "--json", timeout=800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = module_of(json.loads(r.stdout))
+    so = Path(m["module_dir"]) / f"{m['name']}.so"
+    before = so.stat()
+    bare = dict(env)
+    del bare["FLASHINFER_EXTRA_LDFLAGS"]  # this box has no libcuda: the link needs the stub
+    plans = {}
+    for label, e in (("same", env), ("bare", bare)):
+        r = warmup(target_py, e, "--modules", SMALL, "--plan", "--json")
+        assert r.returncode == 0, r.stderr[-2000:]
+        plans[label] = json.loads(r.stdout)["modules"][0]
+    assert plans["same"]["state"] == "cached", plans
+    assert plans["bare"]["state"] == "rebuild" and "command line changed" in plans["bare"]["why"]
+    assert "eta_s" in plans["bare"]
+    r = warmup(target_py, bare, "--modules", SMALL, "--json")
+    m = module_of(json.loads(r.stdout))
+    assert r.returncode == 0 and m["status"] == "cached", (m, r.stderr[-2000:])
+    assert any("command line changed" in w for w in m["rebuild_pending"]), m
+    assert "--rebuild" in r.stderr
+    assert so.stat().st_ino == before.st_ino and so.stat().st_mtime_ns == before.st_mtime_ns
+    r = warmup(target_py, bare, "--modules", SMALL, "--rebuild", "--json", timeout=800)
+    assert r.returncode == 1, r.stderr[-3000:]
+    m = module_of(json.loads(r.stdout))
+    assert m["status"] == "failed" and "cannot find -lcuda" in m["error"], m["error"]
+    assert "collect2" not in m["verdict"]["title"]
+    assert m["quarantined"] and Path(m["quarantined"]).is_dir()  # the failed attempt
+    assert not list(Path(m["quarantined"]).glob("*.so"))
+    assert elf_header_problem(str(so)) is None and so.stat().st_ino == before.st_ino
+    h = subprocess.run([sys.executable, "-m", "fidoctor", "history", "--json"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert [row["status"] for row in json.loads(h.stdout)] == ["undone", "committed"], h.stdout
+
+
+@pytest.mark.timeout(300)
+def test_plan_names_what_would_be_built_and_builds_nothing(target_py, tmp_path):
+    base = tmp_path / "base"
+    env = build_env(target_py.parent.parent, base)
+    r = warmup(target_py, env, "--modules", f"{SMALL},prefill-fa3:f16", "--plan", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    assert [(m["key"], m["state"]) for m in doc["modules"]] == [
+        (SMALL, "build"), ("prefill-fa3:f16:128", "build")]
+    fa3, small = doc["modules"][1], doc["modules"][0]
+    assert fa3["eta_s"] > small["eta_s"] > 0 and fa3["eta_basis"] in ("seed", "history-kind")
+    assert doc["eta_sequential_s"] >= doc["eta_parallel_s"] > 0
+    ops = ws_of(base) / "cached_ops"
+    assert not ops.exists() or [p.name for p in ops.iterdir()] in ([], ["tmp"])
+    r = warmup(target_py, env, "--modules", SMALL, "--plan")
+    assert r.returncode == 0 and "nothing was built" in r.stdout

@@ -39,10 +39,20 @@ def fa3_advice(target: dict) -> str:
               "to the default set. KIND: decode, prefill-fa2, prefill-fa3, single-decode, "
               "single-prefill-fa2, single-prefill-fa3.")
 @click.option("--list", "list_only", is_flag=True, help="Show the module set and exit.")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Ask the target what it would compile here (cached, prebuilt, to build) and "
+              "how long it would take; build nothing.")
 @click.option("--arch", metavar="LIST",
               help="FLASHINFER_CUDA_ARCH_LIST for the build, e.g. 9.0a: lets a box without a "
               "GPU build (modules are loaded only where a GPU is).")
-@click.option("--jobs", type=click.IntRange(1, 256), help="MAX_JOBS (default: from memory).")
+@click.option("--jobs", type=click.IntRange(1, 256),
+              help="Compile jobs in all, shared by the modules built at once (default: cores, "
+              "lowered when memory is short).")
+@click.option("--sequential", is_flag=True,
+              help="One module at a time, in one process (the order of FlashInfer's own use).")
+@click.option("--rebuild", is_flag=True,
+              help="Rebuild cached modules that this environment would rebuild (the old one "
+              "is moved aside first: fidoctor undo brings it back).")
 @click.option("--timeout", type=float, metavar="S",
               help="Hard limit per module (default: 900 decode, 1800 FA2, 3600 FA3).")
 @click.option("--stall-after", type=float, default=60.0, show_default=True, metavar="S",
@@ -58,14 +68,14 @@ def fa3_advice(target: dict) -> str:
 @click.option("--once", "once", metavar="FLAG_FILE",
               help="Skip when FLAG_FILE exists and the modules are cached; write it on success.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def command(python, modules, list_only, arch, jobs, timeout, stall_after, orphans, no_load,
-            check, clear_incomplete, disable_sm90, once, as_json) -> int:
+def command(python, modules, list_only, plan_only, arch, jobs, sequential, rebuild, timeout, stall_after,
+            orphans, no_load, check, clear_incomplete, disable_sm90, once, as_json) -> int:
     """Pre-compile FlashInfer's usual kernels in the target, safely (stall/timeout guarded)."""
     from fidoctor.errors import FidoctorError
     from fidoctor.warmup import cache
 
-    if sum(bool(x) for x in (list_only, check, clear_incomplete)) > 1:
-        raise FidoctorError("--list, --check and --clear-incomplete are exclusive")
+    if sum(bool(x) for x in (list_only, plan_only, check, clear_incomplete)) > 1:
+        raise FidoctorError("--list, --plan, --check and --clear-incomplete are exclusive")
     if list_only:
         return _list(modules, arch, disable_sm90, as_json)
     if check or clear_incomplete:
@@ -90,6 +100,12 @@ def command(python, modules, list_only, arch, jobs, timeout, stall_after, orphan
     py = python or default_python(dict(os.environ))[0]
     if python and not os.path.exists(python):
         raise FidoctorError(f"--python {python}: no such file")
+    if plan_only:
+        from fidoctor.warmup.plan import make_plan, render
+
+        doc = make_plan(py, modules, arch, disable_sm90, jobs)
+        click.echo(json.dumps(doc, indent=2) if as_json else "\n".join(render(doc)))
+        return 0
     expect = {"python": os.path.abspath(py), "modules": modules or "",
               "arch": arch or os.environ.get("FLASHINFER_CUDA_ARCH_LIST") or "",
               "disable_sm90": bool(disable_sm90)}
@@ -101,7 +117,8 @@ def command(python, modules, list_only, arch, jobs, timeout, stall_after, orphan
     progress = LineProgress(tty=False if as_json else None)
     result = run_warmup(python=py, modules=modules, arch=arch, jobs=jobs, timeout=timeout,
                         stall_after=stall_after, disable_sm90=disable_sm90, load=not no_load,
-                        orphans=orphans, progress=progress)
+                        orphans=orphans, progress=progress, sequential=sequential,
+                        rebuild=rebuild)
     from fidoctor.targetargs import args_for, carry_target
 
     # the commands its verdicts print act on this same interpreter (and arch, if given)

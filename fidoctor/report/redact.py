@@ -403,11 +403,6 @@ class Redactor:
             return self.text(obj, key)
         return obj
 
-    def snapshot_dict(self, snap: Dict[str, Any]) -> Dict[str, Any]:
-        """Learn from ``snap`` and return its redacted copy."""
-        self.learn(snap)
-        return self.tree(snap)
-
     def summary(self) -> Dict[str, int]:
         """How many distinct values of each kind were actually hidden (never the values)."""
         out: Dict[str, int] = {}
@@ -415,10 +410,6 @@ class Redactor:
             kind = ph[1:].split("-", 1)[0]
             out[kind] = out.get(kind, 0) + 1
         return {k: out[k] for k in KINDS if k in out}
-
-    def mapping(self) -> List[Tuple[str, str]]:
-        """(placeholder, value) pairs: the key to reverse a report. Never written by default."""
-        return sorted(((ph, v) for v, ph in self._map.items()), key=lambda t: t[0])
 
 
 def _ips(s: str, key: Optional[str]) -> Iterable[str]:

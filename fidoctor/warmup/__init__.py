@@ -9,10 +9,13 @@ Public API (``fidoctor fix`` uses it for its proof step)::
     result.findings         # warmup-stalled / warmup-timed-out / warmup-build-failed
     result.to_dict()        # the --json document
 
-Layout: specs (what to build), child (runs in the target), supervisor +
-watch (one guarded build), jobs (MAX_JOBS, orphans), quarantine (move
-aside, journalled), cache (--check, --clear-incomplete, --once),
-progress (lines/bar/JSON).
+Layout: specs (what to build), child (runs in the target), scheduler +
+parallel (several modules at once, each by its own ninja, one job budget),
+supervisor + watch (one guarded build per child: --sequential and old
+FlashInfers), result (ModuleResult), verdicts (findings), jobs (the budget,
+orphans), quarantine (move aside through fidoctor.txn), cache (--check from
+the probes, --once), plan (--plan), progress (lines/bar/JSON).
+--clear-incomplete is the fix planner's (fidoctor.fixes._clear).
 """
 
 from fidoctor.warmup.runner import Progress, WarmupResult, run_warmup

@@ -157,7 +157,7 @@ def write_flag(flag: str, result: Dict[str, Any], expect: Dict[str, Any]) -> Non
     os.makedirs(os.path.dirname(os.path.abspath(flag)), exist_ok=True)
     with open(tmp, "w") as f:
         json.dump(dict(expect, flag_version=FLAG_VERSION, time=time.time(), sos=sos,
-                       modules=[m.get("name") for m in result.get("modules", [])]), f)
+                       module_names=[m.get("name") for m in result.get("modules", [])]), f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, flag)

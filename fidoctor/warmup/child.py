@@ -7,7 +7,9 @@ Talks back by lines ``@@fidoctor {json}`` on stdout; FlashInfer's own logging
 goes to stderr, which the supervisor keeps for the error report.
 
 Request: {"mode": "describe"|"build"|"serve", "modules": [{"key", "kind",
-"dtype", "head_dim"}], "load": bool, "fa3_source": bool, "handshake": bool}.
+"dtype", "head_dim"}], "load": bool, "fa3_source": bool, "handshake": bool,
+"ninja_text": bool}. describe with ninja_text: each cached module's spec also
+carries the build.ninja FlashInfer would write now (nothing is written).
 build: with handshake, after each ``spec`` event the child waits for one stdin
 line ``{"go": bool, "max_jobs": int}`` before it builds that module, so one
 interpreter (one torch import) serves the whole set (``--sequential``).
@@ -90,7 +92,21 @@ def spec_paths(spec):
             "so_path": str(lib) if lib else None, "lock_path": str(lock) if lock else None,
             "compiled": bool(lib and os.path.exists(str(lib))), "edges": len(sources) + 1,
             "generated_dir": str(os.path.dirname(sources[0])) if sources else None,
-            "own_ninja": own_ninja(spec)}
+            "own_ninja": own_ninja(spec), "aot": aot_provided(spec)}
+
+
+def aot_provided(spec):
+    """Paths of prebuilt artifacts FlashInfer would load instead of building (data/aot, the
+    flashinfer-jit-cache package), as its own lookup finds them; [] when none."""
+    try:
+        arts = getattr(spec, "aot_artifacts", None) or []
+        if arts:
+            return [str(getattr(a, "path", a)) for a in arts]
+        if getattr(spec, "is_aot", False):
+            return [str(spec.aot_path)]
+    except Exception:  # noqa: BLE001 - a lookup that fails means "not provided"
+        pass
+    return []
 
 
 def own_ninja(spec):
@@ -102,6 +118,25 @@ def own_ninja(spec):
     v = re.match(r"(\d+)\.(\d+)\.(\d+)", getattr(flashinfer, "__version__", "") or "")
     new = bool(v) and tuple(int(x) for x in v.groups()) >= (0, 6, 1)
     return new and hasattr(spec, "write_ninja") and hasattr(spec, "build_dir")
+
+
+def ninja_text(spec):
+    """The build.ninja FlashInfer would write for this module now, without writing it
+    (write_ninja runs with its write_if_different captured); None if it cannot be had."""
+    fn = getattr(getattr(spec, "write_ninja", None), "__func__", None)
+    g = getattr(fn, "__globals__", None)
+    if g is None or "write_if_different" not in g:
+        return None
+    got = []
+    orig = g["write_if_different"]
+    g["write_if_different"] = lambda path, content: got.append(content)
+    try:
+        spec.write_ninja()
+    except Exception:  # noqa: BLE001 - no text: the plan says it could not tell
+        return None
+    finally:
+        g["write_if_different"] = orig
+    return got[0] if got else None
 
 
 def serve(specs, gpu, load):
@@ -206,6 +241,8 @@ def main():
             continue
         paths = spec_paths(spec)
         specs[m["key"]] = spec
+        if req.get("ninja_text") and paths["compiled"]:
+            paths["ninja_text"] = ninja_text(spec)
         emit("spec", key=m["key"], **paths)
         if req["mode"] != "build":
             continue

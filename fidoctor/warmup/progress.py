@@ -9,7 +9,8 @@ one status line with a bar instead of printing ticks.
 from __future__ import annotations
 
 import sys
-from typing import Any, List, Optional, TextIO
+import time
+from typing import Any, List, Optional, TextIO, Tuple
 
 from fidoctor.warmup.result import ModuleResult
 from fidoctor.warmup.runner import Progress
@@ -26,7 +27,8 @@ def end_line(m: ModuleResult, i: int, n: int) -> str:
     if m.status == "done":
         return f"{head} done in {m.seconds:.0f} s (MAX_JOBS={m.max_jobs}, peak RSS {_gib(m.peak_rss)})"
     if m.status == "cached":
-        return f"{head} already cached (checked in {m.seconds:.0f} s)"
+        note = f"; {m.info['note']}" if m.info.get("note") else ""
+        return f"{head} cached (checked in {m.seconds:.1f} s){note}"
     if m.status == "failed":
         return f"{head} failed after {m.seconds:.0f} s: {m.error}"
     if m.status in ("stalled", "timed_out") and m.verdict is not None:
@@ -42,6 +44,9 @@ class LineProgress(Progress):
         self._n = 0
         self._i = 0
         self._live = False
+        self._parallel = False
+        self._last_all = 0.0
+        self._in_flight: Tuple[str, ...] = ()
 
     def _print(self, text: str) -> None:
         if self._live:
@@ -60,9 +65,30 @@ class LineProgress(Progress):
 
     def start(self, m: ModuleResult, i: int, n: int) -> None:
         self._i, self._last_tick = i, 0.0
+        if m.info.get("compiled"):
+            return  # a cached module is said once, when ninja has confirmed it ("cached")
         self._print(f"[{i + 1}/{n}] {m.key} compiling ({m.name or 'name pending'})")
 
+    def inflight(self, mods: List[Tuple[ModuleResult, int, int]]) -> None:
+        """Every module in flight on one line: ``key edges-started/edges``."""
+        if not mods:
+            return
+        self._parallel = True
+        text = "compiling: " + " · ".join(f"{m.key} {k}/{n} steps" for m, k, n in mods)
+        now = time.monotonic()
+        keys = tuple(m.key for m, _, _ in mods)
+        if self.tty:
+            self.out.write(f"\r\x1b[K{text[:200]}")
+            self.out.flush()
+            self._live = True
+        elif now - self._last_all >= PLAIN_EVERY or keys != self._in_flight:
+            self._last_all = now
+            self._print(text)
+        self._in_flight = keys
+
     def tick(self, m: ModuleResult, elapsed: float, sample: Any) -> None:
+        if self._parallel:
+            return  # inflight() shows every module at once
         text = (f"[{self._i + 1}/{self._n}] {m.key} compiling {elapsed:.0f} s, "
                 f"CPU {sample.cpu_fraction * 100:.0f}%, RSS {_gib(sample.rss)}, "
                 f"{sample.procs} procs")

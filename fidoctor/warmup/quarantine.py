@@ -44,3 +44,16 @@ def move_aside(module_dir: str, reason: str, env: Optional[Dict[str, str]] = Non
     except OSError as e:
         return {"moved_to": None, "error": e.strerror or str(e)}
     return {"moved_to": step.dst, "txid": txid}
+
+
+def put_back(txid: str, env: Optional[Dict[str, str]] = None) -> Optional[str]:
+    """Undo the quarantine ``txid`` (a good module moved aside before a rebuild that failed);
+    None when done, else why not (the journal keeps it for ``fidoctor undo``)."""
+    from fidoctor.txn import undo
+
+    try:
+        with FixLock(state_dir(env), "fidoctor warmup (put back)", wait_s=10.0):
+            out = undo(state_dir(env), txid)
+    except FidoctorError as e:
+        return e.message
+    return "; ".join(out.left) or None

@@ -33,4 +33,7 @@ class ModuleResult:
     def to_dict(self) -> Dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k not in ("verdict", "info")}
         d["verdict"] = self.verdict.to_dict() if self.verdict else None
+        # ninja's reasons for rebuilding a cached module left alone, and what was done instead
+        d["rebuild_pending"] = self.info.get("rebuild_pending") or []
+        d["note"] = self.info.get("note") or None
         return d

@@ -3,10 +3,12 @@
 1. describe (only when the arch is unknown, or for --disable-sm90): the child
    imports FlashInfer in the target and reports version, GPU and modules;
 2. choose the set (FA3 only when the target arch is sm90);
-3. one supervised child builds the set; per module it reports the real name,
-   dir and lock file, we deal with orphaned compilers and pick MAX_JOBS from
-   memory and cores, then it builds. A module that stalls or times out ends
-   that child; the rest continue in a fresh one. Ctrl-C stops everything.
+3. module-parallel (scheduler.py): one child reports every module's real
+   name, dir and lock and writes each build.ninja when asked; we run each
+   module's own ninja, several at once from one job budget, each guarded
+   alone. ``--sequential`` (and FlashInfer before 0.6.1): one supervised child
+   builds the set in turn; a module that stalls or times out ends that child
+   and the rest continue in a fresh one. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from fidoctor.errors import FidoctorError
 from fidoctor.model import Finding
@@ -72,6 +74,7 @@ class Progress:
     def start(self, m: ModuleResult, i: int, n: int) -> None: ...
     def tick(self, m: ModuleResult, elapsed: float, sample: Any) -> None: ...
     def end(self, m: ModuleResult, i: int, n: int) -> None: ...
+    def inflight(self, mods: List[Tuple[ModuleResult, int, int]]) -> None: ...
 
 
 def target_env(python: str, arch: Optional[str], env: Optional[Dict[str, str]]) -> Dict[str, str]:
@@ -101,9 +104,10 @@ def start_error(python: str, err: str) -> FidoctorError:
 
 
 def describe(python: str, env: Dict[str, str], mods: List[specs_mod.ModuleSpec],
-             fa3_source: bool = False) -> Dict[str, Any]:
+             fa3_source: bool = False, ninja_text: bool = False) -> Dict[str, Any]:
     """Ask the target about FlashInfer and these modules; FidoctorError if it cannot build."""
     events = run_child(python, {"mode": "describe", "fa3_source": fa3_source,
+                                "ninja_text": ninja_text,
                                 "modules": [_req(m) for m in mods]}, env, DESCRIBE_TIMEOUT)
     info = next((e for e in events if e["event"] == "info"), None)
     fatal = next((e for e in events if e["event"] == "fatal"), None)
@@ -131,8 +135,15 @@ def run_warmup(python: Optional[str] = None, modules: Optional[str] = None,
                timeout: Optional[float] = None, stall_after: float = 60.0,
                disable_sm90: bool = False, load: bool = True, orphans: str = "end",
                env: Optional[Dict[str, str]] = None,
-               progress: Optional[Progress] = None) -> WarmupResult:
-    """Compile the module set in the target; never leaves a process or a half-built dir."""
+               progress: Optional[Progress] = None, sequential: bool = False,
+               rebuild: bool = False) -> WarmupResult:
+    """Compile the module set in the target; never leaves a process or a half-built dir.
+
+    Several modules at once, each by its own ninja, from one job budget
+    (scheduler.py), unless ``sequential`` or the target's FlashInfer shares one
+    ``.ninja_log`` between modules (before 0.6.1): then one module at a time
+    in one child, as before.
+    """
     progress = progress or Progress()
     python = python or default_python(dict(os.environ if env is None else env))[0]
     if not python or not os.path.exists(python):
@@ -179,6 +190,9 @@ def run_warmup(python: Optional[str] = None, modules: Optional[str] = None,
     restore = install_sigterm()
     first = True
     try:
+        if not sequential and pending:
+            pending = _parallel(python, chosen, cenv, timeout_of, stall_after, load, hooks,
+                                jobs, rebuild, res, progress, orphans)
         while pending:
             done, pending, child_info = build_session(
                 python, pending, dict(cenv), timeout_of, stall_after, load, hooks, first=first)
@@ -230,6 +244,41 @@ def name_causes(res: WarmupResult, python: str, env: Dict[str, str]) -> None:
         res.notes.append(f"could not look for the cause of the failed build(s): {e}")
 
 
+def _parallel(python: str, chosen: List[specs_mod.ModuleSpec], cenv: Dict[str, str],
+              timeout_of, stall_after: float, load: bool, hooks: Hooks, jobs: Optional[int],
+              rebuild: bool, res: WarmupResult, progress: Progress,
+              orphans: str) -> List[Dict[str, Any]]:
+    """Build module-parallel; the modules left for the sequential path ([] when all done)."""
+    from fidoctor.warmup.scheduler import NotParallel, build_parallel
+
+    classes = {m.key: m.mem_class for m in chosen}
+    total, why, avail = jobs_mod.budget(list(classes.values()), jobs)
+    progress.note(f"module-parallel: {total} jobs in all; {why}")
+
+    def prepare(r: ModuleResult, ev: Dict[str, Any]) -> None:
+        for line in jobs_mod.handle_orphans(ev, orphans):
+            progress.note(f"{r.key}: {line}")
+            res.notes.append(f"{r.key}: {line}")
+
+    phooks = Hooks(prepare=prepare, start=hooks.start, tick=hooks.tick, end=hooks.end,
+                   quarantine=hooks.quarantine)
+    try:
+        done, info = build_parallel(python, [_req(m) for m in chosen], classes, dict(cenv),
+                                    timeout_of, stall_after, load, phooks, total, why, avail,
+                                    rebuild=rebuild, inflight=progress.inflight)
+    except NotParallel as e:
+        res.notes.append(f"built one module at a time: {e}")
+        progress.note(f"built one module at a time: {e}")
+        return [_req(m) for m in chosen]
+    res.modules += done
+    for m in done:
+        if m.info.get("note"):
+            res.notes.append(f"{m.key}: {m.info['note']}")
+    if not res.target:
+        res.target = info
+    return []
+
+
 def _quarantine(mr: ModuleResult, why: str, res: WarmupResult,
                 env: Dict[str, str]) -> Optional[str]:
     if why == "foreign":
@@ -240,9 +289,10 @@ def _quarantine(mr: ModuleResult, why: str, res: WarmupResult,
         return None
     out = move_aside(mr.module_dir, f"warmup {why}", env)
     if out.get("moved_to"):
-        via = f"fidoctor undo --id {out['txid']}" if out.get("txid") else out.get("record")
-        res.notes.append(f"{mr.key}: half-built {mr.module_dir} moved aside to "
-                         f"{out['moved_to']} (undo: {via})")
+        mr.info["quarantine_txid"] = out["txid"]
+        what = "the previous module" if why == "rebuild" else "half-built"
+        res.notes.append(f"{mr.key}: {what} {mr.module_dir} moved aside to "
+                         f"{out['moved_to']} (undo: fidoctor undo --id {out['txid']})")
         return out["moved_to"]
     res.notes.append(f"{mr.key}: could not move {mr.module_dir} aside: {out.get('error')}")
     return None

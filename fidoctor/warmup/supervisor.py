@@ -114,7 +114,7 @@ def build_session(python: str, modules: List[Dict[str, Any]], env: Mapping[str, 
     p = subprocess.Popen([python, CHILD, json.dumps(req)], stdout=subprocess.PIPE, stderr=errf,
                          stdin=subprocess.PIPE, env=dict(env), start_new_session=True)
     events: queue.Queue[Dict[str, Any]] = queue.Queue()
-    reader = threading.Thread(target=_read, args=(p.stdout, events), daemon=True)
+    reader = threading.Thread(target=read_events, args=(p.stdout, events), daemon=True)
     reader.start()
     watch = TreeWatch(p.pid, [], None)
     keys = [m["key"] for m in modules]
@@ -154,24 +154,24 @@ def build_session(python: str, modules: List[Dict[str, Any]], env: Mapping[str, 
                     fatal = ev
                 elif kind == "spec":
                     cur, spec_info, phase = ModuleResult(key=key), ev, now
-                    _apply(cur, ev)
+                    apply_event(cur, ev)
                     cur.info["compiled"] = bool(ev.get("compiled"))
                     hooks.prepare(cur, ev)
                     watch.dirs = [d for d in (ev.get("module_dir"), ev.get("generated_dir")) if d]
                     watch.lock_path = ev.get("lock_path")
-                    _send(p, {"go": True, "max_jobs": cur.max_jobs})
+                    send_line(p, {"go": True, "max_jobs": cur.max_jobs})
                     hooks.start(cur)
                 elif kind == "building" and cur is not None:
                     cur.status = "building"
                 elif kind in ("done", "failed") and cur is not None and cur.key == key:
-                    _apply(cur, ev)
+                    apply_event(cur, ev)
                     if cur.status == "done" and cur.info.get("compiled"):
                         cur.status = "cached"
                     finish(cur)
                     phase = now
                 elif kind == "failed":  # could not even generate the module
                     r = ModuleResult(key=key)
-                    _apply(r, ev)
+                    apply_event(r, ev)
                     finish(r)
                     phase = now
             early = []
@@ -194,12 +194,12 @@ def build_session(python: str, modules: List[Dict[str, Any]], env: Mapping[str, 
             if now - phase >= timeout_of(subject.key):
                 subject.status = "timed_out"
                 subject.verdict = verdicts.timed_out(subject, timeout_of(subject.key),
-                                                     _procs_text(watch, p.pid))
+                                                     procs_text(watch, p.pid))
                 cur = subject
                 break
             if now - last_progress >= stall_after:
                 subject.status = "stalled"
-                subject.verdict = _stall_verdict(subject, watch, p.pid, stall_after, spec_info)
+                subject.verdict = stall_verdict(subject, watch, p.pid, stall_after, spec_info)
                 cur = subject
                 break
             try:  # wake at once for the child's events (spec → go, done → next module)
@@ -250,7 +250,7 @@ def build_session(python: str, modules: List[Dict[str, Any]], env: Mapping[str, 
     return results, rest, info
 
 
-def _send(p: subprocess.Popen, msg: Dict[str, Any]) -> None:
+def send_line(p: subprocess.Popen, msg: Dict[str, Any]) -> None:
     try:
         assert p.stdin is not None
         p.stdin.write((json.dumps(msg) + "\n").encode())
@@ -259,7 +259,7 @@ def _send(p: subprocess.Popen, msg: Dict[str, Any]) -> None:
         pass  # the child is gone; the loop notices
 
 
-def _read(stream, q: queue.Queue[Dict[str, Any]]) -> None:
+def read_events(stream, q: queue.Queue[Dict[str, Any]]) -> None:
     for raw in iter(stream.readline, b""):
         ln = raw.decode("utf-8", "replace")
         if ln.startswith(TAG):
@@ -270,7 +270,7 @@ def _read(stream, q: queue.Queue[Dict[str, Any]]) -> None:
     stream.close()
 
 
-def _apply(res: ModuleResult, ev: Dict[str, Any]) -> None:
+def apply_event(res: ModuleResult, ev: Dict[str, Any]) -> None:
     kind = ev.get("event")
     if kind == "spec":
         res.name = ev.get("name") or res.name
@@ -286,17 +286,17 @@ def _apply(res: ModuleResult, ev: Dict[str, Any]) -> None:
         res.info["detail"] = ev.get("detail", "")
 
 
-def _procs_text(watch: TreeWatch, root: int) -> List[str]:
+def procs_text(watch: TreeWatch, root: int) -> List[str]:
     return [describe_proc(p.pid) for p in watch.tree()][:8]
 
 
-def _stall_verdict(res: ModuleResult, watch: TreeWatch, root: int, stall_after: float,
+def stall_verdict(res: ModuleResult, watch: TreeWatch, root: int, stall_after: float,
                    spec_info: Dict[str, Any]) -> Finding:
     procs = watch.tree()
     holder = watch.foreign_holder
     if holder:
         return verdicts.stalled_on_lock(res, stall_after, spec_info.get("lock_path", ""),
-                                        describe_proc(holder), _procs_text(watch, root))
+                                        describe_proc(holder), procs_text(watch, root))
     leaf = blocked_leaf(procs, root)
     what = describe_proc(leaf) if leaf else ""
     if leaf:
@@ -306,7 +306,7 @@ def _stall_verdict(res: ModuleResult, watch: TreeWatch, root: int, stall_after: 
                 what += f", child of {describe_proc(parent.pid)}"
         except psutil.Error:
             pass
-    return verdicts.stalled_blocked(res, stall_after, what, _procs_text(watch, root))
+    return verdicts.stalled_blocked(res, stall_after, what, procs_text(watch, root))
 
 
 def install_sigterm() -> Callable[[], None]:

@@ -68,14 +68,38 @@ def timed_out(res: ModuleResult, timeout: float, tree: List[str]) -> Finding:
     )
 
 
+# The line a failed build quotes (child.ERROR_PATTERNS picks it), and the cause probe that
+# judges the same thing before any build; named only when this fidoctor has that probe.
+CAUSE_FINDINGS = (
+    ("No space left on device", "disk-space-low"),
+    ("Read-only file system", "cache-not-writable"),
+    ("Permission denied", "cache-not-writable"),
+    ("unsupported GNU version", "host-compiler-unsupported"),
+    ("cannot find -lcuda", "libcuda-missing"),
+    ("Unsupported gpu architecture", "nvcc-arch-unsupported"),
+    ("Unknown option", "nvcc-flag-unsupported"),
+)
+
+
+def cause_finding(error: str) -> str:
+    """The registered cause probe that names what this error line says ('' when none)."""
+    from fidoctor.probes import all_probes
+
+    known = {p.id for p in all_probes()}
+    return next((fid for pat, fid in CAUSE_FINDINGS if pat in error and fid in known), "")
+
+
 def failed(res: ModuleResult) -> Finding:
+    cause = cause_finding(res.error)
+    look = (f"`fidoctor diagnose` checks this cause first ({cause})" if cause else
+            "`fidoctor diagnose` names the usual causes (toolkit, headers, libcuda, "
+            "permissions, disk)")
     return Finding(
         id="warmup-build-failed", severity="error", subject=res.name or res.key,
         title=f"{res.key}: build failed: {res.error[:200]}",
-        evidence=[f"first error: {res.error}"],
-        fixes=[Fix("`fidoctor diagnose` names the usual causes (toolkit, headers, libcuda, "
-                   "permissions, disk)", ["fidoctor diagnose"])],
-        data=_data(res, cause="build-failed", error=res.error),
+        evidence=[f"the line naming the cause: {res.error}"],
+        fixes=[Fix(look, ["fidoctor diagnose"])],
+        data=_data(res, cause="build-failed", error=res.error, cause_finding=cause or None),
     )
 
 
