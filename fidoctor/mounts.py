@@ -92,10 +92,14 @@ def mount_of(path: str, mounts: List[Mount]) -> Optional[Mount]:
     return best
 
 
+# FUSE filesystems that are local (container overlays, images): not network storage.
+LOCAL_FUSE = ("fuse.lxcfs", "fuse.portal", "fuse.gvfsd-fuse", "fuse.fuse-overlayfs",
+              "fuse.squashfuse", "fuse.squashfuse_ll", "fuse.snapfuse", "fuse.bindfs")
+
+
 def is_network(fstype: str) -> bool:
     base = fstype.split(".", 1)[0]
-    return base in NETWORK_FS or fstype.startswith("fuse.") and fstype not in (
-        "fuse.lxcfs", "fuse.portal", "fuse.gvfsd-fuse")
+    return base in NETWORK_FS or fstype.startswith("fuse.") and fstype not in LOCAL_FUSE
 
 
 def statvfs(path: str) -> Dict[str, Any]:

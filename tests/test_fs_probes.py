@@ -114,3 +114,26 @@ def test_roomy_tmpfs_twin_is_quiet(box, tmp_path):
         assert not by_id(diag, "disk-space-low")
         [sym] = by_id(diag, "cache-incomplete-module")
         assert sym.caused_by is None and sym.fixes[0].id == "quarantine-module"
+
+
+def test_mountinfo_lines_and_lock_semantics_of_real_option_spellings():
+    """Lines as the kernel writes them (octal escapes, optional fields, super options)."""
+    from fidoctor.mounts import is_network, mount_of, parse_mountinfo
+    from fidoctor.probes.cache_on_network_fs import lock_semantics
+
+    ms = parse_mountinfo(
+        "1 0 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+        "36 1 0:50 / /shared/home\\040dir rw,relatime shared:9 - nfs4 srv:/home "
+        "rw,vers=4.2,local_lock=all,addr=10.0.0.1\n"
+        "37 1 0:51 / /lus rw - lustre 10.0.0.2@tcp:/fs rw,localflock\n"
+        "38 1 0:52 / /ovl rw - fuse.fuse-overlayfs fuse-overlayfs rw\n")
+    m = mount_of("/shared/home dir/.cache/flashinfer", ms)
+    assert m["fstype"] == "nfs4" and m["mount_point"] == "/shared/home dir"
+    assert "local flock" not in lock_semantics("nfs4", m["super_options"])
+    assert lock_semantics("nfs4", m["super_options"]).startswith("local_lock=all")
+    assert lock_semantics("nfs", ["rw", "nolock"]).startswith("nolock")
+    assert lock_semantics("lustre", ["localflock"]).startswith("localflock")
+    assert "NotImplementedError" in lock_semantics("lustre", ["rw"])
+    assert is_network("nfs4") and is_network("fuse.sshfs") and is_network("lustre")
+    assert not is_network("fuse.fuse-overlayfs") and not is_network("ext4")
+    assert mount_of("/etc", ms)["fstype"] == "ext4"

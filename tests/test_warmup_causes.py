@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib import resources
 
+import jsonschema
 import pytest
 from fs_helpers import fill, tmpfs
 from warmup_helpers import build_env, target_venv
@@ -33,6 +35,9 @@ def test_build_failed_on_a_full_tmpdir_names_disk_space_low(tmp_path):
                             "--arch", "9.0a", "--modules", "single-decode:f16:64", "--json"],
                            env=env, capture_output=True, text=True, timeout=300)
     doc = json.loads(r.stdout)
+    schema = json.loads(resources.files("fidoctor").joinpath("schema/warmup.schema.json")
+                        .read_text())
+    jsonschema.validate(doc, schema)
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
     [f] = [f for f in doc["findings"] if f["id"] == "warmup-build-failed"]
     assert f["caused_by"] == "disk-space-low", f
