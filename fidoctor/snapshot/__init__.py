@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from fidoctor import __version__
@@ -63,7 +63,10 @@ class Snapshot:
             "fidoctor_version": self.fidoctor_version,
             "taken_at": self.taken_at,
             "context": self.context,
-            "sections": {k: asdict(v) for k, v in self.sections.items()},
+            # Shallow (the data is shared, not deep-copied): a 10,000-module snapshot is
+            # tens of MB, and asdict's copy cost seconds; callers copy what they change.
+            "sections": {k: {"status": v.status, "data": v.data, "error": v.error,
+                             "elapsed_s": v.elapsed_s} for k, v in self.sections.items()},
         }
 
     @classmethod
