@@ -110,8 +110,8 @@ def test_export_reinstall_import_verify_and_flashinfer_reuses_it(built, bundle, 
     assert doc["modules"][0]["rebuild"]["work"] == 0
     import jsonschema
 
-    schema = json.loads((Path(__file__).parent.parent / "fidoctor" / "schema" /
-                         "cache-verify.schema.json").read_text())
+    schema_dir = Path(__file__).parent.parent / "fidoctor" / "schema"
+    schema = json.loads((schema_dir / "cache-verify.schema.json").read_text())
     jsonschema.validate(doc, schema)
     # The real FlashInfer build_and_load: its ninja is a no-op (no log line, no new file).
     before = tree(mdir)
@@ -120,9 +120,16 @@ def test_export_reinstall_import_verify_and_flashinfer_reuses_it(built, bundle, 
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert tree(mdir) == before, "FlashInfer rebuilt or rewrote something"
-    # undo takes it all out again.
-    r = run_cli(["undo"], env=dict(env, XDG_STATE_HOME=str(base.parent / "state")))
+    # history lists the import; undo takes it all out again (both as their schemas say).
+    senv = dict(env, XDG_STATE_HOME=str(base.parent / "state"))
+    r = run_cli(["history", "--json"], env=senv)
+    rows = json.loads(r.stdout)
+    assert rows[-1]["command"] == "cache import" and rows[-1]["status"] == "committed"
+    jsonschema.validate(rows, json.loads((schema_dir / "history.schema.json").read_text()))
+    r = run_cli(["undo", "--json"], env=senv)
     assert r.returncode == 0, r.stdout + r.stderr
+    jsonschema.validate(json.loads(r.stdout),
+                        json.loads((schema_dir / "undo.schema.json").read_text()))
     assert not mdir.exists()
     assert not (workspace_of(base) / "generated" / mdir.name).exists()
 
@@ -379,6 +386,10 @@ def test_export_refuses_a_module_not_up_to_date_where_it_was_built(built, tmp_pa
                 env=build_env(py.parent.parent, copy))
     assert r.returncode == 2 and "outside its module dir" in r.stderr
     assert not (tmp_path / "x.tar").exists()
+    r = run_cli(["cache", "export", "--python", str(py), *ARCH, "-o", "/dev/null"],
+                env=build_env(py.parent.parent, built))
+    assert r.returncode == 2 and "not a regular file" in r.stderr, r.stderr
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
 
 
 def test_zstd_bundle_round_trips_and_is_refused_without_zstd(built, t2, tmp_path):
