@@ -60,6 +60,15 @@ def test_same_string_is_quiet(built):
                                       for e in rb["explained"])
 
 
+def test_changed_nvcc_threads_is_a_pending_rebuild(built):
+    """FLASHINFER_NVCC_THREADS=4 where the cache was built with the default 1."""
+    [f] = by_id(diag_with(built, "/usr/local/cuda", FLASHINFER_NVCC_THREADS="4"),
+                "cache-rebuild-pending")
+    assert "nvcc --threads (1)" in f.title and f.data["confirmed"] is True
+    assert any("command line changed" in e for e in f.evidence), f.evidence
+    assert f.fixes[0].commands == ["export FLASHINFER_NVCC_THREADS=1"]
+
+
 def test_touched_source_is_out_of_date_as_is(tmp_path):
     base = tmp_path / "b"
     mod = flashinfer_module(base, cuda_home="/usr/local/cuda")

@@ -102,11 +102,28 @@ def _changed_strings(snap, rb, now, differ, confirmed, as_now) -> Finding:
         description="Or accept the new toolkit and rebuild before serving (guarded, with "
         "progress), so the server does not compile on its first request",
         commands=["fidoctor warmup"], safety="safe"))
-    what = "cuda_home" if recorded else "cxx"
+    threads = sorted({d["recorded"]["nvcc_threads"] for d in differ
+                      if "nvcc_threads" in d["fields"]})
+    if threads:
+        fixes.insert(len([f for f in fixes if f.id]), Fix(
+            description=f"Keep FLASHINFER_NVCC_THREADS at the value the cache was built with "
+            f"({threads[0]}; the target now asks for {now.get('nvcc_threads')})",
+            commands=[f"export FLASHINFER_NVCC_THREADS={threads[0]}"], safety="safe"))
+        evidence.append(f"nvcc --threads differs in {len([d for d in differ if d.get('sampled')])}"
+                        f" of {rb.get('threads_sampled', 0)} sampled module(s): recorded "
+                        f"{', '.join(threads)}, FLASHINFER_NVCC_THREADS gives "
+                        f"{now.get('nvcc_threads')} (it applies to every module)")
+    changed = []
+    if recorded:
+        changed.append(f"cuda_home ({', '.join(recorded)})")
+    if any("cxx" in d["fields"] for d in differ):
+        changed.append("cxx")
+    if threads:
+        changed.append(f"nvcc --threads ({', '.join(threads)})")
     return Finding(
         id=ID, severity="warning", subject=now.get("cuda_home") or "",
         title=f"the next start recompiles {n} cached module(s): their build.ninja recorded "
-        f"another {what} ({', '.join(recorded) or 'cxx'}) than the target resolves now"
+        f"another {' and '.join(changed)} than the target would write now"
         + (f" (about {_minutes(eta['seconds'])})" if eta["estimated"] else ""),
         evidence=evidence, fixes=fixes,
         data={"modules": [d["module"] for d in differ], "count": n,

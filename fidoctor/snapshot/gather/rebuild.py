@@ -15,7 +15,10 @@ Data contract (``data``; never renamed):
   now: {cuda_home, cuda_home_source, cxx, nvcc_threads}     what FlashInfer would write
   ninja: the ninja binary used (the target's PATH, its venv's bin, else ours)
   checked: built modules compared; families: workspace → family compared (C/D only)
-  differ: [{module, path, workspace, recorded: {cuda_home, cxx}, now: {…}, fields: [...]}]
+  differ: [{module, path, workspace, recorded: {cuda_home, cxx | nvcc_threads}, fields: [...],
+           sampled (nvcc_threads is compared on a sample only: the flags lie past the head
+           the cache gatherer reads)}]
+  threads_sampled: modules whose --threads was compared
   differ_count: len before capping at MAX_LISTED
   recorded_toolkits: {recorded cuda_home: {exists, nvcc, realpath}}
   explained: [Explain (ninja.py) + {module, variant: "as-now" | "as-is"}]
@@ -25,6 +28,7 @@ Data contract (``data``; never renamed):
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from typing import Any, Dict, List, Optional
@@ -42,6 +46,7 @@ PER_CALL_S = 1.0
 SAMPLE_DIFFER = 3
 SAMPLE_SAME = 2
 MAX_LISTED = 50
+_THREADS = re.compile(r"--threads[= ](\d+)")
 
 
 def _ninja_binary(ctx) -> str:
@@ -117,7 +122,27 @@ def gather(ctx, done) -> Dict[str, Any]:
         for k in d["fields"]:
             text = ninja.with_variable(text, k, str(now[k]))
         texts[d["path"]] = text
-    sample = list(texts) + same[:SAMPLE_SAME]
+    # Flags live past the head the cache gatherer reads: compare nvcc's --threads (from
+    # FLASHINFER_NVCC_THREADS, default 1 since 0.3.0) on a sample of the matching modules.
+    still_same: List[str] = []
+    threads_sampled = 0
+    for path in same[:SAMPLE_SAME]:
+        raw = read_head(os.path.join(path, "build.ninja"), ninja.MAX_BYTES)
+        if raw is None:
+            still_same.append(path)
+            continue
+        text = raw.decode("utf-8", "replace")
+        m = _THREADS.search(text)
+        threads_sampled += 1
+        if m and m.group(1) != now["nvcc_threads"]:
+            differ.append({"module": os.path.basename(path), "path": path,
+                           "workspace": os.path.dirname(os.path.dirname(path)),
+                           "recorded": {"nvcc_threads": m.group(1)}, "fields": ["nvcc_threads"],
+                           "sampled": True})
+            texts[path] = _THREADS.sub(f"--threads={now['nvcc_threads']}", text)
+        else:
+            still_same.append(path)
+    sample = list(texts) + still_same
     explained = ninja.explain_many(sample, budget_s=EXPLAIN_BUDGET_S, ninja=nbin,
                                    per_call_s=PER_CALL_S, texts=texts, extra=_extra_key(done))
     by_path = {d["path"]: d["module"] for d in differ}
@@ -127,6 +152,7 @@ def gather(ctx, done) -> Dict[str, Any]:
         out_explained.append(dict(e, module=mod,
                                   variant="as-now" if e["module_dir"] in texts else "as-is"))
     return {"now": now, "ninja": nbin, "checked": checked, "families": families,
+            "threads_sampled": threads_sampled,
             "differ": differ[:MAX_LISTED], "differ_count": len(differ),
             "recorded_toolkits": recorded, "explained": out_explained,
             "budget_s": EXPLAIN_BUDGET_S, "spent_s": round(time.monotonic() - t0, 3)}
