@@ -48,6 +48,23 @@ def test_read_only_cache_names_the_mount_and_explains_the_half_built_module(box)
         assert f.fixes[0].id == "use-local-workspace"
 
 
+def test_unfinished_log_entry_of_a_module_points_to_the_read_only_cache(box):
+    import time as _t
+
+    from conftest import log_line
+
+    with tmpfs(box.base, "512m"):
+        ws = box.workspace()
+        box.module(ws, FA2, so="missing", objects=1)
+        box.log(ws, [log_line("new", "building", FA2, _t.time() - 600)])
+        remount(box.base, "ro")
+        diag = diagnose_box(box)
+        [u] = by_id(diag, "jit-log-unfinished")
+        assert u.caused_by == "cache-not-writable"
+        order = [x.id for x in diag.findings]
+        assert order.index("cache-not-writable") < order.index("jit-log-unfinished")
+
+
 def test_writable_tmpfs_twin_is_quiet(box):
     with tmpfs(box.base, "512m"):
         ws = box.workspace()
