@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Literal, Optional, Tuple
 
 ELF_MAGIC = b"\x7fELF"
 
@@ -95,11 +95,11 @@ def elf_head_problem(head: bytes, size: int) -> Optional[str]:
     if len(head) < 52:
         return "truncated ELF header"
     ei_data = head[5]
-    e_type = int.from_bytes(head[16:18], "little" if ei_data == 1 else "big")
+    order: Literal["little", "big"] = "little" if ei_data == 1 else "big"
+    e_type = int.from_bytes(head[16:18], order)
     if e_type != 3:
         return f"ELF but not a shared object (e_type={e_type})"
     is64 = head[4] == 2
-    order = "little" if ei_data == 1 else "big"
     if is64 and len(head) >= 64:
         shoff = int.from_bytes(head[40:48], order)
         shentsize = int.from_bytes(head[58:60], order)

@@ -274,9 +274,9 @@ def parse_log(path: str, budget_s: float = 8.0,
             and offset < tail_from else None
         last, count = dict(st.last), dict(st.count)
         if tail is not None:
-            for key, off in tail.last.items():
-                last[key] = off
-                count[key] = count.get(key, 0) + tail.count[key]
+            for ev_name, off in tail.last.items():
+                last[ev_name] = off
+                count[ev_name] = count.get(ev_name, 0) + tail.count[ev_name]
         modules: Dict[str, Dict[str, Any]] = {}
         new_style = 0
         for (event, name), off in last.items():
@@ -290,8 +290,8 @@ def parse_log(path: str, budget_s: float = 8.0,
         # Lines and times only for the events kept (10,000 modules: 20,000 short preads).
         clock = _Clock()
         for mod in modules.values():
-            for key in ("last_start", "last_finish"):
-                ev = mod.get(key)
+            for which in ("last_start", "last_finish"):
+                ev = mod.get(which)
                 if ev is None:
                     continue
                 line = _line_at(f, ev["offset"])

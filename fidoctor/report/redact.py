@@ -473,8 +473,10 @@ def only_target_trees(snap: Dict[str, Any]) -> Dict[str, Any]:
     from fidoctor.proctree import build_trees
 
     sec = (snap.get("sections") or {}).get("processes")
-    data = sec.get("data") if isinstance(sec, dict) else None
-    procs = data.get("processes") if isinstance(data, dict) else None
+    if not isinstance(sec, dict) or not isinstance(sec.get("data"), dict):
+        return snap
+    data: Dict[str, Any] = sec["data"]
+    procs = data.get("processes")
     if not isinstance(procs, list) or not all(isinstance(p, dict) for p in procs):
         return snap
     keep: set = set()

@@ -166,7 +166,7 @@ def _cpu(procs: Any) -> float:
 def _group_members(pgids: List[int]) -> set:
     """Every live process in ``pgids`` (groups the probe saw holding only tree members)."""
     want = {g for g in pgids if g > 1}
-    out = set()
+    out: set = set()
     if not want:
         return out
     for p in psutil.process_iter():
