@@ -74,11 +74,14 @@ class Diagnosis:
         return out
 
     def to_json(self) -> Dict[str, Any]:
+        from fidoctor.fleet.facts import node_facts
+
         return {
             "schema_version": SCHEMA_VERSION,
             "fidoctor_version": __version__,
             "taken_at": self.snapshot.taken_at,
             "target": target_summary(self.snapshot),
+            "node": node_facts(self.snapshot),
             "findings": [f.to_dict() for f in self.findings],
             "inconclusive": [i.to_dict() for i in self.inconclusive],
             "gather": {

@@ -110,7 +110,7 @@ def statvfs(path: str) -> Dict[str, Any]:
     return {"bsize": st.f_frsize, "blocks": st.f_blocks, "bavail": st.f_bavail,
             "bfree": st.f_bfree, "files": st.f_files, "favail": st.f_favail,
             "avail_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize,
-            "rdonly": bool(st.f_flag & os.ST_RDONLY)}
+            "rdonly": bool(st.f_flag & os.ST_RDONLY), "fsid": st.f_fsid}
 
 
 def identity(pid: Optional[int]) -> Identity:

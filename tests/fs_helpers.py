@@ -8,6 +8,7 @@ made it; nothing else on the machine is touched.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -92,8 +93,12 @@ def sshfs_loopback(served: Path, mnt: Path, procs) -> Iterator[Path]:
     served.mkdir(parents=True, exist_ok=True)
     mnt.mkdir(parents=True, exist_ok=True)
     fake_ssh = served.parent / "ssh-to-sftp-server"
-    fake_ssh.write_text(f"#!/bin/sh\nexec {SFTP_SERVER}\n")
-    fake_ssh.chmod(0o755)
+    # written beside and renamed in: a second mount of the same dir must not rewrite the
+    # script while the first sshfs execs it (ETXTBSY)
+    tmp = fake_ssh.with_name(f".{fake_ssh.name}.{mnt.name}")
+    tmp.write_text(f"#!/bin/sh\nexec {SFTP_SERVER}\n")
+    tmp.chmod(0o755)
+    os.replace(tmp, fake_ssh)
     procs.start(["sshfs", "-f", "-o", f"ssh_command={fake_ssh}", f"localhost:{served}", str(mnt)])
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -1,0 +1,1 @@
+"""fidoctor fleet: many nodes' reports grouped by verdict, and findings across nodes."""
