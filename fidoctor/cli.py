@@ -55,6 +55,9 @@ def cli() -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    from fidoctor import selfprocs
+
+    selfprocs.claim_cli()
     try:
         rc = cli.main(args=argv, prog_name="fidoctor", standalone_mode=False)
     except FidoctorError as e:

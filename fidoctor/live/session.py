@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from fidoctor import selfprocs
 from fidoctor.errors import FidoctorError
 from fidoctor.flashinfer import eta
 from fidoctor.live import deadlines as dl
@@ -391,6 +392,7 @@ def run_command(cmd: Sequence[str], opts: Options, emitter: Emitter, tap_mode: s
                             "check the command after --") from None
     finally:
         tap.started()
+    selfprocs.foreign(child.pid)  # the user's server: never one of fidoctor's own
     started = time.time()
     sess = Session(child.pid, list(cmd), dict(os.environ), emitter, opts, started,
                    python=None)

@@ -21,6 +21,7 @@ import time
 import traceback
 from typing import Dict, List, Optional
 
+from fidoctor import selfprocs
 from fidoctor.snapshot import Section, Snapshot
 from fidoctor.snapshot.context import GatherContext
 from fidoctor.snapshot.gather import Gatherer, all_gatherers
@@ -141,6 +142,7 @@ def gather_snapshot(
 ) -> Snapshot:
     """Gather every registered section (or ``only`` these) into a Snapshot."""
     taken_at = time.time()
+    selfprocs.note_runner()
     registry = list(gatherers) if gatherers is not None else all_gatherers()
     pending = [g for g in registry if only is None or g.name in only]
     done: Dict[str, Section] = {}

@@ -38,6 +38,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 import psutil
 
+from fidoctor import selfprocs
 from fidoctor.flashinfer.builds import COMPILERS
 from fidoctor.proclocks import entries_for, read_proc_locks
 from fidoctor.proctree import (
@@ -225,6 +226,9 @@ def gather(ctx, done) -> Dict[str, Any]:
     if not locks:
         return out
     real = {}
+    table0: Dict[int, Tuple[str, int, int]] = scan_table()
+    own = selfprocs.own_pids(table0)  # never fidoctor's own gatherers/children (issue 18)
+    out["own_pids"] = sorted(own)
     for lk in locks:
         real[os.path.realpath(lk["path"])] = lk
         real[lk["path"]] = lk
@@ -232,14 +236,19 @@ def gather(ctx, done) -> Dict[str, Any]:
         lk["dev_hex"] = f"{os.major(dev):02x}:{os.minor(dev):02x}" if dev is not None else None
         # overlayfs and some FUSE report another device than stat(): fidoctor.proclocks.
         hits, lk["match"] = entries_for(entries, dev, lk.get("ino"))
+        hits = [e for e in hits if e["pid"] not in own]
         lk["holders"] = sorted({e["pid"] for e in hits if not e["blocked"]})
         lk["blocked"] = sorted({e["pid"] for e in hits if e["blocked"]})
         lk["open_by"], lk["waiters"] = [], []
     if not any(lk["holders"] or lk["blocked"] or lk["style"] == "baton" for lk in locks):
         return out  # only unheld flock files, the normal leftovers: nothing to look for
     all_procs: Dict[int, Tuple[str, int, int]] = scan_table()
+    own |= selfprocs.own_pids(all_procs)
+    out["own_pids"] = sorted(own)
     scanned = denied = 0
     for pid in all_procs:
+        if pid in own:
+            continue
         targets = _fd_targets(pid)
         if targets is None:
             denied += 1
@@ -265,7 +274,8 @@ def gather(ctx, done) -> Dict[str, Any]:
             if lk["style"] != "baton" and pid not in holders:
                 seen_at_scan.setdefault(pid, set()).add(lk["path"])
     roots = {os.path.realpath(ctx.flashinfer_root)}
-    cands = _candidates(all_procs, roots, holders | {p for lk in live for p in lk["blocked"]})
+    cands = _candidates(all_procs, roots,
+                        holders | own | {p for lk in live for p in lk["blocked"]})
     procs = {pid: _describe(pid, all_procs) for pid in involved | set(cands)}
     seen: Dict[int, Set[str]] = {k: set(v) for k, v in seen_at_scan.items()}
     window = max(0.0, min(float(getattr(ctx, "sample_window_s", 0.5) or 0.0), MAX_WINDOW_S))

@@ -37,6 +37,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import psutil
 
+from fidoctor import selfprocs
 from fidoctor.flashinfer.builds import COMPILERS, module_dir_of
 from fidoctor.proctree import (
     STATE_LETTER,
@@ -239,6 +240,8 @@ def _in(path: Optional[str], roots: Tuple[str, ...]) -> bool:
 
 def gather(ctx, done) -> Dict[str, Any]:
     table = scan_table()
+    own = selfprocs.own_pids(table)  # fidoctor's warmup child, its gatherers: not builders
+    table = {pid: row for pid, row in table.items() if pid not in own}
     parents = {pid: row[1] for pid, row in table.items()}
     root = ctx.flashinfer_root
     roots = tuple({os.path.normpath(root), os.path.realpath(root)})
@@ -264,7 +267,9 @@ def gather(ctx, done) -> Dict[str, Any]:
         window = max(0.0, min(float(getattr(ctx, "sample_window_s", 0.5) or 0.0), MAX_WINDOW_S))
         t0 = time.monotonic()
         time.sleep(window)
-        later = last = scan_table()
+        later = scan_table()
+        own |= selfprocs.own_pids(later)
+        later = last = {pid: row for pid, row in later.items() if pid not in own}
         again = _under_builds(later, known=keep)
         for d in keep.values():
             _resample(d)
