@@ -224,6 +224,7 @@ def import_bundle(t: Target, path: str, replace: bool = False,
     from fidoctor.txn import FixLock, apply_steps
     from fidoctor.txn.journal import new_txid
     from fidoctor.txn.movein import MoveIn, Staging
+    from fidoctor.txn.steps import quarantine_step
 
     plan = check(t, path, replace)
     ws = plan["ws"]
@@ -242,9 +243,7 @@ def import_bundle(t: Target, path: str, replace: bool = False,
         for name in staged["modules"]:
             dst = os.path.join(ws, "cached_ops", name)
             if name in plan["existing"]:
-                from fidoctor.fixes.quarantine_module import move_step
-
-                steps.append(move_step(dst, ws, txid))
+                steps.append(quarantine_step(dst, txid, ws))
                 res.replaced.append(name)
             steps.append(MoveIn(os.path.join(staging, "cached_ops", name), dst, ws))
         for g in staged["generated"]:
