@@ -24,7 +24,7 @@ libcudart here that exports every missing symbol; null if none),
 provider_version, cuda_lib_path (dir of provider_path when that is named
 libcudart.so.12, the name FlashInfer's preload opens; else null), pip_cudart_path,
 pip_package, pip_version, toolkit_path, toolkit_version, python, upgrade_spec,
-loaded_source (prediction / /proc/PID/maps / --deep).
+loaded_source (prediction / /proc/PID/maps / --deep), affects (the module: a cause).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from fidoctor.probes._runtime import (
 from fidoctor.snapshot import Snapshot
 
 ID = "cudart-missing-symbol"
+CAUSE = True  # of the module's failed load (jit-log-unfinished's 0.2.x load verdict)
 REQUIRES = ("elf", "cudart")
 
 
@@ -92,7 +93,7 @@ def _finding(snap: Snapshot, so_path: str, mod: Dict[str, Any], r: Dict[str, Any
         evidence.append(f"no libcudart found on this machine exports {', '.join(syms)}")
     data = runtime_data(snap, runtime, provider)
     data.update(module=mod.get("module"), module_dir=mod.get("module_dir"), so_path=so_path,
-                missing=missing, symbols=syms)
+                missing=missing, symbols=syms, affects=[mod["module"]] if mod.get("module") else [])
     fixes = runtime_fixes(snap, data, ID)
     if mod.get("module_dir"):
         q = quarantine_dir(mod["module_dir"], "<timestamp>")

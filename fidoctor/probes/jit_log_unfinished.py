@@ -7,8 +7,17 @@ Why: that is exactly where a hung server's log stops. If a process is
 compiling that module right now and its CPU moved over the sampling window,
 it is a cold build, not a hang (info); if its compiler tree is stopped or
 not moving, or nobody is building it, the build died or is stuck (error).
+In 0.2.0–0.2.5 the ``Finished`` line comes after the *load*: a complete
+``.so`` (a valid ELF, not truncated) behind an unfinished ``Loading`` line is a
+load that failed (an undefined symbol, a C++ ABI split), not a build that never
+ended; rebuilding it gives the same file. That verdict says so, points at the
+ELF probe that names the cause when there is one (cudart-missing-symbol,
+torch-abi-mismatch: ``caused_by``), and offers the target's own loader error.
 Fix: see the other findings for the same module (stale lock, stuck build,
 incomplete module); otherwise rebuild it under ``fidoctor warmup``.
+
+``data`` keys: module, module_dir, log, age_s, pids (live builders), verdict
+(``load-failed`` for the 0.2.x load case), so_path.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from fidoctor.probes._facts import (
     fmt_age,
     module_by_path,
     processes_known,
+    quote,
     so_problem,
 )
 from fidoctor.probes._trees import stuck_trees
@@ -87,6 +97,9 @@ def check(snap: Snapshot) -> Iterable[Finding]:
                     evidence=evidence + [f"live build processes: {pids}"],
                 )
                 continue
+            if start["event"] == "loading" and mod is not None and so_problem(mod) is None:
+                yield _load_failed(snap, name, mod_dir, mod, evidence, data, age)
+                continue
             who = "no live process is building it" if processes_known(snap) else \
                 "process table not gathered: cannot tell whether it is still building"
             yield Finding(
@@ -105,3 +118,24 @@ def check(snap: Snapshot) -> Iterable[Finding]:
                 ],
                 data=data,
             )
+
+
+def _load_failed(snap: Snapshot, name: str, mod_dir: str, mod: Dict[str, Any],
+                 evidence: list, data: Dict[str, Any], age: Optional[float]) -> Finding:
+    """0.2.x: ``Loading`` logged, the build produced a complete .so, ``Finished`` never came."""
+    so = (mod.get("so") or {}).get("path") or os.path.join(mod_dir, name + ".so")
+    python = (snap.context or {}).get("python") or "python"
+    probe = (f"{quote(python)} -c 'import torch, sys; torch.ops.load_library(sys.argv[1])' "
+             f"{quote(so)}")
+    return Finding(
+        id=ID, severity="error" if processes_known(snap) else "warning", subject=mod_dir,
+        title=f"{short_name(name)} was built but failed to load ({fmt_age(age)} ago): "
+        "'Loading JIT ops' without 'Finished', and its .so is complete",
+        evidence=evidence + [f"{so}: a complete shared object (the build finished; "
+                             "FlashInfer 0.2.0-0.2.5 logs 'Finished' only after the load)",
+                             "rebuilding gives the same file: the loader refused it"],
+        data=dict(data, verdict="load-failed", so_path=so),
+        fixes=[Fix(description="See why the loader refuses it, in the target's own "
+                   "interpreter (the error names the missing symbol or library)",
+                   commands=[probe], safety="safe")],
+    )

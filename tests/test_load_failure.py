@@ -1,0 +1,75 @@
+"""0.2.x: an unfinished ``Loading JIT ops`` line over a complete ``.so`` is a failed load.
+
+FlashInfer 0.2.0–0.2.5 logs ``Finished loading JIT ops`` only after torch has built *and
+loaded* the module, so a dead server whose log stops at ``Loading`` while its ``.so`` is
+complete failed to load it (the seed's undefined ``cudaGetDriverEntryPointByVersion``), it
+did not hang in a build. Real parts: the cudart seed box (real gcc-built module ELF files
+linked against a real libcudart 12.9 from NVIDIA's wheel, a venv with pip's 12.4.127 runtime
+and the stand-in torch that cudart_helpers documents) and the real dynamic loader, which
+confirms the load really fails where fidoctor says so.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from conftest import log_line, run_cli
+from cudart_helpers import BYVERSION_MOD, PLAIN_MOD, WHEEL_12_9, Seed, real_load
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _diagnose(seed: Seed):
+    r = run_cli(["diagnose", "--python", str(seed.v["python"]), "--json"], env=seed.env())
+    assert r.returncode in (0, 1), r.stderr
+    return json.loads(r.stdout)
+
+
+def _log(seed: Seed, lines):
+    ws = seed.base / ".cache" / "flashinfer" / "90"
+    with open(ws / "flashinfer_jit.log", "a") as f:
+        f.writelines(lines)
+
+
+def _lines(now: float):
+    return [log_line("old", "loading", PLAIN_MOD, now - 200),
+            log_line("old", "finished", PLAIN_MOD, now - 199),
+            log_line("old", "loading", BYVERSION_MOD, now - 120)]
+
+
+def test_unfinished_loading_over_a_complete_so_is_a_load_failure_with_its_cause(tmp_path):
+    seed = Seed(tmp_path)
+    assert real_load(seed.v["python"], seed.modules[BYVERSION_MOD], seed.env())["ok"] is False
+    _log(seed, _lines(time.time()))
+    doc = _diagnose(seed)
+    [f] = [f for f in doc["findings"] if f["id"] == "jit-log-unfinished"]
+    assert f["data"]["module"] == BYVERSION_MOD and f["data"]["verdict"] == "load-failed"
+    assert "failed to load" in f["title"] and "never finished" not in f["title"]
+    assert f["caused_by"] == "cudart-missing-symbol"
+    cmds = " ".join(c for x in f["fixes"] for c in x["commands"])
+    assert "fidoctor warmup" not in cmds, "a rebuild gives the same file"
+    order = [x["id"] for x in doc["findings"]]
+    assert order.index("cudart-missing-symbol") < order.index("jit-log-unfinished")
+
+
+def test_the_same_log_with_a_runtime_that_has_the_symbol_names_no_cause(tmp_path):
+    """The twin: the runtime exports the symbol, so no ELF probe fires; the verdict is still a
+    failed load (the log says so), offering the loader's own error, not a rebuild."""
+    seed = Seed(tmp_path, runtime=WHEEL_12_9)
+    _log(seed, _lines(time.time()))
+    doc = _diagnose(seed)
+    assert "cudart-missing-symbol" not in {f["id"] for f in doc["findings"]}
+    [f] = [f for f in doc["findings"] if f["id"] == "jit-log-unfinished"]
+    assert f["data"]["verdict"] == "load-failed" and not f.get("caused_by")
+    assert any("torch.ops.load_library" in c for x in f["fixes"] for c in x["commands"])
+
+
+def test_unfinished_loading_without_a_so_is_still_an_unfinished_build(tmp_path):
+    seed = Seed(tmp_path)
+    (seed.modules[BYVERSION_MOD]).unlink()
+    _log(seed, _lines(time.time()))
+    doc = _diagnose(seed)
+    [f] = [f for f in doc["findings"] if f["id"] == "jit-log-unfinished"]
+    assert "never finished" in f["title"] and f["data"].get("verdict") is None
