@@ -261,3 +261,34 @@ def test_child_script_is_standalone():
     assert "fidoctor" not in names
     assert names <= {"inspect", "json", "os", "re", "sys", "time", "traceback", "torch",
                      "flashinfer", "filelock"}, names
+
+
+def test_once_flag_holds_only_while_request_and_modules_are_unchanged(box, tmp_path):
+    """--once decides from the flag alone (no target started): same request, every .so it
+    recorded unchanged (size, mtime) and still an ELF."""
+    from conftest import DECODE
+
+    from fidoctor.warmup import cache
+
+    ws = box.workspace()
+    mod = box.module(ws, DECODE, so="good")
+    so = mod / f"{DECODE}.so"
+    flag = tmp_path / "flags" / "warm"
+    expect = {"python": "/venv/bin/python", "modules": "", "arch": "9.0a",
+              "disable_sm90": False, "workspace_base": str(box.base)}
+    cache.write_flag(str(flag), {"modules": [{"name": DECODE, "module_dir": str(mod)}]}, expect)
+    assert "nothing to do" in cache.once_satisfied(str(flag), expect)
+    assert cache.once_satisfied(str(flag), dict(expect, arch="10.0a")) is None
+    assert cache.once_satisfied(str(flag), dict(expect, workspace_base="/elsewhere")) is None
+    st = so.stat()
+    os.utime(so, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # rebuilt since
+    assert cache.once_satisfied(str(flag), expect) is None
+    cache.write_flag(str(flag), {"modules": [{"name": DECODE, "module_dir": str(mod)}]}, expect)
+    assert cache.once_satisfied(str(flag), expect)
+    st2 = so.stat()
+    so.write_bytes(b"not an ELF" + bytes(st2.st_size - 10))  # same size and mtime, broken
+    os.utime(so, ns=(st2.st_atime_ns, st2.st_mtime_ns))
+    assert so.stat().st_size == st2.st_size
+    assert cache.once_satisfied(str(flag), expect) is None
+    flag.write_text("{garbage")
+    assert cache.once_satisfied(str(flag), expect) is None

@@ -108,7 +108,9 @@ def command(python, modules, list_only, plan_only, arch, jobs, sequential, rebui
         return 0
     expect = {"python": os.path.abspath(py), "modules": modules or "",
               "arch": arch or os.environ.get("FLASHINFER_CUDA_ARCH_LIST") or "",
-              "disable_sm90": bool(disable_sm90)}
+              "disable_sm90": bool(disable_sm90),
+              "workspace_base": os.environ.get("FLASHINFER_WORKSPACE_BASE")
+              or os.environ.get("HOME") or ""}
     if once:
         msg = cache.once_satisfied(once, expect)
         if msg:
