@@ -69,6 +69,12 @@ def test_changed_nvcc_threads_is_a_pending_rebuild(built):
     assert f.fixes[0].commands == ["export FLASHINFER_NVCC_THREADS=1"]
 
 
+def test_setting_cc_adds_ccbin_and_is_a_pending_rebuild(built):
+    """CC set now (FlashInfer then passes -ccbin $CC) where the cache was built without it."""
+    [f] = by_id(diag_with(built, "/usr/local/cuda", CC="/usr/bin/gcc"), "cache-rebuild-pending")
+    assert "-ccbin (None)" in f.title and f.data["confirmed"] is True
+
+
 def test_touched_source_is_out_of_date_as_is(tmp_path):
     base = tmp_path / "b"
     mod = flashinfer_module(base, cuda_home="/usr/local/cuda")

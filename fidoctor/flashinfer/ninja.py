@@ -205,7 +205,8 @@ def read(path: str, limit: int = MAX_BYTES) -> Optional[NinjaFile]:
 
 def with_variable(text: str, name: str, value: str) -> str:
     """``text`` with the top-level ``name = …`` line set to ``value`` (as FlashInfer would)."""
-    pat = re.compile(rf"^{re.escape(name)}\s*=.*$", re.M)
+    # the whole logical line: FlashInfer writes flags one per line, joined by "$" + newline
+    pat = re.compile(rf"^{re.escape(name)}\s*=(?:[^\n]*\$\n)*[^\n]*$", re.M)
     if pat.search(text):
         return pat.sub(lambda _m: f"{name} = {value}", text, count=1)
     return f"{name} = {value}\n" + text

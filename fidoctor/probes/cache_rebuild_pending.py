@@ -113,6 +113,10 @@ def _changed_strings(snap, rb, now, differ, confirmed, as_now) -> Finding:
                         f" of {rb.get('threads_sampled', 0)} sampled module(s): recorded "
                         f"{', '.join(threads)}, FLASHINFER_NVCC_THREADS gives "
                         f"{now.get('nvcc_threads')} (it applies to every module)")
+    ccbins = sorted({str(d["recorded"].get("ccbin")) for d in differ if "ccbin" in d["fields"]})
+    if ccbins:
+        evidence.append(f"nvcc -ccbin differs in a sample: recorded {', '.join(ccbins)} "
+                        f"(None: no -ccbin), CC now gives {now.get('cc')}")
     changed = []
     if recorded:
         changed.append(f"cuda_home ({', '.join(recorded)})")
@@ -120,6 +124,8 @@ def _changed_strings(snap, rb, now, differ, confirmed, as_now) -> Finding:
         changed.append("cxx")
     if threads:
         changed.append(f"nvcc --threads ({', '.join(threads)})")
+    if ccbins:
+        changed.append(f"-ccbin ({', '.join(ccbins)})")
     return Finding(
         id=ID, severity="warning", subject=now.get("cuda_home") or "",
         title=f"the next start recompiles {n} cached module(s): their build.ninja recorded "

@@ -12,13 +12,13 @@ modules under a budget: the changed text for modules that differ, the file as
 it is for some that do not (sources newer than objects after a reinstall).
 
 Data contract (``data``; never renamed):
-  now: {cuda_home, cuda_home_source, cxx, nvcc_threads}     what FlashInfer would write
+  now: {cuda_home, cuda_home_source, cxx, nvcc_threads, cc}   what FlashInfer would write
   ninja: the ninja binary used (the target's PATH, its venv's bin, else ours)
   checked: built modules compared; families: workspace → family compared (C/D only)
-  differ: [{module, path, workspace, recorded: {cuda_home, cxx | nvcc_threads}, fields: [...],
-           sampled (nvcc_threads is compared on a sample only: the flags lie past the head
-           the cache gatherer reads)}]
-  threads_sampled: modules whose --threads was compared
+  differ: [{module, path, workspace, recorded: {cuda_home, cxx | nvcc_threads, ccbin},
+           fields: [...], sampled (nvcc's --threads and -ccbin are compared on a sample
+           only: the flags lie past the head the cache gatherer reads)}]
+  threads_sampled: modules whose cuda_cflags were compared
   differ_count: len before capping at MAX_LISTED
   recorded_toolkits: {recorded cuda_home: {exists, nvcc, realpath}}
   explained: [Explain (ninja.py) + {module, variant: "as-now" | "as-is"}]
@@ -75,6 +75,32 @@ def _extra_key(done) -> str:
     return f"{version}:{fi}:{m}"
 
 
+def _flag_changes(text: str, now: Dict[str, Any]) -> tuple:
+    """(fields, recorded values, the text as FlashInfer would write it) for nvcc's
+    ``--threads`` (FLASHINFER_NVCC_THREADS) and ``-ccbin`` (CC) in ``cuda_cflags``."""
+    nf = ninja.parse(text)
+    flags = list(nf.get("flags", {}).get("cuda_cflags", []))
+    fields: List[str] = []
+    rec: Dict[str, Any] = {}
+    m = _THREADS.search(" ".join(flags))
+    if m and m.group(1) != now["nvcc_threads"]:
+        fields.append("nvcc_threads")
+        rec["nvcc_threads"] = m.group(1)
+        flags = [_THREADS.sub(f"--threads={now['nvcc_threads']}", f) for f in flags]
+    old_cc = flags[flags.index("-ccbin") + 1] if "-ccbin" in flags[:-1] else None
+    if old_cc != now.get("cc"):
+        fields.append("ccbin")
+        rec["ccbin"] = old_cc
+        if old_cc is not None:
+            i = flags.index("-ccbin")
+            del flags[i:i + 2]
+        if now.get("cc"):
+            flags += ["-ccbin", now["cc"]]
+    if not fields:
+        return [], {}, text
+    return fields, rec, ninja.with_variable(text, "cuda_cflags", " ".join(flags))
+
+
 def gather(ctx, done) -> Dict[str, Any]:
     t0 = time.monotonic()
     cache = done["cache"].data if done["cache"].ok else {}
@@ -82,7 +108,8 @@ def gather(ctx, done) -> Dict[str, Any]:
     target = done["target"].data if "target" in done and done["target"].ok else {}
     res = tk.get("resolution") or {}
     now = {"cuda_home": res.get("path"), "cuda_home_source": res.get("source"),
-           "cxx": ctx.env.get("CXX") or "c++", "nvcc_threads": _threads(ctx.env)}
+           "cxx": ctx.env.get("CXX") or "c++", "nvcc_threads": _threads(ctx.env),
+           "cc": ctx.env.get("CC") or None}
     tversion = (target.get("packages", {}).get("flashinfer-python") or {}).get("version")
     differ: List[Dict[str, Any]] = []
     same: List[str] = []
@@ -132,14 +159,13 @@ def gather(ctx, done) -> Dict[str, Any]:
             still_same.append(path)
             continue
         text = raw.decode("utf-8", "replace")
-        m = _THREADS.search(text)
         threads_sampled += 1
-        if m and m.group(1) != now["nvcc_threads"]:
+        fields, rec, new_text = _flag_changes(text, now)
+        if fields:
             differ.append({"module": os.path.basename(path), "path": path,
                            "workspace": os.path.dirname(os.path.dirname(path)),
-                           "recorded": {"nvcc_threads": m.group(1)}, "fields": ["nvcc_threads"],
-                           "sampled": True})
-            texts[path] = _THREADS.sub(f"--threads={now['nvcc_threads']}", text)
+                           "recorded": rec, "fields": fields, "sampled": True})
+            texts[path] = new_text
         else:
             still_same.append(path)
     sample = list(texts) + still_same
