@@ -359,3 +359,40 @@ def test_journal_that_is_a_fifo_or_a_link_to_a_device_does_not_hang(box, tmp_pat
     u = cli(["undo"], env, timeout=30)
     assert u.returncode == 0, u.stdout + u.stderr
     assert (ws / "cached_ops" / FA2 / f"{FA2}.so").exists()
+
+
+def test_put_file_never_writes_through_a_directory_swapped_after_the_plan(tmp_path, built_so):
+    """The library dir is replaced by a symlink to another dir holding a same-named file
+    between preflight and apply (and again before undo): nothing outside is written."""
+    from fidoctor.errors import FidoctorError
+    from fidoctor.txn.steps import TxContext
+
+    lib = tmp_path / "site" / "lib"
+    lib.mkdir(parents=True)
+    target = lib / "libcudart.so.12"
+    shutil.copy(built_so, target)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "libcudart.so.12").write_bytes(b"someone else's library")
+    newer = tmp_path / "newer.so"
+    newer.write_bytes(built_so.read_bytes() + b"\0newer")
+    step = PutFile(path=str(target), root=str(lib), new_sha=sha(newer.read_bytes()),
+                   old_sha=sha(target.read_bytes()), source=str(newer))
+    tx = TxContext("t1", str(tmp_path / "backups"), str(tmp_path / "removed"), 0)
+    step.preflight(tx)
+    os.rename(lib, tmp_path / "site" / "lib.real")
+    os.symlink(other, lib)
+    with pytest.raises(FidoctorError, match="not the directory it was"):
+        step.apply(tx)
+    assert (other / "libcudart.so.12").read_bytes() == b"someone else's library"
+    assert not [n for n in os.listdir(other) if n != "libcudart.so.12"]
+    # Put the real dir back: the step applies; swap again: undo refuses to restore through it.
+    os.unlink(lib)
+    os.rename(tmp_path / "site" / "lib.real", lib)
+    step.apply(tx)
+    assert target.read_bytes() == newer.read_bytes()
+    os.rename(lib, tmp_path / "site" / "lib.real")
+    os.symlink(other, lib)
+    with pytest.raises(FidoctorError):
+        step.revert(tx)
+    assert (other / "libcudart.so.12").read_bytes() == b"someone else's library"

@@ -19,7 +19,7 @@ import hashlib
 import os
 import stat
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from fidoctor.textsafe import shown
 from fidoctor.txn.journal import fsync_dir
@@ -188,6 +188,7 @@ class PutFile:
     backup: str = ""
     mode: Optional[int] = None
     mtime_ns: Optional[int] = None
+    root_id: List[int] = field(default_factory=list)  # (dev, inode) of root when planned
     kind: str = "put-file"
     revertible: bool = True
 
@@ -225,6 +226,7 @@ class PutFile:
         check_writable_dir(parent, "to replace a file in it")
         if tx is not None and self.old_sha is not None:
             self.backup = os.path.join(tx.backups, f"{tx.n:02d}-{os.path.basename(self.path)}")
+        self.root_id = root_id(self.root)
 
     def _new_bytes(self) -> bytes:
         if self.content is not None:
@@ -233,23 +235,45 @@ class PutFile:
             return f.read()
 
     def apply(self, tx: TxContext) -> Dict[str, Any]:
-        tmp = self._tmp(tx)
+        name, tmpn = os.path.basename(self.path), os.path.basename(self._tmp(tx))
+        dfd = self._parent_fd()
         try:
             if self.old_sha is not None:
                 os.makedirs(tx.backups, 0o700, exist_ok=True)
-                _copy_durably(self.path, self.backup)
+                data, st = _read_at(dfd, name)
+                _write_durably(self.backup + ".partial", data, stat.S_IMODE(st.st_mode))
+                os.utime(self.backup + ".partial", ns=(st.st_atime_ns, st.st_mtime_ns))
+                os.replace(self.backup + ".partial", self.backup)
+                fsync_dir(os.path.dirname(self.backup))
                 if sha256_file(self.backup) != self.old_sha:
                     raise StepError(f"backup {self.backup} does not match {self.path}")
-            _write_durably(tmp, self._new_bytes(), self.mode if self.mode is not None else 0o644)
-            os.replace(tmp, self.path)
+            _write_at(dfd, tmpn, self._new_bytes(),
+                      self.mode if self.mode is not None else 0o644)
+            os.replace(tmpn, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            os.fsync(dfd)
         except OSError as e:
-            _unlink_quietly(tmp)
+            _unlink_at(dfd, tmpn)
+            _unlink_quietly(self.backup + ".partial")
             raise explain_os_error(e, f"cannot replace {self.path}") from None
         except BaseException:
-            _unlink_quietly(tmp)
+            _unlink_at(dfd, tmpn)
+            _unlink_quietly(self.backup + ".partial")
             raise
-        fsync_dir(os.path.dirname(self.path))
+        finally:
+            os.close(dfd)
         return {"backup": self.backup}
+
+    def _parent_fd(self) -> int:
+        """The file's directory, walked from the root with O_NOFOLLOW (see MoveAside); the
+        root itself must still be the directory it was when the step was planned."""
+        try:
+            if self.root_id and root_id(self.root) != list(self.root_id):
+                raise StepError(f"{self.root} is not the directory it was when the fix was "
+                                "planned (replaced, or a symlink put there); nothing was "
+                                "written", "look at it, then re-run fidoctor")
+        except OSError as e:
+            raise explain_os_error(e, f"cannot reach {self.root}") from None
+        return open_dir_below(self.root, os.path.dirname(os.path.normpath(self.path)))
 
     def state(self) -> str:
         cur = sha256_or_none(self.path)
@@ -278,17 +302,20 @@ class PutFile:
                     raise explain_os_error(e, f"cannot take back {self.path}") from None
             fsync_dir(os.path.dirname(self.path))
             return []
-        tmp = self._tmp(tx)
         data = self._verified_backup()
+        check_parent_inside(self.path, self.root)  # containment again, at undo time
+        name, tmpn = os.path.basename(self.path), os.path.basename(self._tmp(tx))
+        dfd = self._parent_fd()
         try:
-            _write_durably(tmp, data, self.mode if self.mode is not None else 0o644)
-            if self.mtime_ns is not None:
-                os.utime(tmp, ns=(self.mtime_ns, self.mtime_ns))
-            os.replace(tmp, self.path)
+            _write_at(dfd, tmpn, data, self.mode if self.mode is not None else 0o644,
+                      self.mtime_ns)
+            os.replace(tmpn, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            os.fsync(dfd)
         except OSError as e:
-            _unlink_quietly(tmp)
+            _unlink_at(dfd, tmpn)
             raise explain_os_error(e, f"cannot restore {self.path}") from None
-        fsync_dir(os.path.dirname(self.path))
+        finally:
+            os.close(dfd)
         if sha256_or_none(self.path) != self.old_sha:
             return [f"{self.path} restored but its sha256 differs from the original"]
         return []
@@ -317,6 +344,46 @@ class PutFile:
 
 
 BACKUP_CAP = 4 << 30
+
+
+def _read_at(dfd: int, name: str) -> Tuple[bytes, os.stat_result]:
+    """A regular file's bytes and stat, opened relative to ``dfd`` without following links."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StepError(f"{name}: not a regular file; fidoctor will not replace it")
+        parts = []
+        while True:
+            b = os.read(fd, 1 << 20)
+            if not b:
+                return b"".join(parts), st
+            parts.append(b)
+    finally:
+        os.close(fd)
+
+
+def _write_at(dfd: int, name: str, data: bytes, mode: int,
+              mtime_ns: Optional[int] = None) -> None:
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600, dir_fd=dfd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, mode)
+        if mtime_ns is not None:
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_at(dfd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dfd)
+    except OSError:
+        pass
 
 
 def _write_durably(path: str, data: bytes, mode: int) -> None:
