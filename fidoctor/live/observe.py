@@ -33,9 +33,10 @@ from fidoctor.flashinfer.builds import COMPILERS, module_dir_of
 from fidoctor.flashinfer.layout import discover_workspaces
 from fidoctor.flashinfer.modnames import parse_module_name, short_name
 from fidoctor.fsutil import open_regular
+from fidoctor.proclocks import parse_proc_locks
 from fidoctor.proctree import SLEEP_WCHANS, read_comm, tree_pids
-from fidoctor.snapshot.gather.locks import parse_proc_locks
-from fidoctor.warmup.watch import TreeWatch, describe_proc
+from fidoctor.proctree import describe_live as describe_proc
+from fidoctor.warmup.watch import TreeWatch
 
 WORKSPACE_EVERY_S = 10.0
 EDGE = re.compile(r"^build\s+(.+?):\s*(cuda_compile|compile)\s", re.M)

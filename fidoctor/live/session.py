@@ -25,7 +25,7 @@ from fidoctor.live import deadlines as dl
 from fidoctor.live.events import Emitter, duration, gib
 from fidoctor.live.observe import Build, Change, Observer, _start_epoch, _stat
 from fidoctor.live.stream import Hit, LineWatch
-from fidoctor.warmup.watch import describe_proc
+from fidoctor.proctree import describe_live as describe_proc
 
 EXIT_STALLED = 124          # --on-stall exit, like timeout(1)
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
