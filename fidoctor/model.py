@@ -69,12 +69,14 @@ class Finding:
         return self.severity in ("error", "warning")
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        from fidoctor.findingdocs import doc_ref
+
+        return dict(asdict(self), doc=doc_ref(self.id))  # the page: `fidoctor explain ID`
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> Finding:
         fixes = [Fix(**f) for f in d.get("fixes", [])]
-        rest = {k: v for k, v in d.items() if k != "fixes"}
+        rest = {k: v for k, v in d.items() if k not in ("fixes", "doc")}
         return cls(fixes=fixes, **rest)
 
 

@@ -133,9 +133,8 @@ def identity(pid: Optional[int]) -> Identity:
 
 
 def owner_mode(path: str) -> Dict[str, Any]:
-    """Owner and mode of what ``path`` names, following symlinks (as FlashInfer's writes do)."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         return {"path": path, "exists": False}
     except OSError as e:
@@ -144,11 +143,8 @@ def owner_mode(path: str) -> Dict[str, Any]:
 
     kind = "dir" if _stat.S_ISDIR(st.st_mode) else "symlink" if _stat.S_ISLNK(st.st_mode) \
         else "file" if _stat.S_ISREG(st.st_mode) else "other"
-    out = {"path": path, "exists": True, "kind": kind, "uid": st.st_uid, "gid": st.st_gid,
-           "mode": st.st_mode & 0o7777}
-    if os.path.islink(path):
-        out["symlink_to"] = os.path.realpath(path)
-    return out
+    return {"path": path, "exists": True, "kind": kind, "uid": st.st_uid, "gid": st.st_gid,
+            "mode": st.st_mode & 0o7777}
 
 
 def nearest_existing(path: str) -> str:

@@ -149,8 +149,10 @@ def test_permission_denied_as_unprivileged_user(built_so):
 
 def _run_as_nobody(box, home, ops):
     env = box.env(HOME=str(home), PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    from nobody_helpers import nobody_python
+
     argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-            sys.executable, "-m", "fidoctor", "diagnose", "--json"]
+            nobody_python(), "-m", "fidoctor", "diagnose", "--json"]
     r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert "Traceback" not in r.stderr
     assert r.returncode == 1, r.stderr

@@ -60,9 +60,22 @@ def stub_libcuda() -> Path:
     return d
 
 
+def target_python() -> str:
+    """The interpreter the target venv is made from: ``FIDOCTOR_TEST_TARGET_PYTHON`` (CI runs
+    the suite under several Pythons against one serving environment, whose CPU torch wheel
+    fits one CPython), else the one running the tests."""
+    return os.environ.get("FIDOCTOR_TEST_TARGET_PYTHON") or sys.executable
+
+
 def target_venv(log=None) -> Path:
     """The interpreter of a cached venv with CPU torch + flashinfer (built on first use)."""
-    pyver = f"py{sys.version_info[0]}.{sys.version_info[1]}"
+    base = target_python()
+    if base == sys.executable:
+        pyver = f"py{sys.version_info[0]}.{sys.version_info[1]}"
+    else:
+        pyver = "py" + subprocess.run(
+            [base, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True, text=True, check=True, timeout=60).stdout.strip()
     venv = cache_root() / f"fi-target-{pyver}-torch{TORCH}-fi{FLASHINFER}"
     done = venv / ".fidoctor-complete"
     py = venv / "bin" / "python"
@@ -74,7 +87,7 @@ def target_venv(log=None) -> Path:
         if venv.exists():
             shutil.rmtree(venv)
         out = log if log is not None else subprocess.DEVNULL
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([base, "-m", "venv", str(venv)], check=True)
         pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
         subprocess.run(pip + [f"torch=={TORCH}", *torch_index(py)], check=True, stdout=out,
                        stderr=out)

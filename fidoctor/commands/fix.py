@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Tuple
 import click
 
 from fidoctor.commands._common import PID, PID_HELP, make_context
+from fidoctor.completion import complete_finding_ids, complete_fix_ids
 
 _JSON: Dict[str, Any] = {}
 
@@ -43,9 +44,11 @@ def _done(code: int, status: str, **fields: Any) -> int:
 @click.option("--deep", is_flag=True, help="Also import torch in the target to confirm.")
 @click.option("-y", "--yes", is_flag=True, help="Apply without asking (needed without a TTY).")
 @click.option("--dry-run", is_flag=True, help="Show the plan only; change nothing.")
-@click.option("--only", multiple=True, metavar="ID", help="Fix only findings with this id.")
-@click.option("--skip", multiple=True, metavar="ID", help="Leave findings with this id alone.")
-@click.option("--use", "prefer", multiple=True, metavar="FIX",
+@click.option("--only", multiple=True, metavar="ID", help="Fix only findings with this id.",
+              shell_complete=complete_finding_ids)
+@click.option("--skip", multiple=True, metavar="ID", help="Leave findings with this id alone.",
+              shell_complete=complete_finding_ids)
+@click.option("--use", "prefer", multiple=True, metavar="FIX", shell_complete=complete_fix_ids,
               help="Prefer this fix id where a finding offers it (e.g. replace-pip-cudart).")
 @click.option("--no-warmup", is_flag=True,
               help="Prove by re-diagnosing only; skip the guarded warmup of affected modules.")

@@ -13,6 +13,8 @@ import time
 
 import click
 
+from fidoctor.completion import complete_module_kinds
+
 FA3_ADVICE = (
     "FA3 is FlashInfer's choice, not a switch: its prefill wrappers default to backend='auto', "
     "and {fn} picks 'fa3' on compute capability 9.x with torch CUDA >= 12.3. It reads "
@@ -34,7 +36,7 @@ def fa3_advice(target: dict) -> str:
 @click.command("warmup")
 @click.option("--python", "python", metavar="PATH",
               help="Interpreter of the serving environment (default: active venv/conda).")
-@click.option("--modules", metavar="SPECS",
+@click.option("--modules", metavar="SPECS", shell_complete=complete_module_kinds,
               help="Comma list: KIND[:DTYPE[:HEAD_DIM]] or full module names; '+spec' adds "
               "to the default set. KIND: decode, prefill-fa2, prefill-fa3, single-decode, "
               "single-prefill-fa2, single-prefill-fa3.")

@@ -4,7 +4,8 @@ What: the highest CUDA version the driver supports (``cuDriverGetVersion`` of
 the libcuda the target loads, else nvidia-smi's banner; the ``gpu`` section)
 is older than what the target loads or builds with: torch's CUDA, the pip
 ``nvidia-cuda-runtime`` it ships, the ``libcudart.so.N`` cached modules
-need, or the toolkit (nvcc) that builds the modules. A different major is an
+need, or the toolkit (nvcc) that builds the modules.
+Why: a runtime or module newer than the driver cannot start. A different major is an
 error: ``cudaErrorInsufficientDriver (35)`` at the first CUDA call (FI#5145:
 modules linked to libcudart.so.13 under a 12.9 driver). The same major with a
 newer minor is a warning: cubins load through minor-version compatibility,

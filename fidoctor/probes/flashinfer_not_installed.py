@@ -4,6 +4,8 @@ What: the target interpreter has no ``flashinfer-python`` and there is no
 FlashInfer cache under the workspace base. Why: there is nothing to diagnose,
 and a user who expected FlashInfer here is probably pointing fidoctor at the
 wrong environment. Info only: a CPU box without FlashInfer is healthy.
+Fix: none needed; to diagnose a serving environment, point fidoctor at it
+(``--python <venv>/bin/python`` or ``--pid <server pid>``).
 """
 
 from __future__ import annotations

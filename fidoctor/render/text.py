@@ -80,6 +80,7 @@ def finding_lines(f: Finding, s: Styler) -> List[str]:
         out.append(f"  fix ({fix.safety}): {fix.description}")
         for c in fix.commands:
             out.append(f"      {c}" if c.startswith("#") else f"      $ {c}")
+    out.append(f"  docs: fidoctor explain {f.id}")
     return out
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 from fidoctor import __version__
 from fidoctor.causes import causal_order
 from fidoctor.diagnosis import Diagnosis, target_summary
+from fidoctor.findingdocs import doc_ref
 from fidoctor.model import SEVERITIES, Finding
 from fidoctor.report import versions
 from fidoctor.textsafe import shown as visible
@@ -136,6 +137,8 @@ def finding_block(n: int, f: Finding) -> List[str]:
         out += [f"Subject: {code(f.subject)}", ""]
     if f.caused_by:
         out += [f"Caused by {code(f.caused_by)} (fix that first).", ""]
+    out += [f"What it means: {code('fidoctor explain ' + f.id)} "
+            f"({code(doc_ref(f.id))} in fidoctor's source).", ""]
     if f.fixes:
         out += fix_lines("Fix", f.fixes[0])
     if len(f.fixes) > 1:
