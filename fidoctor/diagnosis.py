@@ -60,6 +60,9 @@ class Diagnosis:
             return "the snapshot holds no sections: nothing was gathered"
         if any(f.id == "target-lacks-flashinfer" for f in self.findings):
             return "the target interpreter has no FlashInfer (see target-lacks-flashinfer)"
+        skipped = _not_scanned(snap)
+        if skipped:
+            return skipped
         jit = {p.id for p in all_probes() if set(p.requires) & set(JIT_SECTIONS)}
         stuck = [i for i in self.inconclusive if i.probe in jit]
         if jit and {i.probe for i in stuck} >= jit:
@@ -104,6 +107,21 @@ def _version(pkgs: Dict[str, Any], *names: str) -> Optional[str]:
 def _extra(ctx: Dict[str, Any]) -> Dict[str, Any]:
     extra = ctx.get("extra")
     return extra if isinstance(extra, dict) else {}
+
+
+def _not_scanned(snap: Snapshot) -> Optional[str]:
+    """The cache gatherer ran out of time: which module dirs were never looked at."""
+    n, where = 0, []
+    for ws in snap.data("cache").get("workspaces") or []:
+        left = ws.get("not_scanned") if isinstance(ws, dict) else None
+        if isinstance(left, dict) and isinstance(left.get("count"), int) and left["count"]:
+            n += left["count"]
+            where.append(str(ws.get("path")))
+    if not n:
+        return None
+    return (f"{n} module dir(s) in {', '.join(where[:2])} were not scanned within the cache "
+            "budget (the newest were scanned first); run fidoctor diagnose again when the "
+            "machine is less busy")
 
 
 def _shaped(fn: Any, snap: Snapshot) -> Any:

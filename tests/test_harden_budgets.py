@@ -105,3 +105,32 @@ def test_huge_sparse_module_is_fingerprinted_not_hashed_before_the_rename(box, t
     assert u.returncode == 0, u.stdout + u.stderr
     assert "differs" not in u.stdout
     assert os.stat(big).st_size == 1 << 40
+
+
+def test_cache_scan_past_its_budget_says_what_it_left_and_is_never_healthy(box):
+    """10,000 modules on a slow disk timed the whole cache section out (every JIT probe
+    blind). Past its deadline the scan now stops, newest dirs first, and says how many it
+    left; a diagnosis of such a snapshot is never "healthy"."""
+    import time as _t
+
+    from conftest import snapshot_of
+
+    from fidoctor.diagnosis import diagnose
+    from fidoctor.flashinfer.layout import discover_workspaces
+    from fidoctor.snapshot.gather import cache
+
+    ws = box.workspace()
+    names = [f"norm_{i:03d}" for i in range(cache.NEWEST_FIRST_OVER + 20)]
+    for i, n in enumerate(names):
+        d = box.module(ws, n, objects=1, lock=False)
+        os.utime(d, (1_600_000_000 + i, 1_600_000_000 + i))
+    full = cache.scan_workspace(discover_workspaces(str(box.root))[0], _t.monotonic() + 600)
+    assert "not_scanned" not in full and [m["name"] for m in full["modules"]] == names
+    order = [e.name for e in cache._newest_first(list(os.scandir(ws / "cached_ops")))]
+    assert [n for n in order if n != "tmp"][0] == names[-1]  # the newest module dir first
+    cut = cache.scan_workspace(discover_workspaces(str(box.root))[0], _t.monotonic() - 1)
+    assert cut["not_scanned"]["count"] == len(names) and cut["modules"] == []
+    snap = snapshot_of(box)
+    snap.sections["cache"].data["workspaces"] = [cut]
+    diag = diagnose(snap)
+    assert diag.exit_code == 2 and "not scanned" in (diag.unchecked or "")
