@@ -1,0 +1,81 @@
+"""``fidoctor fleet --ssh / --slurm / --ray``: collection from real daemons on this machine.
+
+ssh: real OpenSSH sshd instances on loopback (a key made here, a port per
+node), each started in ``unshare -u`` with its own host name and, through
+``SetEnv``, its own FlashInfer workspace; one node's ``ForceCommand`` sleeps,
+so it never answers within ``--timeout``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+from conftest import DECODE, FA3, Box, run_cli
+from fleet_helpers import SshNodes, can_unshare_uts, ensure_openssh
+
+REMOTE = f"{sys.executable} -m fidoctor"
+
+
+def _box(tmp_path, built_so, name, broken=False):
+    (tmp_path / name).mkdir()
+    box = Box(tmp_path / name, built_so)
+    ws = box.workspace()
+    box.module(ws, DECODE)
+    box.module(ws, FA3, so="truncated" if broken else "good")
+    env = box.env()
+    return {k: env[k] for k in ("FLASHINFER_WORKSPACE_BASE", "CUDA_HOME",
+                                "FLASHINFER_EXTRA_LDFLAGS")}
+
+
+@pytest.fixture
+def ssh_fleet(tmp_path, built_so, procs):
+    why = can_unshare_uts()
+    if why:
+        pytest.skip(why)
+    why = ensure_openssh()
+    if why or not os.path.exists("/usr/sbin/sshd"):
+        pytest.skip(why or "no OpenSSH server")
+    nodes = SshNodes(tmp_path, procs)
+    for name, broken in (("node-a1", False), ("node-a2", False), ("node-b1", True)):
+        nodes.node(name, _box(tmp_path, built_so, name, broken))
+    return nodes
+
+
+def test_ssh_collects_each_node_under_its_own_name(ssh_fleet):
+    r = run_cli(["fleet", "--json", "--ssh", str(ssh_fleet.hostfile()), "--fidoctor", REMOTE,
+                 "--level", "quick", "--timeout", "90", "--", *ssh_fleet.ssh_args()], timeout=150)
+    doc = json.loads(r.stdout)
+    assert doc["unreachable"] == [], doc["unreachable"]
+    groups = {g["status"]: g for g in doc["groups"]}
+    assert groups["healthy"]["nodes"] == ["node-a1", "node-a2"]
+    assert groups["problems"]["nodes"] == ["node-b1"]
+    assert "cache-incomplete-module" in groups["problems"]["ids"]
+    assert {n["named_by"] for n in doc["nodes"]} == {"hostname"}
+    assert r.returncode == 1
+
+
+def test_a_node_that_never_answers_does_not_hold_the_summary(ssh_fleet, tmp_path):
+    ssh_fleet.node("node-slow", {}, force="sleep 600")
+    (tmp_path / "dead").mkdir()
+    ssh_fleet.lines.append("127.0.0.1:1")  # nothing listens: connection refused
+    r = run_cli(["fleet", "--json", "--ssh", str(ssh_fleet.hostfile()), "--fidoctor", REMOTE,
+                 "--level", "quick", "--timeout", "20", "--per-node-timeout", "15", "--",
+                 *ssh_fleet.ssh_args()], timeout=90)
+    doc = json.loads(r.stdout)
+    unreach = {u["node"]: u["reason"] for u in doc["unreachable"]}
+    slow = [k for k in unreach if k != "127.0.0.1:1"]
+    assert len(slow) == 1 and "timed out after 15 s" in unreach[slow[0]]
+    assert "exit 255" in unreach["127.0.0.1:1"] and "refused" in unreach["127.0.0.1:1"]
+    assert sorted(n["name"] for n in doc["nodes"]) == ["node-a1", "node-a2", "node-b1"]
+    assert r.returncode == 1
+
+
+def test_bad_hostfile_is_one_line(tmp_path):
+    hf = tmp_path / "hosts"
+    hf.write_text("-oProxyCommand=evil\n")
+    r = run_cli(["fleet", "--ssh", str(hf)])
+    assert r.returncode == 2 and "is not [user@]host[:port]" in r.stderr
+    assert "Traceback" not in r.stderr
