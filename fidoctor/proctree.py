@@ -125,10 +125,18 @@ def build_trees(procs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 def _merge_by_build(trees: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """One tree per (module dir, session): when an orphaned ninja exits, each of its
-    in-flight ``sh -c nvcc`` chains is re-parented on its own, but it is still one build."""
+    in-flight ``sh -c nvcc`` chains is re-parented on its own, but it is still one build.
+
+    A root whose parent is a live Python (the ninja of a server that is still there) is
+    never merged: two ranks of one job share a session, and on the H200
+    (tests/fixtures/real-h200/snap_kill.json) the waiter's live rebuild of a module sat
+    beside the killed holder's orphaned chains; merged, it took the orphans' warning and
+    their terminate fix."""
     merged: Dict[tuple, Dict[str, Any]] = {}
     for t in trees:
-        key = (t["module_dir"], t["root"].get("sid"))
+        root = t["root"]
+        live = root.get("parent_is_python") and not root.get("orphaned")
+        key = (t["module_dir"], root.get("sid"), root["pid"] if live else None)
         if key in merged and key[1] is not None:
             merged[key]["procs"].extend(t["procs"])
             merged[key]["roots"].append(t["root"])

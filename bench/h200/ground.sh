@@ -22,7 +22,6 @@ left() { echo $(( DEADLINE - ($(date +%s) - T0) )); }
 now() { date +%s.%N; }
 el() { awk "BEGIN{printf \"%.2f\", $(now)-$1}"; }
 log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a $A/summary.txt; }
-fid() { python3 -m fidoctor "$@"; }
 pack() { tar -czf $OUT/ground.tar.gz.tmp -C /tmp ground && mv $OUT/ground.tar.gz.tmp $OUT/ground.tar.gz; }
 procs() {  # $1: file stem
   { date +%s.%N; cat /proc/locks; echo; ps -eo pid,ppid,pgid,sid,stat,etimes,rss,wchan:24,comm,args --sort=pid \
@@ -42,20 +41,20 @@ log "setup done: $(tail -2 $A/box.txt | head -1)"
 
 # ---- 1: the fresh box
 export FLASHINFER_WORKSPACE_BASE=/tmp/ws1; mkdir -p $FLASHINFER_WORKSPACE_BASE
-t=$(now); timeout -k 5 60 fid diagnose --json > $A/diag_fresh.json 2> $A/diag_fresh.err; rc=$?
+t=$(now); timeout -k 5 60 python3 -m fidoctor diagnose --json > $A/diag_fresh.json 2> $A/diag_fresh.err; rc=$?
 log "1 diagnose --json rc=$rc $(el $t)s"
-timeout -k 5 60 fid snapshot -o $A/snap_fresh.json 2>>$A/diag_fresh.err; log "1 snapshot rc=$?"
+timeout -k 5 60 python3 -m fidoctor snapshot -o $A/snap_fresh.json 2>>$A/diag_fresh.err; log "1 snapshot rc=$?"
 pack
 
 # ---- 2: a real arch mismatch
 export FLASHINFER_WORKSPACE_BASE=/tmp/ws2; mkdir -p $FLASHINFER_WORKSPACE_BASE
 t=$(now); FLASHINFER_CUDA_ARCH_LIST=8.0 timeout -k 5 120 python3 bench/h200/arch_first_call.py \
   > $A/arch_call.json 2> $A/arch_call.err; log "2 first call under 8.0 rc=$? $(el $t)s: $(head -c 400 $A/arch_call.json)"
-t=$(now); FLASHINFER_CUDA_ARCH_LIST=8.0 timeout -k 5 60 fid diagnose --json > $A/diag_arch.json 2>>$A/arch_call.err
+t=$(now); FLASHINFER_CUDA_ARCH_LIST=8.0 timeout -k 5 60 python3 -m fidoctor diagnose --json > $A/diag_arch.json 2>>$A/arch_call.err
 log "2 diagnose (8.0 in env) rc=$? $(el $t)s"
-t=$(now); timeout -k 5 60 fid diagnose > $A/diag_arch_noenv.txt 2>&1
+t=$(now); timeout -k 5 60 python3 -m fidoctor diagnose > $A/diag_arch_noenv.txt 2>&1
 log "2 diagnose (no arch list) rc=$? $(el $t)s: $(grep -E '^(ERROR|WARNING|INFO)' $A/diag_arch_noenv.txt | head -3 | tr '\n' ' ')"
-FLASHINFER_CUDA_ARCH_LIST=8.0 timeout -k 5 60 fid snapshot -o $A/snap_arch.json 2>>$A/arch_call.err
+FLASHINFER_CUDA_ARCH_LIST=8.0 timeout -k 5 60 python3 -m fidoctor snapshot -o $A/snap_arch.json 2>>$A/arch_call.err
 find /tmp/ws2 -name build.ninja | head -2 | xargs grep -h -m3 -o 'gencode[= ][^ ]*' > $A/arch_gencode.txt 2>&1
 pack
 
@@ -73,28 +72,28 @@ timeout -k 5 150 python3 -m fidoctor watch --pid $W --events $A/watch_waiter.jso
 echo "watch_start $(now)" >> $A/lock_timeline.txt
 for at in 6 9; do
   sleep $(awk "BEGIN{d=$T6+1.5+$at-$(now); print (d>0?d:0)}")
-  s=$(now); timeout -k 5 30 fid diagnose --pid $W --json > $A/diag_wait_$at.json 2> $A/diag_wait_$at.err
+  s=$(now); timeout -k 5 30 python3 -m fidoctor diagnose --pid $W --json > $A/diag_wait_$at.json 2> $A/diag_wait_$at.err
   echo "diag_wait_$at start $s end $(now) rc $?" >> $A/lock_timeline.txt
 done
 procs wait_procs
-s=$(now); timeout -k 5 30 fid snapshot --pid $W -o $A/snap_wait.json 2>/dev/null; echo "snap_wait start $s end $(now)" >> $A/lock_timeline.txt
+s=$(now); timeout -k 5 30 python3 -m fidoctor snapshot --pid $W -o $A/snap_wait.json 2>/dev/null; echo "snap_wait start $s end $(now)" >> $A/lock_timeline.txt
 kill -9 $H; K=$(now); echo "holder_killed $K" >> $A/lock_timeline.txt; log "6 holder $H SIGKILLed at +$(el $T6)s"
 procs kill0_procs
 for at in 2 5; do
   sleep $(awk "BEGIN{d=$K+$at-$(now); print (d>0?d:0)}")
-  s=$(now); timeout -k 5 30 fid diagnose --pid $W --json > $A/diag_kill_$at.json 2> $A/diag_kill_$at.err
+  s=$(now); timeout -k 5 30 python3 -m fidoctor diagnose --pid $W --json > $A/diag_kill_$at.json 2> $A/diag_kill_$at.err
   echo "diag_kill_$at start $s end $(now) rc $?" >> $A/lock_timeline.txt
-  timeout -k 5 30 fid diagnose > $A/diag_kill_${at}_plain.txt 2>&1
+  timeout -k 5 30 python3 -m fidoctor diagnose > $A/diag_kill_${at}_plain.txt 2>&1
 done
 procs kill_procs
-s=$(now); timeout -k 5 30 fid snapshot --pid $W -o $A/snap_kill.json 2>/dev/null; echo "snap_kill start $s end $(now)" >> $A/lock_timeline.txt
+s=$(now); timeout -k 5 30 python3 -m fidoctor snapshot --pid $W -o $A/snap_kill.json 2>/dev/null; echo "snap_kill start $s end $(now)" >> $A/lock_timeline.txt
 # the waiter builds on (it took the freed lock); the holder's orphans finish or are left
 timeout 70 tail --pid=$W -f /dev/null; echo "waiter_exit $(now)" >> $A/lock_timeline.txt
 kill $W 2>/dev/null; wait $W; log "6 waiter rc=$? $(tail -1 $A/rank_waiter.jsonl | head -c 200)"
 sleep 2; kill $WP 2>/dev/null; wait $WP; log "6 watch rc=$?"
 procs after_procs
 ls -la --time-style=+%s.%N /tmp/ws6/.cache/flashinfer/*/*/cached_ops/*/ > $A/lock_moddir.txt 2>&1
-timeout -k 5 30 fid diagnose > $A/diag_after6.txt 2>&1; log "6 diagnose after rc=$?"
+timeout -k 5 30 python3 -m fidoctor diagnose > $A/diag_after6.txt 2>&1; log "6 diagnose after rc=$?"
 pack
 quiet_box 60
 else log "6 skipped ($(left)s left)"; fi
@@ -109,7 +108,7 @@ log "4 warmup (parallel, default set, cold) rc=$rc $(el $s)s; $(grep oom_kill /p
 mkdir -p $A/ninjalog4
 for d in /tmp/ws4/.cache/flashinfer/*/*/cached_ops/*/; do
   [ -f "$d/.ninja_log" ] && cp "$d/.ninja_log" "$A/ninjalog4/$(basename $d).ninja_log"; done
-timeout 60 python3 bench/bench_warmup.py bounds /tmp/ws4 --cores $(nproc) > $A/bounds4.txt 2>&1; log "4 bounds: $(tail -3 $A/bounds4.txt | tr '\n' ' ')"
+timeout 60 python3 bench/bench_warmup.py bounds /tmp/ws4/.cache/flashinfer/*/* --cores $(nproc) > $A/bounds4.txt 2>&1; log "4 bounds: $(tail -3 $A/bounds4.txt | tr '\n' ' ')"
 pack
 else log "4 skipped ($(left)s left)"; fi
 
@@ -140,7 +139,7 @@ for how in sequential parallel; do
     > $A/warmup_sub_$how.json 2> $A/warmup_sub_$how.err; rc=$?
   echo "warmup_sub_$how start $s end $(now) rc $rc" >> $A/steps.txt
   log "4b warmup $how ($SUB) rc=$rc $(el $s)s"
-  timeout 30 python3 bench/bench_warmup.py bounds /tmp/ws4$how --cores $(nproc) > $A/bounds_sub_$how.txt 2>&1
+  timeout 30 python3 bench/bench_warmup.py bounds /tmp/ws4$how/.cache/flashinfer/*/* --cores $(nproc) > $A/bounds_sub_$how.txt 2>&1
   pack
 done
 else log "4b skipped ($(left)s left)"; fi
