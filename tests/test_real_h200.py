@@ -189,3 +189,48 @@ def test_cache_export_import_verify_then_first_calls_load_without_compiling():
     assert sorted(m["name"] for m in fc["modules"]) == sorted(exported)
     assert [m["recompiled"] for m in fc["modules"]] == [False] * 6
     assert {m["name"] for m in v["modules"]} == set(exported)
+
+
+def _log_of_the_real_failure(tmp_path, with_build_line: bool) -> Path:
+    """The server's stderr as it was on the H200: FlashInfer's own "Building JIT module"
+    line (arch_call.err) and the traceback Python printed, whose last frames and error
+    line arch_call.json kept verbatim."""
+    call = doc("arch_call.json")
+    lines = (REAL / "arch_call.err").read_text().splitlines()[:1] if with_build_line else []
+    lines += ["Traceback (most recent call last):", *call["traceback_tail"]]
+    p = tmp_path / "server.log"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def _log_verdict(log: Path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "fidoctor", "diagnose", "--log-only", "--log",
+                        str(log), "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode in (0, 1), r.stderr
+    return r.returncode, json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("with_build_line", [True, False])
+def test_the_real_launch_error_in_a_server_log_names_cache_arch_mismatch(tmp_path,
+                                                                          with_build_line):
+    """The words the H200 printed, with and without the build line of that run (a restart
+    over the cached sm_80 module prints only the traceback)."""
+    rc, out = _log_verdict(_log_of_the_real_failure(tmp_path, with_build_line))
+    [f] = [x for x in out["findings"] if x["id"] == "cache-arch-mismatch"]
+    assert rc == 1 and "SingleDecodeWithKVCache" in f["title"]
+    assert any("no kernel image is available" in e for e in f["evidence"])
+
+
+def test_the_same_cuda_words_from_torch_alone_are_not_flashinfers(tmp_path):
+    """Healthy twin: torch raises the same CUDA error text for its own kernels."""
+    log = tmp_path / "torch.log"
+    log.write_text("Traceback (most recent call last):\n"
+                   '  File "/srv/app/model.py", line 12, in forward\n'
+                   "    y = torch.nn.functional.gelu(x)\n"
+                   "torch.AcceleratorError: CUDA error: no kernel image is available for "
+                   "execution on the device\n")
+    _, out = _log_verdict(log)
+    assert "cache-arch-mismatch" not in [x["id"] for x in out["findings"]]
