@@ -22,9 +22,10 @@ Data contract (``diagnose --json``'s ``node``; never renamed, add keys instead):
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 from fidoctor.snapshot import Snapshot
+from fidoctor.snapshot.types import ModuleFacts
 
 MAX_MODULES = 5000
 
@@ -94,7 +95,7 @@ def modules(snap: Snapshot) -> Dict[str, Any]:
         for mod in ws.get("modules") or []:
             if not isinstance(mod, dict) or mod.get("error"):
                 continue
-            into = cold if so_problem(mod) else warm
+            into = cold if so_problem(cast(ModuleFacts, mod)) else warm
             if len(into) >= MAX_MODULES:
                 truncated = True
                 continue

@@ -6,32 +6,33 @@ Pure functions of the snapshot, so every probe stays replayable.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
-from fidoctor.snapshot import Snapshot
-
-
-def workspaces(snap: Snapshot) -> List[Dict[str, Any]]:
-    return snap.data("cache").get("workspaces", [])
+from fidoctor.snapshot import Snapshot, sections
+from fidoctor.snapshot.types import ModuleFacts, ProcessFacts, WorkspaceFacts
 
 
-def iter_modules(snap: Snapshot) -> Iterator[Tuple[Dict[str, Any], Dict[str, Any]]]:
+def workspaces(snap: Snapshot) -> List[WorkspaceFacts]:
+    return sections.cache(snap).get("workspaces", [])
+
+
+def iter_modules(snap: Snapshot) -> Iterator[Tuple[WorkspaceFacts, ModuleFacts]]:
     """(workspace, module) pairs for every module dir in the cache."""
     for ws in workspaces(snap):
         for mod in ws.get("modules", []):
             yield ws, mod
 
 
-def module_by_path(snap: Snapshot) -> Dict[str, Dict[str, Any]]:
+def module_by_path(snap: Snapshot) -> Dict[str, ModuleFacts]:
     return {os.path.normpath(m["path"]): m for _, m in iter_modules(snap)}
 
 
-def builders(snap: Snapshot, module_dir: str) -> List[Dict[str, Any]]:
+def builders(snap: Snapshot, module_dir: str) -> List[ProcessFacts]:
     """Live processes working on ``module_dir`` (empty if processes were not gathered)."""
     want = os.path.normpath(module_dir)
     return [
-        p for p in snap.data("processes").get("processes", [])
-        if p.get("module_dir") and os.path.normpath(p["module_dir"]) == want
+        p for p in sections.processes(snap).get("processes", [])
+        if os.path.normpath(p.get("module_dir") or "") == want and p.get("module_dir")
         and p.get("state") not in ("zombie", "gone")
     ]
 
@@ -39,7 +40,7 @@ def builders(snap: Snapshot, module_dir: str) -> List[Dict[str, Any]]:
 def lock_holders_of(snap: Snapshot, module: str, workspace: str) -> List[int]:
     """Pids holding the flock of ``module`` in ``workspace`` (empty if locks were not gathered)."""
     ws = os.path.normpath(workspace)
-    for lk in snap.data("locks").get("locks", []):
+    for lk in sections.locks(snap).get("locks", []):
         if lk.get("module") == module and os.path.normpath(lk.get("workspace") or "") == ws \
                 and lk.get("style") != "baton":
             return list(lk.get("holders") or [])
@@ -68,7 +69,7 @@ def fmt_age(seconds: Optional[float]) -> str:
     return f"{s // 86400} days"
 
 
-def so_problem(mod: Dict[str, Any]) -> Optional[str]:
+def so_problem(mod: ModuleFacts) -> Optional[str]:
     """Why a module has no loadable .so, or None if it has one."""
     so = mod.get("so")
     if not so:
@@ -78,7 +79,7 @@ def so_problem(mod: Dict[str, Any]) -> Optional[str]:
     return so.get("problem")
 
 
-def has_build_files(mod: Dict[str, Any]) -> bool:
+def has_build_files(mod: ModuleFacts) -> bool:
     return bool(mod.get("build_ninja") or mod.get("objects") or mod.get("stale_depfiles"))
 
 

@@ -28,6 +28,7 @@ from fidoctor.model import Finding, Fix
 from fidoctor.probes._facts import builders, has_build_files, iter_modules, so_problem
 from fidoctor.probes._fsfacts import gib
 from fidoctor.snapshot import Snapshot
+from fidoctor.snapshot.types import ModuleFacts
 
 ID = "build-killed"
 REQUIRES = ("oom", "cache")
@@ -38,12 +39,12 @@ PER_JOB = {"prefill-fa3": 3.5, "single-prefill-fa3": 3.5, "prefill-fa2": 1.0,
 TIE_BEFORE_S, TIE_AFTER_S = 5, 900
 
 
-def _incomplete(snap: Snapshot) -> List[Dict[str, Any]]:
+def _incomplete(snap: Snapshot) -> List[ModuleFacts]:
     return [m for _, m in iter_modules(snap) if not m.get("error") and so_problem(m)
             and has_build_files(m) and not builders(snap, m["path"])]
 
 
-def _tied_by_time(kill: Dict[str, Any], mods: List[Dict[str, Any]]) -> List[str]:
+def _tied_by_time(kill: Dict[str, Any], mods: List[ModuleFacts]) -> List[str]:
     t = kill.get("time") or 0
     return [m["name"] for m in mods if m.get("newest_mtime")
             and m["newest_mtime"] - TIE_BEFORE_S <= t <= m["newest_mtime"] + TIE_AFTER_S]

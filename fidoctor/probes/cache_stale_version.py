@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, Iterable, List
+from typing import Iterable, List
 
 from fidoctor.flashinfer.layout import family_of
 from fidoctor.model import Finding, Fix
 from fidoctor.probes._facts import quote, so_problem, workspaces
 from fidoctor.snapshot import Snapshot
+from fidoctor.snapshot.types import WorkspaceFacts
 
 ID = "cache-stale-version"
 REQUIRES = ("cache", "fi_install")
@@ -34,7 +35,7 @@ def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
-def _uses(ws: Dict[str, Any], fi: str) -> bool:
+def _uses(ws: WorkspaceFacts, fi: str) -> bool:
     """Whether FlashInfer ``fi`` builds into workspace ``ws``."""
     if family_of(fi) in ("A", "B") or fi in ("0.4.0",):
         return ws.get("version") is None
@@ -47,7 +48,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
     if not fi:
         return
     installed = (inst.get("record") or {}).get("mtime")
-    unused: List[Dict[str, Any]] = []
+    unused: List[WorkspaceFacts] = []
     for ws in workspaces(snap):
         mods = [m for m in ws.get("modules", []) if not m.get("error")]
         if not _uses(ws, fi):
@@ -73,7 +74,8 @@ def check(snap: Snapshot) -> Iterable[Finding]:
                             f"{_when(m['objects_mtime'][1])}, around the install: a .so linked "
                             "from a mix")
         for m in older[:3]:
-            evidence.append(f"{m['path']}: .so built {_when(m['so']['mtime'])}, before the install")
+            evidence.append(f"{m['path']}: .so built {_when((m.get('so') or {}).get('mtime') or 0)}, "
+                            "before the install")
         n = len({m["path"] for m in older + mixed})
         stale = f"{ws['path']}.stale"
         yield Finding(

@@ -26,6 +26,7 @@ from fidoctor.model import Finding, Fix
 from fidoctor.probes._facts import iter_modules, so_problem
 from fidoctor.probes._fsfacts import gib, mount, places
 from fidoctor.snapshot import Snapshot
+from fidoctor.snapshot.types import ModuleFacts
 
 ID = "disk-space-low"
 REQUIRES = ("fs", "cache")
@@ -49,7 +50,7 @@ def _size(kind: str) -> Tuple[int, int]:
     return MODULE_SIZE.get(kind.replace("single-", ""), DEFAULT_SIZE)
 
 
-def _pending(snap: Snapshot) -> List[Dict[str, Any]]:
+def _pending(snap: Snapshot) -> List[ModuleFacts]:
     return [m for _, m in iter_modules(snap) if not m.get("error") and so_problem(m)]
 
 

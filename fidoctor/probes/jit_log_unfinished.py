@@ -38,12 +38,13 @@ from fidoctor.probes._facts import (
 )
 from fidoctor.probes._trees import stuck_trees
 from fidoctor.snapshot import Snapshot
+from fidoctor.snapshot.types import ModuleFacts
 
 ID = "jit-log-unfinished"
 REQUIRES = ("jitlog", "cache")
 
 
-def _unfinished(entry: Dict[str, Any], mod: Optional[Dict[str, Any]]) -> bool:
+def _unfinished(entry: Dict[str, Any], mod: Optional[ModuleFacts]) -> bool:
     start = entry.get("last_start")
     if not start:
         return False
@@ -120,7 +121,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
             )
 
 
-def _load_failed(snap: Snapshot, name: str, mod_dir: str, mod: Dict[str, Any],
+def _load_failed(snap: Snapshot, name: str, mod_dir: str, mod: ModuleFacts,
                  evidence: list, data: Dict[str, Any], age: Optional[float]) -> Finding:
     """0.2.x: ``Loading`` logged, the build produced a complete .so, ``Finished`` never came."""
     so = (mod.get("so") or {}).get("path") or os.path.join(mod_dir, name + ".so")

@@ -10,7 +10,7 @@ tell "not there" from "not looked at".
 
 from __future__ import annotations
 
-from typing import List, Optional, TypedDict
+from typing import Any, Dict, List, Optional, TypedDict
 
 
 class ToolRun(TypedDict, total=False):
@@ -221,3 +221,234 @@ class TorchAbiFacts(TypedDict, total=False):
                                     #   missing_count, abi_twins, error}}
     scanned: int                    # prebuilt files looked at
     truncated: bool
+
+
+# --- The main sections every JIT probe reads: target, host, cache, processes, locks. ---
+
+
+class PackageFacts(TypedDict, total=False):
+    """One distribution in the target (``importlib.metadata``, read in the target)."""
+
+    version: str
+    location: str
+
+
+class ModuleLocation(TypedDict, total=False):
+    """Where an importable top-level module is, found in the target without importing it."""
+
+    dir: str
+    origin: str
+    error: str                       # "ModuleNotFoundError: …" when it could not be found
+
+
+class TorchFileFacts(TypedDict, total=False):
+    """``torch/version.py`` read as text (never imported)."""
+
+    version: str                     # "2.13.0+cpu"
+    cuda: Optional[str]              # torch's CUDA ("12.4"); None for a CPU build
+
+
+class TargetFacts(TypedDict, total=False):
+    """Section ``target`` (fidoctor/snapshot/gather/target.py): the serving interpreter.
+
+    ``usable`` False: the interpreter is missing, broken or hung; ``reason`` says which.
+    """
+
+    usable: bool
+    python: str                      # as given (--python, the --pid's interpreter, …)
+    reason: str                      # why not usable
+    stderr_tail: str
+    stdout_tail: str
+    executable: str                  # sys.executable in the target
+    version: str                     # "3.11.7"
+    prefix: str
+    base_prefix: str
+    platlib: str
+    site_packages: List[str]
+    packages: Dict[str, PackageFacts]        # {"flashinfer-python": {...}, "torch": {...}}
+    modules: Dict[str, ModuleLocation]       # {"flashinfer": {...}, "torch": {...}}
+    torch: TorchFileFacts
+    interpreter: Dict[str, Any]      # --pid: how the interpreter was chosen (evidence)
+
+
+class CacheFsFacts(TypedDict, total=False):
+    fstype: str
+    mountpoint: str
+    opts: str
+    free_bytes: int
+
+
+class HostFacts(TypedDict, total=False):
+    """Section ``host`` (fidoctor/snapshot/gather/host.py)."""
+
+    hostname: str
+    kernel: str
+    machine: str
+    cpu_count: Optional[int]
+    cpu_affinity: Optional[int]      # cores this process may run on
+    mem_total: int                   # bytes
+    mem_available: int               # bytes (MemAvailable)
+    fidoctor_python: str
+    cache_fs: CacheFsFacts
+    uid: int
+
+
+class SoFacts(TypedDict, total=False):
+    """A module's ``.so`` as found on disk (never loaded)."""
+
+    path: str
+    kind: Optional[str]              # "file" | "symlink" | "absent" | "denied" | …
+    size: Optional[int]
+    mtime: Optional[float]
+    problem: Optional[str]           # "empty", "truncated", "not ELF: …"; None: looks loadable
+    symlink: bool
+
+
+class BatonFacts(TypedDict, total=False):
+    """torch's FileBaton ``cached_ops/<module>/lock`` (FlashInfer ≤ 0.2.5)."""
+
+    path: str
+    mtime: Optional[float]
+    ino: Optional[int]
+    dev: Optional[int]
+
+
+class ModuleFacts(TypedDict, total=False):
+    """One ``cached_ops/<module>/`` directory (fidoctor/snapshot/gather/cache.py)."""
+
+    name: str
+    path: str
+    error: str                       # the dir could not be listed
+    objects: int                     # *.o files
+    objects_mtime: List[float]       # [oldest, newest] object mtime
+    stale_depfiles: List[str]        # *.o.d left by an interrupted compile
+    ninja_lock: bool
+    has_ninja_log: bool
+    so_files: List[str]
+    so: Optional[SoFacts]            # None: no .so at all
+    baton: BatonFacts
+    build_ninja: bool
+    build_ninja_mtime: Optional[float]
+    ninja_vars: Dict[str, str]       # cuda_home, cxx, nvcc, name from build.ninja's head
+    cuda_compile_edges: int          # for a module without .so: objects to build
+    newest_mtime: Optional[float]
+
+
+class LockFileFacts(TypedDict, total=False):
+    """A lock file in a workspace, as the ``cache`` section lists it."""
+
+    path: str
+    module: Optional[str]
+    style: str                       # "flock" | "flock-toplevel" | "baton" | …
+    ino: Optional[int]
+    dev: Optional[int]
+    size: Optional[int]
+    mtime: Optional[float]
+
+
+class WorkspaceFacts(TypedDict, total=False):
+    """One ``<root>/[<version>/]<arch>/`` workspace."""
+
+    path: str
+    version: Optional[str]           # FlashInfer version dir (0.4.1+ layout), else None
+    arch: Optional[str]              # "90a", "75_80_89"; None when not in the path
+    log: Optional[Dict[str, Any]]    # flashinfer_jit.log's lstat facts + path; None: absent
+    modules: List[ModuleFacts]
+    locks: List[LockFileFacts]
+    errors: List[str]
+
+
+class CacheFacts(TypedDict, total=False):
+    """Section ``cache``: the FlashInfer cache root and its workspaces, in every layout."""
+
+    root: str                        # $FLASHINFER_WORKSPACE_BASE (else $HOME)/.cache/flashinfer
+    root_kind: str                   # "dir" | "absent" | "symlink" | "denied" | …
+    root_real: str                   # when root is a symlink
+    workspaces: List[WorkspaceFacts]
+
+
+class ProcessFacts(TypedDict, total=False):
+    """One process of a FlashInfer build tree, or a Python process above one."""
+
+    pid: int
+    ppid: int
+    ppid_chain: List[int]
+    name: str
+    exe: str
+    argv: List[str]
+    cwd: str
+    state: str                       # psutil's status ("running", "sleeping", "stopped", "zombie")
+    state_code: str                  # "R", "S", "T", "Z", "D"
+    wchan: str
+    cpu_s: float                     # CPU seconds gained over the sampling window
+    rss: int
+    uid: int
+    sid: int
+    pgid: int
+    create_time: float
+    module: Optional[str]            # the module it builds, when its argv names one
+    module_dir: Optional[str]
+    parent_name: str
+    parent_exe: str
+    parent_exists: bool
+    parent_is_python: bool
+    parent_sid: int
+    orphaned: bool                   # tree roots: its Python is gone (fidoctor.proctree)
+    in_target: bool                  # its module dir lies in the target's cache
+    env_max_jobs: Optional[str]      # MAX_JOBS in its environment
+    denied: bool                     # /proc/PID could not be read in full
+    argv_truncated: bool
+    vol_ctx: int                     # voluntary context switches
+    vol_ctx_delta: int               # … over the sampling window
+    cpu_s_end: float
+    cpu_delta_s: float
+    rss_end: int
+    exited: bool                     # gone before the window ended
+    appeared: bool                   # started during the window
+
+
+class ProcessesFacts(TypedDict, total=False):
+    """Section ``processes`` (fidoctor/snapshot/gather/processes.py)."""
+
+    processes: List[ProcessFacts]
+    groups: Dict[str, List[int]]     # {pgid: pids}
+    sample_window_s: float
+    self_pid: int
+    target_root: str
+
+
+class LockWaiter(TypedDict, total=False):
+    pid: int
+    confidence: str                  # "seen" | "likely" | "possible"
+    reasons: List[str]
+
+
+class LockFacts(TypedDict, total=False):
+    """One JIT lock with who holds, waits for and has it open (section ``locks``)."""
+
+    path: str
+    style: str                       # "flock" | "flock-toplevel" | "baton"
+    module: Optional[str]
+    workspace: str
+    module_dir: str
+    ino: Optional[int]
+    dev: Optional[int]
+    dev_hex: Optional[str]
+    mtime: Optional[float]
+    match: str                       # how /proc/locks entries were matched
+    holders: List[int]
+    blocked: List[int]
+    open_by: List[int]
+    waiters: List[LockWaiter]
+
+
+class LocksFacts(TypedDict, total=False):
+    """Section ``locks`` (fidoctor/snapshot/gather/locks.py)."""
+
+    locks: List[LockFacts]
+    procs: Dict[str, Dict[str, Any]]  # {pid: description of a holder or waiter}
+    proc_locks_ok: bool
+    proc_locks_error: str
+    own_pids: List[int]
+    fd_scan: Dict[str, int]
+    sample_window_s: float
