@@ -112,7 +112,8 @@ def _extra(ctx: Dict[str, Any]) -> Dict[str, Any]:
 def _not_scanned(snap: Snapshot) -> Optional[str]:
     """The cache gatherer ran out of time: which module dirs were never looked at."""
     n, where = 0, []
-    for ws in snap.data("cache").get("workspaces") or []:
+    wss = snap.data("cache").get("workspaces")
+    for ws in wss if isinstance(wss, list) else []:
         left = ws.get("not_scanned") if isinstance(ws, dict) else None
         if isinstance(left, dict) and isinstance(left.get("count"), int) and left["count"]:
             n += left["count"]
