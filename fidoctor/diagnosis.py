@@ -31,6 +31,7 @@ class Diagnosis:
     findings: List[Finding] = field(default_factory=list)
     inconclusive: List[Inconclusive] = field(default_factory=list)
     fail_on: str = "warning"
+    not_checked: Optional[str] = None  # set by a caller that knows the JIT was not checked
 
     @property
     def exit_code(self) -> int:
@@ -54,6 +55,8 @@ class Diagnosis:
     def unchecked(self) -> Optional[str]:
         """Why the JIT could not be checked (None when it was): then the verdict is exit 2."""
         snap = self.snapshot
+        if self.not_checked:
+            return self.not_checked
         if snap.context.get("log_only"):
             return None
         if not snap.sections:

@@ -103,3 +103,62 @@ def ensure_openssh() -> str:
     if shutil.which("ssh") and os.path.exists("/usr/sbin/sshd"):
         return ""
     return apt_install("openssh-client", "openssh-server")
+
+
+def ensure_slurm() -> str:
+    if all(shutil.which(x) for x in ("srun", "slurmctld", "slurmd", "munged")):
+        return ""
+    return apt_install("slurm-wlm", "munge")
+
+
+class SlurmCluster:
+    """A real Slurm controller and node daemon on localhost, with their own munged.
+
+    Debian's slurm-wlm is built without ``--enable-multiple-slurmd``, so one slurmd
+    (one node, ``slurm-n1``, its host name set with ``unshare -u``) is what this box runs.
+    """
+
+    def __init__(self, tmp: Path, procs, node: str = "slurm-n1") -> None:
+        import os
+
+        self.tmp, self.node = tmp, node
+        m = tmp / "munge"
+        m.mkdir(mode=0o700, parents=True)
+        (m / "munge.key").write_bytes(os.urandom(128))
+        (m / "munge.key").chmod(0o600)
+        procs.start(["munged", "-F", "-f", "-S", str(m / "sock"), f"--key-file={m / 'munge.key'}",
+                     f"--log-file={m / 'log'}", f"--pid-file={m / 'pid'}",
+                     f"--seed-file={m / 'seed'}"])
+        deadline = time.monotonic() + 20
+        while not (m / "sock").exists():
+            assert time.monotonic() < deadline, "munged did not start"
+            time.sleep(0.05)
+        p1, p2 = free_port(), free_port()
+        (tmp / "state").mkdir()
+        (tmp / "spool").mkdir()
+        self.conf = tmp / "slurm.conf"
+        self.conf.write_text("\n".join([
+            "ClusterName=fid", f"SlurmctldHost={socket.gethostname()}(127.0.0.1)",
+            f"SlurmctldPort={p1}", f"SlurmdPort={p2}", "AuthType=auth/munge",
+            f"AuthInfo=socket={m / 'sock'}", "CredType=cred/munge",
+            f"StateSaveLocation={tmp / 'state'}", f"SlurmdSpoolDir={tmp / 'spool'}/%n",
+            f"SlurmctldPidFile={tmp / 'slurmctld.pid'}", f"SlurmdPidFile={tmp}/slurmd-%n.pid",
+            f"SlurmctldLogFile={tmp / 'slurmctld.log'}", f"SlurmdLogFile={tmp}/slurmd-%n.log",
+            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
+            "SelectType=select/linear", "MpiDefault=none", "SlurmUser=root", "SlurmdUser=root",
+            "ReturnToService=2", "SchedulerType=sched/builtin",
+            "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none",
+            f"NodeName={node} NodeHostname={node} NodeAddr=127.0.0.1 CPUs=1 RealMemory=500 "
+            "State=UNKNOWN", "PartitionName=debug Nodes=ALL Default=YES MaxTime=10 State=UP", ""]))
+        self.env = dict(os.environ, SLURM_CONF=str(self.conf))
+        procs.start(["slurmctld", "-D", "-i", "-f", str(self.conf)], env=self.env)
+        procs.start(["unshare", "-u", "sh", "-c",
+                     f"hostname {node} && exec slurmd -D -N {node} -f {self.conf}"], env=self.env)
+        deadline = time.monotonic() + 60
+        while True:
+            r = subprocess.run(["sinfo", "-h", "-o", "%T"], env=self.env, capture_output=True,
+                               text=True, timeout=30)
+            if r.stdout.strip() == "idle":
+                break
+            assert time.monotonic() < deadline, f"slurm node not idle: {r.stdout}{r.stderr}"
+            time.sleep(0.3)

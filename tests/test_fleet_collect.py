@@ -16,7 +16,6 @@ import pytest
 from conftest import DECODE, FA3, Box, run_cli
 from fleet_helpers import SshNodes, can_unshare_uts, ensure_openssh
 
-REMOTE = f"{sys.executable} -m fidoctor"
 
 
 def _box(tmp_path, built_so, name, broken=False):
@@ -45,7 +44,7 @@ def ssh_fleet(tmp_path, built_so, procs):
 
 
 def test_ssh_collects_each_node_under_its_own_name(ssh_fleet):
-    r = run_cli(["fleet", "--json", "--ssh", str(ssh_fleet.hostfile()), "--fidoctor", REMOTE,
+    r = run_cli(["fleet", "--json", "--ssh", str(ssh_fleet.hostfile()), "--fidoctor", _fidoctor_cmd(),
                  "--level", "quick", "--timeout", "90", "--", *ssh_fleet.ssh_args()], timeout=150)
     doc = json.loads(r.stdout)
     assert doc["unreachable"] == [], doc["unreachable"]
@@ -61,7 +60,7 @@ def test_a_node_that_never_answers_does_not_hold_the_summary(ssh_fleet, tmp_path
     ssh_fleet.node("node-slow", {}, force="sleep 600")
     (tmp_path / "dead").mkdir()
     ssh_fleet.lines.append("127.0.0.1:1")  # nothing listens: connection refused
-    r = run_cli(["fleet", "--json", "--ssh", str(ssh_fleet.hostfile()), "--fidoctor", REMOTE,
+    r = run_cli(["fleet", "--json", "--ssh", str(ssh_fleet.hostfile()), "--fidoctor", _fidoctor_cmd(),
                  "--level", "quick", "--timeout", "20", "--per-node-timeout", "15", "--",
                  *ssh_fleet.ssh_args()], timeout=90)
     doc = json.loads(r.stdout)
@@ -79,3 +78,26 @@ def test_bad_hostfile_is_one_line(tmp_path):
     r = run_cli(["fleet", "--ssh", str(hf)])
     assert r.returncode == 2 and "is not [user@]host[:port]" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def _fidoctor_cmd() -> str:
+    """The venv's console script: ``python -m`` would put the task's cwd first on sys.path."""
+    exe = os.path.join(os.path.dirname(sys.executable), "fidoctor")
+    return exe if os.path.exists(exe) else f"{sys.executable} -P -m fidoctor"
+
+
+def test_slurm_runs_one_task_per_node_of_a_real_cluster(tmp_path, built_so, procs):
+    from fleet_helpers import SlurmCluster, ensure_slurm
+
+    why = can_unshare_uts() or ensure_slurm()
+    if why:
+        pytest.skip(why)
+    cluster = SlurmCluster(tmp_path / "slurm", procs)
+    env = dict(cluster.env, **_box(tmp_path, built_so, "ws", broken=True))  # srun exports it
+    r = run_cli(["fleet", "--json", "--slurm", "--fidoctor", _fidoctor_cmd(), "--level",
+                 "quick", "--timeout", "90", "--", "-N1"], env=env, timeout=150)
+    doc = json.loads(r.stdout)
+    assert doc["unreachable"] == [], doc["unreachable"]
+    [g] = doc["groups"]
+    assert g["nodes"] == ["slurm-n1"] and "cache-incomplete-module" in g["ids"]
+    assert r.returncode == 1

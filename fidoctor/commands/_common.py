@@ -84,7 +84,7 @@ def make_context(python: Optional[str], pid: Union[int, str, None], deep: bool,
 
 
 def obtain_snapshot(python: Optional[str], pid: Optional[int], deep: bool,
-                    from_file: Optional[str]) -> Snapshot:
+                    from_file: Optional[str], level: str = "full") -> Snapshot:
     """Load ``--from`` or gather a fresh snapshot; exactly one source."""
     if from_file:
         if python or pid:
@@ -93,6 +93,11 @@ def obtain_snapshot(python: Optional[str], pid: Optional[int], deep: bool,
         return Snapshot.load(from_file)
     from fidoctor.snapshot.runner import gather_snapshot
 
+    if level == "quick":  # static facts only, the whole gather cut at 4 s (fidoctor/quick.py)
+        from fidoctor import quick
+
+        return gather_snapshot(make_context(python, pid, False, quiet=True),
+                               gatherers=quick.gatherers(), budget_s=quick.gather_budget())
     return gather_snapshot(make_context(python, pid, deep))
 
 
@@ -117,7 +122,8 @@ def log_options(f: Callable) -> Callable:
 
 
 def with_logs(python: Optional[str], pid: Optional[int], deep: bool, from_file: Optional[str],
-              logs: tuple, log_only: bool, log_timeout: float = 30.0) -> Snapshot:
+              logs: tuple, log_only: bool, log_timeout: float = 30.0,
+              level: str = "full") -> Snapshot:
     """The snapshot to judge: gathered (or loaded), or a bare one for ``--log-only``, with
     the logs' analysis as its ``serverlog`` section."""
     import time
@@ -136,7 +142,7 @@ def with_logs(python: Optional[str], pid: Optional[int], deep: bool, from_file: 
         snap = Snapshot(context={"python": None, "python_source": "--log-only", "pid": None,
                                  "env": {}, "log_only": True, "flashinfer_root": None})
     else:
-        snap = obtain_snapshot(python, pid, deep, from_file)
+        snap = obtain_snapshot(python, pid, deep, from_file, level)
         if log_only:
             snap.context["log_only"] = True
     if logs:

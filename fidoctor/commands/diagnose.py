@@ -13,6 +13,13 @@ from fidoctor.commands._common import log_options, target_options, with_logs
 @target_options
 @log_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (schema_version 1).")
+@click.option("--level", type=click.Choice(["full", "quick"]), default="full", show_default=True,
+              help="quick: static facts only (no target subprocess, ninja or CPU sampling), "
+              "within 5 s even on a stalled mount: for node health checks.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "slurm", "prom", "npd"]),
+              default="text", show_default=True,
+              help="slurm: exit 0, or 1 with one Reason= line (≤ 64 chars); prom: a "
+              "node-exporter textfile; npd: node-problem-detector (0 OK, 1 problem, 2 unknown).")
 @click.option("--fail-on", type=click.Choice(["error", "warning"]), default="warning",
               show_default=True, help="Lowest severity that makes the exit code 1.")
 @click.option("-q", "--quiet", is_flag=True, help="Print the verdict line only.")
@@ -21,8 +28,8 @@ from fidoctor.commands._common import log_options, target_options, with_logs
 @click.option("--list-checks", is_flag=True,
               help="List every check (probe): its id, what it reads and its time budget; "
               "gather nothing.")
-def command(python, pid, deep, from_file, logs, log_only, log_timeout, as_json, fail_on, quiet,
-            verbose, list_checks) -> int:
+def command(python, pid, deep, from_file, logs, log_only, log_timeout, as_json, level, fmt,
+            fail_on, quiet, verbose, list_checks) -> int:
     """Find out why FlashInfer's JIT hangs or fails here, with evidence and fixes.
 
     \b
@@ -39,8 +46,17 @@ def command(python, pid, deep, from_file, logs, log_only, log_timeout, as_json, 
 
     if quiet and verbose:
         raise click.UsageError("-q and -v contradict each other; pick one")
-    diag = diagnose(with_logs(python, pid, deep, from_file, logs, log_only, log_timeout), fail_on=fail_on)
-    if as_json:
+    diag = diagnose(with_logs(python, pid, deep, from_file, logs, log_only, log_timeout, level),
+                    fail_on=fail_on)
+    if level == "quick":
+        from fidoctor.quick import add_stalled
+
+        add_stalled(diag)
+    if fmt in ("slurm", "prom", "npd"):
+        from fidoctor.render.health import emit
+
+        return emit(diag, fmt, level)
+    if as_json or fmt == "json":
         click.echo(json.dumps(diag.to_json(), indent=2, sort_keys=False))
         return diag.exit_code
     from fidoctor.render.style import Styler, use_colour

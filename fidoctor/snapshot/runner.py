@@ -56,6 +56,27 @@ class _Child:
         self.buf = bytearray()
 
 
+def _detach_stdio() -> None:
+    """Give a gatherer child /dev/null for stdin, stdout and (unless FIDOCTOR_DEBUG) stderr.
+
+    A child stuck for good on a dead mount (D state in FUSE's or NFS's
+    ``request_wait_answer``: SIGKILL cannot end it) would otherwise hold the
+    caller's pipes open: ``$(fidoctor diagnose …)``, Go's ``cmd.Output()`` (the
+    node-problem-detector) or ``subprocess.run(capture_output=True)`` then wait
+    for it after fidoctor itself has exited.
+    """
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+    except OSError:
+        return
+    for fd in (0, 1) if os.environ.get("FIDOCTOR_DEBUG") else (0, 1, 2):
+        try:
+            os.dup2(null, fd)
+        except OSError:
+            pass
+    os.close(null)
+
+
 def _fork(g: Gatherer, ctx: GatherContext, done: Dict[str, Section]) -> _Child:
     r, w = os.pipe()
     pid = os.fork()
@@ -64,6 +85,7 @@ def _fork(g: Gatherer, ctx: GatherContext, done: Dict[str, Section]) -> _Child:
         try:
             os.close(r)
             os.setpgid(0, 0)  # so a timeout can kill what the gatherer spawned
+            _detach_stdio()
             section = run_inline(g, ctx, done)
             payload = json.dumps(
                 {"status": section.status, "data": section.data, "error": section.error}
@@ -120,8 +142,9 @@ def _finish(child: _Child, timed_out: bool) -> Section:
         _kill_child(child)
         os.close(child.fd)
         _reap(child.pid)  # a child in D state stays; never block on it
-        return Section("timeout", error=f"gave up after {child.g.budget_s:g} s",
-                       elapsed_s=elapsed)
+        why = (f"gave up after {child.g.budget_s:g} s" if elapsed >= child.g.budget_s else
+               f"gave up after {elapsed:.1f} s: the whole gather's budget ran out")
+        return Section("timeout", error=why, elapsed_s=elapsed)
     os.close(child.fd)
     try:
         os.waitpid(child.pid, 0)
@@ -139,8 +162,10 @@ def gather_snapshot(
     only: Optional[List[str]] = None,
     inline: bool = False,
     gatherers: Optional[List[Gatherer]] = None,
+    budget_s: Optional[float] = None,
 ) -> Snapshot:
-    """Gather every registered section (or ``only`` these) into a Snapshot."""
+    """Gather every registered section (or ``only`` these) into a Snapshot; ``budget_s``
+    (default GLOBAL_BUDGET_S) caps the whole run, whatever each gatherer's own budget."""
     taken_at = time.time()
     selfprocs.note_runner()
     registry = list(gatherers) if gatherers is not None else all_gatherers()
@@ -152,7 +177,7 @@ def gather_snapshot(
         return Snapshot(context=ctx.to_dict(), sections=done, taken_at=taken_at)
 
     running: Dict[int, _Child] = {}
-    deadline = time.monotonic() + GLOBAL_BUDGET_S
+    deadline = time.monotonic() + (GLOBAL_BUDGET_S if budget_s is None else budget_s)
     try:
         while pending or running:
             for g in list(pending):

@@ -1,0 +1,201 @@
+"""Health-check contracts of ``diagnose``: --level quick, --format slurm / prom / npd.
+
+Real boxes (gcc-built .so files, a real JIT log), the real CLI as a child
+process, a real stalled mount (sshfs whose sftp-server is SIGSTOPped), and the
+prom output scraped by a real Prometheus node-exporter (Debian's
+prometheus-node-exporter, installed like sshfs when missing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import DECODE, FA2, FA3, Box, run_cli
+
+QUICK = {"cache_mount", "host", "cache", "fs", "locks", "jitlog", "jit_build_log"}
+
+
+def _broken(box):
+    ws = box.workspace()
+    box.module(ws, DECODE)
+    box.module(ws, FA3, so="truncated")
+    return box
+
+
+def _healthy(box):
+    ws = box.workspace()
+    for m in (DECODE, FA2):
+        box.module(ws, m)
+    return box
+
+
+def diag(box, *args, **env):
+    return run_cli(["diagnose", *args], env=box.env(**env))
+
+
+def test_quick_level_gathers_static_facts_only(box):
+    r = diag(_broken(box), "--level", "quick", "--json")
+    doc = json.loads(r.stdout)
+    assert set(doc["gather"]) == QUICK  # no target, toolkit, gpu, processes, rebuild, elf
+    assert r.returncode == 1
+    assert "cache-incomplete-module" in {f["id"] for f in doc["findings"]}
+
+
+def test_slurm_format_drains_with_one_short_reason(box):
+    r = diag(_broken(box), "--level", "quick", "--format", "slurm")
+    assert r.returncode == 1
+    [line] = r.stdout.splitlines()
+    assert line == "Reason=fidoctor: cache-incomplete-module" and len(line) <= 64
+
+
+def test_slurm_format_is_silent_and_zero_when_healthy(box):
+    r = diag(_healthy(box), "--level", "quick", "--format", "slurm")
+    assert (r.returncode, r.stdout) == (0, "")
+
+
+def test_slurm_reason_counts_more_ids_and_never_passes_64(box, tmp_path):
+    from conftest import log_line
+
+    ws = _broken(box).workspace()
+    box.module(ws, FA2, so="missing", objects=1)
+    box.log(ws, [log_line("new", "building", FA2, time.time() - 60)])
+    snap = tmp_path / "s.json"
+    assert run_cli(["snapshot", "-o", str(snap)], env=box.env()).returncode == 0
+    r = run_cli(["diagnose", "--from", str(snap), "--format", "slurm"])
+    [line] = r.stdout.splitlines()
+    assert r.returncode == 1 and re.fullmatch(r"Reason=fidoctor: [a-z-]+ \(\+\d+ more\)", line)
+    # the cut itself, on a finding id longer than the line (a pure function of the diagnosis)
+    from fidoctor.diagnosis import diagnose
+    from fidoctor.model import Finding
+    from fidoctor.render.health import slurm
+    from fidoctor.snapshot import Snapshot
+
+    d = diagnose(Snapshot.load(str(snap)))
+    d.findings.insert(0, Finding(id="x" * 90, severity="error", title="long"))
+    text, code, _ = slurm(d)
+    assert code == 1 and len(text) == 64 and text.endswith("…")
+    d = json.loads(snap.read_text())
+    d["sections"] = {}
+    snap.write_text(json.dumps(d))
+    r = run_cli(["diagnose", "--from", str(snap), "--format", "slurm"])
+    assert (r.returncode, r.stdout) == (0, "")  # not checked: the node is left alone, and said
+    assert "not checked" in r.stderr
+
+
+def test_npd_exit_codes(box, tmp_path):
+    r = diag(_broken(box), "--level", "quick", "--format", "npd")
+    assert r.returncode == 1 and r.stdout.startswith("FlashInfer JIT: cache-incomplete-module")
+    assert len(r.stdout.strip()) <= 80
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"schema_version": 1, "taken_at": 1.0, "context": {},
+                                 "sections": {}}))
+    r = run_cli(["diagnose", "--from", str(empty), "--format", "npd"])
+    assert r.returncode == 2 and r.stdout.startswith("fidoctor could not check")
+
+
+def test_npd_ok_on_a_healthy_box(box):
+    r = diag(_healthy(box), "--level", "quick", "--format", "npd")
+    assert (r.returncode, r.stdout.strip()) == (0, "FlashInfer JIT healthy")
+
+
+def test_prom_lines_are_textfile_format(box):
+    r = diag(_broken(box), "--level", "quick", "--format", "prom")
+    assert r.returncode == 1
+    assert 'fidoctor_finding{id="cache-incomplete-module",severity="error"} 1' in r.stdout
+    assert 'fidoctor_exit_code{level="quick"} 1' in r.stdout
+    sample = re.compile(r'^[a-z_]+(\{([a-z_]+="[^"\\]*(\\.[^"\\]*)*",?)*\})? [0-9.e+-]+$')
+    for line in r.stdout.splitlines():
+        assert line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line), line
+
+
+def ensure_node_exporter() -> str:
+    import shutil
+
+    exe = shutil.which("prometheus-node-exporter")
+    if exe:
+        return exe
+    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    base = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "-y", "-qq", "install",
+            "--no-install-recommends", "prometheus-node-exporter"]
+    r = subprocess.run(base, env=env, capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=300", "update", "-qq"], env=env,
+                       capture_output=True, timeout=600)
+        subprocess.run(base, env=env, capture_output=True, text=True, timeout=900)
+    return shutil.which("prometheus-node-exporter") or ""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_node_exporter_scrapes_the_textfile(box, tmp_path, procs):
+    exe = ensure_node_exporter()
+    if not exe:
+        pytest.skip("prometheus-node-exporter could not be installed from Debian")
+    d = tmp_path / "textfile"
+    d.mkdir()
+    r = diag(_broken(box), "--level", "quick", "--format", "prom")
+    (d / "fidoctor.prom").write_text(r.stdout)
+    port = _free_port()
+    procs.start([exe, "--collector.disable-defaults", "--collector.textfile",
+                 f"--collector.textfile.directory={d}", f"--web.listen-address=127.0.0.1:{port}"])
+    deadline, body = time.monotonic() + 30, ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                body = resp.read().decode()
+            break
+        except OSError:
+            time.sleep(0.2)
+    assert 'fidoctor_finding{id="cache-incomplete-module",severity="error"} 1' in body
+    assert re.search(r"node_textfile_scrape_error 0\b", body), body[-2000:]
+
+
+def test_quick_level_names_a_stalled_mount_and_ends(tmp_path, built_so, procs):
+    """sshfs whose sftp-server is stopped: every stat below the mount blocks, as on a dead NFS."""
+    from fs_helpers import SFTP_SERVER, ensure_sshfs
+
+    why = ensure_sshfs()
+    if why:
+        pytest.skip(why)
+    served, mnt, pidfile = tmp_path / "served", tmp_path / "mnt", tmp_path / "sftp.pid"
+    served.mkdir()
+    mnt.mkdir()
+    ssh = tmp_path / "ssh-to-sftp-server"
+    ssh.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec {SFTP_SERVER}\n")
+    ssh.chmod(0o755)
+    procs.start(["sshfs", "-f", "-o", f"ssh_command={ssh}", f"localhost:{served}", str(mnt)])
+    deadline = time.monotonic() + 20
+    while f" {mnt} " not in Path("/proc/self/mountinfo").read_text() or not pidfile.exists():
+        assert time.monotonic() < deadline, "sshfs did not mount"
+        time.sleep(0.05)
+    server = int(pidfile.read_text())
+    procs.remember(server)
+    try:
+        (mnt / "base").mkdir()
+        box = _healthy(Box(mnt / "base", built_so))
+        os.kill(server, signal.SIGSTOP)
+        try:
+            r = run_cli(["diagnose", "--level", "quick", "--json"], env=box.env(), timeout=30)
+        finally:
+            os.kill(server, signal.SIGCONT)
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1
+    assert doc["gather"]["cache_mount"]["status"] == "timeout"
+    [f] = [f for f in doc["findings"] if f["id"] == "cache-unreadable"]
+    assert f["severity"] == "error" and "stalled or dead mount" in f["title"]
