@@ -17,7 +17,6 @@ from conftest import DECODE, FA3, Box, run_cli
 from fleet_helpers import SshNodes, can_unshare_uts, ensure_openssh
 
 
-
 def _box(tmp_path, built_so, name, broken=False):
     (tmp_path / name).mkdir()
     box = Box(tmp_path / name, built_so)
