@@ -234,3 +234,31 @@ def test_the_same_cuda_words_from_torch_alone_are_not_flashinfers(tmp_path):
                    "execution on the device\n")
     _, out = _log_verdict(log)
     assert "cache-arch-mismatch" not in [x["id"] for x in out["findings"]]
+
+
+def test_an_fa3_compile_is_not_a_live_build_of_its_fa2_twin(tmp_path, procs):
+    """On the H200 the parallel warmup noted "prefill-fa2:…: live build by pid 1778 (holds the
+    module lock)": pid 1778 was the warmup itself, and the "build" its own FA3 compilers,
+    whose module dir starts with the FA2 dir's full path. Real processes naming each path."""
+    import sys
+    import time
+
+    from fidoctor.warmup.jobs import find_builders
+
+    notes = doc("warmup_parallel.json")["notes"]
+    assert any(n.startswith("prefill-fa2:bf16:128: live build by pid") for n in notes)
+    ops = tmp_path / "cached_ops"
+    fa2 = ops / FA2_F16
+    fa3 = ops / (FA2_F16 + "_sm90")
+    sleeper = "import time; time.sleep(60)"
+    p3 = procs.start([sys.executable, "-c", sleeper, "-o", f"{fa3}/batch_prefill_sm90.cuda.o"])
+    deadline = time.time() + 10
+    while time.time() < deadline and not find_builders([str(fa3)]):
+        time.sleep(0.1)
+    assert [p.pid for p in find_builders([str(fa3)])] == [p3.pid]   # its own module: found
+    assert find_builders([str(fa2)]) == []                           # the FA2 twin: not
+    p2 = procs.start([sys.executable, "-c", sleeper, "-C", str(fa2)])
+    deadline = time.time() + 10
+    while time.time() < deadline and len(find_builders([str(fa2)])) < 1:
+        time.sleep(0.1)
+    assert [p.pid for p in find_builders([str(fa2)])] == [p2.pid]

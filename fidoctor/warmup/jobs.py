@@ -15,6 +15,7 @@ wait for them, and say which.
 from __future__ import annotations
 
 import os
+import re
 from typing import Dict, List, Optional, Tuple
 
 import psutil
@@ -86,6 +87,10 @@ def find_builders(paths: List[str], exclude: Optional[set] = None) -> List[psuti
     (``module_dir_of``), or naming a path (the generated sources dir) in their argv."""
     exclude = (exclude or set()) | {os.getpid()}
     want = {os.path.normpath(p) for p in paths if p}
+    # A whole path, not a prefix: an FA2 module's dir is the start of its FA3 twin's
+    # (``…_f16qk_False`` / ``…_f16qk_False_sm90``); on the H200 the FA3 compilers of the
+    # same warmup were taken for "a live build" of the FA2 module.
+    named = [re.compile(re.escape(w) + r"(?=[/\s\"':]|$)") for w in want]
     out = []
     for pid, (comm, _ppid, _pgid) in scan_table().items():
         if pid in exclude or not (comm in COMPILERS or comm.startswith("python")):
@@ -101,7 +106,7 @@ def find_builders(paths: List[str], exclude: Optional[set] = None) -> List[psuti
             continue
         mdir = module_dir_of(argv, cwd)
         joined = " ".join(argv)
-        if (mdir and os.path.normpath(mdir) in want) or any(w in joined for w in want):
+        if (mdir and os.path.normpath(mdir) in want) or any(rx.search(joined) for rx in named):
             out.append(p)
     return out
 
