@@ -60,8 +60,11 @@ def ensure_sshfs() -> str:
     CI starts from a bare machine: the packages come from the distribution's own
     archive (apt-get update first when the lists are empty), under apt's lock.
     """
+    import os
     import shutil
 
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse on this machine: FUSE mounts (sshfs) cannot exist here"
     if shutil.which("sshfs") and Path(SFTP_SERVER).exists():
         return ""
     if not shutil.which("apt-get"):

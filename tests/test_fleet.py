@@ -157,7 +157,7 @@ def test_killed_nodes_are_stragglers_of_a_warm_fleet(real_snaps, tmp_path):
         (reports / f"n{i:02d}.json").write_text(json.dumps(doc))
     doc = json.loads(run_cli(["fleet", "--json", str(reports)]).stdout)
     st = [f for f in doc["fleet_findings"] if f["id"] == "fleet-straggler"]
-    assert [f["nodes"] for f in st] == [["n04"]]
+    assert [f["nodes"] for f in st] == [["n04"]] and st[0]["subject"] == "n04"
     assert st[0]["data"]["modules"] == [f"0.7.2.post1/90a/{FA2}"]
     # the quiet twin: all warm
     (reports / "n04.json").write_text(json.dumps(diagnose(Snapshot.from_dict(

@@ -138,21 +138,26 @@ def stragglers(nodes: List[Node]) -> List[Dict[str, Any]]:
     total = len(eligible)
     popular = {m for m, k in warm_count.items()
                if k >= 2 and total - k <= STRAGGLER_SHARE * total}
-    out = []
+    by_set: Dict[Tuple[str, ...], List[str]] = defaultdict(list)
     for n in eligible:
         fi = _value(n, "flashinfer")
         cold = [m for m in popular - warm_sets[n.name] if not fi or m.startswith(fi + "/")]
-        if not cold or (n.facts["modules"].get("truncated")):
-            continue
-        cold.sort()
+        if cold and not n.facts["modules"].get("truncated"):
+            by_set[tuple(sorted(cold))].append(n.name)
+    out = []
+    for cold_t, names in sorted(by_set.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        cold = list(cold_t)
+        who = hostlist(names, 120)
         out.append(_finding(
-            "fleet-straggler", "warning", n.name,
-            f"{n.name}: {len(cold)} module(s) cold here but warm on most nodes: it JIT-builds "
-            "at first call while the rest serve",
-            [f"cold here, warm on {warm_count[m]} of {len(eligible)} nodes: {m}"
+            "fleet-straggler", "warning", who,
+            f"{who}: {len(cold)} module(s) cold there but warm on most nodes: "
+            f"{'they JIT-build' if len(names) > 1 else 'it JIT-builds'} at first call while "
+            "the rest serve",
+            [f"cold on {len(names)}, warm on {warm_count[m]} of {total} nodes: {m}"
              for m in cold[:3]] + ([f"… and {len(cold) - 3} more"] if len(cold) > 3 else []),
-            [n.name], {"modules": cold[:200], "count": len(cold)},
-            "fidoctor warmup on this node, or fidoctor cache import of a bundle from a warm node"))
+            names, {"modules": cold[:200], "count": len(cold)},
+            "fidoctor warmup on these nodes, or fidoctor cache import of a bundle exported "
+            "from a warm node"))
     return out
 
 
