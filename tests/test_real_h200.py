@@ -262,3 +262,11 @@ def test_an_fa3_compile_is_not_a_live_build_of_its_fa2_twin(tmp_path, procs):
     while time.time() < deadline and len(find_builders([str(fa2)])) < 1:
         time.sleep(0.1)
     assert [p.pid for p in find_builders([str(fa2)])] == [p2.pid]
+
+
+def test_the_race_of_orphans_and_the_waiter_left_a_module_that_rebuilds():
+    """After the waiter loaded, fidoctor on the box found the module its ninja and the
+    holder's orphans wrote at once out of date for ninja (recorded text)."""
+    text = (REAL / "diag_after_race.txt").read_text()
+    assert "WARNING  cache-rebuild-pending" in text and "stored deps info out of date" in text
+    assert FA2_F16 in text
