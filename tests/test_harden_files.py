@@ -210,7 +210,8 @@ def test_every_section_field_of_the_wrong_type_is_survived(box, tmp_path):
                 diag = diagnose(snap)
                 render(diag, Styler(False))
                 json.dumps(diag.to_json())
-                build(snap)
+                if bad == 5:  # the report (redaction + replay) once per spot: CI time
+                    build(snap)
             except FidoctorError:
                 pass
             except Exception as e:  # noqa: BLE001 - the point of the test
