@@ -27,6 +27,12 @@ def finding_ids() -> Set[str]:
         ids |= {m.id for m in all_matchers()} | {verdict.NO_ACTIVITY, verdict.SLOW}
     except ImportError:  # a fidoctor without log reading
         pass
+    try:
+        from fidoctor.fleet.cross import IDS as FLEET_IDS
+
+        ids |= set(FLEET_IDS)
+    except ImportError:  # a fidoctor without fleet
+        pass
     return ids - set(RETIRED)
 
 

@@ -23,3 +23,10 @@ def test_readme_opens_with_install_and_test_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert commands()[1] in ci
+
+
+def test_findings_table_lists_every_finding_id():
+    from fidoctor.ids import finding_ids
+
+    rows = set(re.findall(r"^\| `([a-z0-9-]+)` \|", (ROOT / "README.md").read_text(), re.M))
+    assert finding_ids() - rows == set()

@@ -42,14 +42,18 @@ FIELDS = ("flashinfer", "torch", "torch_cuda", "cuda_runtime", "toolkit", "drive
 LABEL = {"flashinfer": "FlashInfer", "torch": "torch", "torch_cuda": "torch's CUDA",
          "cuda_runtime": "pip CUDA runtime", "toolkit": "CUDA toolkit", "driver": "driver",
          "cuda_home": "cuda_home", "arch_dirs": "cache arch dirs"}
+IDS = ("fleet-shared-cache", "fleet-version-drift", "fleet-straggler")
 NODE_LOCAL = ("local to this", "local only", "does not exclude", "fails")
 STRAGGLER_SHARE = 0.25  # at most this share of the nodes may be cold for it to be a straggler
 
 
 def _finding(id_: str, severity: str, subject: str, title: str, evidence: List[str],
              nodes: List[str], data: Dict[str, Any], fix: str) -> Dict[str, Any]:
+    from fidoctor.findingdocs import doc_ref
+
     return {"id": id_, "severity": severity, "subject": subject, "title": title,
-            "evidence": evidence, "nodes": sorted(nodes), "data": data, "fix": fix}
+            "evidence": evidence, "nodes": sorted(nodes), "data": data, "fix": fix,
+            "doc": doc_ref(id_)}
 
 
 def shared_cache(nodes: List[Node]) -> List[Dict[str, Any]]:

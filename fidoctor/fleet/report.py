@@ -101,7 +101,8 @@ def text(rep: FleetReport) -> str:
     if len(bad) > 10:
         lines.append(f"… and {len(bad) - 10} more group(s) (--json lists them all)")
     for f in rep.cross[:5]:
-        lines.append(f"{MARK[f['severity']]} {f['id']}: {f['title'][:160]}")
+        lines.append(f"{MARK[f['severity']]} {f['id']}: {f['title'][:160]}  "
+                     f"(fidoctor explain {f['id']})")
     if len(rep.cross) > 5:
         lines.append(f"… and {len(rep.cross) - 5} more cross-node finding(s) (--json)")
     if rep.loaded.unreachable:
@@ -137,6 +138,7 @@ def markdown(rep: FleetReport) -> str:
             out.append(f"- **`{f['id']}`** ({f['severity']}): {_md(f['title'])}")
             out += [f"  - {_md(e)}" for e in f["evidence"]]
             out.append(f"  - fix: {_md(f['fix'])}")
+            out.append(f"  - what it means: `fidoctor explain {f['id']}`")
     if rep.loaded.unreachable:
         out += ["", "### Did not answer", ""]
         out += [f"- `{_md(u.name)}`: {_md(u.reason)}" for u in
