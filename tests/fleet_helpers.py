@@ -118,7 +118,8 @@ class SlurmCluster:
     (one node, ``slurm-n1``, its host name set with ``unshare -u``) is what this box runs.
     """
 
-    def __init__(self, tmp: Path, procs, node: str = "slurm-n1") -> None:
+    def __init__(self, tmp: Path, procs, node: str = "slurm-n1",
+                 extra: Optional[List[str]] = None) -> None:
         import os
 
         self.tmp, self.node = tmp, node
@@ -149,7 +150,8 @@ class SlurmCluster:
             "ReturnToService=2", "SchedulerType=sched/builtin",
             "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none",
             f"NodeName={node} NodeHostname={node} NodeAddr=127.0.0.1 CPUs=1 RealMemory=500 "
-            "State=UNKNOWN", "PartitionName=debug Nodes=ALL Default=YES MaxTime=10 State=UP", ""]))
+            "State=UNKNOWN", "PartitionName=debug Nodes=ALL Default=YES MaxTime=10 State=UP",
+            *(extra or []), ""]))
         self.env = dict(os.environ, SLURM_CONF=str(self.conf))
         procs.start(["slurmctld", "-D", "-i", "-f", str(self.conf)], env=self.env)
         procs.start(["unshare", "-u", "sh", "-c",
