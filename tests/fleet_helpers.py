@@ -164,3 +164,75 @@ class SlurmCluster:
                 break
             assert time.monotonic() < deadline, f"slurm node not idle: {r.stdout}{r.stderr}"
             time.sleep(0.3)
+
+
+RAY_VERSION = "2.40.0"
+
+
+def ray_python() -> str:
+    """A venv with ray (pinned), built once under the test cache and locked while built."""
+    import sys
+
+    from warmup_helpers import _locked, cache_root
+
+    venv = cache_root() / f"ray-{RAY_VERSION}-py{sys.version_info[0]}{sys.version_info[1]}"
+    py = venv / "bin" / "python"
+    with _locked(cache_root() / (venv.name + ".lock")):
+        if not (venv / ".done").exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(py), "-m", "pip", "install", "-q", f"ray=={RAY_VERSION}"],
+                           check=True, timeout=1200)
+            (venv / ".done").write_text("ok\n")
+    return str(py)
+
+
+class RayCluster:
+    """``ray start --head`` and one worker, each raylet in ``unshare -u`` with its own name.
+
+    Ray's sockets live under a short temp dir (unix socket paths are capped at 107 bytes);
+    ``stop`` kills, by pid, every process whose command line names that dir.
+    """
+
+    def __init__(self, python: str, node_env: Dict[str, Dict[str, str]]) -> None:
+        """``node_env``: host name → the environment its raylet (and so its tasks) runs with;
+        the first is the head."""
+        import os
+        import tempfile
+
+        self.tmp = tempfile.mkdtemp(prefix="fr", dir="/tmp")
+        self.port = free_port()
+        ray = str(Path(python).parent / "ray")
+        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        head = (f"{ray} start --head --node-ip-address=127.0.0.1 --port={self.port} "
+                f"--num-cpus=1 --include-dashboard=false --temp-dir={self.tmp} "
+                "--disable-usage-stats")
+        worker = (f"{ray} start --address=127.0.0.1:{self.port} --node-ip-address=127.0.0.1 "
+                  f"--num-cpus=1 --temp-dir={self.tmp}")
+        try:
+            for (name, extra), cmd in zip(node_env.items(), (head, worker)):
+                subprocess.run(["unshare", "-u", "sh", "-c", f"hostname {name} && {cmd}"],
+                               env=dict(self.env, **extra), check=True, capture_output=True,
+                               timeout=180)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        import psutil
+
+        for p in psutil.process_iter(["cmdline"]):
+            if any(self.tmp in a for a in p.info["cmdline"] or []):
+                for q in [p, *p.children(recursive=True)]:
+                    try:
+                        os.kill(q.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+        shutil.rmtree(self.tmp, ignore_errors=True)

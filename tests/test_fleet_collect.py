@@ -100,3 +100,28 @@ def test_slurm_runs_one_task_per_node_of_a_real_cluster(tmp_path, built_so, proc
     [g] = doc["groups"]
     assert g["nodes"] == ["slurm-n1"] and "cache-incomplete-module" in g["ids"]
     assert r.returncode == 1
+
+
+def test_ray_runs_one_pinned_task_per_alive_node(tmp_path, built_so):
+    """A real Ray cluster of two raylets (head + worker, ``ray start``), each its own host name."""
+    from fleet_helpers import RayCluster, ray_python
+
+    why = can_unshare_uts()
+    if why:
+        pytest.skip(why)
+    py = ray_python()
+    cluster = RayCluster(py, {"ray-head": _box(tmp_path, built_so, "head", broken=False),
+                              "ray-w1": _box(tmp_path, built_so, "w1", broken=True)})
+    try:
+        r = run_cli(["fleet", "--json", "--ray", cluster.address, "--ray-python", py,
+                     "--fidoctor", _fidoctor_cmd(), "--level", "quick", "--timeout", "150"],
+                    env=cluster.env, timeout=240)
+    finally:
+        cluster.stop()
+    doc = json.loads(r.stdout)
+    assert doc["unreachable"] == [], (doc["unreachable"], r.stderr[-2000:])
+    groups = {g["status"]: g for g in doc["groups"]}
+    assert groups["healthy"]["nodes"] == ["ray-head"]  # each raylet's tasks get its own env
+    assert groups["problems"]["nodes"] == ["ray-w1"]
+    assert "cache-incomplete-module" in groups["problems"]["ids"]
+    assert r.returncode == 1
