@@ -112,17 +112,17 @@ def ensure_slurm() -> str:
 
 
 class SlurmCluster:
-    """A real Slurm controller and node daemon on localhost, with their own munged.
+    """A real Slurm controller and node daemons on localhost, with their own munged.
 
-    Debian's slurm-wlm is built without ``--enable-multiple-slurmd``, so one slurmd
-    (one node, ``slurm-n1``, its host name set with ``unshare -u``) is what this box runs.
+    Each node is a slurmd of its own (``-N NAME``, its own ``Port=``), started in
+    ``unshare -u`` with the node's name as host name.
     """
 
-    def __init__(self, tmp: Path, procs, node: str = "slurm-n1",
+    def __init__(self, tmp: Path, procs, nodes=("slurm-n1",),
                  extra: Optional[List[str]] = None) -> None:
         import os
 
-        self.tmp, self.node = tmp, node
+        self.tmp = tmp
         m = tmp / "munge"
         m.mkdir(mode=0o700, parents=True)
         (m / "munge.key").write_bytes(os.urandom(128))
@@ -135,6 +135,7 @@ class SlurmCluster:
             assert time.monotonic() < deadline, "munged did not start"
             time.sleep(0.05)
         p1, p2 = free_port(), free_port()
+        self.nodes = list(nodes)
         (tmp / "state").mkdir()
         (tmp / "spool").mkdir()
         self.conf = tmp / "slurm.conf"
@@ -149,18 +150,20 @@ class SlurmCluster:
             "SelectType=select/linear", "MpiDefault=none", "SlurmUser=root", "SlurmdUser=root",
             "ReturnToService=2", "SchedulerType=sched/builtin",
             "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none",
-            f"NodeName={node} NodeHostname={node} NodeAddr=127.0.0.1 CPUs=1 RealMemory=500 "
-            "State=UNKNOWN", "PartitionName=debug Nodes=ALL Default=YES MaxTime=10 State=UP",
+            *(f"NodeName={n} NodeHostname={n} NodeAddr=127.0.0.1 Port={free_port()} CPUs=1 "
+              "RealMemory=500 State=UNKNOWN" for n in self.nodes),
+            "PartitionName=debug Nodes=ALL Default=YES MaxTime=10 State=UP",
             *(extra or []), ""]))
         self.env = dict(os.environ, SLURM_CONF=str(self.conf))
         procs.start(["slurmctld", "-D", "-i", "-f", str(self.conf)], env=self.env)
-        procs.start(["unshare", "-u", "sh", "-c",
-                     f"hostname {node} && exec slurmd -D -N {node} -f {self.conf}"], env=self.env)
+        for n in self.nodes:
+            procs.start(["unshare", "-u", "sh", "-c",
+                         f"hostname {n} && exec slurmd -D -N {n} -f {self.conf}"], env=self.env)
         deadline = time.monotonic() + 60
         while True:
-            r = subprocess.run(["sinfo", "-h", "-o", "%T"], env=self.env, capture_output=True,
-                               text=True, timeout=30)
-            if r.stdout.strip() == "idle":
+            r = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], env=self.env,
+                               capture_output=True, text=True, timeout=30)
+            if r.stdout.split() == ["idle"] * len(self.nodes):
                 break
             assert time.monotonic() < deadline, f"slurm node not idle: {r.stdout}{r.stderr}"
             time.sleep(0.3)

@@ -86,19 +86,27 @@ def _fidoctor_cmd() -> str:
 
 
 def test_slurm_runs_one_task_per_node_of_a_real_cluster(tmp_path, built_so, procs):
+    """Two slurmd nodes; each node's tasks find their own workspace by host name."""
     from fleet_helpers import SlurmCluster, ensure_slurm
 
     why = can_unshare_uts() or ensure_slurm()
     if why:
         pytest.skip(why)
-    cluster = SlurmCluster(tmp_path / "slurm", procs)
-    env = dict(cluster.env, **_box(tmp_path, built_so, "ws", broken=True))  # srun exports it
-    r = run_cli(["fleet", "--json", "--slurm", "--fidoctor", _fidoctor_cmd(), "--level",
-                 "quick", "--timeout", "90", "--", "-N1"], env=env, timeout=150)
+    cluster = SlurmCluster(tmp_path / "slurm", procs, nodes=("slurm-n1", "slurm-n2"))
+    env = dict(cluster.env, **_box(tmp_path, built_so, "slurm-n2", broken=True))
+    _box(tmp_path, built_so, "slurm-n1", broken=False)
+    wrapper = tmp_path / "fidoctor-on-node"
+    wrapper.write_text(f'#!/bin/sh\nexport FLASHINFER_WORKSPACE_BASE={tmp_path}/$(hostname)\n'
+                       f'exec {_fidoctor_cmd()} "$@"\n')
+    wrapper.chmod(0o755)
+    r = run_cli(["fleet", "--json", "--slurm", "--fidoctor", str(wrapper), "--level", "quick",
+                 "--timeout", "90", "--", "-N2"], env=env, timeout=150)
     doc = json.loads(r.stdout)
     assert doc["unreachable"] == [], doc["unreachable"]
-    [g] = doc["groups"]
-    assert g["nodes"] == ["slurm-n1"] and "cache-incomplete-module" in g["ids"]
+    groups = {g["status"]: g for g in doc["groups"]}
+    assert groups["healthy"]["nodes"] == ["slurm-n1"]
+    assert groups["problems"]["nodes"] == ["slurm-n2"]
+    assert "cache-incomplete-module" in groups["problems"]["ids"]
     assert r.returncode == 1
 
 
