@@ -273,14 +273,15 @@ def _read_pyelftools(path: str, prefixes: Tuple[bytes, ...]) -> Dict[str, Any]:
             for sec in elf.iter_sections():
                 if isinstance(sec, DynamicSection):
                     for t in sec.iter_tags():
+                        # pyelftools sets these attributes per tag kind at run time
                         if t.entry.d_tag == "DT_NEEDED":
-                            facts["needed"].append(t.needed)
+                            facts["needed"].append(getattr(t, "needed"))  # noqa: B009
                         elif t.entry.d_tag == "DT_SONAME":
-                            facts["soname"] = t.soname
+                            facts["soname"] = getattr(t, "soname")  # noqa: B009
                         elif t.entry.d_tag == "DT_RPATH":
-                            facts["rpath"] = t.rpath
+                            facts["rpath"] = getattr(t, "rpath")  # noqa: B009
                         elif t.entry.d_tag == "DT_RUNPATH":
-                            facts["runpath"] = t.runpath
+                            facts["runpath"] = getattr(t, "runpath")  # noqa: B009
                 elif isinstance(sec, GNUVerNeedSection):
                     for vn, auxs in sec.iter_versions():
                         for a in auxs:

@@ -110,7 +110,7 @@ def build_trees(procs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     ``{"root": proc, "procs": [procs in the tree], "module_dir": …}``.
     """
     by_pid = {p["pid"]: p for p in procs}
-    trees = []
+    trees: List[Dict[str, Any]] = []
     for p in procs:
         if not p.get("module_dir"):
             continue

@@ -68,9 +68,10 @@ def conda_prefix(root: Path) -> Path:
     return prefix
 
 
-def plain_venv(root: Path, name: str = "venv") -> Path:
+def plain_venv(root: Path, name: str = "venv", python: Optional[str] = None) -> Path:
     venv = root / name
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run([python or sys.executable, "-m", "venv", "--without-pip", str(venv)],
+                   check=True)
     return venv
 
 

@@ -48,7 +48,8 @@ def schema():
 def test_venv_server_names_the_venv_python_and_its_packages(venv_py, procs, tmp_path):
     """The issue's case: /proc/PID/exe is the base binary; the venv must still be found."""
     p = live(procs, [str(venv_py)], IMPORT_TORCH)
-    assert os.path.realpath(f"/proc/{p.pid}/exe") == str(base_python())
+    # The venv's base binary (CI builds the target venv with another Python than the tests').
+    assert os.path.realpath(f"/proc/{p.pid}/exe") == os.path.realpath(venv_py)
     env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path), NO_COLOR="1")
     r = cli(["diagnose", "--json", "--pid", str(p.pid)], env=env)
     assert r.returncode in (0, 1), r.stderr
@@ -64,18 +65,18 @@ def test_venv_server_names_the_venv_python_and_its_packages(venv_py, procs, tmp_
 def test_rewritten_argv0_what_is_mapped_wins(venv_py, procs):
     """setproctitle (vLLM, SGLang) leaves argv[0] naming no file: the maps decide."""
     p = live(procs, [str(venv_py)], IMPORT_TORCH + set_title("sglang::scheduler"))
-    res = resolve_pid_python(p.pid, {"PATH": "/usr/bin:/bin"}, str(base_python()))
+    res = resolve_pid_python(p.pid, {"PATH": "/usr/bin:/bin"}, os.path.realpath(venv_py))
     assert res.python == str(venv_py) and res.kind == "venv"
     assert any("does not name the running binary" in e for e in res.evidence)
 
 
 def test_mapped_beats_a_disagreeing_argv0(venv_py, procs, tmp_path):
     """argv[0] is venv A, but the packages in use (mapped) are venv B's: B is the target."""
-    a = plain_venv(tmp_path, "a")
+    a = plain_venv(tmp_path, "a", python=os.path.realpath(venv_py))  # same Python as B
     b_site = next((venv_py.parent.parent / "lib").glob("python*/site-packages"))
     env = dict(os.environ, PYTHONPATH=str(b_site))
     p = live(procs, [str(a / "bin" / "python")], IMPORT_TORCH, env=env)
-    res = resolve_pid_python(p.pid, env, str(base_python()))
+    res = resolve_pid_python(p.pid, env, os.path.realpath(venv_py))
     assert res.python == str(venv_py.parent / "python")
     assert any("disagrees; what is mapped wins" in e for e in res.evidence)
 

@@ -45,7 +45,7 @@ def zstd_available() -> Optional[str]:
     if shutil.which("zstd"):
         return "binary"
     try:
-        import zstandard  # type: ignore[import-not-found]  # noqa: F401
+        import zstandard  # noqa: F401
 
         return "module"
     except ImportError:
@@ -79,7 +79,7 @@ class Writer:
                 self._out = out
                 self.raw = self.proc.stdin
             else:
-                import zstandard  # type: ignore[import-not-found]
+                import zstandard
 
                 self._out = out
                 self.raw = zstandard.ZstdCompressor().stream_writer(out)
@@ -155,7 +155,7 @@ def _open_stream(path: str) -> Tuple[IO[bytes], Optional[subprocess.Popen]]:
         assert p.stdout is not None
         return p.stdout, p
     if how == "module":
-        import zstandard  # type: ignore[import-not-found]
+        import zstandard
 
         return zstandard.ZstdDecompressor().stream_reader(f), None
     f.close()

@@ -34,8 +34,8 @@ def command(as_json) -> int:
             "id": j.txid, "time": h.get("time"), "status": j.status,
             "findings": [f"{p.get('finding')} {p.get('subject')}".strip()
                          for p in h.get("plans", [])],
-            "fixes": sorted(({str(p["fix"]) for p in plans if p.get("fix")} | {h.get("fix")})
-                            - {None}),
+            "fixes": sorted({str(p["fix"]) for p in plans if p.get("fix")}
+                            | ({str(h["fix"])} if h.get("fix") else set())),
             "command": h.get("command") or "fix",
             "steps": h.get("steps", []), "journal": j.path,
         })

@@ -23,6 +23,7 @@ Finding data read: pids, pgids, create_times, module_dir, progressing
 from __future__ import annotations
 
 import os
+from typing import Any, List
 
 from fidoctor.fixes import FixContext, NotApplicable, Plan
 from fidoctor.model import Finding
@@ -45,7 +46,7 @@ def plan(finding: Finding, ctx: FixContext) -> Plan:
             "the build is progressing; fidoctor never stops a progressing build"
             + (" (an orphaned one only when asked: --use terminate-build-tree)"
                if d.get("orphaned") else ""))
-    steps = [Terminate(pids=pids, create_times=dict(d.get("create_times") or {}),
+    steps: List[Any] = [Terminate(pids=pids, create_times=dict(d.get("create_times") or {}),
                        pgids=[int(g) for g in d.get("pgids") or []],
                        module_dir=d.get("module_dir") or "", orphans_only=orphans)]
     mod_dir = d.get("module_dir")

@@ -133,10 +133,10 @@ def parse_maps(text: str, pattern: str = "libcudart") -> List[str]:
 
 def fi_preloads(fi_version: Optional[str]) -> Optional[bool]:
     """Whether this FlashInfer version preloads $CUDA_LIB_PATH/libcudart.so.12 (None: unknown)."""
-    t = version_tuple(fi_version)
-    if t is None:
+    t, since = version_tuple(fi_version), version_tuple(FI_PRELOAD_SINCE)
+    if t is None or since is None:
         return None
-    return t[:3] >= version_tuple(FI_PRELOAD_SINCE)
+    return t[:3] >= since
 
 
 def fi_preload_path(env: Dict[str, str]) -> str:

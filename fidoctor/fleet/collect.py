@@ -29,7 +29,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from fidoctor.errors import FidoctorError
 from fidoctor.fleet.load import Loaded, judge
@@ -89,7 +89,8 @@ def ssh_jobs(hostfile: str, extra: List[str], cmd: List[str], per_node_s: float)
 def run_jobs(jobs: List[Job], timeout_s: float, parallel: int = 64) -> None:
     """Run every job (at most ``parallel`` at once) until done, its own timeout, or ours."""
     end = time.monotonic() + timeout_s
-    waiting, running = list(jobs), {}  # fd -> (job, "out"|"err")
+    waiting = list(jobs)
+    running: Dict[int, Any] = {}  # fd -> (job, "out"|"err")
     try:
         while waiting or running:
             while waiting and len({id(j) for j, _ in running.values()}) < parallel:

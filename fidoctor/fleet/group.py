@@ -86,7 +86,7 @@ def hostlist(names: List[str], limit: int = 0) -> str:
             continue
         runs: List[str] = []
         start = prev = nums[0]
-        for x in nums[1:] + [None]:  # type: ignore[list-item]
+        for x in [*nums[1:], None]:
             if x is not None and x == prev + 1:
                 prev = x
                 continue

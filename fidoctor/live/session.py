@@ -346,7 +346,7 @@ def _child_takes_terminal() -> None:  # runs in the child, before exec
 
 def _pidfd(pid: int) -> Optional[int]:
     try:
-        return os.pidfd_open(pid)  # type: ignore[attr-defined]
+        return os.pidfd_open(pid)
     except (AttributeError, OSError):
         return None
 

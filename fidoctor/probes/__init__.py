@@ -39,7 +39,7 @@ class Probe:
 
 @lru_cache(maxsize=1)
 def all_probes() -> List[Probe]:
-    probes = []
+    probes: List[Probe] = []
     for mod in plugin_modules(__name__, __path__, "check"):
         if mod.ID in RETIRED or any(p.id == mod.ID for p in probes):
             raise RuntimeError(f"probe {mod.__name__} reuses finding id {mod.ID!r} "

@@ -46,8 +46,8 @@ def _incomplete(snap: Snapshot) -> List[ModuleFacts]:
 
 def _tied_by_time(kill: Dict[str, Any], mods: List[ModuleFacts]) -> List[str]:
     t = kill.get("time") or 0
-    return [m["name"] for m in mods if m.get("newest_mtime")
-            and m["newest_mtime"] - TIE_BEFORE_S <= t <= m["newest_mtime"] + TIE_AFTER_S]
+    return [m["name"] for m in mods
+            if (w := m.get("newest_mtime")) and w - TIE_BEFORE_S <= t <= w + TIE_AFTER_S]
 
 
 def check(snap: Snapshot) -> Iterable[Finding]:

@@ -28,7 +28,7 @@ toolkit_path, toolkit_version, python, upgrade_spec, loaded_source).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from fidoctor.flashinfer import cudart as rules
 from fidoctor.model import Finding, Fix
@@ -83,8 +83,8 @@ def check(snap: Snapshot) -> Iterable[Finding]:
         yield _minor(snap, tkd, runtime, nv, rv)
     torch_cuda = (snap.data("target").get("torch") or {}).get("cuda")
     tv = rules.major_minor(torch_cuda)
-    if tv and tv[0] != nv[0]:
-        yield _major(snap, tkd, torch_cuda, nv)
+    if torch_cuda and tv and tv[0] != nv[0]:
+        yield _major(snap, tkd, torch_cuda, tv, nv)
 
 
 def _minor(snap: Snapshot, tkd: Dict[str, Any], runtime: Dict[str, Any], nv, rv) -> Finding:
@@ -143,8 +143,8 @@ def _who_calls(snap: Snapshot) -> str:
     return "CUTLASS (FlashInfer 0.2.0–0.2.4 FA3) and TRT-LLM (deep_gemm, fp8, fused_moe) modules"
 
 
-def _major(snap: Snapshot, tkd: Dict[str, Any], torch_cuda: str, nv) -> Finding:
-    tv = rules.major_minor(torch_cuda)
+def _major(snap: Snapshot, tkd: Dict[str, Any], torch_cuda: str, tv: Tuple[int, int],
+           nv) -> Finding:
     same = [t for t in snap.data("toolkit").get("installed") or []
             if (rules.major_minor(t.get("version")) or (0, 0))[0] == tv[0] and t.get("has_nvcc")]
     fixes: List[Fix] = []

@@ -90,12 +90,12 @@ def check(snap: Snapshot) -> Iterable[Finding]:
                 continue
             if live:
                 oldest = min(p.get("create_time") or snap.taken_at for p in live)
-                pids = ", ".join(str(p["pid"]) for p in live[:8])
+                shown_pids = ", ".join(str(p["pid"]) for p in live[:8])
                 yield Finding(
                     id=ID, severity="info", subject=mod_dir, data=dict(data, pids=[p["pid"] for p in live]),
                     title=f"{short_name(name)} is compiling now (for {fmt_age(snap.taken_at - oldest)}): "
                     "a cold build, not a hang",
-                    evidence=evidence + [f"live build processes: {pids}"],
+                    evidence=evidence + [f"live build processes: {shown_pids}"],
                 )
                 continue
             if start["event"] == "loading" and mod is not None and so_problem(mod) is None:

@@ -42,7 +42,7 @@ class DeadlineReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # type: ignore[override]
+    def readinto(self, b) -> int:
         left = self.deadline - time.monotonic()
         if left <= 0 or not select.select([self.fd], [], [], left)[0]:
             raise TimeoutError("no more input before the time budget ran out")

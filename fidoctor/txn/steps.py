@@ -353,7 +353,7 @@ def _read_at(dfd: int, name: str) -> Tuple[bytes, os.stat_result]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise StepError(f"{name}: not a regular file; fidoctor will not replace it")
-        parts = []
+        parts: List[bytes] = []
         while True:
             b = os.read(fd, 1 << 20)
             if not b:

@@ -119,7 +119,8 @@ def handle_orphans(spec_info: Dict[str, str], policy: str, wait_limit: float = 6
     if not found:
         return []
     holders = set(lock_holders(spec_info.get("lock_path") or ""))
-    live, orphans = [], []
+    live: List[psutil.Process] = []
+    orphans: List[psutil.Process] = []
     for p in found:
         try:
             chain = {p.pid, *(a.pid for a in p.parents())}

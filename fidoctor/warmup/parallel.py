@@ -104,7 +104,7 @@ def ninja_supports_jobserver(ninja: str) -> bool:
     except (OSError, subprocess.SubprocessError):
         return False
     m = re.match(r"(\d+)\.(\d+)", out)
-    return bool(m) and ((int(m.group(1)), int(m.group(2))) >= (1, 13) or "jobserver" in out)
+    return m is not None and ((int(m.group(1)), int(m.group(2))) >= (1, 13) or "jobserver" in out)
 
 
 def weight(key: str, spec_ev: Dict[str, Any], mem_class: str, arch: Optional[str]) -> float:

@@ -45,7 +45,7 @@ def make_plan(python: str, modules: Optional[str], arch: Optional[str], disable_
     cores = jobs_mod.cores()
     ws = (info.get("workspace") or "").rstrip("/")
     root = os.path.dirname(os.path.dirname(ws)) if ws else ""
-    history = History.gather([w["path"] for w in discover_workspaces(root)]) if root else None
+    history = History.gather([w["path"] or "" for w in discover_workspaces(root)]) if root else None
     arch_dir = os.path.basename((info.get("workspace") or "").rstrip("/")) or None
     ninja = shutil.which("ninja", path=cenv.get("PATH")) or "ninja"
     rows: List[Dict[str, Any]] = []

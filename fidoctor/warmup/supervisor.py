@@ -153,7 +153,7 @@ def build_session(python: str, modules: List[Dict[str, Any]], env: Mapping[str, 
                 elif kind == "fatal":
                     fatal = ev
                 elif kind == "spec":
-                    cur, spec_info, phase = ModuleResult(key=key), ev, now
+                    cur, spec_info, phase = ModuleResult(key=str(key or "")), ev, now
                     apply_event(cur, ev)
                     cur.info["compiled"] = bool(ev.get("compiled"))
                     hooks.prepare(cur, ev)
@@ -170,7 +170,7 @@ def build_session(python: str, modules: List[Dict[str, Any]], env: Mapping[str, 
                     finish(cur)
                     phase = now
                 elif kind == "failed":  # could not even generate the module
-                    r = ModuleResult(key=key)
+                    r = ModuleResult(key=str(key or ""))
                     apply_event(r, ev)
                     finish(r)
                     phase = now
@@ -320,7 +320,11 @@ def install_sigterm() -> Callable[[], None]:
         raise Interrupted("SIGTERM")
 
     old = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, old)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, old)
+
+    return restore
 
 
 def stderr_is_tty() -> bool:

@@ -44,8 +44,8 @@ def scan_module(path: str, name: str) -> Dict[str, Any]:
     try:
         with os.scandir(path) as it:
             entries = list(it)
-    except OSError as e:
-        mod["error"] = _os_error(e)
+    except OSError as err:
+        mod["error"] = _os_error(err)
         return mod
     objects = 0
     depfiles: List[str] = []
@@ -74,8 +74,8 @@ def scan_module(path: str, name: str) -> Dict[str, Any]:
     if so_name in names or sos:
         so_path = os.path.join(path, so_name if so_name in names else sos[0])
         fast = stat_and_head(so_path, 64)  # one open for a plain file (10,000 modules)
-        info = ({"kind": "file", "size": fast[0].st_size, "mtime": fast[0].st_mtime}
-                if fast else lstat_info(so_path))
+        info: Dict[str, Any] = ({"kind": "file", "size": fast[0].st_size,
+                                 "mtime": fast[0].st_mtime} if fast else lstat_info(so_path))
         if fast:
             mod["so"] = {"path": so_path, "kind": "file", "size": info["size"],
                          "mtime": info["mtime"], "problem": elf_head_problem(fast[1],
@@ -96,6 +96,7 @@ def scan_module(path: str, name: str) -> Dict[str, Any]:
     mod["build_ninja"] = "build.ninja" in names
     if mod["build_ninja"]:
         got = stat_and_head(ninja, NINJA_HEAD if mod["so"] else 1 << 20)
+        head: Optional[bytes]
         if got:
             mod["build_ninja_mtime"], head = got[0].st_mtime, got[1]
         else:
@@ -146,8 +147,8 @@ def scan_workspace(ws: Dict[str, Any], deadline: Optional[float] = None) -> Dict
             entries = sorted(it, key=lambda e: e.name)
     except FileNotFoundError:
         return out
-    except OSError as e:
-        out["errors"].append(f"{ops}: {_os_error(e)}")
+    except OSError as err:
+        out["errors"].append(f"{ops}: {_os_error(err)}")
         return out
     if deadline is not None and len(entries) > NEWEST_FIRST_OVER:
         entries = _newest_first(entries)

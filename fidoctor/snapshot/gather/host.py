@@ -20,7 +20,7 @@ def _fs_type(path: str) -> Dict[str, Any]:
     p = os.path.abspath(path)
     while not os.path.exists(p) and p != "/":
         p = os.path.dirname(p)
-    best = {"mountpoint": "/", "fstype": "?", "opts": ""}
+    best: Dict[str, Any] = {"mountpoint": "/", "fstype": "?", "opts": ""}
     try:
         for part in psutil.disk_partitions(all=True):
             mp = part.mountpoint

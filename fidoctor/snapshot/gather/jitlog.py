@@ -51,7 +51,7 @@ def gather(ctx, done) -> Dict[str, Any]:
     new_resume: Dict[str, Any] = {}
     logs = []
     for ws in discover_workspaces(ctx.flashinfer_root):
-        path = os.path.join(ws["path"], "flashinfer_jit.log")
+        path = os.path.join(ws["path"] or "", "flashinfer_jit.log")
         info = lstat_info(path)
         if info["kind"] == "absent":
             continue

@@ -150,7 +150,8 @@ def _describe(pid: int, all_procs: Dict[int, Tuple[str, int, int]]) -> Dict[str,
         pass
     children = _children_map(all_procs)
     kids = children.get(pid, [])
-    todo, desc = list(kids), []
+    todo: List[int] = list(kids)
+    desc: List[int] = []
     while todo and len(desc) < 200:
         c = todo.pop()
         desc.append(c)
@@ -225,7 +226,7 @@ def gather(ctx, done) -> Dict[str, Any]:
         out["proc_locks_error"] = err
     if not locks:
         return out
-    real = {}
+    real: Dict[str, Dict[str, Any]] = {}
     table0: Dict[int, Tuple[str, int, int]] = scan_table()
     own = selfprocs.own_pids(table0)  # never fidoctor's own gatherers/children (issue 18)
     out["own_pids"] = sorted(own)
@@ -255,9 +256,9 @@ def gather(ctx, done) -> Dict[str, Any]:
             continue
         scanned += 1
         for t in targets:
-            lk = real.get(t)
-            if lk is not None and pid not in lk["open_by"]:
-                lk["open_by"].append(pid)
+            held = real.get(t)
+            if held is not None and pid not in held["open_by"]:
+                held["open_by"].append(pid)
     out["fd_scan"] = {"processes": scanned, "denied": denied}
     seen_at_scan: Dict[int, Set[str]] = {}
     live = [lk for lk in locks if lk["holders"] or lk["blocked"] or lk["open_by"]
@@ -284,9 +285,9 @@ def gather(ctx, done) -> Dict[str, Any]:
     while True:
         for pid in cands:
             for t in _fd_targets(pid) or []:
-                lk = real.get(t)
-                if lk is not None:
-                    seen.setdefault(pid, set()).add(lk["path"])
+                held = real.get(t)
+                if held is not None:
+                    seen.setdefault(pid, set()).add(held["path"])
             w = read_wchan(pid) or ""
             if any(x in w for x in SLEEP_WCHANS):
                 naps[pid][0] += 1

@@ -195,7 +195,8 @@ def _under_builds(table: Dict[int, Tuple[str, int, int]],
 
 
 def _ppid_chain(pid: int, parents: Dict[int, int]) -> List[int]:
-    chain, seen = [], {pid}
+    chain: List[int] = []
+    seen = {pid}
     ppid = parents.get(pid, 0)
     while ppid and ppid not in seen and len(chain) < 64:
         chain.append(ppid)
@@ -235,7 +236,8 @@ def _groups(pgids: set, table: Dict[int, Tuple[str, int, int]]) -> Dict[str, Lis
 
 
 def _in(path: Optional[str], roots: Tuple[str, ...]) -> bool:
-    return bool(path) and any(os.path.normpath(path).startswith(r + os.sep) for r in roots)
+    return path is not None and path != "" and \
+        any(os.path.normpath(path).startswith(r + os.sep) for r in roots)
 
 
 def gather(ctx, done) -> Dict[str, Any]:

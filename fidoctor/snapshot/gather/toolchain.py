@@ -93,7 +93,7 @@ def _torch_builds(fi: Optional[str]) -> bool:
     """FlashInfer ≤ 0.2.5 built through torch.utils.cpp_extension, which reads
     TORCH_CUDA_ARCH_LIST; later releases run their own ninja and ignore it."""
     m = re.match(r"(\d+)\.(\d+)\.(\d+)", fi or "")
-    return bool(m) and tuple(int(x) for x in m.groups()) < (0, 2, 6)
+    return m is not None and tuple(int(x) for x in m.groups()) < (0, 2, 6)
 
 
 def _requested(env: Dict[str, str], cache: Dict[str, Any], gpus: List[Dict[str, Any]],
