@@ -10,8 +10,10 @@ later ``build_and_load()`` finds nothing to do.
 
 One budget: ``total`` jobs ≈ cores (``--jobs`` caps it; memory can lower
 it). With a ninja that speaks the GNU make jobserver (1.13+) every module's
-ninja draws from one pool of ``total - 1`` tokens (each ninja also holds one
-implicit token); an older ninja gets a static ``-j`` from what is free.
+ninja draws from one pool: ``total - 1`` tokens, less one held back for each
+further ninja running (each ninja also runs one job on its implicit token),
+so never more than ``total`` jobs at once; an older ninja gets a static ``-j``
+from what is free.
 Modules start longest first; the next one is admitted when the running ones
 have fewer unfinished compile edges than the budget (their tails would leave
 slots idle) and its compile jobs fit in memory beside theirs: a list
@@ -62,6 +64,7 @@ class Budget:
     jobserver: bool
     reason: str
     fifo: str = ""
+    held: int = 0   # tokens fidoctor keeps out of the pool (see reconcile)
     _fd: Optional[int] = None
     _dir: str = ""
 
@@ -80,6 +83,34 @@ class Budget:
             self.close()
             self.jobserver = False
             self.reason += f"; no jobserver ({e.strerror or e}): a static -j per module"
+
+    def reconcile(self, ninjas: int) -> bool:
+        """Keep ``ninjas - 1`` tokens out of the pool: every ninja also runs one job on its
+        implicit token, so pool + implicit tokens stay at ``total``. False when a token
+        could not be taken now (the running ones hold them all: admit later)."""
+        if not self.jobserver or self._fd is None:
+            return True
+        want = max(ninjas - 1, 0)
+        while self.held > want:
+            self.give(1)
+            self.held -= 1
+        while self.held < want:
+            try:
+                got = os.read(self._fd, 1)
+            except BlockingIOError:
+                return False
+            if not got:
+                return False
+            self.held += 1
+        return True
+
+    def give(self, n: int) -> None:
+        """Put ``n`` tokens (back) into the pool, e.g. those a killed ninja held."""
+        if self._fd is not None and n > 0:
+            try:
+                os.write(self._fd, b"+" * n)
+            except OSError:
+                pass
 
     def close(self) -> None:
         if self._fd is not None:

@@ -46,6 +46,7 @@ from fidoctor.warmup.supervisor import (
     procs_text,
     read_events,
     send_line,
+    shield_cleanup,
     stall_verdict,
 )
 from fidoctor.warmup.watch import TreeWatch
@@ -92,6 +93,10 @@ def build_parallel(python: str, modules: List[Dict[str, Any]], mem_class: Dict[s
         for group in (running, waiting):
             if s in group:
                 group.remove(s)
+        if budget is not None:
+            if s.proc is not None and s.res.status in ("stalled", "timed_out"):
+                budget.give(max(s.edges_running - 1, 0))  # a killed ninja's tokens are lost
+            budget.reconcile(len(running))
         results.append(s.res)
         hooks.end(s.res)
 
@@ -143,7 +148,12 @@ def build_parallel(python: str, modules: List[Dict[str, Any]], mem_class: Dict[s
             early = []
             for s in list(waiting):  # a lock another live process holds
                 _retry_lock(s, now, stall_after, waiting, running, hooks, p, finish)
+            if waiting:
+                budget.reconcile(len(running))  # best effort: a token may be free later
             while pending and admission.fits(running, pending[0]):
+                if not budget.reconcile(len(running) + 1):
+                    budget.reconcile(len(running))
+                    break  # every token is in use: a slot frees when an edge ends
                 s = pending.pop(0)
                 s.waited_since = now
                 s.lock_fd, holders = take_lock(s.ev["lock_path"])
@@ -152,6 +162,7 @@ def build_parallel(python: str, modules: List[Dict[str, Any]], mem_class: Dict[s
                                         [s.ev.get("module_dir") or ""], s.ev["lock_path"])
                     s.last_progress = now
                     waiting.append(s)
+                    budget.reconcile(len(running))
                     hooks.prepare(s.res, s.ev)
                     continue
                 hooks.prepare(s.res, s.ev)
@@ -176,26 +187,30 @@ def build_parallel(python: str, modules: List[Dict[str, Any]], mem_class: Dict[s
     except (KeyboardInterrupt, Interrupted):
         interrupted = True
     finally:
-        for s in running + waiting:
-            if s.state == "building":
-                s.res.survivors = end_tree(s)
-                s.res.quarantined = hooks.quarantine(s.res, "interrupted")
-            s.res.status = "interrupted"
-            s.res.error = "interrupted (Ctrl-C/SIGTERM)"
-            drop_lock(s)
-            results.append(s.res)
-        send_line(p, {"op": "quit"})
+        unshield = shield_cleanup()
         try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        left = terminate_tree(p.pid, sid=p.pid, grace=2.0)
-        for r in results:  # a module that never got a ninja of its own: the child was its tree
-            r.pids_seen = r.pids_seen or [p.pid]
-            r.survivors = sorted(set(r.survivors) | set(left))
-        errf.close()
-        if budget is not None:
-            budget.close()
+            for s in running + waiting:
+                if s.state == "building":
+                    s.res.survivors = end_tree(s)
+                    s.res.quarantined = hooks.quarantine(s.res, "interrupted")
+                s.res.status = "interrupted"
+                s.res.error = "interrupted (Ctrl-C/SIGTERM)"
+                drop_lock(s)
+                results.append(s.res)
+            send_line(p, {"op": "quit"})
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            left = terminate_tree(p.pid, sid=p.pid, grace=2.0)
+            for r in results:  # a module that never got a ninja of its own: the child was its tree
+                r.pids_seen = r.pids_seen or [p.pid]
+                r.survivors = sorted(set(r.survivors) | set(left))
+            errf.close()
+            if budget is not None:
+                budget.close()
+        finally:
+            unshield()
     if interrupted:
         raise Interrupted(results)
     return results, info

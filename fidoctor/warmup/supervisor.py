@@ -211,30 +211,34 @@ def build_session(python: str, modules: List[Dict[str, Any]], env: Mapping[str, 
         if cur is not None:
             cur.status, cur.error = "interrupted", "interrupted (Ctrl-C/SIGTERM)"
     finally:
-        watch.tree()
-        seen.update(pr.pid for pr in watch.last_procs)
-        foreign = watch.foreign_holder
-        survivors = terminate_tree(p.pid, sid=p.pid, grace=3.0)
+        unshield = shield_cleanup()
         try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            survivors.append(p.pid)
-        pids = sorted(seen - ({foreign} if foreign else set()))
-        if cur is not None and not ended:  # stalled, timed out or interrupted mid-module
-            cur.survivors, cur.pids_seen = survivors, pids
-            if cur.module_dir:
-                cur.quarantined = hooks.quarantine(cur, "foreign" if foreign else cur.status)
-            finish(cur)
-        elif cur is not None:  # the child died mid-module
-            errf.seek(0)
-            tail = errf.read()[-3000:].decode("utf-8", "replace").strip().splitlines()
-            cur.status = "failed"
-            cur.error = cur.error or (tail[-1] if tail else f"child exited {p.returncode}")
-            finish(cur)
-        for r in results:
-            r.pids_seen = r.pids_seen or pids
-            r.survivors = r.survivors or survivors
-        errf.close()
+            watch.tree()
+            seen.update(pr.pid for pr in watch.last_procs)
+            foreign = watch.foreign_holder
+            survivors = terminate_tree(p.pid, sid=p.pid, grace=3.0)
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                survivors.append(p.pid)
+            pids = sorted(seen - ({foreign} if foreign else set()))
+            if cur is not None and not ended:  # stalled, timed out or interrupted mid-module
+                cur.survivors, cur.pids_seen = survivors, pids
+                if cur.module_dir:
+                    cur.quarantined = hooks.quarantine(cur, "foreign" if foreign else cur.status)
+                finish(cur)
+            elif cur is not None:  # the child died mid-module
+                errf.seek(0)
+                tail = errf.read()[-3000:].decode("utf-8", "replace").strip().splitlines()
+                cur.status = "failed"
+                cur.error = cur.error or (tail[-1] if tail else f"child exited {p.returncode}")
+                finish(cur)
+            for r in results:
+                r.pids_seen = r.pids_seen or pids
+                r.survivors = r.survivors or survivors
+            errf.close()
+        finally:
+            unshield()
     if interrupted:
         raise Interrupted(results)
     if fatal and first and not results:
@@ -307,6 +311,17 @@ def stall_verdict(res: ModuleResult, watch: TreeWatch, root: int, stall_after: f
         except psutil.Error:
             pass
     return verdicts.stalled_blocked(res, stall_after, what, procs_text(watch, root))
+
+
+def shield_cleanup() -> Callable[[], None]:
+    """Ignore SIGINT while a tree is being ended (a second Ctrl-C, or ``timeout`` passing
+    one on, must not leave the compilers orphaned); returns the undo. Main thread only."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return lambda: signal.signal(signal.SIGINT, old)
 
 
 def install_sigterm() -> Callable[[], None]:
