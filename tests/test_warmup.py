@@ -292,3 +292,43 @@ def test_once_flag_holds_only_while_request_and_modules_are_unchanged(box, tmp_p
     assert cache.once_satisfied(str(flag), expect) is None
     flag.write_text("{garbage")
     assert cache.once_satisfied(str(flag), expect) is None
+
+
+def test_one_job_budget_caps_every_ninja_together(tmp_path):
+    """Two real ninjas (the target venv's, a jobserver client) draw from one pool: with a
+    token held back for the second one's implicit job, never more than ``total`` edges run
+    at once (each edge records its start and end; the overlap is counted, not timed)."""
+    import shutil as _sh
+
+    from warmup_helpers import target_venv
+
+    from fidoctor.warmup.parallel import Budget, ninja_supports_jobserver
+
+    ninja = _sh.which("ninja", path=str(target_venv().parent))
+    if not ninja or not ninja_supports_jobserver(ninja):
+        pytest.skip("no jobserver-capable ninja in the target venv")
+    log = tmp_path / "edges.log"
+    for m in ("a", "b"):
+        d = tmp_path / m
+        d.mkdir()
+        rule = (f"rule nap\n  command = echo start >> {log} && sleep 0.4 && "
+                f"echo end >> {log} && touch $out\n")
+        (d / "build.ninja").write_text(rule + "".join(f"build {d}/o{i}: nap\n" for i in range(4)))
+    b = Budget(3, True, "")
+    b.open()
+    try:
+        assert b.reconcile(2) and b.held == 1  # two ninjas: one token held back
+        env = b.env(dict(os.environ))
+        ps = [subprocess.Popen([ninja, "-C", str(tmp_path / m)], env=env,
+                               stdout=subprocess.DEVNULL) for m in ("a", "b")]
+        assert [p.wait(timeout=60) for p in ps] == [0, 0]
+        assert b.reconcile(0) and b.held == 0
+        assert os.read(b._fd, 16) == b"++"  # every token is back in the pool
+        assert not b.reconcile(2)  # none left to hold back now
+    finally:
+        b.close()
+    running = peak = 0
+    for ln in log.read_text().split():
+        running += 1 if ln == "start" else -1
+        peak = max(peak, running)
+    assert peak <= 3 and log.read_text().count("start") == 8
