@@ -321,7 +321,11 @@ def shield_cleanup() -> Callable[[], None]:
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return lambda: signal.signal(signal.SIGINT, old)
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, old)
+
+    return restore
 
 
 def install_sigterm() -> Callable[[], None]:
