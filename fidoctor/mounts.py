@@ -133,8 +133,9 @@ def identity(pid: Optional[int]) -> Identity:
 
 
 def owner_mode(path: str) -> Dict[str, Any]:
+    """Owner and mode of what ``path`` names, following symlinks (as FlashInfer's writes do)."""
     try:
-        st = os.lstat(path)
+        st = os.stat(path)
     except FileNotFoundError:
         return {"path": path, "exists": False}
     except OSError as e:
@@ -143,8 +144,11 @@ def owner_mode(path: str) -> Dict[str, Any]:
 
     kind = "dir" if _stat.S_ISDIR(st.st_mode) else "symlink" if _stat.S_ISLNK(st.st_mode) \
         else "file" if _stat.S_ISREG(st.st_mode) else "other"
-    return {"path": path, "exists": True, "kind": kind, "uid": st.st_uid, "gid": st.st_gid,
-            "mode": st.st_mode & 0o7777}
+    out = {"path": path, "exists": True, "kind": kind, "uid": st.st_uid, "gid": st.st_gid,
+           "mode": st.st_mode & 0o7777}
+    if os.path.islink(path):
+        out["symlink_to"] = os.path.realpath(path)
+    return out
 
 
 def nearest_existing(path: str) -> str:

@@ -55,7 +55,14 @@ def venv_ninja() -> str:
 
 
 def fi_env(base: Path, cuda_home: str, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    return build_env(target_venv().parent.parent, base, cuda_home=cuda_home, extra=extra)
+    """The target's environment; what FlashInfer writes into build.ninja comes only from
+    ``extra`` (CC, CXX, FLASHINFER_NVCC_THREADS of the machine running the tests are dropped)."""
+    env = build_env(target_venv().parent.parent, base, cuda_home=cuda_home)
+    for k in ("CC", "CXX", "FLASHINFER_NVCC_THREADS", "FLASHINFER_EXTRA_CUDAFLAGS",
+              "FLASHINFER_JIT_VERBOSE", "FLASHINFER_JIT_DEBUG"):
+        env.pop(k, None)
+    env.update(extra or {})
+    return env
 
 
 def module_env(base: Path, cuda_home: str, **extra: str) -> Dict[str, str]:

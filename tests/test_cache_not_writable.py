@@ -164,3 +164,21 @@ def test_json_carries_caused_by(box):
         sym = [f for f in doc["findings"] if f["id"] == "cache-incomplete-module"]
         assert sym and sym[0]["caused_by"] == "cache-not-writable"
         assert all("caused_by" in f for f in doc["findings"])
+
+
+def test_cache_root_symlinked_to_a_root_owned_dir_is_judged_by_its_target(open_box, procs):
+    box = open_box
+    real = box.base.parent / "real-cache"
+    real.mkdir(mode=0o755)
+    (box.base / ".cache").mkdir(mode=0o777)
+    os.chmod(box.base, 0o777)
+    os.chmod(box.base / ".cache", 0o777)
+    box.root.symlink_to(real)  # the link itself is 0777; what it names is root's 0755
+    box.module(box.workspace(), DECODE)
+    for dirpath, dirnames, _ in os.walk(real):
+        for n in dirnames + ["."]:
+            os.chmod(os.path.join(dirpath, n), 0o755)
+    p = _server_as(65534, box.env(), procs)
+    [f] = by_id(_diagnose_pid(p.pid), "cache-not-writable")
+    assert any(e.startswith(f"{box.root}: owner 0:0 mode drwxr-xr-x") for e in f.evidence), \
+        f.evidence

@@ -34,7 +34,7 @@ from fidoctor.paths import cache_dir
 
 MAX_BYTES = 4 << 20
 CACHE_FILE = "ninja-explain-v1.json"
-CACHE_MAX_ENTRIES = 4000
+CACHE_MAX_ENTRIES = 1000  # diagnose asks about ≤ 5 modules a run
 FLAG_VARS = ("cflags", "post_cflags", "cuda_cflags", "cuda_post_cflags", "ldflags",
              "common_cflags")
 _VAR = re.compile(r"^([A-Za-z0-9_.\-]+)\s*=\s?(.*)$")
@@ -269,13 +269,12 @@ class ExplainCache:
             return
         items = sorted(self.entries.items(), key=lambda kv: kv[1].get("t", 0))
         keep = dict(items[-CACHE_MAX_ENTRIES:])
+        from fidoctor.safeio import UnsafeFile, write_atomic
+
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=".ninja-")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(keep, f)
-            os.replace(tmp, self.path)
-        except OSError:
+            write_atomic(self.path, json.dumps(keep).encode(), what="ninja explain cache")
+        except (OSError, UnsafeFile):
             pass  # an unwritable cache dir only costs speed
         self.dirty = False
 

@@ -79,7 +79,9 @@ def _flag_changes(text: str, now: Dict[str, Any]) -> tuple:
     """(fields, recorded values, the text as FlashInfer would write it) for nvcc's
     ``--threads`` (FLASHINFER_NVCC_THREADS) and ``-ccbin`` (CC) in ``cuda_cflags``."""
     nf = ninja.parse(text)
-    flags = list(nf.get("flags", {}).get("cuda_cflags", []))
+    if "cuda_cflags" not in nf.get("flags", {}):
+        return [], {}, text  # not a FlashInfer 0.4+ file: nothing to compare
+    flags = list(nf["flags"]["cuda_cflags"])
     fields: List[str] = []
     rec: Dict[str, Any] = {}
     m = _THREADS.search(" ".join(flags))
