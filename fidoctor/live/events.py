@@ -3,7 +3,8 @@
 Every event is one JSON object per line (``fidoctor/schema/events.schema.json``):
 ``{"event": KIND, "t": epoch seconds, "text": the line a person reads, …data}``. Kinds:
 ``start``, ``build-start``, ``progress``, ``deadline``, ``build-end``, ``lock-wait``,
-``lock-end``, ``stall``, ``resumed``, ``diagnosis`` (``findings``: diagnose's finding
+``lock-end``, ``orphans`` (a freed module's orphaned compilers, ``pids``: diagnose's
+build-process-stuck judgement), ``stall``, ``resumed``, ``diagnosis`` (``findings``: diagnose's finding
 dicts), ``server-error`` (a fatal line the server printed), ``report`` (``path``),
 ``status`` (``watch --once``), ``exit`` (``code``, ``reason``). Fields are added, never
 renamed.

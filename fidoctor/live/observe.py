@@ -39,6 +39,8 @@ from fidoctor.proctree import describe_live as describe_proc
 from fidoctor.warmup.watch import TreeWatch
 
 WORKSPACE_EVERY_S = 10.0
+ORPHAN_AGAIN_S = 3.0       # a second look at a freed module's orphans, if the first saw none
+ORPHAN_LOOKS = 3
 EDGE = re.compile(r"^build\s+(.+?):\s*(cuda_compile|compile)\s", re.M)
 ARCH = re.compile(r"code=(sm_\d+[a-z]?)")
 COMPILE_NAMES = ("nvcc", "cicc", "ptxas", "cudafe++", "cc1plus", "fatbinary", "nvlink")
@@ -87,21 +89,27 @@ class LockWait:
     last_progress: float
     stalled: bool = False
     watch: Optional[TreeWatch] = None
+    build: Optional[Build] = None   # the holder's own build of the module, watched like ours
+    announced: bool = False         # lock-wait said (one tick after it was seen: a CPU rate)
+    looks: int = 0                  # orphan looks made after it ended
 
     def to_dict(self) -> Dict[str, Any]:
         return {"lock_path": self.lock_path, "module": self.module, "holder_pid": self.holder,
                 "holder": describe_proc(self.holder),
-                "waited_s": round(time.time() - self.since, 1)}
+                "waited_s": round(time.time() - self.since, 1),
+                "holder_build": self.build.to_dict() if self.build else None}
 
 
 @dataclass
 class Change:
     """What one tick found: the session turns these into lines and events."""
     kind: str          # build-start | progress | build-end | lock-wait | lock-end | stall | resumed
+    #                    | orphans
     build: Optional[Build] = None
     lock: Optional[LockWait] = None
     ok: bool = True    # build-end: a .so was written
     reason: str = ""
+    found: List[Any] = field(default_factory=list)  # orphans: build-process-stuck findings
 
 
 class Observer:
@@ -123,6 +131,7 @@ class Observer:
         self._ws_at = 0.0
         self._dir_of: Dict[Tuple[int, float], Optional[str]] = {}
         self._tree: List[int] = []
+        self._orphan_looks: List[Tuple[float, LockWait]] = []   # (due, the ended wait)
 
     # ---- the server's side ------------------------------------------------------------
     @property
@@ -163,6 +172,7 @@ class Observer:
                 continue
             changes += self._sample_build(b, now)
         changes += self._lock_tick(now, bool(roots))
+        changes += self._orphan_tick(now)
         return changes
 
     def _build_roots(self, tree: List[int]) -> Dict[str, Tuple[int, int]]:
@@ -243,7 +253,8 @@ class Observer:
         if held is None:
             if cur is not None:
                 self.lock = None
-                return [Change("lock-end", lock=cur)]
+                self._orphan_looks.append((now, cur))
+                return [Change("lock-end", lock=cur)] if cur.announced else []
             return []
         path, module, mdir, holder = held
         if cur is None or (cur.lock_path, cur.holder) != (path, holder):
@@ -252,19 +263,58 @@ class Observer:
             self.lock = LockWait(path, module, mdir, holder, now, now,
                                  watch=TreeWatch(holder, tree_dirs, None))
             self.lock.watch.sample(now)  # type: ignore[union-attr]
-            return ([Change("lock-end", lock=cur)] if cur else []) + \
-                [Change("lock-wait", lock=self.lock)]
+            self._holder_build(self.lock, now)
+            if cur is not None:
+                self._orphan_looks.append((now, cur))
+            # lock-wait is said next tick, with the holder's build sampled twice (its CPU)
+            return [Change("lock-end", lock=cur)] if cur and cur.announced else []
         assert cur.watch is not None
         s = cur.watch.sample(now)
+        self._holder_build(cur, now)
+        out: List[Change] = []
+        if not cur.announced:
+            cur.announced = True
+            out.append(Change("lock-wait", lock=cur))
         if s.progressed:
             cur.last_progress = now
             if cur.stalled:
                 cur.stalled = False
-                return [Change("resumed", lock=cur, reason=s.why)]
+                out.append(Change("resumed", lock=cur, reason=s.why))
         elif not cur.stalled and now - cur.last_progress >= self.lock_idle_after:
             cur.stalled = True
-            return [Change("stall", lock=cur, reason=f"the holder (pid {holder}) and its tree "
-                           f"did nothing for {now - cur.last_progress:.0f} s")]
+            out.append(Change("stall", lock=cur, reason=f"the holder (pid {holder}) and its "
+                              f"tree did nothing for {now - cur.last_progress:.0f} s"))
+        return out
+
+    def _holder_build(self, lk: LockWait, now: float) -> None:
+        """The holder's ninja on the module waited for, as a ``Build`` (objects done of edges,
+        compilers, CPU, RSS: the same figures as the server's own builds)."""
+        pids = [p.pid for p in lk.watch.last_procs] if lk.watch else []
+        want = os.path.normpath(lk.module_dir)
+        root = next(((pid, owner) for mdir, (pid, owner) in self._build_roots(pids).items()
+                     if os.path.normpath(mdir) == want), None)
+        if root is None:
+            lk.build = None
+            return
+        if lk.build is None or lk.build.root != root[0]:
+            lk.build = self._new_build(lk.module_dir, root[0], root[1], now)
+        self._sample_build(lk.build, now)   # its stall is the lock's (lock_idle_after)
+
+    def _orphan_tick(self, now: float) -> List[Change]:
+        """After a wait ends, look for orphaned trees on that module (``live.orphans``: the
+        judgement of diagnose's build-process-stuck): at once, then ``ORPHAN_AGAIN_S`` later
+        while nothing was found, at most ``ORPHAN_LOOKS`` times."""
+        if not self._orphan_looks or self._orphan_looks[0][0] > now:
+            return []
+        _due, lk = self._orphan_looks.pop(0)
+        from fidoctor.live.orphans import look
+
+        found = look(self.flashinfer_root, [lk.module_dir])
+        if found:
+            return [Change("orphans", lock=lk, found=found)]
+        lk.looks += 1
+        if lk.looks < ORPHAN_LOOKS:
+            self._orphan_looks.append((now + ORPHAN_AGAIN_S, lk))
         return []
 
     def _foreign_lock(self, now: float) -> Optional[Tuple[str, str, str, int]]:

@@ -23,7 +23,7 @@ from fidoctor.errors import FidoctorError
 from fidoctor.flashinfer import eta
 from fidoctor.live import deadlines as dl
 from fidoctor.live.events import Emitter, duration, gib
-from fidoctor.live.observe import Build, Change, Observer, _start_epoch, _stat
+from fidoctor.live.observe import Build, Change, LockWait, Observer, _start_epoch, _stat
 from fidoctor.live.stream import Hit, LineWatch
 from fidoctor.proctree import describe_live as describe_proc
 
@@ -135,6 +135,14 @@ class Session:
             if (first and now - b.started >= 2.0) or now - last >= self.opts.progress_every:
                 self._said_at[b.module_dir] = now
                 self.emitter.emit("progress", self.progress_text(b, now), **b.to_dict())
+        lk = self.observer.lock
+        if lk is not None and lk.announced and lk.build is not None and \
+                now - self._said_at.get(lk.lock_path, now) >= self.opts.progress_every:
+            self._said_at[lk.lock_path] = now
+            self.emitter.emit("progress", f"waiting for the JIT lock of {_short(lk.module)}: "
+                              f"the holder's build (pid {lk.build.root}): "
+                              f"{self.progress_bits(lk.build, now)}",
+                              holder_pid=lk.holder, **lk.build.to_dict())
 
     def handle(self, ch: Change, now: float) -> None:
         b, lk = ch.build, ch.lock
@@ -162,8 +170,11 @@ class Session:
             self._said_at.pop(b.module_dir, None)
         elif ch.kind == "lock-wait" and lk is not None:
             self.emitter.emit("lock-wait", f"waiting for the JIT lock of "
-                              f"{_short(lk.module)}: held by {describe_proc(lk.holder)}",
-                              **lk.to_dict())
+                              f"{_short(lk.module)}: held by {describe_proc(lk.holder)}"
+                              f"{self.holder_text(lk, now)}", **lk.to_dict())
+            self._said_at[lk.lock_path] = now
+        elif ch.kind == "orphans" and lk is not None:
+            self.say_orphans(lk, ch.found)
         elif ch.kind == "lock-end" and lk is not None:
             self.emitter.emit("lock-end", f"the JIT lock of {_short(lk.module)} is free "
                               f"(waited {duration(now - lk.since)})", **lk.to_dict())
@@ -182,14 +193,45 @@ class Session:
             subject = b.label if b else "the lock holder"
             self.emitter.emit("resumed", f"{subject}: progressing again ({ch.reason})")
 
+    def holder_text(self, lk: LockWait, now: float) -> str:
+        b = lk.build
+        if b is None:
+            return "; its build of the module has not started (no ninja in its tree)"
+        return f"; its build (pid {b.root}): {self.progress_bits(b, now)}"
+
+    def say_orphans(self, lk: LockWait, found: List[Any]) -> None:
+        """The freed module's orphaned compilers (diagnose's build-process-stuck findings)."""
+        from fidoctor.live.orphans import pids_of
+
+        mine = [b for b in self.observer.builds.values()
+                if os.path.normpath(b.module_dir) == os.path.normpath(lk.module_dir)]
+        beside = (f"they compete with this server's own build of it (pid {mine[0].root}) "
+                  "for CPU and memory and write the same objects") if mine else \
+            "a build of it now would compete with them and write the same objects"
+        holder = "is gone" if not _alive(lk.holder) else "is alive"
+        for f in found:
+            pids = pids_of(f)
+            shown = " ".join(map(str, pids[:12])) + (f" … ({len(pids)} in all)"
+                                                      if len(pids) > 12 else "")
+            self.emitter.emit(
+                "orphans", f"orphaned compilers of {_short(lk.module)} still running (pids "
+                f"{shown}): the lock holder pid {lk.holder} {holder}; {beside} "
+                f"(diagnose: {f.id} {f.severity})",
+                module=lk.module, module_dir=lk.module_dir, lock_path=lk.lock_path,
+                holder_pid=lk.holder, pids=pids, finding_id=f.id, severity=f.severity,
+                own_build_pid=mine[0].root if mine else None)
+
     def progress_text(self, b: Build, now: float) -> str:
+        return f"building {b.label}: {self.progress_bits(b, now)}"
+
+    def progress_bits(self, b: Build, now: float) -> str:
         left = eta.remaining(b.estimate, now - b.started, b.done, b.edges)
         if left is None:
             eta_text = "ETA unknown" if b.estimate is None else \
                 f"longer than expected (estimated {duration(b.estimate.seconds)})"
         else:
             eta_text = f"ETA {duration(left)}"
-        return (f"building {b.label}: {b.done}/{b.edges} objects, {b.compilers} compiling, "
+        return (f"{b.done}/{b.edges} objects, {b.compilers} compiling, "
                 f"CPU {b.cpu_fraction * 100:.0f}%, RSS {gib(b.rss)}, "
                 f"{duration(now - b.started)} elapsed, {eta_text}")
 
@@ -305,6 +347,16 @@ class Session:
                                   path=path, error=str(e))
         elif self.opts.on_stall == "exit":
             self.kill_requested = True
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie awaiting its parent's wait() counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return False
+    return raw[raw.rfind(b")") + 2:][:1] not in (b"Z", b"X")
 
 
 def _short(name: str) -> str:
