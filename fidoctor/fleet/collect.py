@@ -98,7 +98,7 @@ def run_jobs(jobs: List[Job], timeout_s: float, parallel: int = 64) -> None:
             now = time.monotonic()
             live = {id(j): j for j, _ in running.values()}
             wait = min([end] + [j.started + j.per_node_s for j in live.values()]) - now
-            ready = select.select(list(running), [], [], max(0.0, wait))[0] if running else []
+            ready = _ready(list(running), max(0.0, wait)) if running else []
             for fd in ready:
                 job, kind = running[fd]
                 chunk = os.read(fd, 1 << 20)
@@ -126,6 +126,14 @@ def run_jobs(jobs: List[Job], timeout_s: float, parallel: int = 64) -> None:
         for fd, (job, _) in running.items():
             _kill(job, "interrupted")
             _close(job, fd)
+
+
+def _ready(fds: List[int], wait_s: float) -> List[int]:
+    """The readable (or closed) fds; poll, not select: a big fleet passes FD_SETSIZE (1024)."""
+    p = select.poll()
+    for fd in fds:
+        p.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return [fd for fd, _ in p.poll(wait_s * 1000)]
 
 
 def _start(job: Job, running: Dict[int, Tuple[Job, str]]) -> None:
