@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -136,6 +137,8 @@ def test_holder_sigkilled_its_orphans_are_named_beside_the_waiters_build(tmp_pat
     assert f"lock holder pid {holder.pid} is gone" in got["text"]
     kinds = [e["event"] for e in valid(events_of(ev))]
     assert kinds.index("lock-wait") < kinds.index("lock-end") < kinds.index("orphans")
+    end = next(e for e in events_of(ev) if e["event"] == "lock-end")
+    assert f"its holder pid {holder.pid} is gone" in end["text"]
     with open(fifo, "w") as f:                    # let every compile finish; the waiter ends
         f.write("go")
     assert waiter.wait(timeout=60) == 0
@@ -148,6 +151,12 @@ def test_holder_finishes_no_orphans_event(tmp_path, procs):
     holder, waiter, watch, ninja, fifo, ev = start(tmp_path, procs, linger=8)
     wait = wait_for(ev, "lock-wait", watch)
     assert wait["holder_build"]["pid"] == ninja
+    once = subprocess.run(fidoctor_argv("watch", "--pid", str(waiter.pid), "--once", "--state",
+                                        str(tmp_path / "once.json")),
+                          capture_output=True, text=True, timeout=60)
+    assert once.returncode == 0, once.stderr
+    assert "status: waiting for the JIT lock of batch_prefill (f16, hd128, FA2) (holder pid " \
+        f"{holder.pid} is working; its build (pid {ninja}): 0/2 objects" in once.stderr
     with open(fifo, "w") as f:
         f.write("go")
     assert holder.wait(timeout=60) == 0

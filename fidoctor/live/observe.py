@@ -12,7 +12,12 @@ A *lock wait* is the server's tree with no build of its own while another proces
 the flock of a module in the server's workspaces whose ``.so`` does not exist yet (the
 only case FlashInfer waits on it), and a thread of the server sleeps in a poll loop
 (filelock polls every 50 ms; it never shows in ``/proc/locks``). The holder's own tree is
-then watched the same way; a holder idle for ``lock_idle_after`` seconds is a stall.
+then watched the same way; a holder idle for ``lock_idle_after`` seconds is a stall. Its own
+ninja on the module is followed as a ``Build`` (``LockWait.build``: objects done, compilers,
+CPU), so the lock-wait line — said one tick after the wait is seen, when that CPU is a rate —
+shows the holder's progress. When a wait ends, the module is searched for orphaned compilers
+(``fidoctor.live.orphans``: diagnose's judgement) at once and twice more 3 s apart while none
+is found: a SIGKILLed holder's ninja/nvcc keep writing the module beside the server's build.
 
 Idle cost: one walk of the server's tree (``proctree.tree_pids``) and, when nothing
 builds, one read of ``/proc/locks``; builds add one TreeWatch sample each.

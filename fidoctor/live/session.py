@@ -176,8 +176,9 @@ class Session:
         elif ch.kind == "orphans" and lk is not None:
             self.say_orphans(lk, ch.found)
         elif ch.kind == "lock-end" and lk is not None:
+            gone = "" if _alive(lk.holder) else f"; its holder pid {lk.holder} is gone"
             self.emitter.emit("lock-end", f"the JIT lock of {_short(lk.module)} is free "
-                              f"(waited {duration(now - lk.since)})", **lk.to_dict())
+                              f"(waited {duration(now - lk.since)}{gone})", **lk.to_dict())
         elif ch.kind == "stall":
             self.stalls += 1
             subject = b.label if b else f"waiting for the lock of {_short(lk.module)}" \
@@ -601,7 +602,8 @@ def probe_once(pid: int, opts: Options, emitter: Emitter, state_path: str,
         text, code, status = ("status: " + sess.progress_text(b, now), 0, "building")
     elif lock is not None:
         text, code, status = (f"status: waiting for the JIT lock of {_short(lock.module)} "
-                              f"(holder pid {lock.holder} is working)", 0, "lock-wait")
+                              f"(holder pid {lock.holder} is working"
+                              f"{sess.holder_text(lock, now)})", 0, "lock-wait")
     else:
         text, code, status = ("status: not compiling", 0, "idle")
     emitter.emit("status", text, code=code, status=status, pid=pid,
