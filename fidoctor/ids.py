@@ -12,7 +12,8 @@ from typing import Iterable, List, Set
 
 from fidoctor.errors import FidoctorError
 
-WARMUP_IDS = ("warmup-stalled", "warmup-timed-out", "warmup-build-failed")
+WARMUP_IDS = ("warmup-stalled", "warmup-timed-out", "warmup-build-failed",
+              "warmup-unsupported-version")
 
 
 def finding_ids() -> Set[str]:

@@ -53,7 +53,8 @@ def first_error_line(text):
 
 def generators(jit):
     names = ("gen_batch_decode_module", "gen_batch_prefill_module", "gen_single_decode_module",
-             "gen_single_prefill_module")
+             "gen_single_prefill_module", "get_batch_decode_uri", "get_batch_prefill_uri",
+             "get_single_decode_uri", "get_single_prefill_uri")
     found = {}
     for modname in ("flashinfer.jit", "flashinfer.jit.attention",
                     "flashinfer.jit.attention.modules", "flashinfer.jit.attention.pytorch"):
@@ -67,18 +68,129 @@ def generators(jit):
     return found
 
 
-def make_spec(gens, m, torch):
+def gen_call(m, torch):
+    """(generator name, its arguments) for one module of the request, the same in every
+    family from 0.2.5 to 0.7.x (read in each release's jit/attention/*.py)."""
     dt = {"bf16": torch.bfloat16, "f16": torch.float16}[m["dtype"]]
     idx, hd, kind = torch.int32, int(m["head_dim"]), m["kind"]
     backend = kind.rsplit("-", 1)[1] if "prefill" in kind else None
     if kind == "decode":
-        return gens["gen_batch_decode_module"](dt, dt, dt, idx, hd, hd, 0, False, False)
+        return "batch_decode", (dt, dt, dt, idx, hd, hd, 0, False, False)
     if kind == "single-decode":
-        return gens["gen_single_decode_module"](dt, dt, dt, hd, hd, 0, False, False)
+        return "single_decode", (dt, dt, dt, hd, hd, 0, False, False)
     if kind.startswith("prefill"):
-        return gens["gen_batch_prefill_module"](backend, dt, dt, dt, idx, hd, hd, 0, False,
-                                                False, False)
-    return gens["gen_single_prefill_module"](backend, dt, dt, dt, hd, hd, 0, False, False, False)
+        return "batch_prefill", (backend, dt, dt, dt, idx, hd, hd, 0, False, False, False)
+    return "single_prefill", (backend, dt, dt, dt, hd, hd, 0, False, False, False)
+
+
+def make_spec(gens, m, torch, family="spec"):
+    which, args = gen_call(m, torch)
+    if family == "load_cuda_ops":
+        return LegacySpec(gens, which, args)
+    return gens[f"gen_{which}_module"](*args)
+
+
+# ---- Family adapters -------------------------------------------------------------------
+# Chosen by probing the installed FlashInfer (what its objects offer), never by version alone:
+# - "spec" (0.2.6+): gen_*_module returns a JitSpec; build() runs its own ninja.
+#     0.2.6-0.2.11: build(verbose) takes tmp/<name>.lock itself, no lock_path;
+#     0.2.12-0.6.x: build(verbose, need_lock=True); 0.7.x: build(verbose=None, need_lock=False).
+# - "load_cuda_ops" (0.2.0-0.2.5): gen_*_module IS the build: it writes the sources, takes
+#     cached_ops/<name>.lock and calls torch.utils.cpp_extension.load, which builds (under
+#     torch's baton cached_ops/<name>/lock) and loads in one call. The module name comes
+#     from get_*_uri with the generator's own arguments.
+# Anything else: "unsupported" (a clear warmup-unsupported-version, never a traceback).
+UNSUPPORTED = "warmup-unsupported-version"
+
+
+class LegacySpec:
+    """A 0.2.0-0.2.5 module as the supervisor sees a JitSpec: its paths, and one call that
+    builds and loads it (the generator)."""
+
+    def __init__(self, gens, which, args):
+        import flashinfer.jit as jit
+
+        self._gen, self._args = gens[f"gen_{which}_module"], args
+        self.name = gens[f"get_{which}_uri"](*args)
+        jit_dir = legacy_jit_dir(jit)
+        self.build_dir = jit_dir / self.name
+        self.ninja_path = self.build_dir / "build.ninja"
+        self.jit_library_path = self.build_dir / (self.name + ".so")
+        self.lock_path = jit_dir / (self.name + ".lock")
+        self.sources = []
+
+    def build_and_load(self):
+        import torch
+        import torch.utils.cpp_extension as cpp_ext
+
+        if getattr(cpp_ext, "CUDA_HOME", None) is None:
+            # torch raises "CUDA_HOME environment variable is not set" even when it is set:
+            # a CPU torch never takes it. Say what really stops the build.
+            raise RuntimeError(
+                "torch.utils.cpp_extension found no CUDA toolkit (its CUDA_HOME is None{}), "
+                "and FlashInfer 0.2.0-0.2.5 builds every module through it".format(
+                    f": torch {torch.__version__} is a CPU build, which ignores CUDA_HOME"
+                    if getattr(torch.version, "cuda", None) is None else
+                    ": set CUDA_HOME or put nvcc on PATH"))
+        return self._gen(*self._args)
+
+
+def legacy_jit_dir(jit):
+    """cached_ops (a pathlib.Path in every 0.2.x jit/env.py)."""
+    d = getattr(jit, "FLASHINFER_JIT_DIR", None)
+    if d is None:
+        from flashinfer.jit import env as jit_env
+
+        d = jit_env.FLASHINFER_JIT_DIR
+    return d
+
+
+def family(jit, gens):
+    """("spec" | "load_cuda_ops" | "unsupported", why)."""
+    needed = ("single_decode", "batch_decode", "single_prefill", "batch_prefill")
+    if all((f"gen_{w}_module") in gens for w in needed):
+        if hasattr(jit, "JitSpec") or hasattr(getattr(jit, "core", None), "JitSpec"):
+            return "spec", "gen_*_module returns a JitSpec"
+        if hasattr(jit, "load_cuda_ops") and all((f"get_{w}_uri") in gens for w in needed):
+            return "load_cuda_ops", ("no JitSpec: each gen_*_module builds and loads through "
+                                     "load_cuda_ops (torch.utils.cpp_extension.load)")
+    missing = [(f"gen_{w}_module") for w in needed if (f"gen_{w}_module") not in gens]
+    return "unsupported", ("its flashinfer.jit has no {}".format(", ".join(missing)) if missing else
+                           "its generators neither return a JitSpec nor build through "
+                           "load_cuda_ops")
+
+
+def build_call(spec):
+    """Build one module without loading it, holding its lock as FlashInfer's own
+    build_and_load does: returns a zero-argument callable."""
+    if isinstance(spec, LegacySpec):
+        return spec.build_and_load  # the generator call: build and load are one
+    params = inspect.signature(spec.build).parameters
+    kw = {}
+    verbose = params.get("verbose")
+    if verbose is not None and verbose.default is inspect.Parameter.empty:
+        kw["verbose"] = os.environ.get("FLASHINFER_JIT_VERBOSE", "0") == "1"
+    if "need_lock" in params:
+        kw["need_lock"] = True
+        return lambda: spec.build(**kw)
+    if verbose is not None and getattr(spec, "lock_path", None) is None:
+        return lambda: spec.build(**kw)  # 0.2.6-0.2.11: build() takes tmp/<name>.lock itself
+
+    def locked():
+        from filelock import FileLock
+
+        with FileLock(str(lock_path_of(spec)), thread_local=False):
+            spec.build(**kw)
+    return locked
+
+
+def lock_path_of(spec):
+    lock = getattr(spec, "lock_path", None)
+    if lock is not None:
+        return lock
+    # 0.2.6-0.2.11: jit/core.py get_tmpdir() / f"{name}.lock"
+    mdir = getattr(spec, "build_dir", None) or spec.ninja_path.parent
+    return mdir.parent / "tmp" / (spec.name + ".lock")
 
 
 def spec_paths(spec):
@@ -86,7 +198,7 @@ def spec_paths(spec):
     ninja = getattr(spec, "ninja_path", None)
     mdir = getattr(spec, "build_dir", None) or (ninja.parent if ninja is not None else None)
     lib = getattr(spec, "jit_library_path", None) or (mdir / (name + ".so") if mdir else None)
-    lock = getattr(spec, "lock_path", None)
+    lock = lock_path_of(spec)
     sources = [str(s) for s in (getattr(spec, "sources", None) or [])]
     return {"name": name, "module_dir": str(mdir) if mdir else None,
             "so_path": str(lib) if lib else None, "lock_path": str(lock) if lock else None,
@@ -198,10 +310,29 @@ def fa3_facts():
 
 def main():
     req = json.loads(sys.argv[1])
+    arch = os.environ.get("FLASHINFER_CUDA_ARCH_LIST")
+    if arch and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        # 0.2.0-0.3.0 take the arch list (and the workspace's arch dir) from torch's variable.
+        os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(arch.split())
     try:
         import flashinfer
-        import flashinfer.jit as jit
         import torch
+    except Exception as e:  # noqa: BLE001
+        emit("fatal", stage="import", error=first_error_line(repr(e)),
+             detail=traceback.format_exc()[-2000:])
+        return 3
+    try:
+        import flashinfer.jit as jit
+    except ImportError as e:  # 0.1.x: prebuilt kernels only, no JIT to warm up
+        if "flashinfer.jit" not in str(e):
+            emit("fatal", stage="import", error=first_error_line(repr(e)),
+                 detail=traceback.format_exc()[-2000:])
+            return 3
+        emit("fatal", stage="unsupported", version=getattr(flashinfer, "__version__", None),
+             error="{}: FlashInfer {} has no flashinfer.jit (a release before 0.2.0 ships "
+             "prebuilt kernels only): nothing to warm up".format(
+                 UNSUPPORTED, getattr(flashinfer, "__version__", "?")))
+        return 3
     except Exception as e:  # noqa: BLE001
         emit("fatal", stage="import", error=first_error_line(repr(e)),
              detail=traceback.format_exc()[-2000:])
@@ -222,18 +353,19 @@ def main():
     if req.get("fa3_source"):
         info["fa3"] = fa3_facts()
     gens = generators(jit)
-    emit("info", **info, generators=sorted(gens))
-    if len(gens) < 4:
-        emit("fatal", stage="api",
-             error="this FlashInfer ({}) has no gen_*_module generators (family "
-             "0.2.0-0.2.5 builds inside its kernels' first call); warmup needs 0.2.6+"
-             .format(info["version"]))
+    fam, why = family(jit, gens)
+    info["family"], info["family_reason"] = fam, why
+    emit("info", **info, generators=sorted(g for g in gens if g.startswith("gen_")))
+    if fam == "unsupported":
+        emit("fatal", stage="unsupported", version=info["version"],
+             error="{}: fidoctor warmup cannot drive FlashInfer {}: {}".format(
+                 UNSUPPORTED, info["version"], why))
         return 3
     rc = 0
     specs = {}
     for m in req.get("modules", []):
         try:
-            spec = make_spec(gens, m, torch)
+            spec = make_spec(gens, m, torch, fam)
         except Exception as e:  # noqa: BLE001
             emit("failed", key=m["key"], stage="generate", error=first_error_line(str(e)),
                  detail=traceback.format_exc()[-3000:])
@@ -256,17 +388,14 @@ def main():
             if cmd.get("max_jobs"):
                 os.environ["MAX_JOBS"] = str(cmd["max_jobs"])
         t0 = time.time()
-        emit("building", key=m["key"], name=spec.name, load=bool(req.get("load") and gpu))
+        legacy = isinstance(spec, LegacySpec)
+        emit("building", key=m["key"], name=spec.name,
+             load=bool(legacy or (req.get("load") and gpu)))
         try:
             if req.get("load") and gpu:
                 spec.build_and_load()
-            elif "need_lock" in inspect.signature(spec.build).parameters:
-                spec.build(need_lock=True)
             else:
-                from filelock import FileLock
-
-                with FileLock(paths["lock_path"]):
-                    spec.build()
+                build_call(spec)()
         except Exception as e:  # noqa: BLE001
             emit("failed", key=m["key"], stage="build", seconds=time.time() - t0,
                  error=first_error_line(str(e)), detail=str(e)[-4000:])

@@ -14,12 +14,13 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from fidoctor.errors import FidoctorError
-from fidoctor.model import Finding
+from fidoctor.model import Finding, Fix
 from fidoctor.snapshot.context import default_python
 from fidoctor.warmup import jobs as jobs_mod
 from fidoctor.warmup import specs as specs_mod
@@ -46,15 +47,19 @@ class WarmupResult:
     notes: List[str] = field(default_factory=list)
     interrupted: bool = False
     seconds: float = 0.0
+    unsupported: Optional[Finding] = None  # warmup-unsupported-version: nothing was built
 
     @property
     def findings(self) -> List[Finding]:
-        return [m.verdict for m in self.modules if m.verdict is not None]
+        head = [self.unsupported] if self.unsupported is not None else []
+        return head + [m.verdict for m in self.modules if m.verdict is not None]
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
+        if self.unsupported is not None:
+            return EXIT_CANNOT
         ok = all(m.status in ("done", "cached", "skipped") for m in self.modules)
         return EXIT_OK if ok else EXIT_PROBLEMS
 
@@ -94,6 +99,29 @@ def target_env(python: str, arch: Optional[str], env: Optional[Dict[str, str]]) 
     return e
 
 
+UNSUPPORTED = "warmup-unsupported-version"
+
+
+class Unsupported(Exception):
+    """The target's FlashInfer is a family warmup cannot drive (the child said why)."""
+
+
+def unsupported_finding(python: str, err: str, version: Optional[str]) -> Finding:
+    why = err.split(": ", 1)[1] if err.startswith(UNSUPPORTED + ":") else err
+    return Finding(
+        id=UNSUPPORTED, severity="error", subject=python,
+        title=f"fidoctor warmup cannot build with FlashInfer {version or '?'}: nothing was built",
+        evidence=[why, "warmup drives FlashInfer 0.2.0-0.2.5 (load_cuda_ops: the generator "
+                  "call builds and loads), 0.2.6-0.6.x and 0.7.x (JitSpec build) by probing "
+                  "the installed package's API"],
+        data={"version": version, "reason": why},
+        fixes=[Fix(description="Warm the cache with the server itself (its first call of each "
+                   "kernel builds it), watched by fidoctor, or upgrade FlashInfer to 0.2.5+",
+                   commands=["fidoctor run -- <your server command>",
+                             f"{python} -m pip install -U flashinfer-python"],
+                   safety="caution")])
+
+
 def start_error(python: str, err: str) -> FidoctorError:
     hint = "install flashinfer-python in the target, or pass --python"
     if "sm75" in err or "TARGET_CUDA_ARCHS" in err:
@@ -112,6 +140,8 @@ def describe(python: str, env: Dict[str, str], mods: List[specs_mod.ModuleSpec],
     info = next((e for e in events if e["event"] == "info"), None)
     fatal = next((e for e in events if e["event"] == "fatal"), None)
     failed = [e for e in events if e["event"] == "failed"]
+    if fatal and fatal.get("stage") == "unsupported":
+        raise Unsupported(fatal.get("error") or UNSUPPORTED, fatal.get("version"))
     if fatal or info is None or (failed and len(failed) == len(mods)):
         raise start_error(python, (fatal or (failed[0] if failed else {})).get("error")
                           or "no answer")
@@ -157,7 +187,10 @@ def run_warmup(python: Optional[str] = None, modules: Optional[str] = None,
     if not arch_list or disable_sm90:
         # Ask the target first: its GPU decides FA3, and --disable-sm90 reads its source.
         candidates = specs_mod.select(modules, sm90=True, disable_sm90=disable_sm90)
-        info = describe(python, cenv, candidates, fa3_source=disable_sm90)
+        try:
+            info = describe(python, cenv, candidates, fa3_source=disable_sm90)
+        except Unsupported as e:
+            return _unsupported(python, str(e.args[0]), e.args[1], t0)
     sm90 = is_sm90(arch_list, info.get("gpu"))
     chosen = specs_mod.select(modules, sm90=sm90, disable_sm90=disable_sm90)
     res = WarmupResult(python=python, target={k: v for k, v in info.items() if k != "specs"})
@@ -201,6 +234,8 @@ def run_warmup(python: Optional[str] = None, modules: Optional[str] = None,
             if not res.target:
                 res.target = {k: v for k, v in child_info.items() if k not in ("event", "t")}
     except StartFailed as e:
+        if str(e).startswith(UNSUPPORTED + ":"):
+            return _unsupported(python, str(e), None, t0)
         raise start_error(python, str(e)) from None
     except Interrupted as e:
         res.interrupted = True
@@ -214,6 +249,16 @@ def run_warmup(python: Optional[str] = None, modules: Optional[str] = None,
     order = {k: i for i, k in enumerate(index)}
     res.modules.sort(key=lambda m: order.get(m.key, len(order)))
     name_causes(res, python, cenv)
+    return res
+
+
+def _unsupported(python: str, err: str, version: Optional[str], t0: float) -> WarmupResult:
+    if version is None:
+        m = re.search(r"FlashInfer (\S+)", err)
+        version = m.group(1) if m else None
+    res = WarmupResult(python=python, target={"version": version})
+    res.unsupported = unsupported_finding(python, err, version)
+    res.seconds = time.monotonic() - t0
     return res
 
 

@@ -1,0 +1,92 @@
+"""fidoctor warmup drives every FlashInfer family through its real API (issue 18).
+
+Real releases from PyPI, each in its own venv (release_helpers: one CPU torch shared through a
+.pth). On this CPU box the builds of 0.2.x–0.3.x cannot finish: their modules link
+``-lc10_cuda -ltorch_cuda`` and include ``c10/cuda`` headers that only CUDA torch wheels ship,
+and 0.2.0–0.2.5 build through ``torch.utils.cpp_extension``, whose CUDA_HOME is None under a
+CPU torch. What is checked is that warmup reaches each family's real build call (the
+generator in 0.2.5, ``JitSpec.build(verbose)`` in 0.2.6, ``build(verbose, need_lock)`` in
+0.2.14) with the right lock and module dir, and reports the real reason it stopped — never
+the TypeError / ``FileLock(None)`` these releases used to raise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from conftest import run_cli
+from release_helpers import release_python
+from warmup_helpers import build_env
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def _warmup(py, base, *extra):
+    env = build_env(py.parent.parent, base)
+    env.pop("TORCH_CUDA_ARCH_LIST", None)
+    r = run_cli(["warmup", "--python", str(py), "--arch", "9.0", "--modules",
+                 "single-decode:f16:64", "--sequential", "--json", *extra], env=env, timeout=300)
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    return r, json.loads(r.stdout)
+
+
+def test_025_generator_build_is_supervised_and_names_the_cpu_torch(tmp_path):
+    """Family 0.2.0–0.2.5: the generator call is the build (load_cuda_ops); warmup runs it in
+    its child with the module's real name, dir and lock (cached_ops/<name>.lock)."""
+    py = release_python("0.2.5")
+    r, doc = _warmup(py, tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert doc["target"]["version"] == "0.2.5" and doc["target"]["family"] == "load_cuda_ops"
+    [m] = doc["modules"]
+    assert m["status"] == "failed"
+    assert m["name"].startswith("single_decode_with_kv_cache_dtype_q_f16")
+    assert m["module_dir"] == str(tmp_path / ".cache" / "flashinfer" / "90" / "cached_ops"
+                                  / m["name"])
+    assert "CPU build" in m["error"] and "CUDA_HOME environment variable" not in m["error"]
+
+
+@pytest.mark.parametrize("version", ["0.2.6.post1", "0.2.14.post1"])
+def test_jitspec_families_reach_their_real_ninja_build(tmp_path, version):
+    """0.2.6 has build(verbose) and no lock_path; 0.2.14 has build(verbose, need_lock). Both
+    used to fail before any build (TypeError / FileLock(None)); now FlashInfer's own ninja
+    runs and the real compiler error (CUDA torch headers missing from a CPU torch) is quoted."""
+    py = release_python(version)
+    r, doc = _warmup(py, tmp_path)
+    assert doc["target"]["family"] == "spec"
+    [m] = doc["modules"]
+    assert m["status"] == "failed", m
+    assert "TypeError" not in m["error"] and "NoneType" not in m["error"], m["error"]
+    mdir = m["module_dir"]
+    assert os.path.exists(os.path.join(mdir, "build.ninja")), "FlashInfer's own build ran"
+    lock = os.path.join(os.path.dirname(mdir), "tmp", m["name"] + ".lock")
+    assert os.path.exists(lock), "the build took the family's lock (cached_ops/tmp/<name>.lock)"
+
+
+def test_a_flashinfer_without_jit_is_a_clear_unsupported_result(tmp_path):
+    """Stand-in (no real release lacks every family's API and is installable with this CPU
+    torch): a package named flashinfer with a version and no flashinfer.jit, as the 0.1.x
+    prebuilt-only releases were. The result is warmup-unsupported-version, exit 2, JSON that
+    validates against the warmup schema, no traceback."""
+    from importlib import resources
+
+    import jsonschema
+
+    py = release_python("0.2.5")
+    pkg = tmp_path / "site" / "flashinfer"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("__version__ = '0.1.6'\n")
+    env = build_env(py.parent.parent, tmp_path)
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    r = run_cli(["warmup", "--python", str(py), "--arch", "9.0", "--json"], env=env,
+                timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    doc = json.loads(r.stdout)
+    [f] = doc["findings"]
+    assert f["id"] == "warmup-unsupported-version" and "0.1.6" in f["title"]
+    assert f["fixes"] and doc["modules"] == []
+    schema = json.loads(resources.files("fidoctor").joinpath("schema/warmup.schema.json")
+                        .read_text())
+    jsonschema.validate(doc, schema)
