@@ -88,7 +88,20 @@ def _base(lk: Dict[str, Any], snap: Snapshot) -> Tuple[List[str], Dict[str, Any]
             "module_dir": lk.get("module_dir"), "holder_pids": [],
             "waiter_pids": [w["pid"] for w in lk.get("waiters", [])],
             "waiters": lk.get("waiters", [])}
+    if lk.get("extension"):
+        # A torch extension built at import by a FlashInfer dependency (tvm-ffi's c_dlpack
+        # in 0.4.x) or by cpp_extension.load: same baton, outside FlashInfer's cache.
+        data["extension"] = lk["extension"]
+        ev.append(f"torch extension {lk['extension']} under {lk.get('workspace')} "
+                  "(TORCH_EXTENSIONS_DIR): built at import, e.g. by apache-tvm-ffi's "
+                  "load_torch_c_dlpack_extension; every import waits on this baton")
     return ev, data
+
+
+def _what(lk: Dict[str, Any]) -> str:
+    if lk.get("extension"):
+        return f"torch extension {lk['extension']}"
+    return short_name(lk.get("module") or "?")
 
 
 def _stale_baton(snap: Snapshot, lk: Dict[str, Any], scan: Dict[str, Any]) -> Finding:
@@ -100,9 +113,18 @@ def _stale_baton(snap: Snapshot, lk: Dict[str, Any], scan: Dict[str, Any]) -> Fi
     ev += _waiters(lk)
     n = len(lk.get("waiters", []))
     tail = f"; {n} process(es) spin on it" if n else "; the next build of it will spin forever"
+    if lk.get("extension"):
+        # Outside FlashInfer's cache: fidoctor fix leaves it alone, so this is advice only.
+        return Finding(
+            id=ID, severity="error", subject=lk["path"], data=data, evidence=ev,
+            title=f"stale torch FileBaton lock for {_what(lk)}{tail}",
+            fixes=[Fix(description="Remove the stale baton (nothing has it open; torch's "
+                       "extensions dir is not FlashInfer's cache, so fidoctor fix leaves it "
+                       "to you); the waiters proceed and rebuild the extension",
+                       commands=[f"rm -f {quote(lk['path'])}"], safety="caution")])
     return Finding(
         id=ID, severity="error", subject=lk["path"], data=data, evidence=ev,
-        title=f"stale torch FileBaton lock for {short_name(lk.get('module') or '?')}{tail}",
+        title=f"stale torch FileBaton lock for {_what(lk)}{tail}",
         fixes=[Fix(description="Remove the stale baton (nothing has it open); waiters proceed",
                    commands=[f"fidoctor fix --only {ID}",
                              f"# by hand: rm -f {quote(lk['path'])}"], id="remove-stale-baton",
@@ -161,7 +183,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
             if waiting and "building" in verdicts:
                 yield Finding(
                     id=ID, severity="info", subject=lk["path"], data=data, evidence=ev,
-                    title=f"{who} for {short_name(lk.get('module') or '?')} while pid "
+                    title=f"{who} for {_what(lk)} while pid "
                     f"{holders[0]} compiles it: a wait, not a hang")
             continue
         if "stuck" in verdicts:
@@ -170,4 +192,4 @@ def check(snap: Snapshot) -> Iterable[Finding]:
             sev, state = ("error" if waiting else "warning"), "a process that is building nothing"
         yield Finding(
             id=ID, severity=sev, subject=lk["path"], data=data, evidence=ev, fixes=fixes,
-            title=f"JIT lock of {short_name(lk.get('module') or '?')} is held by {state} ({who})")
+            title=f"JIT lock of {_what(lk)} is held by {state} ({who})")

@@ -33,6 +33,8 @@ reasons}], match), ``procs`` {pid: what each holder/waiter is doing},
 from __future__ import annotations
 
 import os
+import re
+import stat
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
@@ -79,6 +81,52 @@ def _lock_files(cache: Dict[str, Any]) -> List[Dict[str, Any]]:
     return locks
 
 
+MAX_EXT_LOCKS = 200
+
+
+def torch_extensions_root(env: Dict[str, str]) -> Optional[str]:
+    """Where torch.utils.cpp_extension.load builds: ``$TORCH_EXTENSIONS_DIR``, else
+    ``<XDG_CACHE_HOME or ~/.cache>/torch_extensions`` (torch's _get_build_directory)."""
+    if env.get("TORCH_EXTENSIONS_DIR"):
+        return env["TORCH_EXTENSIONS_DIR"]
+    cache = env.get("XDG_CACHE_HOME") or (os.path.join(env["HOME"], ".cache")
+                                          if env.get("HOME") else None)
+    return os.path.join(cache, "torch_extensions") if cache else None
+
+
+def _extension_locks(env: Dict[str, str]) -> List[Dict[str, Any]]:
+    """torch FileBatons (``<root>[/py311_cu124]/<ext>/lock``) of extensions built at import
+    by FlashInfer's dependencies (tvm-ffi's c_dlpack in 0.4.x) or by cpp_extension.load."""
+    root = torch_extensions_root(env)
+    out: List[Dict[str, Any]] = []
+    if not root or not os.path.isdir(root):
+        return out
+    dirs = []
+    try:
+        for a in sorted(os.listdir(root))[:MAX_EXT_LOCKS]:
+            pa = os.path.join(root, a)
+            dirs.append(pa)
+            if os.path.isdir(pa) and not os.path.islink(pa) and re.match(r"py\d+_", a):
+                dirs += [os.path.join(pa, b) for b in sorted(os.listdir(pa))[:MAX_EXT_LOCKS]]
+    except OSError:
+        return out
+    for d in dirs:
+        lock = os.path.join(d, "lock")
+        try:
+            st = os.lstat(lock)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        name = os.path.basename(d)
+        out.append({"path": lock, "style": "baton", "module": name, "extension": name,
+                    "workspace": root, "module_dir": d, "ino": st.st_ino, "dev": st.st_dev,
+                    "mtime": st.st_mtime})
+        if len(out) >= MAX_EXT_LOCKS:
+            break
+    return out
+
+
 def _fd_targets(pid: int) -> Optional[List[str]]:
     try:
         names = os.listdir(f"/proc/{pid}/fd")
@@ -93,17 +141,23 @@ def _fd_targets(pid: int) -> Optional[List[str]]:
     return out
 
 
-def _environ_root(pid: int) -> Optional[str]:
+def _environ_roots(pid: int) -> List[str]:
+    """The FlashInfer cache root and the torch extensions root this process would use."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
             raw = f.read()
     except OSError:
-        return None
-    env = dict(i.split(b"=", 1) for i in raw.split(b"\0") if b"=" in i)
-    base = env.get(b"FLASHINFER_WORKSPACE_BASE") or env.get(b"HOME")
-    if not base:
-        return None
-    return os.path.join(base.decode("utf-8", "replace"), ".cache", "flashinfer")
+        return []
+    env = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
+           for k, v in (i.split(b"=", 1) for i in raw.split(b"\0") if b"=" in i)}
+    out = []
+    base = env.get("FLASHINFER_WORKSPACE_BASE") or env.get("HOME")
+    if base:
+        out.append(os.path.join(base, ".cache", "flashinfer"))
+    ext = torch_extensions_root(env)
+    if ext:
+        out.append(ext)
+    return out
 
 
 _KIDS: Dict[int, Any] = {}
@@ -204,8 +258,7 @@ def _candidates(all_procs, roots: Set[str], exclude: Set[int]) -> Dict[int, List
         if not is_python_exe(exe, name):
             continue
         why = []
-        r = _environ_root(pid)
-        if r and os.path.realpath(r) in roots:
+        if any(os.path.realpath(r) in roots for r in _environ_roots(pid)):
             why.append("its environment points at this cache")
         fds = _fd_targets(pid) or []
         hit = next((t for t in fds if any(t.startswith(x + "/") for x in roots)), None)
@@ -218,7 +271,7 @@ def _candidates(all_procs, roots: Set[str], exclude: Set[int]) -> Dict[int, List
 
 def gather(ctx, done) -> Dict[str, Any]:
     cache = done["cache"].data if "cache" in done and done["cache"].ok else {}
-    locks = _lock_files(cache)
+    locks = _lock_files(cache) + _extension_locks(dict(getattr(ctx, "env", None) or {}))
     out: Dict[str, Any] = {"locks": locks, "procs": {}, "sample_window_s": 0.0}
     entries, err = read_proc_locks()
     out["proc_locks_ok"] = err is None
@@ -275,6 +328,7 @@ def gather(ctx, done) -> Dict[str, Any]:
             if lk["style"] != "baton" and pid not in holders:
                 seen_at_scan.setdefault(pid, set()).add(lk["path"])
     roots = {os.path.realpath(ctx.flashinfer_root)}
+    roots |= {os.path.realpath(lk["workspace"]) for lk in live if lk.get("extension")}
     cands = _candidates(all_procs, roots,
                         holders | own | {p for lk in live for p in lk["blocked"]})
     procs = {pid: _describe(pid, all_procs) for pid in involved | set(cands)}
