@@ -46,6 +46,9 @@ def _probe_mount(ctx, done) -> dict:
 
 
 MOUNT_GATHERER_BUDGET_S = 2.0
+# Requirements dropped at this level: fs finds the workspaces itself (discover_workspaces)
+# instead of waiting for the whole module scan; it then skips the per-module places.
+INDEPENDENT = {"fs": ("cache",)}
 
 
 def stalled(snap) -> List[Finding]:
@@ -99,7 +102,9 @@ def gatherers() -> list:
         mod = importlib.import_module(f"fidoctor.snapshot.gather.{name}")
         out.append(Gatherer(name=mod.NAME, budget_s=min(float(getattr(mod, "BUDGET_S", 5.0)),
                                                         GATHER_BUDGET_S),
-                            requires=tuple(getattr(mod, "REQUIRES", ())), gather=mod.gather,
+                            requires=tuple(r for r in getattr(mod, "REQUIRES", ())
+                                           if r not in INDEPENDENT.get(name, ())),
+                            gather=mod.gather,
                             order=int(getattr(mod, "ORDER", 100))))
     out.append(Gatherer(name="cache_mount", budget_s=MOUNT_GATHERER_BUDGET_S, requires=(),
                         gather=_probe_mount, order=0))

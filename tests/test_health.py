@@ -50,6 +50,40 @@ def test_quick_level_gathers_static_facts_only(box):
     assert "cache-incomplete-module" in {f["id"] for f in doc["findings"]}
 
 
+def _traced(box, tmp_path, *args):
+    """The real CLI under strace -f: (the result, paths it opened, programs it exec'd)."""
+    import sys
+
+    strace = _apt_tool("strace", "strace")
+    if not strace:
+        pytest.skip("strace is not installable here")
+    out = tmp_path / "trace"
+    r = subprocess.run([strace, "-f", "-qq", "-o", str(out), "-e",
+                        "trace=execve,open,openat,openat2", sys.executable, "-m", "fidoctor",
+                        "diagnose", *args], env=box.env(), capture_output=True, text=True,
+                       timeout=300)
+    lines = out.read_text().splitlines()
+    opened = [m.group(1) for ln in lines if "execve(" not in ln
+              for m in [re.search(r'open(?:at2?)?\((?:[^,]*, )?"([^"]*)"', ln)] if m]
+    execs = [ln for ln in lines if "execve(" in ln]
+    return r, opened, execs
+
+
+def test_quick_level_reads_no_build_ninja_and_runs_no_program(box, tmp_path):
+    """The quick level's cache scan opens each .so (its ELF head) but no build.ninja, and
+    fidoctor execs nothing (gatherers are forked, not exec'd); the full level, the twin,
+    does both (its cache scan reads build.ninja, its target gatherer runs the interpreter)."""
+    _broken(box)
+    r, opened, execs = _traced(box, tmp_path, "--level", "quick", "--format", "npd")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert any(p.endswith(f"/{FA3}.so") for p in opened)  # the truncated .so was looked at
+    assert not [p for p in opened if p.endswith("build.ninja")]
+    assert len(execs) == 1, execs  # strace's own exec of python, nothing after it
+    r, opened, execs = _traced(box, tmp_path, "--json")
+    assert [p for p in opened if p.endswith("build.ninja")]
+    assert len(execs) > 1
+
+
 def test_slurm_format_drains_with_one_short_reason(box):
     r = diag(_broken(box), "--level", "quick", "--format", "slurm")
     assert r.returncode == 1
@@ -118,20 +152,24 @@ def test_prom_lines_are_textfile_format(box):
 
 
 def ensure_node_exporter() -> str:
+    return _apt_tool("prometheus-node-exporter", "prometheus-node-exporter")
+
+
+def _apt_tool(exe_name: str, package: str) -> str:
     import shutil
 
-    exe = shutil.which("prometheus-node-exporter")
+    exe = shutil.which(exe_name)
     if exe:
         return exe
     env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     base = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "-y", "-qq", "install",
-            "--no-install-recommends", "prometheus-node-exporter"]
+            "--no-install-recommends", package]
     r = subprocess.run(base, env=env, capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
         subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=300", "update", "-qq"], env=env,
                        capture_output=True, timeout=600)
         subprocess.run(base, env=env, capture_output=True, text=True, timeout=900)
-    return shutil.which("prometheus-node-exporter") or ""
+    return shutil.which(exe_name) or ""
 
 
 def _free_port() -> int:

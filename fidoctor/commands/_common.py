@@ -96,8 +96,9 @@ def obtain_snapshot(python: Optional[str], pid: Optional[int], deep: bool,
     if level == "quick":  # static facts only, the whole gather cut at 4 s (fidoctor/quick.py)
         from fidoctor import quick
 
-        return gather_snapshot(make_context(python, pid, False, quiet=True),
-                               gatherers=quick.gatherers(), budget_s=quick.gather_budget())
+        ctx = make_context(python, pid, False, quiet=True)
+        ctx.extra["level"] = "quick"  # the cache gatherer's cheap scan (gather/cache.py)
+        return gather_snapshot(ctx, gatherers=quick.gatherers(), budget_s=quick.gather_budget())
     return gather_snapshot(make_context(python, pid, deep))
 
 

@@ -63,6 +63,10 @@ def gather(ctx, done) -> Dict[str, Any]:
     ident = identity(ctx.pid)
     mounts, src = read_mountinfo(ctx.pid)
     cache = done["cache"].data if "cache" in done and done["cache"].ok else {}
+    if "cache" not in done:  # --level quick runs fs beside the cache scan: workspaces only
+        from fidoctor.flashinfer.layout import discover_workspaces
+
+        cache = {"workspaces": discover_workspaces(ctx.flashinfer_root)}
     places: List[Dict[str, Any]] = [_place("root", ctx.flashinfer_root)]
     modules = 0
     for ws in cache.get("workspaces", []):

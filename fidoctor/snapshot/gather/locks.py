@@ -283,19 +283,23 @@ def gather(ctx, done) -> Dict[str, Any]:
     table0: Dict[int, Tuple[str, int, int]] = scan_table()
     own = selfprocs.own_pids(table0)  # never fidoctor's own gatherers/children (issue 18)
     out["own_pids"] = sorted(own)
+    by_ino: Dict[Any, List[Dict[str, Any]]] = {}
+    for e in entries:
+        by_ino.setdefault(e["ino"], []).append(e)
     for lk in locks:
-        real[os.path.realpath(lk["path"])] = lk
-        real[lk["path"]] = lk
         dev = lk.get("dev")
         lk["dev_hex"] = f"{os.major(dev):02x}:{os.minor(dev):02x}" if dev is not None else None
         # overlayfs and some FUSE report another device than stat(): fidoctor.proclocks.
-        hits, lk["match"] = entries_for(entries, dev, lk.get("ino"))
+        hits, lk["match"] = entries_for(by_ino.get(lk.get("ino"), []), dev, lk.get("ino"))
         hits = [e for e in hits if e["pid"] not in own]
         lk["holders"] = sorted({e["pid"] for e in hits if not e["blocked"]})
         lk["blocked"] = sorted({e["pid"] for e in hits if e["blocked"]})
         lk["open_by"], lk["waiters"] = [], []
     if not any(lk["holders"] or lk["blocked"] or lk["style"] == "baton" for lk in locks):
         return out  # only unheld flock files, the normal leftovers: nothing to look for
+    for lk in locks:  # realpath only now: 10,000 idle lock files cost a second of it
+        real[os.path.realpath(lk["path"])] = lk
+        real[lk["path"]] = lk
     all_procs: Dict[int, Tuple[str, int, int]] = scan_table()
     own |= selfprocs.own_pids(all_procs)
     out["own_pids"] = sorted(own)
