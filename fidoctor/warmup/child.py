@@ -123,16 +123,19 @@ class LegacySpec:
         import torch
         import torch.utils.cpp_extension as cpp_ext
 
-        if getattr(cpp_ext, "CUDA_HOME", None) is None:
-            # torch raises "CUDA_HOME environment variable is not set" even when it is set:
-            # a CPU torch never takes it. Say what really stops the build.
+        try:
+            return self._gen(*self._args)
+        except Exception as e:  # noqa: BLE001 - re-raised, with the real cause when known
+            if getattr(cpp_ext, "CUDA_HOME", None) is not None:
+                raise
+            # torch says "CUDA_HOME environment variable is not set" even when it is set:
+            # a CPU torch never takes it. Say what really stopped the build.
             raise RuntimeError(
                 "torch.utils.cpp_extension found no CUDA toolkit (its CUDA_HOME is None{}), "
-                "and FlashInfer 0.2.0-0.2.5 builds every module through it".format(
+                "and FlashInfer 0.2.0-0.2.5 builds every module through it ({})".format(
                     f": torch {torch.__version__} is a CPU build, which ignores CUDA_HOME"
                     if getattr(torch.version, "cuda", None) is None else
-                    ": set CUDA_HOME or put nvcc on PATH"))
-        return self._gen(*self._args)
+                    ": set CUDA_HOME or put nvcc on PATH", str(e)[:200])) from e
 
 
 def legacy_jit_dir(jit):
