@@ -452,3 +452,4 @@ class LocksFacts(TypedDict, total=False):
     own_pids: List[int]
     fd_scan: Dict[str, int]
     sample_window_s: float
+    idle_lock_files: int  # --level quick: unheld flock files counted, not listed
