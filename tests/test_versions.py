@@ -117,3 +117,34 @@ def test_a_real_two_process_lock_wait_is_stalled_and_names_the_holder(tmp_path, 
     assert m["status"] == "stalled", m
     assert m["verdict"]["data"]["cause"] == "lock-held"
     assert m["verdict"]["data"]["holder_pid"] == holder.pid
+
+
+@pytest.mark.parametrize("version", ["0.5.3", "0.7.4"])
+def test_real_decode_build_then_diagnose_finds_the_layout(tmp_path, version):
+    """Families 0.4–0.6 and 0.7: a real decode module compiled by this box's nvcc (the stub
+    libcuda and CUDA_HOME of warmup_helpers.build_env), then diagnose finds the versioned
+    workspace and the module, and reports it healthy."""
+    py = release_python(version)
+    env = build_env(py.parent.parent, tmp_path)
+    r = run_cli(["warmup", "--python", str(py), "--arch", "9.0a", "--modules",
+                 "single-decode:f16:64", "--json"], env=env, timeout=600)
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    [m] = doc["modules"]
+    assert m["status"] == "done", (m, r.stderr[-2000:])
+    ws = tmp_path / ".cache" / "flashinfer" / version / "90a"
+    assert m["module_dir"] == str(ws / "cached_ops" / m["name"])
+    assert os.path.getsize(os.path.join(m["module_dir"], m["name"] + ".so")) > 0
+    env["FLASHINFER_CUDA_ARCH_LIST"] = "9.0a"
+    d = run_cli(["diagnose", "--python", str(py), "--json"], env=env)
+    assert "Traceback" not in d.stderr
+    diag = json.loads(d.stdout)
+    problems = [f["id"] for f in diag["findings"] if f["severity"] in ("error", "warning")]
+    assert problems == [], diag["findings"]
+    assert diag["target"]["flashinfer"] == version
+    from fidoctor.snapshot.context import build_context
+    from fidoctor.snapshot.runner import gather_snapshot
+
+    cache = gather_snapshot(build_context(python=str(py), env=env), only=["cache"]).data("cache")
+    [w] = [w for w in cache["workspaces"] if w["path"] == str(ws)]
+    assert [mod["name"] for mod in w["modules"]] == [m["name"]]
