@@ -148,3 +148,51 @@ def test_real_decode_build_then_diagnose_finds_the_layout(tmp_path, version):
     cache = gather_snapshot(build_context(python=str(py), env=env), only=["cache"]).data("cache")
     [w] = [w for w in cache["workspaces"] if w["path"] == str(ws)]
     assert [mod["name"] for mod in w["modules"]] == [m["name"]]
+
+
+KILLED_BUILD = """
+import sys, torch
+import flashinfer.jit as jit
+gen = getattr(jit, "gen_single_decode_module", None)
+if gen is None:
+    from flashinfer.jit.attention import gen_single_decode_module as gen
+spec = gen(torch.float16, torch.float16, torch.float16, 64, 64, 0, False, False)
+print(spec.name, flush=True)
+spec.build_and_load()
+"""
+
+
+@pytest.mark.parametrize("version", ["0.5.3", "0.7.4"])
+def test_a_real_sigkill_of_a_first_call_build_is_found(tmp_path, procs, version):
+    """The server's first call builds the module (FlashInfer's own build_and_load); it is
+    SIGKILLed while nvcc runs. diagnose names the module: its orphaned compiler tree while it
+    lives, or the half-built dir after."""
+    import signal
+
+    from proc_helpers import wait_for
+
+    py = release_python(version)
+    env = build_env(py.parent.parent, tmp_path)
+    env["FLASHINFER_CUDA_ARCH_LIST"] = "9.0a"
+    script = tmp_path / "server.py"
+    script.write_text(KILLED_BUILD)
+    import subprocess
+
+    server = procs.start([str(py), str(script)], env=env, stdout=subprocess.PIPE)
+    name = server.stdout.readline().decode().strip()
+    assert name.startswith("single_decode_with_kv_cache"), name
+    procs.find("cicc", timeout=120)
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait(10)
+    mdir = str(tmp_path / ".cache" / "flashinfer" / version / "90a" / "cached_ops" / name)
+    wait_for(lambda: os.path.isdir(mdir), what="the module dir")
+    d = run_cli(["diagnose", "--python", str(py), "--json"], env=env)
+    assert "Traceback" not in d.stderr
+    diag = json.loads(d.stdout)
+    hits = [f for f in diag["findings"]
+            if f["id"] in ("build-process-stuck", "cache-incomplete-module", "jit-log-unfinished",
+                           "build-killed")
+            and (name in f["subject"] or name in json.dumps(f.get("data", {})))]
+    assert hits, diag["findings"]
+    assert not os.path.exists(os.path.join(mdir, name + ".so")) or any(
+        f["id"] == "build-process-stuck" for f in hits)
