@@ -4,8 +4,10 @@ Why: Slurm kills a ``HealthCheckProgram`` after 60 s and runs it on every node
 every few minutes; a Kubernetes startup probe runs every few seconds. So the
 quick level reads files and ``/proc`` only: no target interpreter subprocess
 (target, toolkit, host compiler, GPU queries), no ninja (rebuild), no CPU
-sampling of processes, no ELF parsing. Sections: host, cache, fs, locks,
-jitlog, jit_build_log; the whole gather is cut at GATHER_BUDGET_S so the
+sampling of processes, no build.ninja, no ELF parsing beyond each .so's
+64-byte head (the cache gatherer's quick scan: ``ctx.extra["level"]``).
+Sections: host, cache, fs, locks, jitlog, jit_build_log (fs does not wait
+for the cache scan: INDEPENDENT); the whole gather is cut at GATHER_BUDGET_S so the
 command ends within 5 s even when the cache sits on a stalled mount.
 
 A cache or fs section that ran out of time on such a mount is not "not
