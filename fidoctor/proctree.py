@@ -42,9 +42,11 @@ STATE_LETTER = {
     "running": "R", "sleeping": "S", "disk-sleep": "D", "stopped": "T", "tracing-stop": "t",
     "zombie": "Z", "dead": "X", "idle": "I", "parked": "P", "waking": "W", "wake-kill": "K",
 }
-# Kernel wait channels of a process parked in sleep(): a poll loop between rounds.
+# Kernel wait channels of a process parked in sleep(): a poll loop between rounds. Python
+# <= 3.10's time.sleep() is select(), which the kernel parks in poll_schedule_timeout (a
+# filelock waiter on a Python 3.10 server looks like that).
 SLEEP_WCHANS = ("hrtimer_nanosleep", "do_nanosleep", "clock_nanosleep", "nanosleep",
-                "schedule_hrtimeout_range", "do_select", "do_sys_poll")
+                "schedule_hrtimeout_range", "do_select", "do_sys_poll", "poll_schedule_timeout")
 
 
 def is_python_exe(exe: Optional[str], name: Optional[str] = None) -> bool:
