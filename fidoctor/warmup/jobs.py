@@ -68,15 +68,18 @@ def choose_jobs(mem_class: str, override: Optional[int] = None) -> Tuple[int, st
 def budget(mem_classes: List[str], override: Optional[int] = None) -> Tuple[int, str, int]:
     """(total jobs, why, available bytes) for one pool shared by modules of these classes.
 
-    Total ≈ cores, capped by ``--jobs`` and by memory for the heaviest class
-    in the set (its per-job peak, GB_PER_JOB, with RESERVE kept free).
+    ``--jobs`` sets the total, as MAX_JOBS did (the user's call, even above the cores);
+    otherwise ≈ cores, capped by memory for the heaviest class in the set (its per-job
+    peak, GB_PER_JOB, with RESERVE kept free).
     """
     n = cores()
     avail, src = available_memory()
+    if override:
+        return override, f"--jobs {override} ({n} cores)", avail
     per = max((GB_PER_JOB[c] for c in mem_classes), default=GB_PER_JOB["decode"])
     by_mem = max(1, int(max(avail - RESERVE, 0) / (per * 1e9)))
-    total = max(1, min(n, by_mem, override or n))
-    limit = "--jobs" if override and total == override else "cores" if total == n else "memory"
+    total = max(1, min(n, by_mem))
+    limit = "cores" if total == n else "memory"
     return total, (f"{n} cores, {avail / 2**30:.1f} GiB available ({src}), ~{per} GB per "
                    f"job allows {by_mem}; limited by {limit}"), avail
 
