@@ -26,7 +26,6 @@ from typing import Dict, Sequence
 from warmup_helpers import CUDA_HOME, FLASHINFER, _locked, build_env, cache_root, target_venv
 
 SMALL = ("single-decode:f16:64",)
-PY = f"python{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 def compiled_base(specs: Sequence[str] = SMALL) -> Path:
@@ -64,8 +63,9 @@ def second_target(root: Path) -> Dict[str, Path]:
     first = target_venv()
     venv = root / "venv2"
     subprocess.run([str(first), "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = venv / "lib" / PY / "site-packages"
-    first_site = first.parent.parent / "lib" / PY / "site-packages"
+    # the target venv's Python (FIDOCTOR_TEST_TARGET_PYTHON), not necessarily the tests' own
+    first_site = next((first.parent.parent / "lib").glob("python3.*")) / "site-packages"
+    site = venv / "lib" / first_site.parent.name / "site-packages"
     # torch, tvm_ffi, ninja… come from the first venv; flashinfer from our own site-packages,
     # which comes first on sys.path.
     (site / "zz-first-venv.pth").write_text(str(first_site) + "\n")
