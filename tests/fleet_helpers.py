@@ -174,16 +174,18 @@ RAY_VERSION = "2.40.0"
 
 def ray_python() -> str:
     """A venv with ray (pinned), built once under the test cache and locked while built."""
-    import sys
+    from warmup_helpers import _locked, cache_root, target_python
 
-    from warmup_helpers import _locked, cache_root
-
-    venv = cache_root() / f"ray-{RAY_VERSION}-py{sys.version_info[0]}{sys.version_info[1]}"
+    # The target venv's interpreter (CI's highest Python, 3.13, has no wheel of this ray).
+    base = target_python()
+    ver = subprocess.run([base, "-c", "import sys; print('%d%d' % sys.version_info[:2])"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    venv = cache_root() / f"ray-{RAY_VERSION}-py{ver}"
     py = venv / "bin" / "python"
     with _locked(cache_root() / (venv.name + ".lock")):
         if not (venv / ".done").exists():
             shutil.rmtree(venv, ignore_errors=True)
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([base, "-m", "venv", str(venv)], check=True)
             subprocess.run([str(py), "-m", "pip", "install", "-q", f"ray=={RAY_VERSION}"],
                            check=True, timeout=1200)
             (venv / ".done").write_text("ok\n")
