@@ -21,6 +21,7 @@ from proc_helpers import (
 )
 
 from fidoctor.diagnosis import diagnose
+from fidoctor.flashinfer.jobmem import job_peak_bytes
 from fidoctor.snapshot import Snapshot
 
 pytestmark = pytest.mark.timeout(90)
@@ -108,7 +109,7 @@ def test_memory_pressure_warns_with_concrete_max_jobs(box, procs):
     assert f.severity == "warning" and _fix_ids(f) == ["set-max-jobs"]
     n = f.data["max_jobs"]
     assert 1 <= n < 64 and f.fixes[0].commands == [f"export MAX_JOBS={n}"]
-    assert n * 3.5 * (1 << 30) <= avail + (1 << 30)  # fits in what is available
+    assert n * job_peak_bytes(FA3) <= avail + (1 << 30)  # fits in what is available
     assert f"ninja pid {ninja}" in "\n".join(f.evidence) and "64 jobs" in "\n".join(f.evidence)
 
 

@@ -24,6 +24,7 @@ import os
 from typing import Any, Dict, Iterable, List
 
 from fidoctor.flashinfer.eta import jobs_for, kind_of
+from fidoctor.flashinfer.jobmem import job_peak_bytes
 from fidoctor.model import Finding, Fix
 from fidoctor.probes._facts import builders, has_build_files, iter_modules, so_problem
 from fidoctor.probes._fsfacts import gib
@@ -34,8 +35,6 @@ ID = "build-killed"
 REQUIRES = ("oom", "cache")
 CAUSE = True
 GIB = 1 << 30
-PER_JOB = {"prefill-fa3": 3.5, "single-prefill-fa3": 3.5, "prefill-fa2": 1.0,
-           "single-prefill-fa2": 1.0, "decode": 0.5, "single-decode": 0.5}  # warmup/specs.py
 TIE_BEFORE_S, TIE_AFTER_S = 5, 900
 
 
@@ -100,7 +99,8 @@ def check(snap: Snapshot) -> Iterable[Finding]:
                             + (f", {len(m['stale_depfiles'])} leftover depfile(s)"
                                if m.get("stale_depfiles") else ""))
     kinds = [kind_of(n) for n in affected] or ["prefill-fa2"]
-    per_job = max(PER_JOB.get(k, 1.0) for k in kinds)
+    peak = max(job_peak_bytes(n) for n in (affected or kinds))  # flashinfer/jobmem.py
+    per_job = round(peak / GIB, 1)
     cores = snap.data("host").get("cpu_count") or os.cpu_count() or 1
     jobs_now = jobs_for(snap.context.get("env") or {}, cores)
     limit = cg.get("limit") if pid else None
@@ -108,7 +108,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
     fixes: List[Fix] = []
     max_jobs = None
     if mem:
-        fit = int(mem * 0.9 / (per_job * GIB))
+        fit = int(mem * 0.9 / peak)
         if fit >= 1:
             max_jobs = min(fit, cores, max(1, jobs_now - 1)) if fit < jobs_now else None
         if max_jobs:

@@ -2,10 +2,10 @@
 
 What: for each FlashInfer build running now, the jobs ninja will run at once
 (its ``-j``, set from ``MAX_JOBS``; without it ninja's default: nproc + 2, or
-2/3 on 1/2 CPUs) times the per-job peak (measured on real builds: ≈0.5 GB for
-a decode module, ≈3.4 GB in cicc for an FA3/sm90 one; the largest compiler
-RSS seen in the tree raises it) exceeds the memory available plus what the
-build already uses.
+2/3 on 1/2 CPUs) times the per-job peak (the one table,
+``flashinfer/jobmem.py``: 0.5 GB for a decode module, 1 GB for FA2, 3.1 GB
+for an FA3/sm90 one; the largest compiler RSS seen in the tree raises it)
+exceeds the memory available plus what the build already uses.
 Why: host RAM, not GPU memory, runs out: the OOM killer takes cicc/ptxas and
 ninja fails with ``subcommand failed`` / code 137 (FlashInfer#3634), and the
 kill can leave a half-built module or a stale lock behind.
@@ -16,9 +16,9 @@ takes effect on the next build. Safe and reversible.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Dict, Iterable, List, Optional
 
+from fidoctor.flashinfer.jobmem import job_peak_bytes
 from fidoctor.model import Finding, Fix
 from fidoctor.probes._trees import stuck_trees
 from fidoctor.proctree import fmt_rss
@@ -26,10 +26,6 @@ from fidoctor.snapshot import Snapshot
 
 ID = "build-memory-pressure"
 REQUIRES = ("processes", "host")
-GB = 1 << 30
-PEAK_LIGHT = int(0.5 * GB)
-PEAK_HEAVY = int(3.5 * GB)
-HEAVY = re.compile(r"(_sm9\d|_sm1\d\d|sm90|sm100|cutlass|moe|gemm|fmha|mla)", re.I)
 HEADROOM = 0.8
 
 
@@ -76,7 +72,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
         jobs = jobs_of(ninja, env_jobs, cpus) if ninja else 1
         seen = max((p.get("rss_end") or p.get("rss") or 0 for p in tree["procs"]
                     if p.get("name") != "ninja"), default=0)
-        peak = max(PEAK_HEAVY if HEAVY.search(name) else PEAK_LIGHT, seen)
+        peak = max(job_peak_bytes(name), seen)
         rows.append({"module": name, "jobs": jobs, "peak": peak, "rss": s["rss"],
                      "pid": tree["root"]["pid"]})
     if not rows:

@@ -21,10 +21,10 @@ from typing import Dict, List, Optional, Tuple
 import psutil
 
 from fidoctor.flashinfer.builds import COMPILERS, module_dir_of
+from fidoctor.flashinfer.jobmem import GB_PER_JOB
 from fidoctor.kill import terminate_tree
 from fidoctor.proclocks import lock_holders
 from fidoctor.proctree import scan_table
-from fidoctor.warmup.specs import GB_PER_JOB
 
 RESERVE = 1 << 30
 

@@ -41,11 +41,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from fidoctor.flashinfer.jobmem import GB_PER_JOB
 from fidoctor.kill import terminate_tree
 from fidoctor.warmup import verdicts
 from fidoctor.warmup.child import first_error_line
 from fidoctor.warmup.result import ModuleResult
-from fidoctor.warmup.specs import GB_PER_JOB
 from fidoctor.warmup.watch import TreeWatch
 
 INTERVAL = 0.5

@@ -29,11 +29,6 @@ KINDS = ("decode", "prefill-fa2", "prefill-fa3", "single-decode", "single-prefil
          "single-prefill-fa3")
 DTYPES = ("bf16", "f16")
 DEFAULT_HEAD_DIM = 128
-# Peak host memory of one compile job (one nvcc edge), GB. Measured: an FA3 cicc
-# peaked at 2.6 GiB on the H200 (h200-facts.md; 3.4 GB on this CPU box with the
-# hd-64 single-prefill module), decode ~0.46 GB (real-builds-on-cpu.md); FA2
-# prefill is between. FA3 keeps a ~10 % margin over the H200 figure.
-GB_PER_JOB = {"decode": 0.5, "fa2": 1.0, "fa3": 3.1}
 # Hard per-module timeouts (s): generous on purpose, the stall detector is
 # what ends hangs early; this bounds a compile that is busy but endless.
 DEFAULT_TIMEOUT = {"decode": 900, "fa2": 1800, "fa3": 3600}
