@@ -21,13 +21,12 @@ warm run re-reads nothing. A corrupt cache file is ignored, never fatal.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import struct
-import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
 from fidoctor.fsutil import open_regular
+from fidoctor.jsoncache import load_entries, save_entries
 from fidoctor.paths import cache_dir
 
 FACTS_VERSION = 1
@@ -349,7 +348,7 @@ class FactCache:
     """ELF facts on disk, keyed by path and (size, mtime_ns, inode, device).
 
     Robust by construction: an unreadable, truncated or foreign file is
-    treated as empty; saving goes through a temp file and ``os.replace`` so a
+    treated as empty; saving goes through ``jsoncache`` (``safeio.write_atomic``) so a
     crash or a concurrent fidoctor never leaves half a file. Errors are cached
     too (a truncated module stays truncated until it changes).
     """
@@ -358,24 +357,10 @@ class FactCache:
 
     def __init__(self, path: Optional[str] = None) -> None:
         self.path = path or os.path.join(cache_dir(), f"elf-facts-v{FACTS_VERSION}.json")
-        self.entries: Dict[str, Any] = {}
         self.used: set = set()
         self.dirty = False
-        self.load_error = ""
         self.hits = self.misses = 0
-        try:
-            with open_regular(self.path) as f:
-                raw = json.loads(f.read().decode("utf-8"))
-            if isinstance(raw, dict) and raw.get("version") == FACTS_VERSION and isinstance(
-                raw.get("entries"), dict
-            ):
-                self.entries = raw["entries"]
-            else:
-                self.load_error = "foreign or old cache format; starting afresh"
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, UnicodeDecodeError) as e:
-            self.load_error = f"cache unreadable ({type(e).__name__}); starting afresh"
+        self.entries, self.load_error = load_entries(self.path, FACTS_VERSION, "cache")
 
     def facts(self, path: str, prefixes: Tuple[bytes, ...] = CUDA_PREFIXES) -> Dict[str, Any]:
         """Facts of ``path`` (or ``{"error": reason}``), from the cache when unchanged."""
@@ -407,23 +392,8 @@ class FactCache:
             return None
         if len(self.entries) > self.MAX_ENTRIES:
             self.entries = {k: v for k, v in self.entries.items() if k in self.used}
-        try:
-            d = os.path.dirname(self.path)
-            os.makedirs(d, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".elf-facts.", dir=d)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    # dumps, not dump: json.dump streams through the pure-Python encoder.
-                    f.write(json.dumps({"version": FACTS_VERSION, "entries": self.entries},
-                                       separators=(",", ":")))
-                os.replace(tmp, self.path)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
-        except OSError as e:
-            return f"cannot save ELF fact cache {self.path}: {e.strerror or e}"
+        err = save_entries(self.path, FACTS_VERSION, self.entries, "ELF fact cache")
+        if err:
+            return err
         self.dirty = False
         return None

@@ -7,19 +7,18 @@ tool-facts-v1.json``) keyed by the executable's real path, size, mtime and
 inode. A warm diagnose runs no tool at all. A cold one runs each under its own
 timeout and a shared budget: a query the budget cannot afford is recorded as
 skipped, never waited for. A corrupt cache file is ignored, never fatal; it is
-replaced through a temp file and ``os.replace``.
+replaced atomically (``jsoncache``, through ``safeio.write_atomic``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from fidoctor import proc
-from fidoctor.fsutil import open_regular
+from fidoctor.jsoncache import load_entries, save_entries
 from fidoctor.paths import cache_dir
 
 FACTS_VERSION = 1
@@ -42,24 +41,11 @@ class ToolCache:
     def __init__(self, budget_s: float, path: Optional[str] = None) -> None:
         self.path = path or os.path.join(cache_dir(), f"tool-facts-v{FACTS_VERSION}.json")
         self.deadline = time.monotonic() + budget_s
-        self.entries: Dict[str, Any] = {}
         self.dirty = False
         self.ran: List[str] = []
         self.hits = 0
         self.skipped: List[str] = []
-        self.load_error = ""
-        try:
-            with open_regular(self.path) as f:
-                raw = json.loads(f.read().decode("utf-8"))
-            if isinstance(raw, dict) and raw.get("version") == FACTS_VERSION and isinstance(
-                    raw.get("entries"), dict):
-                self.entries = raw["entries"]
-            else:
-                self.load_error = "foreign or old tool cache format; starting afresh"
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, UnicodeDecodeError) as e:
-            self.load_error = f"tool cache unreadable ({type(e).__name__}); starting afresh"
+        self.entries, self.load_error = load_entries(self.path, FACTS_VERSION, "tool cache")
 
     def left_s(self) -> float:
         return self.deadline - time.monotonic()
@@ -108,22 +94,8 @@ class ToolCache:
             return None
         if len(self.entries) > MAX_ENTRIES:
             self.entries = dict(list(self.entries.items())[-MAX_ENTRIES:])
-        try:
-            d = os.path.dirname(self.path)
-            os.makedirs(d, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tool-facts.", dir=d)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(json.dumps({"version": FACTS_VERSION, "entries": self.entries},
-                                       separators=(",", ":")))
-                os.replace(tmp, self.path)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
-        except OSError as e:
-            return f"cannot save tool cache {self.path}: {e.strerror or e}"
+        err = save_entries(self.path, FACTS_VERSION, self.entries, "tool cache")
+        if err:
+            return err
         self.dirty = False
         return None

@@ -1,0 +1,49 @@
+"""Versioned JSON cache files in fidoctor's cache dir (ELF facts, tool answers): load and save.
+
+Why one place: such a file is safe to lose, so reading it never fails a run
+(absent is empty; a foreign, old, truncated or unreadable one is empty with a
+note), and writing it goes through ``safeio.write_atomic`` (same-dir temp
+file, fsync, rename; only a regular file is ever replaced), so a crash or a
+concurrent fidoctor never leaves half a file. Errors come back as strings for
+the gatherer to record, never as exceptions.
+
+File shape: ``{"version": N, "entries": {key: value}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Optional, Tuple
+
+from fidoctor.fsutil import open_regular
+from fidoctor.safeio import UnsafeFile, write_atomic
+
+
+def load_entries(path: str, version: int, what: str) -> Tuple[Dict[str, Any], str]:
+    """(entries, note) from ``path``; the note is "" unless the file was unusable."""
+    try:
+        with open_regular(path) as f:
+            raw = json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        return {}, ""
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        return {}, f"{what} unreadable ({type(e).__name__}); starting afresh"
+    if isinstance(raw, dict) and raw.get("version") == version and isinstance(
+            raw.get("entries"), dict):
+        return raw["entries"], ""
+    return {}, f"foreign or old {what} format; starting afresh"
+
+
+def save_entries(path: str, version: int, entries: Dict[str, Any], what: str) -> Optional[str]:
+    """Write ``entries`` to ``path`` atomically; an error string instead of raising."""
+    # dumps, not dump: json.dump streams through the pure-Python encoder.
+    data = json.dumps({"version": version, "entries": entries}, separators=(",", ":"))
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        write_atomic(path, data.encode("utf-8"), what=what)
+    except OSError as e:
+        return f"cannot save {what} {path}: {e.strerror or e}"
+    except UnsafeFile as e:
+        return e.message
+    return None
