@@ -19,6 +19,7 @@ from fidoctor import __version__
 from fidoctor.cachebundle import bundle, manifest
 from fidoctor.cachebundle.target import Target
 from fidoctor.errors import FidoctorError
+from fidoctor.txn.safety import sha256_file
 
 
 @dataclass
@@ -98,7 +99,7 @@ def export(t: Target, out_path: str, wanted: Optional[List[str]] = None,
                     continue
                 written.add(fe["path"])
                 src = os.path.join(ws, fe["path"])
-                if manifest.sha256_file(src) != fe["sha256"]:
+                if sha256_file(src) != fe["sha256"]:
                     raise FidoctorError(f"{src} changed while exporting; nothing was written")
                 w.add_file(bundle.PREFIX + fe["path"], src, fe["mode"], fe["mtime_ns"])
         w.close()

@@ -16,7 +16,6 @@ add fields, never repurpose them):
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import stat
@@ -25,11 +24,11 @@ from typing import Dict, List, Optional, TypedDict
 from fidoctor import safeio
 from fidoctor.cachebundle import graph, ninjafiles
 from fidoctor.errors import FidoctorError
+from fidoctor.txn.safety import sha256_file
 
 FORMAT = "fidoctor-cache-bundle"
 FORMAT_VERSION = 1
 SKIP_IN_MODULE = (".ninja_log", ".ninja_deps", ".ninja_lock")
-CHUNK = 1 << 20
 
 
 class FileEntry(TypedDict):
@@ -61,22 +60,6 @@ class ModuleManifest(TypedDict):
     ninja_log: List[LogEntry]        # the builder's .ninja_log entries for its outputs
     deps: Dict[str, List[str]]       # output → deps, from .ninja_deps (builder's paths)
     inputs: Dict[str, str]           # every source/header (builder's path) → sha256
-
-
-def sha256_file(path: str) -> str:
-    """sha256 of a regular file (never follows a symlink, never opens a FIFO)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise FidoctorError(f"{path}: not a regular file")
-        h = hashlib.sha256()
-        while True:
-            b = os.read(fd, CHUNK)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
-    finally:
-        os.close(fd)
 
 
 class DigestCache:
