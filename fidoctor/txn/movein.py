@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 from fidoctor.txn.journal import fsync_dir
 from fidoctor.txn.safety import StepError, check_parent_inside, check_writable_dir, explain_os_error, manifest
-from fidoctor.txn.steps import AFTER, BEFORE, UNKNOWN, TxContext, register_kind
+from fidoctor.txn.steps import AFTER, TxContext, register_kind, remove_created, rename_state
 
 
 @dataclass
@@ -69,12 +69,7 @@ class MoveIn:
         return {}
 
     def state(self) -> str:
-        s, d = os.path.lexists(self.src), os.path.lexists(self.dst)
-        if d and not s:
-            return AFTER
-        if s and not d:
-            return BEFORE
-        return UNKNOWN
+        return rename_state(self.src, self.dst)
 
     def explain_unknown(self) -> str:
         if os.path.lexists(self.dst):
@@ -103,11 +98,7 @@ class MoveIn:
         return []
 
     def cleanup(self) -> None:
-        for d in reversed(self.created):
-            try:
-                os.rmdir(d)  # only an empty dir fidoctor made
-            except OSError:
-                break
+        remove_created(self.created)
 
 
 @dataclass

@@ -48,6 +48,26 @@ class TxContext:
         self.txid, self.backups, self.removed, self.n = txid, backups, removed, n
 
 
+def rename_state(src: str, dst: str) -> str:
+    """Where a one-rename step stands, asked of the disk: only ``dst`` there is AFTER,
+    only ``src`` is BEFORE, both or neither is UNKNOWN (recovery never guesses)."""
+    s, d = os.path.lexists(src), os.path.lexists(dst)
+    if d and not s:
+        return AFTER
+    if s and not d:
+        return BEFORE
+    return UNKNOWN
+
+
+def remove_created(dirs: List[str]) -> None:
+    """Remove the dirs a step made (listed top first), deepest first; stop at one not empty."""
+    for d in reversed(dirs):
+        try:
+            os.rmdir(d)  # only ever removes an empty dir fidoctor made
+        except OSError:
+            break
+
+
 @dataclass
 class MoveAside:
     """Rename ``src`` to ``dst`` (in the quarantine, same file system)."""
@@ -137,12 +157,7 @@ class MoveAside:
                     os.close(fd)
 
     def state(self) -> str:
-        s, d = os.path.lexists(self.src), os.path.lexists(self.dst)
-        if d and not s:
-            return AFTER
-        if s and not d:
-            return BEFORE
-        return UNKNOWN
+        return rename_state(self.src, self.dst)
 
     def explain_unknown(self) -> str:
         if os.path.lexists(self.src):
@@ -168,11 +183,7 @@ class MoveAside:
         return warnings
 
     def cleanup(self) -> None:
-        for d in reversed(self.created):
-            try:
-                os.rmdir(d)  # only ever removes an empty dir fidoctor made
-            except OSError:
-                break
+        remove_created(self.created)
 
 
 @dataclass
