@@ -5,6 +5,10 @@ the serving process's environment. fidoctor collects them from every plan into
 one file, ``<state_dir>/env.sh``, written through the transaction layer (so
 undo takes it back) and prints the exact ``export`` lines too. Path-like
 variables are prepended to whatever the user already has.
+
+An env-file fix plugin is a guard and one ``env_plan`` call: ``probe_env``
+takes the variables its probe chose (``data["env"]``), ``env_plan`` builds a
+plan that changes nothing on disk but the env file.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import hashlib
 import os
 import re
 import shlex
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
+from fidoctor.fixes import NotApplicable, Plan
+from fidoctor.model import Finding
 from fidoctor.safeio import SMALL_CAP, read_text_or_none
 from fidoctor.txn.safety import sha256_or_none
 from fidoctor.txn.steps import PutFile
@@ -23,6 +29,23 @@ PREPEND = ("LD_PRELOAD", "LD_LIBRARY_PATH", "PATH")
 HEADER = ("# Written by fidoctor fix. Source it in the shell or unit that starts the server:\n"
           "#   . {path}\n# fidoctor undo takes it back.\n")
 _EXPORT = re.compile(r"^export ([A-Za-z_][A-Za-z0-9_]*)=")
+NEXT_START = "takes effect on the next start of the server"
+
+
+def probe_env(finding: Finding, needed: str, reason: str) -> Dict[str, str]:
+    """The variables the probe chose (``data["env"]``); ``NotApplicable(reason)`` without
+    a value for ``needed``."""
+    env = finding.data.get("env") or {}
+    if not env.get(needed):
+        raise NotApplicable(reason)
+    return dict(env)
+
+
+def env_plan(finding: Finding, fix_id: str, safety: str, why: str, env: Dict[str, str],
+             notes: Sequence[str] = (NEXT_START,), modules: Sequence[str] = ()) -> Plan:
+    """The plan of a fix that only writes ``env`` into the env file."""
+    return Plan(fix_id=fix_id, finding_id=finding.id, subject=finding.subject, safety=safety,
+                why=why, env=dict(env), notes=list(notes), modules=list(modules))
 
 
 def env_path(state: str) -> str:

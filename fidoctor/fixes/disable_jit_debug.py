@@ -13,6 +13,7 @@ Undo: ``fidoctor undo`` takes the env file back. Finding data read: none.
 from __future__ import annotations
 
 from fidoctor.fixes import FixContext, Plan
+from fidoctor.fixes._envfile import NEXT_START, env_plan
 from fidoctor.model import Finding
 
 ID = "disable-jit-debug"
@@ -21,13 +22,9 @@ SAFETY = "safe"
 
 def plan(finding: Finding, ctx: FixContext) -> Plan:
     mods = finding.data.get("modules") or {}
-    notes = ["takes effect on the next start of the server"]
+    notes = [NEXT_START]
     if mods:
         notes.append(f"{len(mods)} module(s) already built with debug flags are rebuilt once "
                      "moved aside: fidoctor fix --only build-flags-debug --use quarantine-module")
-    return Plan(
-        fix_id=ID, finding_id=finding.id, subject=finding.subject, safety=SAFETY,
-        why="FLASHINFER_JIT_DEBUG=0 overrides the debug build that FLASHINFER_JIT_VERBOSE=1 "
-            "implies",
-        env={"FLASHINFER_JIT_DEBUG": "0"}, notes=notes,
-    )
+    return env_plan(finding, ID, SAFETY, "FLASHINFER_JIT_DEBUG=0 overrides the debug build "
+                    "that FLASHINFER_JIT_VERBOSE=1 implies", {"FLASHINFER_JIT_DEBUG": "0"}, notes)

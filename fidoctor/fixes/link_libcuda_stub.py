@@ -14,7 +14,8 @@ Undo: ``fidoctor undo`` takes the env file back. Finding data read: env, stub.
 
 from __future__ import annotations
 
-from fidoctor.fixes import FixContext, NotApplicable, Plan
+from fidoctor.fixes import FixContext, Plan
+from fidoctor.fixes._envfile import env_plan, probe_env
 from fidoctor.model import Finding
 
 ID = "link-libcuda-stub"
@@ -22,11 +23,7 @@ SAFETY = "safe"
 
 
 def plan(finding: Finding, ctx: FixContext) -> Plan:
-    env = finding.data.get("env") or {}
-    if not env.get("FLASHINFER_EXTRA_LDFLAGS"):
-        raise NotApplicable("no libcuda.so stub found on this machine to link against")
-    return Plan(
-        fix_id=ID, finding_id=finding.id, subject=finding.subject, safety=SAFETY,
-        why=f"{finding.data.get('stub')} resolves -lcuda at link time",
-        env=dict(env), notes=["takes effect on the next start of the server"],
-    )
+    env = probe_env(finding, "FLASHINFER_EXTRA_LDFLAGS",
+                    "no libcuda.so stub found on this machine to link against")
+    return env_plan(finding, ID, SAFETY, f"{finding.data.get('stub')} resolves -lcuda at link time",
+                    env)

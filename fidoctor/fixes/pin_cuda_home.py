@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from fidoctor.fixes import FixContext, NotApplicable, Plan
+from fidoctor.fixes._envfile import env_plan
 from fidoctor.model import Finding
 
 ID = "pin-cuda-home"
@@ -28,10 +29,8 @@ def plan(finding: Finding, ctx: FixContext) -> Plan:
         raise NotApplicable("the cached modules recorded more than one toolkit, or another one")
     if not os.access(os.path.join(home, "bin", "nvcc"), os.X_OK):
         raise NotApplicable(f"{home}/bin/nvcc is not runnable any more")
-    return Plan(
-        fix_id=ID, finding_id=finding.id, subject=finding.subject, safety=SAFETY,
-        why=f"{home} is the same toolkit under the string the cache was built with",
-        env={"CUDA_HOME": home},
-        notes=["every process that starts the server must use the same string "
-               "(a second launcher with another CUDA_HOME makes the rebuilds ping-pong)"],
-    )
+    return env_plan(finding, ID, SAFETY,
+                    f"{home} is the same toolkit under the string the cache was built with",
+                    {"CUDA_HOME": home},
+                    ["every process that starts the server must use the same string (a second "
+                     "launcher with another CUDA_HOME makes the rebuilds ping-pong)"])

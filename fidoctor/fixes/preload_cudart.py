@@ -21,6 +21,7 @@ import os
 
 from fidoctor.fixes import FixContext, Plan
 from fidoctor.fixes._cudart import provider, require_not_older, restart_notes
+from fidoctor.fixes._envfile import env_plan
 from fidoctor.model import Finding
 
 ID = "preload-cudart"
@@ -35,10 +36,10 @@ def plan(finding: Finding, ctx: FixContext) -> Plan:
     if os.path.basename(prov) == "libcudart.so.12":
         env["CUDA_LIB_PATH"] = d.get("cuda_lib_path") or os.path.dirname(prov)
     mod = d.get("module_dir")
-    return Plan(
-        fix_id=ID, finding_id=finding.id, subject=finding.subject, safety=SAFETY,
-        why=f"the target loads libcudart {d.get('runtime_version') or '?'}, older than the code "
-            f"needs; preloading {prov} ({d.get('provider_version')}) in the server's environment "
-            "fixes this process only and changes no installed file",
-        env=env, notes=restart_notes(d, ctx), modules=[mod] if mod else [],
+    return env_plan(
+        finding, ID, SAFETY,
+        f"the target loads libcudart {d.get('runtime_version') or '?'}, older than the code "
+        f"needs; preloading {prov} ({d.get('provider_version')}) in the server's environment "
+        "fixes this process only and changes no installed file",
+        env, restart_notes(d, ctx), [mod] if mod else [],
     )

@@ -13,7 +13,8 @@ Undo: ``fidoctor undo`` takes the env file back. Finding data read: env.
 
 from __future__ import annotations
 
-from fidoctor.fixes import FixContext, NotApplicable, Plan
+from fidoctor.fixes import FixContext, Plan
+from fidoctor.fixes._envfile import env_plan, probe_env
 from fidoctor.model import Finding
 
 ID = "set-host-compiler"
@@ -21,12 +22,7 @@ SAFETY = "safe"
 
 
 def plan(finding: Finding, ctx: FixContext) -> Plan:
-    env = finding.data.get("env") or {}
-    if not env.get("CC"):
-        raise NotApplicable("no installed compiler passes this toolkit's host_config.h")
-    return Plan(
-        fix_id=ID, finding_id=finding.id, subject=finding.subject, safety=SAFETY,
-        why=f"{env['CC']} passes the guards of {finding.data.get('host_config')} that reject "
-            f"{(finding.data.get('compiler') or {}).get('path')}",
-        env=dict(env), notes=["takes effect on the next start of the server"],
-    )
+    env = probe_env(finding, "CC", "no installed compiler passes this toolkit's host_config.h")
+    return env_plan(finding, ID, SAFETY,
+                    f"{env['CC']} passes the guards of {finding.data.get('host_config')} that "
+                    f"reject {(finding.data.get('compiler') or {}).get('path')}", env)

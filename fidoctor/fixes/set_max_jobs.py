@@ -12,6 +12,7 @@ Undo: ``fidoctor undo`` takes the env file back. Finding data read: max_jobs.
 from __future__ import annotations
 
 from fidoctor.fixes import FixContext, NotApplicable, Plan
+from fidoctor.fixes._envfile import env_plan
 from fidoctor.model import Finding
 
 ID = "set-max-jobs"
@@ -22,9 +23,7 @@ def plan(finding: Finding, ctx: FixContext) -> Plan:
     n = finding.data.get("max_jobs")
     if not isinstance(n, int) or n < 1:
         raise NotApplicable("the finding gives no job count")
-    return Plan(
-        fix_id=ID, finding_id=finding.id, subject=finding.subject, safety=SAFETY,
-        why=f"the live build may need more memory than is available; {n} job(s) fit",
-        env={"MAX_JOBS": str(n)},
-        notes=["takes effect on the next build; a build running now keeps its -j"],
-    )
+    return env_plan(finding, ID, SAFETY,
+                    f"the live build may need more memory than is available; {n} job(s) fit",
+                    {"MAX_JOBS": str(n)},
+                    ["takes effect on the next build; a build running now keeps its -j"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 
 from fidoctor.fixes import FixContext, NotApplicable, Plan
+from fidoctor.fixes._envfile import env_plan
 from fidoctor.model import Finding
 
 ID = "use-local-workspace"
@@ -33,10 +34,8 @@ def plan(finding: Finding, ctx: FixContext) -> Plan:
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         raise NotApplicable(f"{parent} is not a directory")
-    return Plan(
-        fix_id=ID, finding_id=finding.id, subject=finding.subject, safety=SAFETY,
-        why=f"the cache moves to {base}/.cache/flashinfer (node-local, writable by the server)",
-        env={"FLASHINFER_WORKSPACE_BASE": base},
-        notes=["the new cache starts cold: the next start compiles its modules "
-               "(fidoctor warmup can do that first); the old cache is left as it was"],
-    )
+    return env_plan(finding, ID, SAFETY,
+                    f"the cache moves to {base}/.cache/flashinfer (node-local, writable by the "
+                    "server)", {"FLASHINFER_WORKSPACE_BASE": base},
+                    ["the new cache starts cold: the next start compiles its modules "
+                     "(fidoctor warmup can do that first); the old cache is left as it was"])
