@@ -20,6 +20,7 @@ from conftest import diagnose_box, snapshot_of
 from toolchain_helpers import cuda118, fi_generated_modules, gcc11
 
 from fidoctor.diagnosis import diagnose
+from fidoctor.probes._toolchain import vtuple
 
 pytestmark = pytest.mark.timeout(600)
 REAL13 = "/usr/local/cuda"
@@ -54,6 +55,20 @@ def need_real13():
         pytest.skip("no real nvcc at /usr/local/cuda")
 
 
+def assert_newer_toolkit_advised(f, snap):
+    """Both nvcc probes offer the newest other installed toolkit first (cuda-home-advice)."""
+    here = f.data["toolkit_path"]
+    newer = sorted((t for t in snap.data("toolkit")["installed"]
+                    if t.get("has_nvcc") and t["path"] != here and vtuple(t.get("version"))),
+                   key=lambda t: vtuple(t["version"]))
+    if not newer:
+        assert all(x.id != "cuda-home-advice" for x in f.fixes)
+        return
+    assert f.fixes[0].id == "cuda-home-advice" and f.fixes[0].safety == "caution"
+    assert f.data["suggested_cuda_home"] == newer[-1]["path"]
+    assert f.fixes[0].commands == [f"export CUDA_HOME={newer[-1]['path']}"]
+
+
 def real_nvcc_error(nvcc: Path, *args: str, cwd: Path) -> str:
     (cwd / "k.cu").write_text("__global__ void k(float *x) { x[0] = 1; }\n")
     r = subprocess.run([str(nvcc), *args, "-ccbin", str(gcc11() / "gcc-11"), "-c", "k.cu",
@@ -74,6 +89,7 @@ def test_cuda_11_8_refuses_compute_90a(box, cu118, tmp_path):
     assert "Unsupported gpu architecture 'compute_90a'" in bad["message"]
     assert "90" in f.data["list_gpu_arch"] and "90a" not in f.data["list_gpu_arch"]
     assert any("--list-gpu-arch: compute_35" in e for e in f.evidence)
+    assert_newer_toolkit_advised(f, diag.snapshot)
     # what the probe claims is what the real nvcc does with a real compile
     assert "Unsupported gpu architecture 'compute_90a'" in real_nvcc_error(
         cu118 / "bin" / "nvcc", "-gencode=arch=compute_90a,code=sm_90a", cwd=tmp_path)
@@ -149,9 +165,10 @@ def put(box, src: Path) -> Path:
 
 def test_flashinfer_0_7_flags_unknown_to_cuda_11_8(box, cu118, generated, tmp_path):
     mod = put(box, generated["release"])
-    [f] = by_id(diagnose_box(box, CUDA_HOME=str(cu118), FLASHINFER_CUDA_ARCH_LIST="8.0"),
-                "nvcc-flag-unsupported")
+    diag = diagnose_box(box, CUDA_HOME=str(cu118), FLASHINFER_CUDA_ARCH_LIST="8.0")
+    [f] = by_id(diag, "nvcc-flag-unsupported")
     assert f.severity == "error" and f.data["affects"] == [mod.name]
+    assert_newer_toolkit_advised(f, diag.snapshot)
     assert "--compress-mode" in f.data["unknown"]
     # FlashInfer gates this one on CUDA >= 12.8: never held against 11.8
     assert "-static-global-template-stub" not in f.data["unknown"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
+from fidoctor.model import Fix
+from fidoctor.probes._facts import quote
 from fidoctor.snapshot import Snapshot
 
 
@@ -54,3 +56,14 @@ def newer_toolkits(snap: Snapshot, need: Tuple[int, int]) -> List[Dict[str, Any]
         if t.get("has_nvcc") and t["path"] != here and v is not None and v >= need:
             out.append(t)
     return sorted(out, key=lambda t: vtuple(t.get("version")) or (0, 0))
+
+
+def newer_toolkit_fixes(cands: List[Dict[str, Any]]) -> List[Fix]:
+    """``cuda-home-advice`` for the newest of ``newer_toolkits`` (none when there is none)."""
+    if not cands:
+        return []
+    c = cands[-1]
+    return [Fix(id="cuda-home-advice", safety="caution",
+                description=f"Build with the newer toolkit {c['path']} (CUDA "
+                f"{c.get('version')}); check its runtime against torch's first",
+                commands=[f"export CUDA_HOME={quote(c['path'])}"])]

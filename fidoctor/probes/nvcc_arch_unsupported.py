@@ -30,8 +30,14 @@ from typing import Any, Dict, Iterable, List, Optional
 
 from fidoctor.flashinfer import nvcc as rules
 from fidoctor.model import Finding, Fix, ProbeInconclusive
-from fidoctor.probes._facts import quote
-from fidoctor.probes._toolchain import cuda_version, newer_toolkits, toolchain, toolkit, vtuple
+from fidoctor.probes._toolchain import (
+    cuda_version,
+    newer_toolkit_fixes,
+    newer_toolkits,
+    toolchain,
+    toolkit,
+    vtuple,
+)
 from fidoctor.snapshot import Snapshot
 
 ID = "nvcc-arch-unsupported"
@@ -107,13 +113,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
                         + " ".join("compute_" + a for a in listed))
     elif nv.get("archs_error"):
         evidence.append(f"nvcc --list-gpu-arch: {nv['archs_error']}")
-    fixes = []
-    if cands:
-        c = cands[-1]
-        fixes.append(Fix(id="cuda-home-advice", safety="caution",
-                         description=f"Build with the newer toolkit {c['path']} (CUDA "
-                         f"{c.get('version')}); check its runtime against torch's first",
-                         commands=[f"export CUDA_HOME={quote(c['path'])}"]))
+    fixes = newer_toolkit_fixes(cands)
     fixes.append(Fix(description="Install a CUDA toolkit new enough for these archs"
                      + (f" (CUDA >= {need[0]}.{need[1]})" if need > (0, 0) else "")
                      + ", or prebuilt kernels (flashinfer-jit-cache matching flashinfer-python)",

@@ -29,10 +29,10 @@ from typing import Dict, Iterable, List
 
 from fidoctor.flashinfer import nvcc as rules
 from fidoctor.model import Finding, Fix, ProbeInconclusive
-from fidoctor.probes._facts import quote
 from fidoctor.probes._toolchain import (
     cuda_version,
     fi_modules,
+    newer_toolkit_fixes,
     newer_toolkits,
     toolchain,
     toolkit,
@@ -103,12 +103,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
         env_opts = sorted(o for o, ns in unknown.items() if any(n.startswith("$") for n in ns))
         fixes.append(Fix(description=f"Remove {', '.join(env_opts)} from "
                          f"{', '.join(from_env)} in the server's environment", safety="safe"))
-    if cands:
-        c = cands[-1]
-        fixes.append(Fix(id="cuda-home-advice", safety="caution",
-                         description=f"Build with the newer toolkit {c['path']} (CUDA "
-                         f"{c.get('version')}); check its runtime against torch's first",
-                         commands=[f"export CUDA_HOME={quote(c['path'])}"]))
+    fixes += newer_toolkit_fixes(cands)
     fixes.append(Fix(description="Use a toolkit this FlashInfer release supports, or a "
                      "FlashInfer release that supports this toolkit", safety="caution"))
     flags = ", ".join(sorted(unknown))
