@@ -18,7 +18,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 OUTPUT_CAP = 4 << 20
 
@@ -156,3 +156,40 @@ def _communicate(p: subprocess.Popen, data: Optional[bytes], timeout: float,
             if f is not None:
                 f.close()
     return (b"".join(bufs.get(fds[0], [])), b"".join(bufs.get(fds[1], [])), timed_out, flooded)
+
+
+# --- /proc/PID/stat: the one reader of its fields ---------------------------------------
+
+STAT_FIELDS = {"state": 0, "ppid": 1, "pgid": 2, "sid": 3, "minflt": 7, "majflt": 9,
+               "utime": 11, "stime": 12, "starttime": 19}  # man 5 proc, counted after "comm)"
+
+
+def read_stat(pid: int) -> Optional[Dict[str, Any]]:
+    """Fields of ``/proc/PID/stat`` by name (``STAT_FIELDS``; times in clock ticks), or None.
+
+    The comm may hold spaces and ``)``: the fields start after the *last* ``)``.
+    ``majflt`` (major page faults: pages read back from disk) is what psutil does not
+    give: a compiler whose own code is reclaimed under a memory limit refaults it
+    thousands of times a second.
+    """
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        raw = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    i, j = raw.find(b"("), raw.rfind(b")")
+    if i < 0 or j < i:
+        return None
+    rest = raw[j + 1:].split()
+    out: Dict[str, Any] = {"comm": raw[i + 1:j].decode("utf-8", "replace")}
+    try:
+        for name, k in STAT_FIELDS.items():
+            out[name] = rest[k].decode() if name == "state" else int(rest[k])
+    except (IndexError, ValueError):
+        return None
+    return out

@@ -150,6 +150,14 @@ def procs(tmp_path):
 
 
 @pytest.fixture
+def memcg(procs):
+    """A real 200 MB memory cgroup below the test's own (tests/memcg_helpers.py)."""
+    from memcg_helpers import memcg_dir
+
+    yield from memcg_dir(procs)
+
+
+@pytest.fixture
 def box(tmp_path, built_so) -> Box:
     base = tmp_path / "base"
     base.mkdir()

@@ -2,8 +2,9 @@
 
 The "server" is a Python process that moves itself into a child memory cgroup
 of the test's own (v2 ``memory.max`` where the v2 controller is on, else v1
-``memory.limit_in_bytes``; here v1), then runs ninja on a module FlashInfer
-0.7.2.post1 wrote, as FlashInfer's ``run_ninja`` does, with the real nvcc 13.0.
+``memory.limit_in_bytes``; here v1; tests/memcg_helpers.py), pages the toolchain in
+first (so only the compilers' data is charged to the cgroup), then runs ninja on a module
+FlashInfer 0.7.2.post1 wrote, as FlashInfer's ``run_ninja`` does, with the real nvcc 13.0.
 At 200 MB cudafe++/cc1plus die to the kernel's OOM killer (~20 s). The server
 stays up so fidoctor reads its cgroup through ``--pid``.
 """
@@ -11,91 +12,18 @@ stays up so fidoctor reads its cgroup through ``--pid``.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
-import uuid
-from pathlib import Path
 
-import pytest
-from ninja_helpers import fi_env, flashinfer_module, venv_ninja
+from memcg_helpers import CUDA_HOME, server_ended
+from ninja_helpers import fi_env, flashinfer_module
 
 from fidoctor.diagnosis import diagnose
 from fidoctor.snapshot.context import build_context
 from fidoctor.snapshot.runner import gather_snapshot
 
-CUDA_HOME = "/usr/local/cuda"
-
-SERVER = r"""
-import os, subprocess, sys, tempfile, time
-if sys.argv[3] == "build":
-    # Page the toolchain in (nvcc, cudafe++, cicc, ptxas, cc1plus, as, ld) before joining the
-    # cgroup: page cache is charged to the cgroup that first reads it, and with the compilers'
-    # own code charged to a 200 MB cgroup the kernel reclaims and refaults it forever instead
-    # of OOM-killing (failcnt climbs, oom_kill stays 0: seen after `drop_caches`).
-    with tempfile.TemporaryDirectory() as t:
-        with open(os.path.join(t, "w.cu"), "w") as f:
-            f.write("__global__ void k(float *x) { x[0] = 1; }\n")
-        subprocess.run([os.path.join(sys.argv[5], "bin", "nvcc"), "-c", "w.cu", "-o", "w.o",
-                        "-gencode=arch=compute_90a,code=sm_90a"], cwd=t, capture_output=True,
-                       timeout=240)
-with open(os.path.join(sys.argv[1], "cgroup.procs"), "w") as f:
-    f.write(str(os.getpid()))
-if sys.argv[3] == "build":
-    try:
-        r = subprocess.run([sys.argv[2], "-C", sys.argv[4]], capture_output=True, text=True,
-                           timeout=240)
-        print("ended", r.returncode, r.stdout[-300:].replace("\n", " "), flush=True)
-    except subprocess.TimeoutExpired:
-        print("ended timeout: no OOM kill in 240 s", flush=True)
-else:
-    print("ended idle", flush=True)
-time.sleep(600)
-"""
-
-
-def _own_memcg() -> Path:
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        hid, ctrl, path = line.split(":", 2)
-        if hid == "0" and Path("/sys/fs/cgroup", path.lstrip("/"), "memory.max").exists():
-            return Path("/sys/fs/cgroup", path.lstrip("/"))
-        if "memory" in ctrl.split(","):
-            d = Path("/sys/fs/cgroup/memory", path.lstrip("/"))
-            if d.is_dir():
-                return d
-    pytest.skip("no memory cgroup controller (v1 or v2) on this machine")
-
-
-@pytest.fixture
-def memcg(procs):
-    d = _own_memcg() / f"fidoctor-test-{uuid.uuid4().hex[:8]}"
-    d.mkdir()
-    limit = next((d / n for n in ("memory.max", "memory.limit_in_bytes") if (d / n).exists()),
-                 None)
-    if limit is None:
-        d.rmdir()
-        pytest.skip(f"the memory controller is not delegated to {d.parent} (cgroup v2 "
-                    "subtree_control), so no child memory limit can be set")
-    limit.write_text("200M")
-    try:
-        yield d
-    finally:
-        procs.kill_all()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                d.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
-
 
 def _server(procs, memcg, env, mode, mod):
-    p = procs.start([sys.executable, "-c", SERVER, str(memcg), venv_ninja(), mode, str(mod),
-                     CUDA_HOME], env=env, stdout=subprocess.PIPE)
-    line = p.stdout.readline().decode()
-    assert line.startswith("ended"), line
-    return p, line
+    return server_ended(procs, memcg, env, mode, mod)
 
 
 def by_id(diag, id_):

@@ -1,5 +1,5 @@
 """The typed shapes of the main snapshot sections (fidoctor/snapshot/types.py) say what the
-gatherers really write: every key of a real snapshot's target, host, cache, processes and
+gatherers really write: every key of a real snapshot's target, host, cache, processes, oom and
 locks sections (a real box: modules good, missing and truncated, a baton, lock files, a live
 Python holding a real flock) is declared in its TypedDict, recursively.
 
@@ -20,7 +20,7 @@ from fidoctor.snapshot import types as T
 from fidoctor.snapshot.sections import cache, host, locks, processes, target
 
 SECTIONS = {"target": T.TargetFacts, "host": T.HostFacts, "cache": T.CacheFacts,
-            "processes": T.ProcessesFacts, "locks": T.LocksFacts}
+            "processes": T.ProcessesFacts, "locks": T.LocksFacts, "oom": T.OomFacts}
 
 
 def _is_typeddict(tp: Any) -> bool:

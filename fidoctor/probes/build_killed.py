@@ -28,6 +28,7 @@ from fidoctor.flashinfer.jobmem import job_peak_bytes
 from fidoctor.model import Finding, Fix
 from fidoctor.probes._facts import builders, has_build_files, iter_modules, so_problem
 from fidoctor.probes._fsfacts import gib
+from fidoctor.probes._memcg import jobs_that_fit
 from fidoctor.snapshot import Snapshot
 from fidoctor.snapshot.types import ModuleFacts
 
@@ -108,9 +109,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
     fixes: List[Fix] = []
     max_jobs = None
     if mem:
-        fit = int(mem * 0.9 / peak)
-        if fit >= 1:
-            max_jobs = min(fit, cores, max(1, jobs_now - 1)) if fit < jobs_now else None
+        fit, max_jobs = jobs_that_fit(mem, peak, cores, jobs_now)
         if max_jobs:
             fixes.append(Fix(
                 id="set-max-jobs",

@@ -9,7 +9,9 @@ and idle; warning when only idle over the window with its Python alive (a
 second look tells a pause from a hang). Only trees building into the
 target's cache are judged. A tree that *is* progressing is reported
 as ``info`` ("nvcc compiling <module> for 3 min, 1.4 GB, progressing") and
-never gets a terminate fix — unless it is orphaned: then it is a ``warning``
+never gets a terminate fix (one thrashing at its memory cgroup's limit burns
+CPU in reclaim, not progress: this probe then defers to build-memory-thrash,
+and an idle or stopped one is marked as caused by it) — unless it is orphaned: then it is a ``warning``
 (its server is gone, a restart compiles the same module beside it, doubling
 the memory) whose terminate fix runs only when asked by name.
 Why: from outside, "compiling for 9 minutes" and "hung for 9 minutes" look
@@ -35,6 +37,7 @@ from typing import Any, Dict, Iterable, List
 from fidoctor.flashinfer.modnames import short_name
 from fidoctor.model import Finding, Fix
 from fidoctor.probes._facts import fmt_age, module_by_path, so_problem
+from fidoctor.probes._memcg import thrashing_roots
 from fidoctor.probes._trees import stuck_trees
 from fidoctor.proctree import (
     fmt_rss,
@@ -45,6 +48,7 @@ from fidoctor.snapshot import Snapshot
 ID = "build-process-stuck"
 REQUIRES = ("processes",)
 ARGV_SHOWN = 160
+THRASH = "build-memory-thrash"
 
 
 def describe_proc(snap: Snapshot, p: Dict[str, Any]) -> str:
@@ -97,7 +101,17 @@ def _orphan_still_compiling(label: str, busiest: Dict[str, Any], s: Dict[str, An
     )
 
 
+def _thrash_caused(f: Finding, thrash: bool) -> Finding:
+    """A tree thrashing at its memory limit: build-memory-thrash is the cause of this one."""
+    if thrash:
+        f.caused_by = THRASH
+        f.evidence.append(f"caused by {THRASH}: the tree sits at its memory cgroup's limit, "
+                          "reclaiming and refaulting its own code")
+    return f
+
+
 def check(snap: Snapshot) -> Iterable[Finding]:
+    thrash_roots = thrashing_roots(snap)
     pdata = snap.data("processes")
     window = pdata.get("sample_window_s") or 0.0
     groups = pdata.get("groups", {})
@@ -128,9 +142,13 @@ def check(snap: Snapshot) -> Iterable[Finding]:
             "stopped_pids": [p["pid"] for p in s["stopped"]], "cpu_delta_s": s["cpu_delta"],
         }
         busiest = s["busiest"]
+        thrash = root["pid"] in thrash_roots
         if s["progressing"] and not s["stopped"] and s["orphaned"]:
-            yield _orphan_still_compiling(label, busiest, s, mod_dir, data, evidence)
+            yield _thrash_caused(_orphan_still_compiling(label, busiest, s, mod_dir, data,
+                                                         evidence), thrash)
             continue
+        if s["progressing"] and not s["stopped"] and thrash:
+            continue  # its CPU is in-kernel reclaim, not progress: build-memory-thrash says so
         if s["progressing"] and not s["stopped"]:
             yield Finding(
                 id=ID, severity="info", subject=mod_dir, data=data, evidence=evidence,
@@ -152,11 +170,11 @@ def check(snap: Snapshot) -> Iterable[Finding]:
                          commands=[f"kill -CONT {spids}"], safety="safe")]
             if s["cpu_delta"] < 0.02:
                 fixes.append(terminate)
-            yield Finding(
+            yield _thrash_caused(Finding(
                 id=ID, severity="error", subject=mod_dir, data=data, fixes=fixes,
                 evidence=evidence,
                 title=f"build of {label} is stopped (state T: pid {spids}); it will never finish",
-            )
+            ), thrash)
             continue
         why = "orphaned and making no progress" if s["orphaned"] else \
             f"no CPU progress in {window:.1f} s"
@@ -164,7 +182,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
         if not s["orphaned"]:
             evidence.append("the Python that started it is alive; a longer look "
                             "(a second diagnose) tells a pause from a hang")
-        yield Finding(
+        yield _thrash_caused(Finding(
             id=ID, severity=sev, subject=mod_dir, data=data, fixes=[terminate], evidence=evidence,
             title=f"build of {label} is stuck ({why}) after {fmt_age(s['age'])}",
-        )
+        ), thrash)

@@ -405,6 +405,11 @@ class ProcessFacts(TypedDict, total=False):
     rss_end: int
     exited: bool                     # gone before the window ended
     appeared: bool                   # started during the window
+    majflt: int                      # major page faults (/proc/PID/stat), cumulative
+    majflt_end: int
+    majflt_delta: int                # … over the sampling window (a thrashing compiler:
+                                     # its own code refaulted, tens to hundreds a second)
+    memcg: Optional[str]             # its memory cgroup path (fidoctor.memcg.memcg_of)
 
 
 class ProcessesFacts(TypedDict, total=False):
@@ -453,3 +458,77 @@ class LocksFacts(TypedDict, total=False):
     fd_scan: Dict[str, int]
     sample_window_s: float
     idle_lock_files: int  # --level quick: unheld flock files counted, not listed
+
+
+# --- Section ``oom`` (fidoctor/snapshot/gather/oom.py): the target's memory cgroup. ---
+
+class MemcgStat(TypedDict, total=False):
+    """memory.stat, the part that tells a fitting build from a thrashing one (bytes, counts)."""
+
+    anon: int                        # v1 total_rss, v2 anon
+    file: int                        # v1 total_cache, v2 file (page cache: code pages too)
+    pgmajfault: int                  # major faults of every task in the cgroup, cumulative
+    refault_file: int                # workingset_refault_file: reclaimed pages read back
+
+
+class MemcgPressure(TypedDict, total=False):
+    """v2 memory.pressure (PSI): % of time some / all tasks stalled on memory."""
+
+    some_avg10: float
+    full_avg10: float
+    some_avg60: float
+    full_avg60: float
+
+
+class MemcgSample(TypedDict, total=False):
+    """Growth of the cgroup's counters over ``window_s`` (taken only near the limit)."""
+
+    window_s: float
+    usage_end: Optional[int]
+    failcnt: Optional[int]           # v1: charges that hit the limit (None on v2)
+    max: Optional[int]               # v2 memory.events max (None on v1)
+    oom_kill: Optional[int]
+    pgmajfault: Optional[int]
+    refault_file: Optional[int]
+
+
+class CgroupFacts(TypedDict, total=False):
+    """The target's memory cgroup (``--pid``; else fidoctor's own)."""
+
+    source: str
+    version: Optional[int]           # 1 | 2 | None (no memory controller found)
+    path: str
+    dir: str
+    events: Dict[str, int]           # oom, oom_kill, max (v1: oom_kill, under_oom)
+    events_local: Dict[str, int]     # v2: this cgroup only
+    failcnt: Optional[int]           # v1
+    limit: Optional[int]             # None: no limit
+    peak: Optional[int]
+    usage: Optional[int]             # v1 memory.usage_in_bytes, v2 memory.current
+    stat: MemcgStat
+    pressure: MemcgPressure          # v2 only, where the kernel keeps PSI
+    sample: MemcgSample              # only when usage is within 10 % of the limit
+    error: str
+
+
+class KernelKill(TypedDict, total=False):
+    time: float
+    pid: int
+    task: str
+    memcg: Optional[str]
+    task_memcg: Optional[str]
+    line: str
+
+
+class KernelLogFacts(TypedDict, total=False):
+    status: str                      # ok | denied | absent | error
+    error: str
+    kills: List[KernelKill]
+    scanned: int
+
+
+class OomFacts(TypedDict, total=False):
+    """Section ``oom`` (fidoctor/snapshot/gather/oom.py)."""
+
+    cgroup: CgroupFacts
+    kernel: KernelLogFacts

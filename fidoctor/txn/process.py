@@ -9,6 +9,9 @@ assumed: every pid still belongs to the process the snapshot saw (same
 create time, so a reused pid is never signalled), and the tree is *still*
 stuck — over a fresh sampling window it burns no CPU and starts no new
 process. A build that moves is left alone, whatever the snapshot said.
+A tree thrashing at its memory cgroup's limit burns CPU in reclaim, so
+instead the cgroup is re-read (fidoctor.memcg.still_thrashing): at its
+limit, hit thousands of times a second, no OOM kill — else nothing is signalled.
 Termination itself is fidoctor.kill.terminate_tree (SIGSTOP the tree, TERM,
 grace, KILL, re-collecting children as it goes).
 """
@@ -38,6 +41,8 @@ class Terminate:
     window_s: float = 1.0
     grace_s: float = 3.0
     orphans_only: bool = False  # asked to end an orphaned tree even though it still compiles
+    thrash_dir: str = ""  # asked to end a tree thrashing at this memory cgroup's limit
+    thrash_version: int = 0
     live: List[int] = field(default_factory=list)
     kind: str = "terminate"
     revertible: bool = False
@@ -85,6 +90,16 @@ class Terminate:
                     f"the build tree of {self.module_dir or 'pids ' + str(self.pids)} is not "
                     f"orphaned any more: pid {owner} (a Python) is its ancestor; nothing was "
                     "signalled", "re-run fidoctor diagnose")
+            return
+        if self.thrash_dir:
+            from fidoctor.memcg import still_thrashing
+
+            ok, how = still_thrashing(self.thrash_dir, self.thrash_version, self.window_s)
+            if not ok:
+                raise StepError(
+                    f"the build tree of {self.module_dir or 'pids ' + str(self.pids)} is not "
+                    f"thrashing any more ({self.thrash_dir}: {how}); nothing was signalled",
+                    "re-run fidoctor diagnose")
             return
         t0 = self._tree()
         cpu0 = _cpu(t0.values())

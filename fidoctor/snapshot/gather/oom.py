@@ -11,10 +11,23 @@ The kernel log (``/dev/kmsg``, read non-blocking; needs root or CAP_SYSLOG,
 often denied in containers) is filtered to OOM lines naming a compiler
 (cicc, cc1plus, ptxas, cudafe++, nvcc, …), with their memcg and wall time.
 
-Data contract (``data``; never renamed):
+Thrashing (build-memory-thrash) needs counters that climb, so when usage is
+within 10 % of a set limit the cgroup is read twice, ``SAMPLE_S`` apart (the
+window runs while the kernel log is read): v1 ``memory.failcnt``, v2
+``memory.events`` ``max``, ``oom_kill``, and memory.stat's ``pgmajfault`` and
+``workingset_refault_file``. v2 ``memory.pressure`` (PSI avg10/avg60) is read
+where the kernel keeps it; v1 has no per-cgroup PSI. Counters come from
+fidoctor.memcg, the one reader.
+
+Data contract (``data``; never renamed; see fidoctor/snapshot/types.py OomFacts):
   cgroup: {source, version (1|2|None), path, dir, events: {oom, oom_kill, max} (counts
            this cgroup and its descendants), events_local (v2: this cgroup only),
-           failcnt, limit, peak, error}
+           failcnt, limit, peak, error,
+           added: usage (v1 memory.usage_in_bytes, v2 memory.current), stat: {anon, file,
+           pgmajfault, refault_file}, pressure (v2 only: {some_avg10, full_avg10,
+           some_avg60, full_avg60}), sample (only near the limit: {window_s, usage_end,
+           failcnt, max, oom_kill, pgmajfault, refault_file}: growth over the window, None
+           where this cgroup version keeps no such counter)}
   kernel: {status: ok|denied|absent|error, error, kills: [{time, pid, task, memcg,
            task_memcg, line}], scanned}
 """
@@ -26,11 +39,11 @@ import re
 import time
 from typing import Any, Dict, List, Optional
 
-from fidoctor.fsutil import read_head
+from fidoctor import memcg
 from fidoctor.mounts import read_mountinfo
 
 NAME = "oom"
-BUDGET_S = 3.0
+BUDGET_S = 4.0
 ORDER = 8
 KMSG_BUDGET_S = 1.0
 KMSG_MAX_RECORDS = 200_000
@@ -38,85 +51,47 @@ COMPILERS = ("cicc", "cc1plus", "cc1", "ptxas", "cudafe++", "nvcc", "ninja", "fa
              "nvlink", "ld", "collect2", "as", "gcc", "g++", "c++", "nvdisasm")
 _KILLED = re.compile(r"(?:Memory cgroup out of memory|Out of memory)[^:]*: Killed process "
                      r"(?P<pid>\d+) \((?P<task>[^)]+)\)")
-_UNLIMITED = 1 << 62
-
-
-def _read(path: str) -> Optional[str]:
-    raw = read_head(path, 1 << 16)
-    return raw.decode("utf-8", "replace") if raw is not None else None
-
-
-def _kv(text: Optional[str]) -> Dict[str, int]:
-    out: Dict[str, int] = {}
-    for line in (text or "").splitlines():
-        k, _, v = line.partition(" ")
-        if v.strip().lstrip("-").isdigit():
-            out[k] = int(v)
-    return out
-
-
-def _int(text: Optional[str]) -> Optional[int]:
-    t = (text or "").strip()
-    if t == "max":
-        return None
-    return int(t) if t.isdigit() else None
-
-
-def _cgroup_dir(mounts, version: int, path: str) -> Optional[str]:
-    for m in mounts:
-        if version == 2 and m["fstype"] != "cgroup2":
-            continue
-        if version == 1 and not (m["fstype"] == "cgroup" and "memory" in m["super_options"]):
-            continue
-        root = m["root"].rstrip("/")
-        rel = path[len(root):] if root and path.startswith(root) else path
-        d = m["mount_point"].rstrip("/") + rel
-        if os.path.isdir(d):
-            return d
-    return None
+SAMPLE_S = 0.5
+NEAR_LIMIT = 0.9
 
 
 def cgroup_facts(pid: Optional[int]) -> Dict[str, Any]:
     src = f"/proc/{pid}/cgroup" if pid else "/proc/self/cgroup"
     out: Dict[str, Any] = {"source": src if pid else f"{src} (fidoctor's own: no --pid)",
                            "version": None}
-    text = _read(src)
+    text = memcg.read_text(src)
     if text is None:
         out["error"] = f"cannot read {src}"
         return out
-    v1 = v2 = None
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        if parts[0] == "0" and parts[1] == "":
-            v2 = parts[2]
-        elif "memory" in parts[1].split(","):
-            v1 = parts[2]
+    v1, v2 = memcg.paths_of(text)
     mounts, _ = read_mountinfo(pid)
     for version, path in ((2, v2), (1, v1)):
         if path is None:
             continue
-        d = _cgroup_dir(mounts, version, path)
+        d = memcg.cgroup_dir(mounts, version, path)
         if d is None:
             continue
         if version == 2 and not os.path.exists(os.path.join(d, "memory.events")):
             continue  # v2 without the memory controller (as here): try v1
         out.update(version=version, path=path, dir=d)
         if version == 2:
-            out["events"] = _kv(_read(os.path.join(d, "memory.events")))
-            local = _read(os.path.join(d, "memory.events.local"))
+            out["events"] = memcg.kv(memcg.read_text(os.path.join(d, "memory.events")))
+            local = memcg.read_text(os.path.join(d, "memory.events.local"))
             if local is not None:
-                out["events_local"] = _kv(local)
-            out["limit"] = _int(_read(os.path.join(d, "memory.max")))
-            out["peak"] = _int(_read(os.path.join(d, "memory.peak")))
+                out["events_local"] = memcg.kv(local)
+            out["peak"] = memcg.read_int(memcg.read_text(os.path.join(d, "memory.peak")))
+            psi = memcg.pressure(d)
+            if psi is not None:
+                out["pressure"] = psi
         else:
-            oc = _kv(_read(os.path.join(d, "memory.oom_control")))
+            oc = memcg.kv(memcg.read_text(os.path.join(d, "memory.oom_control")))
             out["events"] = {"oom_kill": oc.get("oom_kill", 0), "under_oom": oc.get("under_oom", 0)}
-            out["failcnt"] = _int(_read(os.path.join(d, "memory.failcnt")))
-            lim = _int(_read(os.path.join(d, "memory.limit_in_bytes")))
-            out["limit"] = None if lim is None or lim >= _UNLIMITED else lim
-            out["peak"] = _int(_read(os.path.join(d, "memory.max_usage_in_bytes")))
+            out["peak"] = memcg.read_int(
+                memcg.read_text(os.path.join(d, "memory.max_usage_in_bytes")))
+        now = memcg.counters(d, version)
+        out.update(limit=now["limit"], usage=now["usage"], stat=now["stat"])
+        if version == 1:
+            out["failcnt"] = now["failcnt"]
         return out
     out["error"] = "no memory controller found for this process (neither v2 nor v1)"
     return out
@@ -174,5 +149,19 @@ def kernel_kills(budget_s: float = KMSG_BUDGET_S) -> Dict[str, Any]:
     return {"status": "ok", "kills": kills[-50:], "scanned": n}
 
 
+def near_limit(cg: Dict[str, Any]) -> bool:
+    """Usage within NEAR_LIMIT of a set limit: the only case worth a second reading."""
+    lim, use = cg.get("limit"), cg.get("usage")
+    return bool(lim and use is not None and use >= NEAR_LIMIT * lim)
+
+
 def gather(ctx, done) -> Dict[str, Any]:
-    return {"cgroup": cgroup_facts(ctx.pid), "kernel": kernel_kills()}
+    cg = cgroup_facts(ctx.pid)
+    first = memcg.counters(cg["dir"], cg["version"]) if near_limit(cg) else None
+    kern = kernel_kills()  # the window runs while the kernel log is read
+    if first is not None:
+        left = SAMPLE_S - (time.monotonic() - first["t"])
+        if left > 0:
+            time.sleep(left)
+        cg["sample"] = memcg.delta(first, memcg.counters(cg["dir"], cg["version"]))
+    return {"cgroup": cg, "kernel": kern}

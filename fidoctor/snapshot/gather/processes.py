@@ -18,6 +18,9 @@ pid, ppid, name, argv, cwd, state (psutil status), create_time, cpu_s, rss,
 module_dir, module. Added here: exe, state_code (R/S/D/T/Z…), wchan, pgid,
 sid, uid, ppid_chain (ppid up to pid 1), cpu_s_end, cpu_delta_s, rss_end,
 appeared, exited, vol_ctx_delta (voluntary context switches over the window),
+majflt / majflt_end / majflt_delta (major page faults from /proc/PID/stat, via
+fidoctor.proc.read_stat: a compiler refaulting its own code under a memory limit
+climbs by hundreds a second), memcg (its memory cgroup path, fidoctor.memcg),
 env_max_jobs (ninja only, from its environ), parent_exists, parent_name,
 parent_exe, parent_sid, parent_is_python, and on tree roots orphaned (see
 fidoctor.proctree.is_orphaned), in_target (the module dir lies in the
@@ -37,8 +40,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import psutil
 
-from fidoctor import selfprocs
+from fidoctor import proc, selfprocs
 from fidoctor.flashinfer.builds import COMPILERS, module_dir_of
+from fidoctor.memcg import memcg_of
 from fidoctor.proctree import (
     STATE_LETTER,
     build_trees,
@@ -104,6 +108,10 @@ def _describe(p: psutil.Process) -> Dict[str, Any]:
         pass
     if d.get("name") == "ninja":
         d["env_max_jobs"] = _env_var(p.pid, "MAX_JOBS")
+    st = proc.read_stat(p.pid)
+    if st is not None:
+        d["majflt"] = st["majflt"]
+    d["memcg"] = memcg_of(p.pid)
     joined = " ".join(d.get("argv") or [])
     if len(joined) > ARGV_CHARS:
         d["argv"] = [joined[:ARGV_CHARS] + " …"]
@@ -123,6 +131,7 @@ def _resample(d: Dict[str, Any]) -> None:
             d["state"] = p.status()
             d["rss_end"] = p.memory_info().rss
             vol = p.num_ctx_switches().voluntary
+        st = proc.read_stat(d["pid"])
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         d["exited"] = True
         d["cpu_delta_s"] = 0.0
@@ -132,6 +141,9 @@ def _resample(d: Dict[str, Any]) -> None:
     d["cpu_delta_s"] = round(max(0.0, d["cpu_s_end"] - (d.get("cpu_s") or 0.0)), 3)
     if d.get("vol_ctx") is not None:
         d["vol_ctx_delta"] = vol - d["vol_ctx"]
+    if st is not None and d.get("majflt") is not None:
+        d["majflt_end"] = st["majflt"]
+        d["majflt_delta"] = max(0, int(st["majflt"]) - d["majflt"])
     d["state_code"] = STATE_LETTER.get(d["state"])
     d["wchan"] = read_wchan(d["pid"]) or d.get("wchan")
 
