@@ -28,6 +28,10 @@ FA3 = ("single_prefill_with_kv_cache_dtype_q_bf16_dtype_kv_bf16_dtype_o_bf16_hea
        "_head_dim_vo_128_posenc_0_use_swa_False_use_logits_cap_False_f16qk_False_sm90")
 FA2 = FA3[: -len("_sm90")]
 
+# Every gatherer result crossing the runner's pipe (marshal) is checked to survive a JSON
+# round trip unchanged, in this process and in every CLI run a test starts.
+os.environ.setdefault("FIDOCTOR_CHECK_WIRE", "1")
+
 
 def ts(epoch: float) -> str:
     """A FlashInfer log timestamp (local time, ``YYYY-MM-DD HH:MM:SS,mmm``)."""

@@ -150,6 +150,32 @@ def test_corrupt_fact_cache_is_ignored_and_rewritten(box, tmp_path, content):
     assert json.loads(cpath.read_text())["version"] == 1
 
 
+def test_fact_cache_stores_each_distinct_record_once_and_reads_the_older_form(box, tmp_path):
+    """Copies of one module (each its own inode, as on a real box) share one stored record;
+    a cache written before the table existed is read, then rewritten in the new form."""
+    mods = []
+    for i in range(3):
+        so = tmp_path / f"m{i}.so"
+        so.write_bytes(box.modules[BYVERSION_MOD].read_bytes() if i < 2
+                       else box.modules[PLAIN_MOD].read_bytes())
+        mods.append(str(so))
+    cpath = tmp_path / "elf.json"
+    c = FactCache(str(cpath))
+    facts = [c.facts(m) for m in mods]
+    assert c.save() is None
+    raw = json.loads(cpath.read_text())
+    assert len(raw["table"]) == 2 and len(raw["entries"]) == 3
+    c2 = FactCache(str(cpath))
+    assert [c2.facts(m) for m in mods] == facts and (c2.hits, c2.misses) == (3, 0)
+    assert not c2.dirty
+    old = {"version": 1, "entries": {ck: {"key": e["key"], "facts": e["facts"]}
+                                     for ck, e in c2.entries.items()}}
+    cpath.write_text(json.dumps(old))  # the form fidoctor wrote before the table
+    c3 = FactCache(str(cpath))
+    assert [c3.facts(m) for m in mods] == facts and c3.hits == 3 and c3.dirty
+    assert c3.save() is None and "table" in json.loads(cpath.read_text())
+
+
 def test_errors_are_cached_too(tmp_path):
     p = tmp_path / "t.so"
     p.write_text("not elf\n")

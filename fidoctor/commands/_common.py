@@ -98,8 +98,16 @@ def obtain_snapshot(python: Optional[str], pid: Optional[int], deep: bool,
 
         ctx = make_context(python, pid, False, quiet=True)
         ctx.extra["level"] = "quick"  # the cache gatherer's cheap scan (gather/cache.py)
-        return gather_snapshot(ctx, gatherers=quick.gatherers(), budget_s=quick.gather_budget())
-    return gather_snapshot(make_context(python, pid, deep))
+        return gather_snapshot(ctx, gatherers=quick.gatherers(), budget_s=quick.gather_budget(),
+                               meanwhile=_load_probes)
+    return gather_snapshot(make_context(python, pid, deep), meanwhile=_load_probes)
+
+
+def _load_probes() -> None:
+    """Import the probes (every caller judges the snapshot next) while the gatherers work."""
+    from fidoctor.probes import all_probes
+
+    all_probes()
 
 
 def log_options(f: Callable) -> Callable:

@@ -3,8 +3,18 @@
 Why fork and not threads (sos's lesson): a thread stuck in ``read()`` on a
 FIFO or in ``stat()`` on a dead NFS mount cannot be interrupted, a child can
 be killed or, if it sits in uninterruptible sleep, simply abandoned. The child
-sends its JSON result through a pipe; the parent never blocks on it for
-longer than the gatherer's budget.
+sends its result through a pipe; the parent never blocks on it for longer than
+the gatherer's budget.
+
+Why marshal and not JSON on that pipe: the child is a fork of this very
+interpreter, so the bytes never meet another Python, and a 10,000-module box
+sends tens of MB (cache, elf, locks, jitlog): ``json.dumps`` in the child plus
+``json.loads`` here cost ≈ 1 s of CPU there, marshal ≈ 0.2 s
+(bench/bench_big.py). Gatherers return JSON-shaped data (dicts with str keys,
+lists, str, numbers, bool, None: what a saved snapshot replays as); with
+``FIDOCTOR_CHECK_WIRE=1`` (set for the whole test suite by tests/conftest.py)
+the parent checks that each result survives a JSON round trip unchanged, so
+live and replayed snapshots judge the same.
 
 Gatherers may depend on other sections (``REQUIRES``); a gatherer starts as
 soon as everything it requires has finished, whatever its status.
@@ -13,13 +23,14 @@ soon as everything it requires has finished, whatever its status.
 from __future__ import annotations
 
 import errno
-import json
+import gc
+import marshal
 import os
 import select
 import signal
 import time
 import traceback
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from fidoctor import selfprocs
 from fidoctor.snapshot import Section, Snapshot
@@ -77,19 +88,41 @@ def _detach_stdio() -> None:
     os.close(null)
 
 
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+), spelled out for 3.9
+
+
+def _widen_pipe(fd: int, size: int) -> None:
+    """Grow the pipe to 1 MiB for a big result: 16× fewer wake-ups than 64 KiB chunks."""
+    if size <= 1 << 16:
+        return
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)
+    except OSError:
+        pass  # over /proc/sys/fs/pipe-max-size for this user: the default size works too
+
+
 def _fork(g: Gatherer, ctx: GatherContext, done: Dict[str, Section]) -> _Child:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
         code = 0
         try:
+            # No cyclic GC in a short-lived child: a collection walks every object it
+            # inherited (a 10,000-module cache section is a million), and each one it
+            # touches copies a page the parent shares with it.
+            gc.disable()
             os.close(r)
             os.setpgid(0, 0)  # so a timeout can kill what the gatherer spawned
             _detach_stdio()
             section = run_inline(g, ctx, done)
-            payload = json.dumps(
-                {"status": section.status, "data": section.data, "error": section.error}
-            ).encode()
+            try:
+                payload = marshal.dumps((section.status, section.data, section.error))
+            except ValueError as e:  # a set, bytes or object: a gatherer bug, said as a fact
+                payload = marshal.dumps(("error", {}, f"gatherer returned data that is not "
+                                         f"plain JSON-shaped data ({e}); a fidoctor bug"))
+            _widen_pipe(w, len(payload))
             view = memoryview(payload)
             while view:
                 n = os.write(w, view)
@@ -151,10 +184,28 @@ def _finish(child: _Child, timed_out: bool) -> Section:
     except ChildProcessError:
         pass
     try:
-        obj = json.loads(bytes(child.buf).decode("utf-8"))
-        return Section(obj["status"], obj["data"], obj["error"], elapsed)
-    except (ValueError, KeyError, TypeError):
-        return Section("error", error="gatherer crashed before reporting", elapsed_s=elapsed)
+        status, data, error = marshal.loads(child.buf)
+        if isinstance(data, dict) and isinstance(error, str):
+            if os.environ.get("FIDOCTOR_CHECK_WIRE") == "1":
+                _check_json_shaped(child.g.name, data)
+            return Section(status, data, error, elapsed)
+    except (EOFError, ValueError, TypeError):
+        pass
+    return Section("error", error="gatherer crashed before reporting", elapsed_s=elapsed)
+
+
+def _check_json_shaped(name: str, data: Dict) -> None:
+    """Raise when a JSON round trip would change ``data`` (a tuple, an int key, a set…):
+    then a live snapshot and its saved, replayed copy would not judge the same."""
+    import json
+
+    try:
+        same = json.loads(json.dumps(data)) == data
+    except (TypeError, ValueError) as e:
+        raise AssertionError(f"gatherer {name!r} returned data JSON cannot hold: {e}") from None
+    if not same:
+        raise AssertionError(f"gatherer {name!r} returned data that a JSON round trip changes "
+                             "(a tuple, a non-str key or a NaN): return JSON-shaped data")
 
 
 def gather_snapshot(
@@ -163,9 +214,12 @@ def gather_snapshot(
     inline: bool = False,
     gatherers: Optional[List[Gatherer]] = None,
     budget_s: Optional[float] = None,
+    meanwhile: Optional[Callable[[], object]] = None,
 ) -> Snapshot:
     """Gather every registered section (or ``only`` these) into a Snapshot; ``budget_s``
-    (default GLOBAL_BUDGET_S) caps the whole run, whatever each gatherer's own budget."""
+    (default GLOBAL_BUDGET_S) caps the whole run, whatever each gatherer's own budget.
+    ``meanwhile`` runs once here while the first children work (diagnose imports its
+    probes then: 30–50 ms that would otherwise come after the gather)."""
     taken_at = time.time()
     selfprocs.note_runner()
     registry = list(gatherers) if gatherers is not None else all_gatherers()
@@ -178,6 +232,11 @@ def gather_snapshot(
 
     running: Dict[int, _Child] = {}
     deadline = time.monotonic() + (GLOBAL_BUDGET_S if budget_s is None else budget_s)
+    # Decoding sections allocates a million objects on a big box; each full collection
+    # in the middle walks all that came before (≈ 0.3 s of CPU). Nothing here makes
+    # cycles worth collecting; the collector is back on when the gather returns.
+    gc_was_on = gc.isenabled()
+    gc.disable()
     try:
         while pending or running:
             for g in list(pending):
@@ -189,6 +248,9 @@ def gather_snapshot(
                 for g in pending:
                     done[g.name] = Section("skipped", error="required sections missing")
                 break
+            if meanwhile is not None:
+                meanwhile()
+                meanwhile = None
             now = time.monotonic()
             wait = min(c.started + c.g.budget_s for c in running.values()) - now
             wait = max(0.0, min(wait, deadline - now))
@@ -218,6 +280,9 @@ def gather_snapshot(
             os.close(child.fd)
             _reap(child.pid)
         raise
+    finally:
+        if gc_was_on:
+            gc.enable()
     ordered = {g.name: done[g.name] for g in registry if g.name in done}
     return Snapshot(context=ctx.to_dict(), sections=ordered, taken_at=taken_at)
 

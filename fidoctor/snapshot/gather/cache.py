@@ -12,6 +12,14 @@ the module dirs are not sorted newest first, lock files are not lstat'ed
 (inode from the dirent), and keys that would be empty are left out. What it
 leaves out feeds only full-level probes (cache-stale-version's object times,
 ninja variables, edge counts in evidence).
+
+In a workspace of FlashInfer 0.2.6 or later (``<root>/<version>/…``: those
+never leave a FileBaton in a module dir) the quick level does not even list a
+module dir whose ``<name>.so`` opens as a whole ELF shared object: that one
+open is the module's whole record (name, path, so, newest_mtime). Objects,
+depfiles and ``.ninja_lock`` only ever explain a module *without* a loadable
+.so, and such a module gets the listing above (measured: 10,000 modules'
+scan 0.31 → 0.15 s of CPU; bench/bench_quick.py).
 """
 
 from __future__ import annotations
@@ -115,6 +123,27 @@ def _scan_module_quick(path: str, name: str, entries: List[os.DirEntry],
     if newest:
         mod["newest_mtime"] = newest
     return mod
+
+
+def _loadable_so_only(path: str, name: str) -> Optional[Dict[str, Any]]:
+    """The quick record of a module whose ``<name>.so`` is a regular file with a whole ELF
+    shared-object head, in one open; None when it is anything else (then list the dir)."""
+    so_path = path + "/" + name + ".so"
+    got = stat_and_head(so_path, 64)
+    if not got or elf_head_problem(got[1], got[0].st_size) is not None:
+        return None
+    st = got[0]
+    return {"name": name, "path": path, "so": {"path": so_path, "kind": "file",
+                                               "size": st.st_size, "mtime": st.st_mtime,
+                                               "problem": None},
+            "newest_mtime": st.st_mtime}
+
+
+def _without_batons(version: Optional[str]) -> bool:
+    """FlashInfer 0.2.6+ locks with filelock under ``tmp/``, never a FileBaton in a module
+    dir (only those releases write a ``<version>/`` dir at all: 0.4.1+)."""
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", version or "")
+    return m is not None and tuple(int(x) for x in m.groups()) >= (0, 2, 6)
 
 
 def scan_module(path: str, name: str, quick: bool = False) -> Dict[str, Any]:
@@ -234,6 +263,7 @@ def scan_workspace(ws: Dict[str, Any], deadline: Optional[float] = None,
         return out
     if deadline is not None and len(entries) > NEWEST_FIRST_OVER and not quick:
         entries = _newest_first(entries)
+    one_open = quick and _without_batons(ws.get("version"))
     for i, e in enumerate(entries):
         if deadline is not None and time.monotonic() > deadline:
             rest = [x.name for x in entries[i:] if x.name != "tmp"]
@@ -249,7 +279,8 @@ def scan_workspace(ws: Dict[str, Any], deadline: Optional[float] = None,
         if e.name == "tmp" and is_dir:
             out["locks"].extend(_scan_locks(p, "flock", out["errors"], quick))
         elif is_dir:
-            out["modules"].append(scan_module(p, e.name, quick))
+            out["modules"].append((one_open and _loadable_so_only(p, e.name))
+                                  or scan_module(p, e.name, quick))
         elif e.name.endswith(".lock"):
             info = lstat_info(p)
             out["locks"].append({"path": p, "module": e.name[:-5], "style": "flock-toplevel",

@@ -222,7 +222,7 @@ def gather(ctx, done) -> Dict[str, Any]:
     env = ctx.env
     target = done["target"].data if done.get("target") is not None and done["target"].ok else {}
     tk = done["toolkit"].data if done.get("toolkit") is not None and done["toolkit"].ok else {}
-    cache = FactCache()
+    cache = FactCache(name="libs")
     libs = _Libs(target, cache)
     ldc = ldcache(env, "libcudart")
     out: Dict[str, Any] = {"ldcache": ldc, "ld_library_path": env.get("LD_LIBRARY_PATH"),

@@ -269,14 +269,40 @@ def _candidates(all_procs, roots: Set[str], exclude: Set[int]) -> Dict[int, List
     return out
 
 
+def _idle_count(cache: Dict[str, Any], ext: List[Dict[str, Any]],
+                entries: List[Dict[str, Any]]) -> Optional[int]:
+    """How many lock files there are when none can be in use — no FileBaton anywhere and
+    no ``/proc/locks`` entry on any of their inodes (a superset of what the full match
+    below finds) — else None. Counted without building a dict per file."""
+    if ext:  # torch extension batons: judged by who has them open
+        return None
+    inos = {e["ino"] for e in entries}
+    n = 0
+    for ws in cache.get("workspaces", []):
+        for lk in ws.get("locks", []):
+            if lk.get("ino") in inos:
+                return None
+        n += len(ws.get("locks", []))
+        if any("baton" in m for m in ws.get("modules", [])):
+            return None
+    return n
+
+
 def gather(ctx, done) -> Dict[str, Any]:
     cache = done["cache"].data if "cache" in done and done["cache"].ok else {}
-    locks = _lock_files(cache) + _extension_locks(dict(getattr(ctx, "env", None) or {}))
-    out: Dict[str, Any] = {"locks": locks, "procs": {}, "sample_window_s": 0.0}
+    ext = _extension_locks(dict(getattr(ctx, "env", None) or {}))
     entries, err = read_proc_locks()
+    quick = (getattr(ctx, "extra", None) or {}).get("level") == "quick"
+    idle = _idle_count(cache, ext, entries) if quick else None
+    locks = [] if idle else _lock_files(cache) + ext
+    out: Dict[str, Any] = {"locks": locks, "procs": {}, "sample_window_s": 0.0}
     out["proc_locks_ok"] = err is None
     if err is not None:
         out["proc_locks_error"] = err
+    if idle:  # 10,000 idle lock files are megabytes no quick probe reads: a count
+        out["own_pids"] = sorted(selfprocs.own_pids(scan_table()))
+        out["idle_lock_files"] = idle
+        return out
     if not locks:
         return out
     real: Dict[str, Dict[str, Any]] = {}
@@ -303,8 +329,7 @@ def gather(ctx, done) -> Dict[str, Any]:
         lk["holders"] = sorted({e["pid"] for e in hits if not e["blocked"]})
         lk["blocked"] = sorted({e["pid"] for e in hits if e["blocked"]})
     if not any(lk["holders"] or lk["blocked"] or lk["style"] == "baton" for lk in locks):
-        if (getattr(ctx, "extra", None) or {}).get("level") == "quick":
-            # 10,000 idle lock files are megabytes of JSON no quick probe reads: a count
+        if quick:  # only fidoctor's own pids on them: as idle as above
             out["locks"], out["idle_lock_files"] = [], len(locks)
         return out  # only unheld flock files, the normal leftovers: nothing to look for
     for lk in locks:  # realpath only now: 10,000 idle lock files cost a second of it

@@ -108,7 +108,7 @@ def gather(ctx, done) -> Dict[str, Any]:
     out["scanned"], out["truncated"] = len(pre), len(pre) >= MAX_PREBUILT
     if not cands and not pre:
         return out  # 0.4+ caches and no prebuilt kernels: nothing needs torch's symbols
-    facts = FactCache()
+    facts = FactCache(name="torch")
     needs: Dict[str, List[str]] = {}
     for path in pre:
         f = facts.facts(path, TORCH_PREFIXES)
