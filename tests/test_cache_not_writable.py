@@ -47,6 +47,9 @@ def test_read_only_cache_names_the_mount_and_explains_the_half_built_module(box)
         order = [x.id for x in diag.findings]
         assert order.index("cache-not-writable") < order.index("cache-incomplete-module")
         assert f.fixes[0].id == "use-local-workspace"
+        base = f.data["workspace_base"]
+        assert f.fixes[0].commands[0].startswith("fidoctor fix --only cache-not-writable")
+        assert f.fixes[0].commands[1] == f"# by hand: export FLASHINFER_WORKSPACE_BASE={base}"
 
 
 def test_unfinished_log_entry_of_a_module_points_to_the_read_only_cache(box):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from fidoctor.model import Fix
 from fidoctor.snapshot import Snapshot, sections
 from fidoctor.snapshot.types import ModuleFacts, ProcessFacts, WorkspaceFacts
 
@@ -87,3 +88,11 @@ def quote(path: str) -> str:
     import shlex
 
     return shlex.quote(path)
+
+
+def env_fix(fix_id: str, probe_id: str, var: str, value: str, description: str) -> Fix:
+    """A safe fix that sets one variable for the server (an env-file fix plugin writes it):
+    ``fidoctor fix --only <probe>`` first, then the export line to run by hand."""
+    return Fix(id=fix_id, description=description, safety="safe",
+               commands=[f"fidoctor fix --only {probe_id}",
+                         f"# by hand: export {var}={quote(value)}"])

@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterable, List
 from fidoctor.flashinfer.eta import jobs_for, kind_of
 from fidoctor.flashinfer.jobmem import job_peak_bytes
 from fidoctor.model import Finding, Fix
-from fidoctor.probes._facts import builders, has_build_files, iter_modules, so_problem
+from fidoctor.probes._facts import builders, env_fix, has_build_files, iter_modules, so_problem
 from fidoctor.probes._fsfacts import gib
 from fidoctor.probes._memcg import jobs_that_fit
 from fidoctor.snapshot import Snapshot
@@ -111,12 +111,10 @@ def check(snap: Snapshot) -> Iterable[Finding]:
     if mem:
         fit, max_jobs = jobs_that_fit(mem, peak, cores, jobs_now)
         if max_jobs:
-            fixes.append(Fix(
-                id="set-max-jobs",
-                description=f"Build with MAX_JOBS={max_jobs} (now {jobs_now}; ≈{per_job:g} GiB "
-                f"per {kinds[0]} job, {gib(mem)} {'limit' if limit else 'of memory'}), then rebuild",
-                commands=[f"fidoctor fix --only {ID}", f"# by hand: export MAX_JOBS={max_jobs}"],
-                safety="safe"))
+            fixes.append(env_fix(
+                "set-max-jobs", ID, "MAX_JOBS", str(max_jobs),
+                f"Build with MAX_JOBS={max_jobs} (now {jobs_now}; ≈{per_job:g} GiB "
+                f"per {kinds[0]} job, {gib(mem)} {'limit' if limit else 'of memory'}), then rebuild"))
         if fit < 1:
             fixes.append(Fix(
                 description=f"Not even one {kinds[0]} compile job (≈{per_job:g} GiB) fits the "

@@ -21,6 +21,7 @@ import os
 from typing import Any, Dict, Iterable, List
 
 from fidoctor.model import Finding, Fix
+from fidoctor.probes._facts import env_fix
 from fidoctor.probes._fsfacts import gib, local_base, mount, places, ro_reason, who, write_problem
 from fidoctor.snapshot import Snapshot
 
@@ -65,14 +66,11 @@ def check(snap: Snapshot) -> Iterable[Finding]:
     fixes: List[Fix] = []
     base = local_base(snap)
     if base:
-        fixes.append(Fix(
-            id="use-local-workspace",
-            description=f"Point FLASHINFER_WORKSPACE_BASE at {base['path']} (uid "
+        fixes.append(env_fix(
+            "use-local-workspace", ID, "FLASHINFER_WORKSPACE_BASE", base["path"],
+            f"Point FLASHINFER_WORKSPACE_BASE at {base['path']} (uid "
             f"{ident.get('uid')} may create it; local {base['fstype']}, {gib(base['avail_bytes'])} "
-            "free): the next start builds a fresh cache there (cold: minutes of compiling)",
-            commands=[f"fidoctor fix --only {ID}",
-                      f"# by hand: export FLASHINFER_WORKSPACE_BASE={base['path']}"],
-            safety="safe"))
+            "free): the next start builds a fresh cache there (cold: minutes of compiling)"))
     if not ro:
         target = problems[0]["path"] if problems[0]["role"] != "root" else root
         fixes.append(Fix(

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Dict, Iterable, List
 
 from fidoctor.model import Finding, Fix
+from fidoctor.probes._facts import env_fix
 from fidoctor.probes._fsfacts import gib, local_base, mount, places
 from fidoctor.snapshot import Snapshot
 
@@ -72,14 +73,11 @@ def check(snap: Snapshot) -> Iterable[Finding]:
     base = local_base(snap)
     fixes: List[Fix] = []
     if base:
-        fixes.append(Fix(
-            id="use-local-workspace",
-            description=f"Keep the cache on node-local disk: FLASHINFER_WORKSPACE_BASE="
+        fixes.append(env_fix(
+            "use-local-workspace", ID, "FLASHINFER_WORKSPACE_BASE", base["path"],
+            f"Keep the cache on node-local disk: FLASHINFER_WORKSPACE_BASE="
             f"{base['path']} ({base['fstype']}, {gib(base['avail_bytes'])} free); each node "
-            "builds its own cache once",
-            commands=[f"fidoctor fix --only {ID}",
-                      f"# by hand: export FLASHINFER_WORKSPACE_BASE={base['path']}"],
-            safety="safe"))
+            "builds its own cache once"))
     else:
         fixes.append(Fix(
             description="Keep the cache on node-local disk (no local dir with room was found "

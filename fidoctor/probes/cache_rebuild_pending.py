@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterable, List
 from fidoctor.flashinfer.eta import estimate, jobs_for
 from fidoctor.flashinfer.modnames import short_name
 from fidoctor.model import Finding, Fix
+from fidoctor.probes._facts import env_fix
 from fidoctor.snapshot import Snapshot
 
 ID = "cache-rebuild-pending"
@@ -92,12 +93,10 @@ def _changed_strings(snap, rb, now, differ, confirmed, as_now) -> Finding:
     same_tk = [h for h in recorded if toolkits.get(h, {}).get("nvcc")
                and toolkits[h].get("realpath") == now_real]
     if len(recorded) == 1 and same_tk:
-        fixes.append(Fix(
-            id="pin-cuda-home",
-            description=f"Pin CUDA_HOME to the string the cache was built with ({same_tk[0]}, "
-            f"the same toolkit as {now.get('cuda_home')}): the cached modules stay valid",
-            commands=[f"fidoctor fix --only {ID}", f"# by hand: export CUDA_HOME={same_tk[0]}"],
-            safety="safe"))
+        fixes.append(env_fix(
+            "pin-cuda-home", ID, "CUDA_HOME", same_tk[0],
+            f"Pin CUDA_HOME to the string the cache was built with ({same_tk[0]}, "
+            f"the same toolkit as {now.get('cuda_home')}): the cached modules stay valid"))
     fixes.append(Fix(
         description="Or accept the new toolkit and rebuild before serving (guarded, with "
         "progress), so the server does not compile on its first request",
