@@ -9,10 +9,12 @@ FileBatons, a lock file someone holds).
 from __future__ import annotations
 
 import os
+import time
 
+import psutil
 import pytest
 from conftest import DECODE, FA2, FA3
-from proc_helpers import HOLDER, script
+from proc_helpers import HOLDER, script, set_subreaper
 
 from fidoctor import quick
 from fidoctor.diagnosis import diagnose
@@ -78,3 +80,53 @@ def test_idle_lock_files_are_counted_and_a_held_one_is_listed(box, procs):
     assert "idle_lock_files" not in locks
     [held] = [lk for lk in locks["locks"] if lk["path"] == str(lock)]
     assert held["holders"] == [holder.pid] and held["match"] == "dev+inode"
+
+
+def _many_modules(box, n):
+    """``n`` module dirs, each with its own hard link of one gcc-built .so (cheap to make)."""
+    ws = box.workspace()
+    box.module(ws, DECODE)
+    so = ws / "cached_ops" / DECODE / f"{DECODE}.so"
+    for i in range(n):
+        d = ws / "cached_ops" / f"mod_{i:05d}"
+        d.mkdir()
+        (d / "build.ninja").write_text(f"name = mod_{i:05d}\ncuda_home = /usr/local/cuda\n")
+        os.link(so, d / f"mod_{i:05d}.so")
+        (ws / "cached_ops" / "tmp" / f"mod_{i:05d}.lock").write_bytes(b"")
+    box.module(ws, FA3, so="truncated")
+    return ws
+
+
+@pytest.mark.parametrize("level", ["full", "quick"])
+def test_a_big_cache_scanned_in_two_processes_reads_the_same(box, level):
+    """Over SPLIT_OVER module dirs on two cores the scan is shared with a helper process;
+    on one core (this process's affinity, inherited by the gatherers) it is not. Both
+    describe the same modules and lock files, and the helper does not outlive the scan."""
+    from fidoctor.snapshot.gather.cache import SPLIT_OVER
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core here: nothing to split across")
+    _many_modules(box, SPLIT_OVER + 50)
+    ctx = build_context(env=box.env())
+    if level == "quick":
+        ctx.extra["level"] = "quick"
+    mine = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(mine)})
+        one = gather_snapshot(ctx, only=["cache"]).data("cache")
+    finally:
+        os.sched_setaffinity(0, mine)
+    assert set_subreaper(True)  # a helper outliving its gatherer would become our child
+    try:
+        started = time.time() - 0.02
+        two = gather_snapshot(ctx, only=["cache"]).data("cache")
+        left = [c for c in psutil.Process().children(recursive=True)
+                if c.create_time() >= started]
+    finally:
+        set_subreaper(False)
+    assert left == []
+    [w1], [w2] = one["workspaces"], two["workspaces"]
+    assert len(w2["modules"]) == SPLIT_OVER + 52 and w2["modules"] == w1["modules"]
+    assert sorted(w1["locks"], key=lambda lk: lk["path"]) == w2["locks"]
+    assert w1["errors"] == w2["errors"] == [] and "not_scanned" not in w2
+    assert [m["name"] for m in w2["modules"] if m["so"]["problem"]] == [FA3]
