@@ -61,3 +61,28 @@ def test_list_schedule_longest_first():
     assert list_schedule(es, 2) == 6.0
     assert list_schedule(es, 1) == 12.0
     assert list_schedule(es + [Edge("a", "a.so", 0.5)], 4) == 4.5
+
+
+def test_schedule_simulator_replays_the_h200_run(tmp_path):
+    """bench/sim_warmup.py replays the H200's real edges through warmup's rules (its figures
+    go in the notes, not here): every policy's makespan is at least the lower bound, and the
+    admissions it reports name all six modules, the FA3 twins first."""
+    import json as _json
+    import subprocess as _sp
+    import sys as _sys
+
+    root = Path(__file__).resolve().parent.parent
+    out = _sp.run([_sys.executable, str(root / "bench" / "sim_warmup.py"), "--runs", "3",
+                   "--json"], capture_output=True, text=True, timeout=120, check=True)
+    doc = _json.loads(out.stdout)
+    for durations in ("logged", "quiet"):
+        r = doc[durations]
+        for policy in ("greedy", "split", "now"):
+            assert r[f"{policy}_s"] >= r["lower_bound_s"]
+            adm = r[f"{policy}_admissions"]
+            assert len(adm) == 6 and {a[0] for a in adm[:2]} == {"fa3-bf16", "fa3-f16"}
+        assert [a[2] for a in r["now_admissions"][:2]] == [8, 8]   # the twins' even split
+    for arg, why in ((tmp_path / "none", "not a directory"), (tmp_path, "no .ninja_log")):
+        bad = _sp.run([_sys.executable, str(root / "bench" / "sim_warmup.py"), str(arg)],
+                      capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and why in bad.stderr, bad.stderr

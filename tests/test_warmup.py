@@ -332,3 +332,83 @@ def test_one_job_budget_caps_every_ninja_together(tmp_path):
         running += 1 if ln == "start" else -1
         peak = max(peak, running)
     assert peak <= 3 and log.read_text().count("start") == 8
+
+
+def test_twins_share_the_free_slots_evenly():
+    """Modules of one kind admitted together get even lanes, never more than their edges."""
+    from fidoctor.warmup.parallel import shares
+
+    assert shares([10, 10], 16) == [8, 8]          # the H200's two FA3 modules
+    assert shares([10, 10, 10], 16) == [6, 5, 5]
+    assert shares([3, 10], 8) == [3, 5]            # a small twin leaves its rest to the other
+    assert shares([2, 2], 3) == [2, 1]
+    assert shares([4, 4], 1) == [1, 1]             # every ninja has its own implicit job
+
+
+def test_staged_tokens_are_each_ninjas_first_lanes(tmp_path):
+    """Two real ninjas (the target venv's jobserver client) started one after the other with
+    two tokens staged for each: each runs three edges at once (its implicit job + two), the
+    first does not take the pool; the reserve goes back afterwards (counted, not timed)."""
+    import shutil as _sh
+
+    from warmup_helpers import target_venv
+
+    from fidoctor.warmup.parallel import Budget, ninja_supports_jobserver
+
+    ninja = _sh.which("ninja", path=str(target_venv().parent))
+    if not ninja or not ninja_supports_jobserver(ninja):
+        pytest.skip("no jobserver-capable ninja in the target venv")
+    log = tmp_path / "edges.log"
+    for m in ("a", "b"):
+        d = tmp_path / m
+        d.mkdir()
+        rule = (f"rule nap\n  command = echo +{m} >> {log} && sleep 0.6 && "
+                f"echo -{m} >> {log} && touch $out\n")
+        (d / "build.ninja").write_text(rule + "".join(f"build {d}/o{i}: nap\n" for i in range(6)))
+    b = Budget(8, True, "")
+    b.open()
+    try:
+        assert b.reconcile(2) and b.held == 1 and b.idle() == 6
+        env = b.env(dict(os.environ))
+        ps = []
+        for m in ("a", "b"):
+            assert b.stage(2) == 2 and b.idle() == 2
+            ps.append(subprocess.Popen([ninja, "-C", str(tmp_path / m)], env=env,
+                                       stdout=subprocess.DEVNULL))
+            b.wait_taken(10.0)
+            assert b.idle() == 0, "the ninja took what was staged for it"
+        assert b.reserve == 2
+        b.unstage()
+        assert [p.wait(timeout=60) for p in ps] == [0, 0]
+        assert b.reconcile(0) and b.reserve == 0 and b.idle() == 7  # every token is back
+    finally:
+        b.close()
+    running = peak = 0
+    for ln in log.read_text().split():
+        running += 1 if ln[0] == "+" else -1
+        peak = max(peak, running)
+    first = log.read_text().split()[:6]
+    assert first.count("+a") == 3 and first.count("+b") == 3, first
+    assert peak <= 8 and log.read_text().count("+") == 12
+
+
+def test_idle_tokens_admit_the_next_module():
+    """With a jobserver, the next module starts once a few tokens sit idle (a sleeping ninja
+    takes none), however many unfinished edges the running ones still have; without one,
+    by unfinished edges as before. Memory still decides."""
+    from fidoctor.warmup.parallel import IDLE_LANES, Admission, Budget, Slot
+    from fidoctor.warmup.result import ModuleResult
+
+    def slot(edges: int, kind: str = "fa2") -> Slot:
+        return Slot(ModuleResult(key=f"{kind}:{edges}"), {"edges": edges}, kind, 1.0)
+
+    running, fa2, decode = [slot(11, "fa3"), slot(11, "fa3")], slot(11), slot(4, "decode")
+    big = Admission(Budget(16, True, ""), 1 << 40)
+    assert not big.fits(running, fa2, idle=IDLE_LANES - 1)
+    assert big.fits(running, fa2, idle=IDLE_LANES)      # 20 unfinished edges or not
+    assert big.fits(running, decode, idle=3)             # as many as its compile edges
+    assert not big.fits(running, fa2)                    # by unfinished edges: 20 ≥ 16 …
+    running[0].edges_done = running[1].edges_done = 5
+    assert big.fits(running, fa2)                        # … until fewer than 16 are left
+    assert Admission(Budget(2, True, ""), 1 << 40).fits([slot(4)], decode, idle=1)
+    assert not Admission(Budget(16, True, ""), 2 << 30).fits([slot(11, "fa3")], fa2, idle=8)

@@ -284,10 +284,14 @@ def test_parallel_modules_one_stalls_only_its_tree_ends(target_py, tmp_path):
     env = build_env(target_py.parent.parent, base, cuda_home=str(tk),
                     extra={"XDG_STATE_HOME": str(tmp_path / "st")})
     good, bad = SMALL, "single-decode:bf16:64"
+    # --jobs 4 for two modules of three compile edges each: the twins share the slots 2/2
+    # (parallel.shares, staged through the jobserver) instead of first come, first served.
     r = warmup(target_py, env, "--modules", f"{good},{bad}", "--jobs", "4",
                "--stall-after", "8", "--json", timeout=800)
     assert r.returncode == 1, (r.stdout[-2000:], r.stderr[-3000:])
     mods = {m["key"]: m for m in json.loads(r.stdout)["modules"]}
+    lanes = sorted(int(m["jobs_reason"].split("starts on ")[1].split()[0]) for m in mods.values())
+    assert lanes == [2, 2], [m["jobs_reason"] for m in mods.values()]
     assert mods[good]["status"] == "done", mods[good]
     assert mods[bad]["status"] == "stalled", mods[bad]
     assert "sleep" in mods[bad]["verdict"]["data"]["blocked"]

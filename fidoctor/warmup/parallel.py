@@ -14,10 +14,17 @@ ninja draws from one pool: ``total - 1`` tokens, less one held back for each
 further ninja running (each ninja also runs one job on its implicit token),
 so never more than ``total`` jobs at once; an older ninja gets a static ``-j``
 from what is free.
-Modules start longest first; the next one is admitted when the running ones
-have fewer unfinished compile edges than the budget (their tails would leave
-slots idle) and its compile jobs fit in memory beside theirs: a list
-schedule, longest first, at module granularity.
+Modules start longest first and their compile jobs must fit in memory beside
+the running ones'. ninja 1.13.2 takes jobserver tokens only when it starts
+and when one of its own edges ends, so a token another ninja frees waits in
+the pool until some ninja wakes (on the H200 the second FA3 module's last
+kernels began 33 s after tokens were free). Hence: modules of one kind admitted
+together split the free slots evenly, each ninja started on exactly its share
+(``shares``, ``Budget.stage``); later, the next module starts once a few
+tokens (``IDLE_LANES``, or as many as it has compile edges) sat idle in the
+pool at two polls in a row. Without a jobserver (static ``-j``) the next one
+starts when the running ones have fewer unfinished compile edges than the
+budget. ``bench/sim_warmup.py`` replays the H200's edges through these rules.
 
 Each module is guarded alone: its own stall and timeout verdicts, its own
 ninja session ended alone (``terminate_tree``), its half-built dir moved aside
@@ -34,8 +41,10 @@ import fcntl
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
+import termios
 import threading
 import time
 from dataclasses import dataclass, field
@@ -54,6 +63,10 @@ RESERVE = 1 << 30
 _PROGRESS = re.compile(r"^\[(\d+)/(\d+)\] ")
 # Relative weight of one edge of each kind (medians on the H200: 9.8, 18.8, 66.9 s).
 EDGE_WEIGHT = {"decode": 10.0, "fa2": 19.0, "fa3": 67.0}
+# A module waiting to start takes idle jobserver slots once this many sit idle (or as many
+# as it has compile edges): fewer leave it with too few lanes (a ninja grows only when one
+# of its own edges ends), more leave slots idle longer (bench/sim_warmup.py).
+IDLE_LANES = 4
 
 
 @dataclass
@@ -65,6 +78,7 @@ class Budget:
     reason: str
     fifo: str = ""
     held: int = 0   # tokens fidoctor keeps out of the pool (see reconcile)
+    reserve: int = 0  # tokens kept aside while a ninja starts with its share (see stage)
     _fd: Optional[int] = None
     _dir: str = ""
 
@@ -95,6 +109,10 @@ class Budget:
             self.give(1)
             self.held -= 1
         while self.held < want:
+            if self.reserve > 0:
+                self.reserve -= 1
+                self.held += 1
+                continue
             try:
                 got = os.read(self._fd, 1)
             except BlockingIOError:
@@ -103,6 +121,49 @@ class Budget:
                 return False
             self.held += 1
         return True
+
+    def idle(self) -> int:
+        """Tokens in the pool now, counted without taking them (FIONREAD on the fifo)."""
+        if self._fd is None:
+            return 0
+        try:
+            buf = fcntl.ioctl(self._fd, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return 0
+        return int(struct.unpack("i", buf)[0])
+
+    def stage(self, n: int) -> int:
+        """Leave exactly ``n`` tokens in the pool (fewer if fewer are free) for the ninja
+        about to start; the rest wait in ``reserve`` until ``unstage``. Why: ninja (1.13.2)
+        takes tokens only when it starts and when one of its own edges ends, so the tokens
+        it finds at its start are its lanes for the first round; the first of two FA3
+        modules would otherwise take all it can and leave its twin the rest (10/6 on 16
+        cores: the twin's last kernels start ~100 s late). Returns the tokens staged."""
+        if self._fd is None:
+            return 0
+        while True:
+            try:
+                got = os.read(self._fd, 64)
+            except BlockingIOError:
+                break
+            if not got:
+                break
+            self.reserve += len(got)
+        k = max(0, min(n, self.reserve))
+        self.give(k)
+        self.reserve -= k
+        return k
+
+    def wait_taken(self, limit: float) -> None:
+        """Until the ninja just started has taken what was staged (or ``limit`` s)."""
+        end = time.monotonic() + limit
+        while self.idle() > 0 and time.monotonic() < end:
+            time.sleep(0.02)
+
+    def unstage(self) -> None:
+        """Every reserved token back into the pool."""
+        self.give(self.reserve)
+        self.reserve = 0
 
     def give(self, n: int) -> None:
         """Put ``n`` tokens (back) into the pool, e.g. those a killed ninja held."""
@@ -149,6 +210,27 @@ def weight(key: str, spec_ev: Dict[str, Any], mem_class: str, arch: Optional[str
     return float(spec_ev.get("edges") or 1) * EDGE_WEIGHT.get(mem_class, 10.0)
 
 
+def shares(demands: List[int], free: int) -> List[int]:
+    """Water-fill ``free`` job slots over modules of one kind admitted together: each gets
+    the same number of lanes (never more than its compile edges), the remainder one each
+    in order. Two FA3 modules on 16 cores: 8/8, so both finish their kernels in one round
+    and their two short edges after (the H200 run's greedy 10/6 ended the second one
+    ~85 s later; bench/sim_warmup.py)."""
+    if not demands:
+        return []
+    free = max(free, len(demands))
+    level = 0
+    while level < max(demands) and sum(min(d, level + 1) for d in demands) <= free:
+        level += 1
+    out = [max(1, min(d, level)) for d in demands]
+    left = free - sum(out)
+    for i, d in enumerate(demands):
+        if left > 0 and out[i] < d:
+            out[i] += 1
+            left -= 1
+    return out
+
+
 def would_rebuild(ninja: str, workdir: str, env: Dict[str, str], text: Optional[str] = None
                   ) -> Tuple[Optional[bool], List[str]]:
     """Ask ninja (``-n -d explain``, through ``flashinfer.ninja.explain``) whether it would
@@ -189,6 +271,7 @@ class Slot:
     edges_done: int = 0      # ninja's status line names finished edges (NINJA_STATUS %f)
     edges_running: int = 0   # ninja's children right now (one ``sh -c`` per edge)
     jobs: int = 0
+    share: int = 0           # lanes it starts with when admitted beside a twin (``shares``)
     output: List[str] = field(default_factory=list)
     reader: Optional[threading.Thread] = None
     moved_for_rebuild: bool = False
@@ -297,10 +380,20 @@ class Admission:
     budget: Budget
     available: int
 
-    def fits(self, running: List[Slot], cand: Slot) -> bool:
+    def fits(self, running: List[Slot], cand: Slot, idle: Optional[int] = None) -> bool:
+        """May ``cand`` start now? ``idle``: jobserver tokens that sat in the pool at two
+        polls in a row (None: judge by the running modules' unfinished edges instead)."""
         if not running:
             return True
-        if sum(s.demand for s in running) >= self.budget.total:
+        if idle is not None:
+            # ninja 1.13.2 takes tokens only when it starts or one of its own edges ends:
+            # tokens in the pool wait there until a sleeping ninja wakes, so the running
+            # modules' unfinished edges say nothing about the slots idle now. Start the
+            # next module on them once a few sit idle (bench/sim_warmup.py: 4).
+            want = max(1, min(IDLE_LANES, cand.total_edges - 1, self.budget.total - 1))
+            if idle < want:
+                return False
+        elif sum(s.demand for s in running) >= self.budget.total:
             return False  # the running modules can still fill every slot: longest first
         if not self.budget.jobserver and self.free_static(running) < 1:
             return False

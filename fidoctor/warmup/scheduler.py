@@ -30,6 +30,7 @@ from fidoctor.warmup.parallel import (
     drop_lock,
     end_tree,
     ninja_supports_jobserver,
+    shares,
     short_reason,
     start_ninja,
     take_lock,
@@ -131,6 +132,7 @@ def build_parallel(python: str, modules: List[Dict[str, Any]], mem_class: Dict[s
             s.res.jobs_reason = f"MAX_JOBS={total}: shared by all modules ({how}); {reason}"
             by_key[s.res.key] = s
         early: List[Dict[str, Any]] = []
+        seen_idle = [0]
         while pending or running or waiting:
             now = time.monotonic()
             while not events.empty():
@@ -150,7 +152,10 @@ def build_parallel(python: str, modules: List[Dict[str, Any]], mem_class: Dict[s
                 _retry_lock(s, now, stall_after, waiting, running, hooks, p, finish)
             if waiting:
                 budget.reconcile(len(running))  # best effort: a token may be free later
-            while pending and admission.fits(running, pending[0]):
+            admitted: List[Slot] = []
+            idle = _idle_tokens(budget, running, seen_idle)
+            while pending and admission.fits(running, pending[0], idle):
+                idle = None  # the rest of this pass: by unfinished edges (twins at the start)
                 if not budget.reconcile(len(running) + 1):
                     budget.reconcile(len(running))
                     break  # every token is in use: a slot frees when an edge ends
@@ -167,6 +172,10 @@ def build_parallel(python: str, modules: List[Dict[str, Any]], mem_class: Dict[s
                     continue
                 hooks.prepare(s.res, s.ev)
                 _ask_write(s, p, running)
+                admitted.append(s)
+            _share_out(admitted, running, budget)
+            if budget.reserve and not any(o.share and o.state == "writing" for o in running):
+                budget.unstage()  # a twin that never started (cached, failed): its share
             for s in list(running):
                 _guard(s, now, timeout_of, stall_after, hooks, finish)
             if p.poll() is not None:  # the target died: nothing more can be written
@@ -337,9 +346,47 @@ def _written(s: Slot, ninja: str, budget: Budget, env: Dict[str, str], running: 
     if not budget.jobserver:
         others = sum(o.jobs for o in running if o is not s and o.state == "building")
         jobs = max(1, min(int(s.ev.get("edges") or 1), budget.total - others))
+        if s.share:
+            jobs = min(jobs, s.share)
+    elif s.share:
+        budget.stage(s.share - 1)  # its implicit job is the first lane
     s.jobs = jobs or 0
     start_ninja(s, ninja, benv, jobs)
+    if budget.jobserver and s.share:
+        budget.wait_taken(1.5)
+        if not any(o.share and o.state == "writing" for o in running if o is not s):
+            budget.unstage()
     hooks.start(s.res)
+
+
+def _idle_tokens(budget: Budget, running: List[Slot], seen: List[int]) -> Optional[int]:
+    """Jobserver tokens idle in the pool now and at the last poll (the smaller; a token a
+    ninja gives back it takes again at once), 0 while a module is starting; None without
+    a jobserver (static ``-j``: the running modules' unfinished edges decide)."""
+    if not budget.jobserver:
+        return None
+    if budget.reserve or any(s.state == "writing" for s in running):
+        seen[0] = 0
+        return 0
+    now = budget.idle()
+    idle, seen[0] = min(now, seen[0]), now
+    return idle
+
+
+def _share_out(admitted: List[Slot], running: List[Slot], budget: Budget) -> None:
+    """Modules of one kind admitted together start with even lanes (``parallel.shares``)
+    when they cannot all have one per edge; a module of another kind takes what is left."""
+    twins = [s for s in admitted if s.mem_class == admitted[0].mem_class] if admitted else []
+    if len(twins) < 2:
+        return
+    busy = sum(o.edges_running for o in running if o.state == "building")
+    free = budget.total - busy
+    demands = [max(s.total_edges - 1, 1) for s in twins]
+    if sum(demands) <= free:
+        return
+    for s, k in zip(twins, shares(demands, free)):
+        s.share = k
+        s.res.jobs_reason += f"; starts on {k} of the {free} free slots beside its twin(s)"
 
 
 def _retry_lock(s: Slot, now: float, stall_after: float, waiting: List[Slot],
