@@ -156,10 +156,12 @@ def bench_parallel(modules: str, rounds: int) -> dict:
             for how in order:
                 base = tmp / f"r{i}-{how}"
                 env = build_env(py.parent.parent, base, extra={"XDG_STATE_HOME": str(base / "s")})
-                t0 = time.time()
+                load0, t0 = os.getloadavg()[0], time.time()
                 res = run_warmup(python=str(py), modules=modules, arch="9.0a", env=env,
                                  sequential=how == "sequential")
                 wall = time.time() - t0
+                # The box's 1-minute load before and after: other engineers' builds share it.
+                row[f"{how}_loadavg"] = [round(load0, 1), round(os.getloadavg()[0], 1)]
                 assert res.exit_code == 0, [m.to_dict() for m in res.modules]
                 row[f"{how}_s"] = round(wall, 1)
                 row[f"{how}_peak_rss_gib"] = round(max(m.peak_rss for m in res.modules) / 2**30, 2)
