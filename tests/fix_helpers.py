@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
+from proc_helpers import pid_alive
 
 
 def tree_hashes(root: Path) -> Dict[str, str]:
@@ -63,14 +64,6 @@ def wait_paused(proc: subprocess.Popen, state: Path, point: str, limit: float = 
     pytest.fail(f"fidoctor never reached pause point {point}")
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
 def kill_and_reap(proc: Optional[subprocess.Popen]) -> None:
     """SIGKILL the child's group, reap it, and assert it is gone."""
     if proc is None:
@@ -83,7 +76,7 @@ def kill_and_reap(proc: Optional[subprocess.Popen]) -> None:
         proc.communicate(timeout=10)
     except subprocess.TimeoutExpired:
         pass
-    assert not alive(proc.pid)
+    assert not pid_alive(proc.pid)
 
 
 def finding_ids(env: Dict[str, str], python: Optional[str] = None) -> List[str]:

@@ -212,15 +212,7 @@ class Procs:
         raise AssertionError(f"no {name} process appeared within {timeout} s")
 
     def alive(self) -> List[int]:
-        out = []
-        for pid, ct in self.known.items():
-            try:
-                p = psutil.Process(pid)
-                if p.create_time() == ct and p.status() != psutil.STATUS_ZOMBIE:
-                    out.append(pid)
-            except psutil.Error:
-                pass
-        return out
+        return [pid for pid, ct in self.known.items() if same_alive(pid, ct)]
 
     def kill_all(self) -> List[int]:
         """SIGCONT+SIGKILL every remembered pid, reap ours; returns survivors."""
@@ -244,6 +236,25 @@ class Procs:
                 break
             time.sleep(0.05)
         return self.alive()
+
+
+def same_alive(pid: int, ct: float) -> bool:
+    """``pid`` still runs the process created at ``ct``: not gone, not a zombie, not reused."""
+    try:
+        p = psutil.Process(pid)
+        return p.create_time() == ct and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie. The state follows the *last* ``)`` of
+    /proc/PID/stat: a process name may itself hold ``") "``."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def _children(pid: int) -> List[int]:

@@ -24,6 +24,7 @@ from proc_helpers import (
     fakecc,
     make_fifo,
     reparented,
+    same_alive,
     start_server,
     wait_for,
     write_module,
@@ -49,14 +50,6 @@ def snapshot_pids(procs: Procs, root: int):
     for c in psutil.Process(root).children(recursive=True):
         out[c.pid] = c.create_time()
     return out
-
-
-def same_alive(pid: int, ct: float) -> bool:
-    try:
-        p = psutil.Process(pid)
-        return p.create_time() == ct and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def test_stuck_tree_is_ended_and_a_progressing_build_is_never_touched(box, procs, tmp_path):

@@ -18,7 +18,15 @@ import psutil
 import pytest
 from conftest import DECODE
 from fix_helpers import fix_env, spawn_paused, wait_paused
-from proc_helpers import fakecc, make_fifo, reparented, start_server, wait_for, write_module
+from proc_helpers import (
+    fakecc,
+    make_fifo,
+    reparented,
+    same_alive,
+    start_server,
+    wait_for,
+    write_module,
+)
 
 from fidoctor import kill
 
@@ -43,14 +51,6 @@ def spawn_with_pid(procs, want: int, argv, attempts: int = 400) -> subprocess.Po
 
 def identity(pid: int) -> float:
     return psutil.Process(pid).create_time()
-
-
-def same_alive(pid: int, ct: float) -> bool:
-    try:
-        p = psutil.Process(pid)
-        return p.create_time() == ct and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def dead_and_reused(procs):

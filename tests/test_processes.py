@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+from pathlib import Path
 
 import pytest
 from conftest import DECODE
 from proc_helpers import (
     fakecc,
     make_fifo,
+    pid_alive,
     reparented,
     snap_of,
     start_server,
@@ -98,3 +101,17 @@ def test_orphan_rule_on_plain_facts():
     assert is_orphaned(dict(base, parent_sid=99))  # adopted by a subreaper
     assert not is_orphaned(dict(base, parent_is_python=False))  # a shell ran ninja
     assert not is_orphaned(dict(base, sid=10, parent_sid=1))  # setsid: leads its own session
+
+
+def test_pid_alive_reads_the_state_after_the_last_paren(procs, tmp_path):
+    """The shared test helper that says "no PID survives": a process whose name holds
+    ``") Z "`` is alive, and after it is killed and reaped it is not."""
+    odd = tmp_path / "a) Z b"
+    shutil.copy(shutil.which("sleep"), odd)
+    p = procs.start([str(odd), "60"])
+    comm = Path(f"/proc/{p.pid}/comm")
+    wait_for(lambda: comm.read_text().startswith("a) Z"), what="the copy exec'd")
+    assert pid_alive(p.pid)
+    p.kill()
+    p.wait()
+    assert not pid_alive(p.pid)

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from proc_helpers import pid_alive
+
 TORCH = "2.13.0"
 FLASHINFER = "0.7.2.post1"
 SMALL_DEPS = ["apache-tvm-ffi==0.1.15.post2", "ninja", "numpy", "packaging", "requests",
@@ -166,16 +168,7 @@ def hold_flock(lock_path: Path) -> subprocess.Popen:
 
 def alive(pids: List[int]) -> List[int]:
     """Those of ``pids`` that still exist and are not zombies."""
-    out = []
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            out.append(pid)
-    return out
+    return [pid for pid in pids if pid_alive(pid)]
 
 
 def kill_and_wait(p: subprocess.Popen) -> None:
