@@ -24,9 +24,12 @@ what the real parts do:
   (``--lag`` s each) before the module's ninja starts.
 
 Policies: ``greedy`` (before): a new ninja takes every token in the pool.
-``split`` (now, ``parallel.shares``): modules of one kind admitted in one pass
-split the free slots evenly, each ninja started on exactly its share
-(``Budget.stage``). ``ideal``: every step on one pool, longest first
+``split``: modules of one kind admitted in one pass split the free slots
+evenly, each ninja started on exactly its share (``parallel.shares``,
+``Budget.stage``). ``now`` (warmup today): ``split``, and later modules start
+once ``IDLE_LANES`` tokens sat idle at two polls. ``now+eager``: the same
+rules with a jobserver client that takes a free token at once (ninja after
+1.13.2). ``ideal``: every step on one pool, longest first
 (``ninjalog.list_schedule``), which no module-by-module scheduler beats.
 
 Durations: ``logged`` are the run's own (steps ran ≈ 1.4–1.5× longer under a
@@ -109,6 +112,8 @@ class _Sim:
 
     def __init__(self, mods: Dict[str, List[Edge]], cores: int, policy: str, lag: float,
                  poll: float = 0.5) -> None:
+        self.eager = policy.endswith("+eager")
+        policy = policy.replace("+eager", "")
         self.order = sorted(mods, key=lambda m: -sum(e.seconds for e in mods[m]))
         self.todo = {m: list(es) for m, es in mods.items()}
         self.cores, self.policy, self.lag, self.poll = cores, policy, lag, poll
@@ -166,6 +171,9 @@ class _Sim:
                 self.admit(now)
                 if self.order or self.ninjas:
                     self.push(now + self.poll, "poll")
+            if self.eager:  # a client that watches the fifo takes a free token at once
+                for m in [m for m, n in self.ninjas.items() if n.started and self.todo[m]]:
+                    self.grab(m, now)
         return self.end
 
     def admit(self, now: float) -> None:
@@ -220,7 +228,7 @@ def label(m: str) -> str:
     return kind(m) + ("-f16" if "_f16_" in m else "-bf16")
 
 
-POLICIES = ("greedy", "split", "now")
+POLICIES = ("greedy", "split", "now", "now+eager")
 
 
 def ratio(mods: Dict[str, List[Edge]], cores: int, policy: str, lag: float) -> float:
