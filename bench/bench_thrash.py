@@ -47,12 +47,12 @@ def one(watch_s: float) -> dict:
         try:
             mod = flashinfer_module(Path(d) / "b", build=False, launch=False)
             env = fi_env(Path(d) / "b", CUDA_HOME)
-            evict_toolchain()
+            left = evict_toolchain()
             server = start_server(procs, cg, env, "cold", mod)
             server.stdout.readline()
             t0 = time.monotonic()
             try:
-                seen = wait_for_thrash(cg, server)
+                seen = wait_for_thrash(cg, server, left=left)
             except Skipped as e:
                 return {"thrashed": False, "why": str(e)}
             row = {"thrashed": True, "thrash_after_s": round(time.monotonic() - t0, 1),

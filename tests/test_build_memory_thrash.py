@@ -42,17 +42,17 @@ def _cold_build(tmp_path, procs, memcg):
     base = tmp_path / "b"
     mod = flashinfer_module(base, build=False, launch=False)
     env = fi_env(base, CUDA_HOME)
-    evict_toolchain()
+    left = evict_toolchain()
     p = start_server(procs, memcg, env, "cold", mod)
     assert p.stdout.readline().decode().startswith("building")
-    return p, mod, env
+    return p, mod, env, left
 
 
 @pytest.mark.timeout(200)
 def test_thrashing_build_is_named_with_its_evidence_and_never_called_progressing(
         tmp_path, memcg, procs):
-    p, mod, env = _cold_build(tmp_path, procs, memcg)
-    seen = wait_for_thrash(memcg, p)
+    p, mod, env, left = _cold_build(tmp_path, procs, memcg)
+    seen = wait_for_thrash(memcg, p, left=left)
     t0 = time.monotonic()
     diag = diagnose(gather_snapshot(build_context(pid=p.pid)))
     took = time.monotonic() - t0
@@ -94,6 +94,7 @@ def test_thrashing_build_is_named_with_its_evidence_and_never_called_progressing
     schema = json.loads((Path(__file__).parent.parent / "fidoctor" / "schema" /
                          "snapshot.schema.json").read_text())
     jsonschema.validate(json.loads((tmp_path / "snap.json").read_text()), schema)
+    _replayed_edits(tmp_path / "snap.json", mod.name)
 
     # Ended only when asked by name, through the fix transaction, re-checked on the live cgroup.
     from fix_helpers import cli
@@ -115,6 +116,38 @@ def test_thrashing_build_is_named_with_its_evidence_and_never_called_progressing
     assert _alive(p.pid), "the server itself was signalled"
 
 
+def _replayed_edits(path, name):
+    """The same real snapshot, replayed with one fact edited (no new thrash is made):
+    the kernel killing inside the window, usage off the limit and page cache filling it are
+    quiet; the same counters read as cgroup v2 (memory.events max, PSI) fire with PSI
+    evidence; a 1 GiB limit that fits one decode job offers set-max-jobs first."""
+    from fidoctor.snapshot import Snapshot
+
+    def edited(edit):
+        snap = Snapshot.from_dict(json.loads(path.read_text()))
+        edit(snap.sections["oom"].data["cgroup"])
+        return by_id(diagnose(snap), ID)
+
+    assert edited(lambda cg: cg["sample"].update(oom_kill=1)) == []
+    assert edited(lambda cg: cg["sample"].update(usage_end=cg["limit"] // 2)) == []
+    assert edited(lambda cg: cg["stat"].update(anon=cg["limit"] // 2)) == []
+
+    def as_v2(cg):
+        cg.update(version=2, failcnt=None, pressure={"some_avg10": 91.0, "full_avg10": 88.5})
+        cg["sample"].update(max=cg["sample"].pop("failcnt"), failcnt=None)
+
+    [v2] = edited(as_v2)
+    assert v2.data["affects"] == [name]
+    assert any("full avg10 88.5 %" in e for e in v2.evidence), v2.evidence
+
+    def one_gib(cg):
+        cg.update(limit=1 << 30, usage=1 << 30, stat=dict(cg["stat"], anon=int(0.9 * (1 << 30))))
+        cg["sample"].update(usage_end=1 << 30)
+
+    [g] = edited(one_gib)
+    assert g.data["max_jobs"] == 1 and g.fixes[0].id == "set-max-jobs", [x.id for x in g.fixes]
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -126,7 +159,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.timeout(200)
 def test_same_cold_build_with_headroom_is_quiet(tmp_path, memcg, procs):
     limit_file(memcg).write_text("2G")
-    p, mod, _ = _cold_build(tmp_path, procs, memcg)
+    p, mod, _, _ = _cold_build(tmp_path, procs, memcg)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:  # cudafe++ (the step that thrashes at 200 MB) runs
         names = set()
