@@ -32,6 +32,7 @@ from fidoctor.snapshot.context import build_context
 from fidoctor.snapshot.runner import gather_snapshot
 
 ID = "build-memory-thrash"
+pytestmark = pytest.mark.slow  # a real FlashInfer compile (30–100 s here); CI's 3.13 suite runs it
 
 
 def by_id(diag, id_):
@@ -48,7 +49,7 @@ def _cold_build(tmp_path, procs, memcg):
     return p, mod, env, left
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(280)  # evict ≤30 s, thrash ≤90 s, two fix runs ≤60 s each
 def test_thrashing_build_is_named_with_its_evidence_and_never_called_progressing(
         tmp_path, memcg, procs):
     p, mod, env, left = _cold_build(tmp_path, procs, memcg)
@@ -101,13 +102,19 @@ def test_thrashing_build_is_named_with_its_evidence_and_never_called_progressing
 
     fenv = dict(env, XDG_STATE_HOME=str(tmp_path / "state"))
     pids = f.data["pids"]
+
+    def thrash_ended(step):  # no OOM kill had happened when the thrash was seen
+        if counters(memcg)["oom_kill"]:
+            pytest.skip(f"the finding was checked; {step} was not: the kernel ended the thrash "
+                        "with an OOM kill first")
+
     r = cli(["fix", "--yes", "--no-warmup", "--pid", str(p.pid), "--only", ID], fenv, timeout=60)
+    thrash_ended("the fix not asked by name")
     assert "--use terminate-build-tree" in r.stdout + r.stderr, r.stdout + r.stderr
     assert all(_alive(x) for x in pids if x != p.pid), "ended without being asked"
     r = cli(["fix", "--yes", "--no-warmup", "--pid", str(p.pid), "--only", ID,
              "--use", "terminate-build-tree"], fenv, timeout=60)
-    if "not thrashing any more" in r.stdout + r.stderr or f"no {ID}" in r.stdout:
-        pytest.skip("the thrash ended (OOM kill) before the fix re-checked it")
+    thrash_ended("terminate-build-tree")
     assert r.returncode == 0, r.stdout + r.stderr
     deadline = time.monotonic() + 10
     while any(_alive(x) for x in pids) and time.monotonic() < deadline:
