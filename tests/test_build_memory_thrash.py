@@ -26,6 +26,7 @@ from memcg_helpers import (
     wait_for_thrash,
 )
 from ninja_helpers import fi_env, flashinfer_module
+from proc_helpers import pid_alive, same_alive
 
 from fidoctor.diagnosis import diagnose
 from fidoctor.snapshot.context import build_context
@@ -101,7 +102,8 @@ def test_thrashing_build_is_named_with_its_evidence_and_never_called_progressing
     from fix_helpers import cli
 
     fenv = dict(env, XDG_STATE_HOME=str(tmp_path / "state"))
-    pids = f.data["pids"]
+    tree = {int(x): ct for x, ct in f.data["create_times"].items() if int(x) != p.pid}
+    alive = [x for x, ct in tree.items() if same_alive(x, ct)]
 
     def thrash_ended(step):  # no OOM kill had happened when the thrash was seen
         if counters(memcg)["oom_kill"]:
@@ -111,16 +113,16 @@ def test_thrashing_build_is_named_with_its_evidence_and_never_called_progressing
     r = cli(["fix", "--yes", "--no-warmup", "--pid", str(p.pid), "--only", ID], fenv, timeout=60)
     thrash_ended("the fix not asked by name")
     assert "--use terminate-build-tree" in r.stdout + r.stderr, r.stdout + r.stderr
-    assert all(_alive(x) for x in pids if x != p.pid), "ended without being asked"
+    assert alive and all(same_alive(x, tree[x]) for x in alive), "ended without being asked"
     r = cli(["fix", "--yes", "--no-warmup", "--pid", str(p.pid), "--only", ID,
              "--use", "terminate-build-tree"], fenv, timeout=60)
     thrash_ended("terminate-build-tree")
     assert r.returncode == 0, r.stdout + r.stderr
     deadline = time.monotonic() + 10
-    while any(_alive(x) for x in pids) and time.monotonic() < deadline:
+    while any(same_alive(x, tree[x]) for x in alive) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not any(_alive(x) for x in pids), r.stdout
-    assert _alive(p.pid), "the server itself was signalled"
+    assert not any(same_alive(x, tree[x]) for x in alive), r.stdout
+    assert pid_alive(p.pid), "the server itself was signalled"
 
 
 def _replayed_edits(path, name):
@@ -153,14 +155,6 @@ def _replayed_edits(path, name):
 
     [g] = edited(one_gib)
     assert g.data["max_jobs"] == 1 and g.fixes[0].id == "set-max-jobs", [x.id for x in g.fixes]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 @pytest.mark.timeout(200)
