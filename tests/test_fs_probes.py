@@ -119,7 +119,7 @@ def test_roomy_tmpfs_twin_is_quiet(box, tmp_path):
 def test_mountinfo_lines_and_lock_semantics_of_real_option_spellings():
     """Lines as the kernel writes them (octal escapes, optional fields, super options)."""
     from fidoctor.mounts import is_network, mount_of, parse_mountinfo
-    from fidoctor.probes.cache_on_network_fs import lock_semantics
+    from fidoctor.probes._fsfacts import lock_semantics
 
     ms = parse_mountinfo(
         "1 0 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"

@@ -89,6 +89,18 @@ def test_probes_share_helpers_never_import_another_probe(graph):
     assert bad == {}
 
 
+def test_no_module_imports_a_plugin(graph):
+    """Probe and fix plugins are found by the registry, never imported: what two places
+    need lives in a shared module (``probes/_*.py``, ``fixes/_*.py``), so a plugin can be
+    retired without breaking fleet, warmup or another plugin."""
+    plugins = {m for m in graph if m.startswith(("fidoctor.probes.", "fidoctor.fixes."))
+               and not m.rsplit(".", 1)[1].startswith("_")}
+    bad = {m: sorted(graph[m] & plugins) for m in graph if graph[m] & plugins}
+    # live.orphans runs build-process-stuck's whole judgement on a fresh process table: it
+    # uses the probe as a probe, not a helper kept in it.
+    assert bad == {"fidoctor.live.orphans": ["fidoctor.probes.build_process_stuck"]}
+
+
 def test_one_compiler_list_one_lock_reader():
     from fidoctor.flashinfer import builds
     from fidoctor.snapshot.gather import locks, processes

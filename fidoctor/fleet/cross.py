@@ -57,7 +57,7 @@ def _finding(id_: str, severity: str, subject: str, title: str, evidence: List[s
 
 
 def shared_cache(nodes: List[Node]) -> List[Dict[str, Any]]:
-    from fidoctor.probes.cache_on_network_fs import lock_semantics
+    from fidoctor.probes._fsfacts import lock_semantics
 
     by: Dict[Tuple, List[Tuple[Node, Dict[str, Any]]]] = defaultdict(list)
     for n in nodes:

@@ -102,3 +102,34 @@ def local_base(snap: Snapshot, need_bytes: int = 1 << 30) -> Optional[Dict[str, 
         return {"path": pl["path"], "fstype": m["fstype"], "mount_point": m["mount_point"],
                 "avail_bytes": avail}
     return None
+
+
+def lock_semantics(fstype: str, opts: List[str]) -> str:
+    """What ``flock`` means on this mount, from its type and options."""
+    o = set(opts)
+    kv: Dict[str, str] = dict(x.split("=", 1) for x in opts if "=" in x)
+    base = fstype.split(".", 1)[0]
+    if base in ("nfs", "nfs4"):
+        if "nolock" in o:
+            return "nolock: locks are local to this node; other nodes do not see them"
+        if kv.get("local_lock") in ("all", "flock"):
+            return f"local_lock={kv['local_lock']}: flock is local to this node"
+        return ("flock is emulated with NFS byte-range locks (lockd/NFSv4): shared between "
+                "nodes, but lost or stuck when a client dies without releasing them")
+    if base == "lustre":
+        if "localflock" in o:
+            return "localflock: flock is local to this node; other nodes do not see it"
+        if "flock" in o:
+            return "flock: cluster-coherent locks (slow under contention)"
+        return "no flock option: flock fails (ENOSYS) and filelock raises NotImplementedError"
+    if base in ("cifs", "smb3"):
+        return ("nobrl: byte-range locks are local only" if "nobrl" in o else
+                "locks go to the SMB server; flock is emulated and not coherent with POSIX locks")
+    if base == "9p":
+        return "9p: locks are local to this guest/node unless the server implements them"
+    if fstype.startswith("fuse."):
+        return (f"{fstype}: FUSE does not forward flock unless the filesystem implements it "
+                "(sshfs does not): a lock taken here does not exclude another node")
+    if base in ("gpfs", "ceph", "beegfs", "glusterfs"):
+        return f"{base}: cluster-coherent locks, but slow; output mtimes may disagree with .ninja_log"
+    return "lock behaviour across nodes unknown"
