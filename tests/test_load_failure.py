@@ -73,3 +73,70 @@ def test_unfinished_loading_without_a_so_is_still_an_unfinished_build(tmp_path):
     doc = _diagnose(seed)
     [f] = [f for f in doc["findings"] if f["id"] == "jit-log-unfinished"]
     assert "never finished" in f["title"] and f["data"].get("verdict") is None
+
+
+def _check(seed: Seed, *extra: str):
+    r = run_cli(["warmup", "--check", "--json", *extra], env=seed.env())
+    assert "Traceback" not in r.stderr, r.stderr
+    return r.returncode, json.loads(r.stdout)
+
+
+def _rows(doc):
+    return {m["name"]: m for w in doc["workspaces"] for m in w["modules"]}
+
+
+def test_warmup_check_says_what_diagnose_says_about_a_load_failure(tmp_path):
+    """``warmup --check`` used to call this module ``ok`` while diagnose said it failed to
+    load. Now both read the same finding: the row is ``load-failed`` (not ``ok``, not
+    ``incomplete``: a rebuild gives the same file), the finding behind it is diagnose's own,
+    with its cause when ``--python`` lets the ELF probes run, and the JSON validates."""
+    from importlib import resources
+
+    import jsonschema
+
+    seed = Seed(tmp_path)
+    _log(seed, _lines(time.time()))
+    diag = _diagnose(seed)
+    [d] = [f for f in diag["findings"] if f["id"] == "jit-log-unfinished"]
+    assert "cache-incomplete-module" not in {f["id"] for f in diag["findings"]}
+    rc, doc = _check(seed, "--python", str(seed.v["python"]))
+    assert rc == 1
+    rows = _rows(doc)
+    assert rows[BYVERSION_MOD]["state"] == "load-failed"
+    assert rows[BYVERSION_MOD]["complete"] is False
+    assert rows[PLAIN_MOD]["state"] == "ok", "its Finished line came"
+    [f] = doc["findings"]
+    assert (f["id"], f["subject"], f["title"]) == (d["id"], d["subject"], d["title"])
+    assert f["data"]["verdict"] == "load-failed" and f["caused_by"] == "cudart-missing-symbol"
+    assert "cudart-missing-symbol" in rows[BYVERSION_MOD]["problem"]
+    schema = json.loads(resources.files("fidoctor").joinpath("schema/warmup.schema.json")
+                        .read_text())
+    jsonschema.validate(doc, schema)
+    r = run_cli(["warmup", "--check"], env=seed.env())
+    assert r.returncode == 1 and "LOAD-FAILED" in r.stdout and "failed to load" in r.stdout
+    assert "--clear-incomplete" not in r.stdout, "moving it aside would not help"
+
+
+def test_warmup_check_without_python_names_the_load_failure_and_clear_leaves_it(tmp_path):
+    """Without ``--python`` no target is asked: the verdict is the same (the log and the
+    cache say it), only without the cause; --clear-incomplete leaves the module alone."""
+    seed = Seed(tmp_path)
+    _log(seed, _lines(time.time()))
+    rc, doc = _check(seed)
+    assert rc == 1 and _rows(doc)[BYVERSION_MOD]["state"] == "load-failed"
+    [f] = doc["findings"]
+    assert f["data"]["verdict"] == "load-failed" and not f.get("caused_by")
+    r = run_cli(["warmup", "--clear-incomplete", "--json"],
+                env=dict(seed.env(), XDG_STATE_HOME=str(tmp_path / "state")))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["txid"] is None
+    assert seed.modules[BYVERSION_MOD].exists()
+
+
+def test_warmup_check_quiet_twin_a_finished_log_is_ok(tmp_path):
+    seed = Seed(tmp_path)
+    now = time.time()
+    _log(seed, _lines(now) + [log_line("old", "finished", BYVERSION_MOD, now - 119)])
+    rc, doc = _check(seed)
+    assert rc == 0 and doc["findings"] == []
+    assert {m["state"] for m in _rows(doc).values()} == {"ok"}

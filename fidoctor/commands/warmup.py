@@ -89,7 +89,7 @@ def command(python, modules, list_only, plan_only, arch, jobs, sequential, rebui
             out = clear(env, state_dir(env))
             click.echo(json.dumps(out) if as_json else "\n".join(out["actions"]))
             return 0
-        res = cache.check(env)
+        res = cache.check(env, python=python)
         if as_json:
             click.echo(json.dumps(res.to_dict(), indent=2))
         else:

@@ -22,12 +22,13 @@ def clear_incomplete(env: Mapping[str, str], state: str) -> Dict[str, Any]:
     """Move every incomplete module dir aside; {"actions": [lines], "txid": id or None}."""
     from fidoctor.txn import FixLock, apply_steps, interrupted
     from fidoctor.txn.journal import new_txid
-    from fidoctor.warmup.cache import check
+    from fidoctor.warmup.cache import INCOMPLETE, check
 
     res = check(env)
+    incomplete = [f for f in res.findings if f.id == INCOMPLETE]  # not the load failures
     lines: List[str] = [f"left {m['dir']}: {m['problem']}" for w in res.workspaces
                         for m in w["modules"] if m["state"] == "busy"]
-    if not res.findings:
+    if not incomplete:
         return {"actions": lines + ["no incomplete module dirs"], "txid": None}
     with FixLock(state, "fidoctor warmup --clear-incomplete", wait_s=10.0):
         stuck = interrupted(state)
@@ -39,7 +40,7 @@ def clear_incomplete(env: Mapping[str, str], state: str) -> Dict[str, Any]:
         fctx = FixContext(txid=txid, state=state, env=dict(env), python=ctx.get("python") or "",
                           snapshot=res.snapshot, flashinfer_root=ctx.get("flashinfer_root") or "",
                           requested=("quarantine-module",))
-        fp = make_plans(res.findings, fctx, prefer=("quarantine-module",))
+        fp = make_plans(incomplete, fctx, prefer=("quarantine-module",))
         for f, why in fp.unaddressed:
             lines.append(f"left {f.data.get('module_dir') or f.subject}: {why}")
         if not fp.steps:

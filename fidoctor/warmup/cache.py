@@ -1,12 +1,18 @@
 """``--check`` and ``--once``: the cache as the probes see it.
 
-``--check`` gathers the ``cache``, ``processes`` and ``locks`` sections and
-runs the probes: a module is *incomplete* exactly when ``diagnose`` reports
+``--check`` gathers the ``cache``, ``processes``, ``locks`` and ``jitlog``
+sections (with ``--python`` also what the ELF probes read) and runs the probes:
+a module is *incomplete* exactly when ``diagnose`` reports
 ``cache-incomplete-module`` for it (the one definition), so the two never
-disagree. A module dir that a live process builds, or whose lock a live
-process holds, is *busy*; one with neither a ``.so`` nor build files is
-*empty* (FlashInfer starts it from scratch). ``--clear-incomplete`` is the fix
-planner's business (``fidoctor.fixes._clear``), not ours.
+disagree. A module whose complete ``.so`` the target failed to load (0.2.0–0.2.5:
+``Loading JIT ops`` and no ``Finished``) is *load-failed* exactly when diagnose
+reports ``jit-log-unfinished`` with ``verdict: load-failed`` for it (its cause,
+when the ELF probes name one, rides along as ``caused_by``): never ``ok``, and
+never incomplete (rebuilding gives the same file). A module dir that a live
+process builds, or whose lock a live process holds, is *busy*; one with
+neither a ``.so`` nor build files is *empty* (FlashInfer starts it from
+scratch). ``--clear-incomplete`` is the fix planner's business
+(``fidoctor.fixes._clear``), not ours.
 
 ``--once`` must cost nothing on a warm container start: the flag file records
 each module's ``.so`` path, size and mtime; when every one is unchanged and
@@ -25,6 +31,9 @@ from fidoctor.fsutil import elf_header_problem
 from fidoctor.model import Finding
 
 INCOMPLETE = "cache-incomplete-module"
+UNFINISHED = "jit-log-unfinished"
+CHECK_SECTIONS = ["cache", "processes", "locks", "jitlog"]
+CAUSE_SECTIONS = ["target", "toolkit", "elf", "cudart"]  # the ELF probes' (with --python)
 FLAG_VERSION = 2
 
 
@@ -44,25 +53,30 @@ class CacheCheck:
         return {"workspaces": self.workspaces, "findings": [f.to_dict() for f in self.findings]}
 
 
-def gather(env: Mapping[str, str]) -> Any:
-    """A snapshot of the cache and the live builders/locks on it (no target import)."""
+def gather(env: Mapping[str, str], python: Optional[str] = None) -> Any:
+    """A snapshot of the cache, its JIT logs and the live builders/locks on it; with
+    ``python``, also what the ELF probes need to name why a module failed to load (one
+    query of that interpreter; without it no target is started)."""
     from fidoctor.snapshot.context import build_context
     from fidoctor.snapshot.runner import gather_snapshot
 
-    ctx = build_context(env=dict(env))
-    return gather_snapshot(ctx, only=["cache", "processes", "locks"])
+    ctx = build_context(python=python, env=dict(env))
+    return gather_snapshot(ctx, only=CHECK_SECTIONS + (CAUSE_SECTIONS if python else []))
 
 
-def check(env: Mapping[str, str], snap: Any = None) -> CacheCheck:
+def check(env: Mapping[str, str], snap: Any = None, python: Optional[str] = None) -> CacheCheck:
     """Every module of every workspace, judged by the probes (see the module doc)."""
     from fidoctor.diagnosis import diagnose
     from fidoctor.probes._facts import builders, lock_holders_of, so_problem, workspaces
 
-    snap = snap if snap is not None else gather(env)
+    snap = snap if snap is not None else gather(env, python)
     diag = diagnose(snap)
     bad = {os.path.normpath(f.data.get("module_dir") or ""): f
            for f in diag.findings if f.id == INCOMPLETE}
-    out = CacheCheck(findings=list(bad.values()), snapshot=snap)
+    unloadable = {os.path.normpath(f.data.get("module_dir") or ""): f
+                  for f in diag.findings
+                  if f.id == UNFINISHED and f.data.get("verdict") == "load-failed"}
+    out = CacheCheck(findings=list(bad.values()) + list(unloadable.values()), snapshot=snap)
     for ws in workspaces(snap):
         rows = []
         for mod in ws.get("modules", []):
@@ -72,6 +86,10 @@ def check(env: Mapping[str, str], snap: Any = None) -> CacheCheck:
             state, why = "ok", ""
             if path in bad:
                 state, why = "incomplete", bad[path].data.get("problem") or problem or ""
+            elif path in unloadable:
+                f = unloadable[path]
+                state, why = "load-failed", f.title + (
+                    f" (caused by {f.caused_by})" if f.caused_by else "")
             elif problem is not None:
                 who = builders(snap, path)
                 holders = lock_holders_of(snap, mod["name"], ws["path"])
@@ -104,9 +122,14 @@ def render_check(result: CacheCheck, now: float) -> List[str]:
                 lines.append(f"  {m['state'].upper():<10}  {m['problem']}: {m['name']}")
     if not result.workspaces:
         lines.append("no FlashInfer workspace found")
-    if result.findings:
-        lines.append(f"{len(result.findings)} {INCOMPLETE} finding(s): move them aside with "
+    n = sum(f.id == INCOMPLETE for f in result.findings)
+    if n:
+        lines.append(f"{n} {INCOMPLETE} finding(s): move them aside with "
                      "`fidoctor warmup --clear-incomplete` (undo: fidoctor undo)")
+    if len(result.findings) > n:
+        lines.append(f"{len(result.findings) - n} module(s) built but failed to load "
+                     f"({UNFINISHED}): a rebuild gives the same file; `fidoctor diagnose` "
+                     "names why and what to do")
     return lines
 
 
