@@ -48,6 +48,18 @@ def lock_holders_of(snap: Snapshot, module: str, workspace: str) -> List[int]:
     return []
 
 
+def stale_baton(snap: Snapshot, module_dir: str) -> Optional[str]:
+    """The path of ``module_dir``'s torch FileBaton (FlashInfer 0.2.0–0.2.5) when no process
+    has it open: its builder died, and every later build of the module spins on it. None if
+    there is none, it is open, or locks were not gathered."""
+    mdir = os.path.normpath(module_dir)
+    for lk in sections.locks(snap).get("locks", []):
+        if lk.get("style") == "baton" and not lk.get("extension") and not lk.get("open_by") \
+                and os.path.normpath(lk.get("module_dir") or "") == mdir:
+            return lk.get("path")
+    return None
+
+
 def processes_known(snap: Snapshot) -> bool:
     s = snap.section("processes")
     return s is not None and s.ok

@@ -21,7 +21,11 @@ be inspected). For a holder with a stuck build tree, ``terminate-build-tree``
 kernel releases the flock. A holder doing nothing gets advice only (look at
 it with py-spy; killing a server is the user's call). Finding data:
 ``lock_path``, ``style``, ``module``, ``module_dir``, ``holder_pids``,
-``waiter_pids``, ``waiters``.
+``waiter_pids``, ``waiters``; a stale baton of a FlashInfer module also
+``affects`` (its module dir: the cause of that module's jit-log-unfinished and
+cache-incomplete-module, see fidoctor/causes.py). A 0.2.0–0.2.5 waiter holds
+the module's flock while it spins on the baton: it is named as the baton's
+waiter (the ``locks`` gatherer), and that flock gets no finding of its own.
 """
 
 from __future__ import annotations
@@ -30,13 +34,16 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from fidoctor.flashinfer.modnames import short_name
 from fidoctor.model import Finding, Fix
-from fidoctor.probes._facts import fmt_age, quote
+from fidoctor.probes._facts import fmt_age, quote, stale_baton
 from fidoctor.probes._trees import stuck_trees
 from fidoctor.proctree import PROGRESS_CPU_S, STOPPED, safe_pgids
 from fidoctor.snapshot import Snapshot
 
 ID = "build-lock-held"
 REQUIRES = ("locks",)
+# A stale baton of a FlashInfer module is why its build never finishes (jit-log-unfinished)
+# and why it stays half-built: its finding carries data["affects"] (fidoctor/causes.py).
+CAUSE = True
 
 
 def _tree_of(snap: Snapshot, holder: int, module_dir: str) -> Optional[Dict[str, Any]]:
@@ -122,6 +129,7 @@ def _stale_baton(snap: Snapshot, lk: Dict[str, Any], scan: Dict[str, Any]) -> Fi
                        "extensions dir is not FlashInfer's cache, so fidoctor fix leaves it "
                        "to you); the waiters proceed and rebuild the extension",
                        commands=[f"rm -f {quote(lk['path'])}"], safety="caution")])
+    data["affects"] = [lk["module_dir"]] if lk.get("module_dir") else []
     return Finding(
         id=ID, severity="error", subject=lk["path"], data=data, evidence=ev,
         title=f"stale torch FileBaton lock for {_what(lk)}{tail}",
@@ -144,6 +152,8 @@ def check(snap: Snapshot) -> Iterable[Finding]:
             continue
         if not holders:
             continue  # a flock file nobody holds: the normal leftover of every build
+        if lk.get("module_dir") and stale_baton(snap, lk["module_dir"]):
+            continue  # 0.2.0-0.2.5: its holder spins on the module's stale baton (said there)
         ev, data = _base(lk, snap)
         data["holder_pids"] = list(holders)
         if lk.get("match"):

@@ -32,11 +32,11 @@ on disk is touched).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Optional
 
 from fidoctor.flashinfer.modnames import short_name
 from fidoctor.model import Finding, Fix
-from fidoctor.probes._facts import fmt_age, module_by_path, so_problem
+from fidoctor.probes._facts import fmt_age, module_by_path, so_problem, stale_baton
 from fidoctor.probes._memcg import thrashing_roots
 from fidoctor.probes._trees import stuck_trees
 from fidoctor.proctree import (
@@ -75,20 +75,25 @@ def _for_evidence(tree: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 
 def _orphan_still_compiling(label: str, busiest: Dict[str, Any], s: Dict[str, Any], mod_dir: str,
-                            data: Dict[str, Any], evidence: List[str]) -> Finding:
+                            data: Dict[str, Any], evidence: List[str],
+                            baton: Optional[str] = None) -> Finding:
     """A killed server's compilers, still running: harmless alone, costly beside a restart.
 
     Measured on an H100 (h100-facts.md): after a SIGKILL the orphans of an FA3
     build ran ~70 s more at ~3.5 GB per cicc, wrote no ``.ninja_log``, so the
     restarted server recompiled everything beside them (~20 GB at once).
+    FlashInfer 0.2.0–0.2.5 (``baton``: the module's torch baton, left stale by the
+    kill) is different: a restart does not compile beside it, it waits on that
+    baton forever (build-lock-held says so and removes it).
     """
+    then = ("its torch baton is stale: a restart waits on it forever (see build-lock-held)"
+            if baton else "a restart now compiles the same module beside it")
     return Finding(
         id=ID, severity="warning", subject=mod_dir, data=data,
         evidence=evidence + ["its objects are usually thrown away: a killed build writes no "
                              ".ninja_log, so the next start recompiles every step"],
         title=f"orphaned build of {label} still running ({busiest.get('name')}, "
-        f"{fmt_age(s['age'])}, {fmt_rss(s['rss'])}): its server is gone; a restart now "
-        "compiles the same module beside it",
+        f"{fmt_age(s['age'])}, {fmt_rss(s['rss'])}): its server is gone; {then}",
         fixes=[
             Fix(description="Wait for it: an orphaned ninja exits after its in-flight steps "
                 "(about a minute for an FA3 module on 16 cores), then restart",
@@ -145,7 +150,8 @@ def check(snap: Snapshot) -> Iterable[Finding]:
         thrash = root["pid"] in thrash_roots
         if s["progressing"] and not s["stopped"] and s["orphaned"]:
             yield _thrash_caused(_orphan_still_compiling(label, busiest, s, mod_dir, data,
-                                                         evidence), thrash)
+                                                         evidence, stale_baton(snap, mod_dir)),
+                                 thrash)
             continue
         if s["progressing"] and not s["stopped"] and thrash:
             continue  # its CPU is in-kernel reclaim, not progress: build-memory-thrash says so

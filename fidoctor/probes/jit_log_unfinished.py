@@ -16,8 +16,14 @@ torch-abi-mismatch: ``caused_by``), and offers the target's own loader error.
 Fix: see the other findings for the same module (stale lock, stuck build,
 incomplete module); otherwise rebuild it under ``fidoctor warmup``.
 
+In 0.2.0–0.2.5 an unfinished ``Loading`` line over a module whose torch
+FileBaton nobody has open can never finish, whatever is still compiling: the
+builder that held the baton is dead, and every build of the module (the
+restart too) spins on it inside FlashInfer's lock; that verdict points at
+``build-lock-held`` (the cause; it removes the baton).
+
 ``data`` keys: module, module_dir, log, age_s, pids (live builders), verdict
-(``load-failed`` for the 0.2.x load case), so_path.
+(``load-failed`` for the 0.2.x load case, ``stale-baton``), so_path, lock_path.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from fidoctor.probes._facts import (
     processes_known,
     quote,
     so_problem,
+    stale_baton,
 )
 from fidoctor.probes._trees import stuck_trees
 from fidoctor.snapshot import Snapshot
@@ -74,6 +81,23 @@ def check(snap: Snapshot) -> Iterable[Finding]:
             if not log.get("complete", True):
                 evidence.append(f"log only read up to byte {log.get('bytes_read')} (time budget)")
             data = {"module": name, "module_dir": mod_dir, "log": log["path"], "age_s": age}
+            baton = stale_baton(snap, mod_dir) if start["event"] == "loading" else None
+            if baton:
+                yield Finding(
+                    id=ID, severity="error", subject=mod_dir,
+                    data=dict(data, verdict="stale-baton", lock_path=baton,
+                              pids=[p["pid"] for p in live]),
+                    title=f"build of {short_name(name)} started {fmt_age(age)} ago can never "
+                    "finish: its torch baton outlived a killed builder, and every build of it "
+                    "waits on the baton forever (see build-lock-held)",
+                    evidence=evidence + [f"{baton}: torch FileBaton, open by no process",
+                                         "FlashInfer 0.2.0-0.2.5 builds through torch's "
+                                         "cpp_extension, which waits on that file with no "
+                                         "timeout"] + ([f"still compiling (orphans): "
+                                                        f"{', '.join(str(p['pid']) for p in live[:8])}"]
+                                                       if live else []),
+                )
+                continue
             trees = [t for t in stuck_trees(snap)
                      if os.path.normpath(t["tree"]["module_dir"]) == mod_dir]
             if live and trees and not any(

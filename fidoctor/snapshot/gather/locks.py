@@ -7,7 +7,10 @@ Lock files (listed by the ``cache`` section):
   holder dies, so the file staying behind means nothing; only a ``/proc/locks``
   entry on its device+inode does.
 * ``cached_ops/<name>/lock`` (≤0.2.5): torch's FileBaton, an O_EXCL file the
-  holder keeps open. Nobody has it open → stale; every later build spins.
+  holder keeps open. Nobody has it open → stale; every later build spins. That
+  later build first takes the module's flock (FlashInfer wraps torch's load in
+  it), so a holder of the flock of a module whose baton is stale is a waiter of
+  the baton (and every other process of that module waits on the flock).
 
 ``/proc/locks`` prints the device as ``MAJOR:MINOR`` in hex (``fe:00:2686989``)
 while ``st_dev`` is one integer; they are matched through ``os.major/minor``.
@@ -362,14 +365,23 @@ def gather(ctx, done) -> Dict[str, Any]:
     for lk in live:
         involved.update(lk["holders"], lk["blocked"], lk["open_by"])
         holders.update(lk["open_by"] if lk["style"] == "baton" else lk["holders"])
+    # FlashInfer 0.2.0-0.2.5 holds its flock (cached_ops/<name>.lock) around torch's load,
+    # which then waits on torch's baton (cached_ops/<name>/lock): a holder of a module's flock
+    # whose baton nobody has open is that baton's waiter (a restart after a killed build).
+    stale_batons = {os.path.normpath(lk["module_dir"]) for lk in live
+                    if lk["style"] == "baton" and not lk["open_by"] and not lk.get("extension")}
+    baton_waiting = {pid: os.path.normpath(lk["module_dir"]) for lk in live
+                     if lk["style"] != "baton"
+                     and os.path.normpath(lk["module_dir"]) in stale_batons
+                     for pid in lk["holders"]}
     for lk in live:  # a flock poller caught mid-round by the fd scan
         for pid in lk["open_by"]:
             if lk["style"] != "baton" and pid not in holders:
                 seen_at_scan.setdefault(pid, set()).add(lk["path"])
     roots = {os.path.realpath(ctx.flashinfer_root)}
     roots |= {os.path.realpath(lk["workspace"]) for lk in live if lk.get("extension")}
-    cands = _candidates(all_procs, roots,
-                        holders | own | {p for lk in live for p in lk["blocked"]})
+    cands = _candidates(all_procs, roots, (holders - set(baton_waiting)) | own
+                        | {p for lk in live for p in lk["blocked"]})
     procs = {pid: _describe(pid, all_procs) for pid in involved | set(cands)}
     seen: Dict[int, Set[str]] = {k: set(v) for k, v in seen_at_scan.items()}
     window = max(0.0, min(float(getattr(ctx, "sample_window_s", 0.5) or 0.0), MAX_WINDOW_S))
@@ -407,8 +419,12 @@ def gather(ctx, done) -> Dict[str, Any]:
         d["asleep_samples"] = [slept, samples]
         d["sleep_wchan"] = nap
         polling = (d.get("wakeups_per_s") or 0) >= POLL_WAKEUPS_PER_S
-        caught = seen.get(pid, set())
+        # A lock it holds is not one it polls (a 0.2.x restart has its module's flock open).
+        caught = seen.get(pid, set()) - {lk["path"] for lk in live if pid in lk["holders"]}
         for lk in live:
+            if pid in baton_waiting and (lk["style"] != "baton" or os.path.normpath(
+                    lk["module_dir"]) != baton_waiting[pid]):
+                continue  # it holds that module's flock: only its stale baton can stop it
             if caught and lk["path"] not in caught:
                 continue  # it was seen polling another lock
             if lk["style"] != "baton" and not lk["holders"]:
