@@ -9,10 +9,14 @@ venv (warmup_helpers.target_venv), leaving that venv's flashinfer and tvm-ffi ou
 each release venv to the size of its sdist or wheel.
 
 How each family installs (the issue's recipe):
-- 0.2.x–0.3.x are sdists: ``--no-deps --no-build-isolation`` (with ``wheel`` in the venv);
-- 0.4.1 pins ``apache-tvm-ffi==0.1.0b15``, which PyPI no longer serves: installed
-  ``--no-deps`` with ``apache-tvm-ffi==0.1.0`` instead;
-- 0.4+ are wheels (``--no-deps`` plus tvm-ffi).
+- 0.2.x–0.3.x and 0.4.1 are sdists (PyPI has no wheel of them): downloaded *and* installed
+  ``--no-deps --no-build-isolation`` with their build requirements put in the venv first
+  (``wheel``, ``setuptools>=77``, ``packaging>=24``). Without that, pip prepares the sdist's
+  metadata in an isolated build env even for ``pip download --no-deps``, and 0.3.x's build
+  requirements include ``torch``: PyPI's CUDA build plus gigabytes of nvidia-* wheels;
+- 0.4.1 pins ``apache-tvm-ffi==0.1.0b15`` (runtime and build), which PyPI no longer serves:
+  ``apache-tvm-ffi==0.1.0`` instead, put in the venv before the build;
+- 0.5+ are wheels (``--no-deps`` plus tvm-ffi).
 """
 
 from __future__ import annotations
@@ -20,15 +24,32 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
+import tempfile
 from pathlib import Path
 
 from warmup_helpers import _locked, cache_root, target_venv
 
-SDIST = ("0.2.", "0.3.")
+RELEASES = ("0.2.5", "0.2.6.post1", "0.2.14.post1", "0.3.1.post1", "0.4.1", "0.5.3",
+            "0.6.18.post1", "0.7.4")
+SDIST = ("0.2.", "0.3.", "0.4.1")  # version prefixes PyPI serves as sdists only
 TVM_FFI = {"0.4.1": "apache-tvm-ffi==0.1.0"}
 TVM_FFI_DEFAULT = "apache-tvm-ffi==0.1.15.post2"
+TORCH_EXTENSION_AT_IMPORT = ("0.4.",)  # import flashinfer -> tvm-ffi compiles c_dlpack
 LEFT_OUT = ("flashinfer", "tvm_ffi", "apache_tvm_ffi", "__pycache__", "_distutils_hack")
+
+
+def torch_extensions_dir(version: str):
+    """TORCH_EXTENSIONS_DIR for ``version``'s tests, or None. With 0.4.x (apache-tvm-ffi
+    0.1.0), ``import flashinfer`` compiles tvm-ffi's ``c_dlpack`` torch extension (≈ 90 s of
+    g++ here) under TORCH_EXTENSIONS_DIR; it is compiled once, at install, into the venv."""
+    if not version.startswith(TORCH_EXTENSION_AT_IMPORT):
+        return None
+    return cache_root() / f"fi-release-{version}" / "torch-extensions"
+
+
+def versions_for_ci():
+    """Every release of the matrix (bench/bench_releases.py installs them all)."""
+    return list(RELEASES)
 
 
 def torch_site() -> Path:
@@ -67,29 +88,43 @@ def release_python(version: str) -> Path:
         if done.exists():
             return py
         shutil.rmtree(venv, ignore_errors=True)
-        dl = cache_root() / "fi-releases"
-        dl.mkdir(parents=True, exist_ok=True)
-        with _locked(cache_root() / "fi-releases.lock"):
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                            "--disable-pip-version-check", "-d", str(dl),
-                            f"flashinfer-python=={version}"], check=True)
-        files = [f for f in dl.iterdir() if f.name.startswith(f"flashinfer_python-{version}")
-                 and f.name[len(f"flashinfer_python-{version}")] in ".-"]
-        assert files, f"pip download left no flashinfer-python {version} in {dl}"
         subprocess.run([str(base), "-m", "venv", str(venv)], check=True)
         sp = Path(subprocess.run([str(py), "-c", "import sysconfig; "
                                   "print(sysconfig.get_paths()['purelib'])"],
                                  capture_output=True, text=True, check=True).stdout.strip())
         (sp / "cpu_torch.pth").write_text(f"{site_dir}\n")
-        pip = [str(py), "-m", "pip", "install", "-q",
-               "--disable-pip-version-check", "--no-deps"]
+        pip = [str(py), "-m", "pip", "-q", "--disable-pip-version-check"]
         env = dict(os.environ, PIP_NO_INPUT="1")
-        if version.startswith(SDIST):
-            subprocess.run(pip + ["wheel", "setuptools>=77"], check=True, env=env)
-            subprocess.run(pip + ["--no-build-isolation", str(files[0])], check=True, env=env,
-                           cwd=str(venv))
+        sdist = version.startswith(SDIST)
+        if sdist:
+            # Before the download: pip prepares an sdist's metadata even for `download
+            # --no-deps`, and with build isolation that installs its build requirements
+            # (0.3.x: torch, from PyPI: the CUDA build and gigabytes of nvidia-* wheels).
+            build_deps = ["wheel", "setuptools>=77", "packaging>=24"]
+            if version in TVM_FFI:  # 0.4.1's build requires pin the beta PyPI dropped
+                build_deps.append(TVM_FFI[version])
+            subprocess.run(pip + ["install", "--no-deps"] + build_deps, check=True, env=env)
+        dl = cache_root() / "fi-releases"
+        dl.mkdir(parents=True, exist_ok=True)
+        subprocess.run(pip + ["download", "--no-deps", "-d", str(dl)]
+                       + (["--no-build-isolation"] if sdist else [])
+                       + [f"flashinfer-python=={version}"], check=True, env=env, cwd=str(venv))
+        files = [f for f in dl.iterdir() if f.name.startswith(f"flashinfer_python-{version}")
+                 and f.name[len(f"flashinfer_python-{version}")] in ".-"]
+        assert files, f"pip download left no flashinfer-python {version} in {dl}"
+        install = pip + ["install", "--no-deps"]
+        if sdist:
+            subprocess.run(install + ["--no-build-isolation", str(files[0])], check=True,
+                           env=env, cwd=str(venv))
         else:
-            subprocess.run(pip + [str(files[0]), TVM_FFI.get(version, TVM_FFI_DEFAULT)],
+            subprocess.run(install + [str(files[0]), TVM_FFI.get(version, TVM_FFI_DEFAULT)],
                            check=True, env=env)
+        ext = torch_extensions_dir(version)
+        if ext is not None:
+            with tempfile.TemporaryDirectory() as home:
+                subprocess.run([str(py), "-c", "import flashinfer"], check=True, cwd=home,
+                               env=dict(env, TORCH_EXTENSIONS_DIR=str(ext),
+                                        FLASHINFER_WORKSPACE_BASE=home,
+                                        FLASHINFER_CUDA_ARCH_LIST="9.0a"))
         done.write_text("ok\n")
     return py

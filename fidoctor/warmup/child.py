@@ -315,7 +315,8 @@ def main():
     req = json.loads(sys.argv[1])
     arch = os.environ.get("FLASHINFER_CUDA_ARCH_LIST")
     if arch and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-        # 0.2.0-0.3.0 take the arch list (and the workspace's arch dir) from torch's variable.
+        # 0.2.0-0.3.x name the workspace's arch dir from torch's variable (0.3.1 jit/env.py too,
+        # though it compiles for FLASHINFER_CUDA_ARCH_LIST); 0.2.0-0.3.0 also compile for it.
         os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(arch.split())
     try:
         import flashinfer
