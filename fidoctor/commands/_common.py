@@ -39,22 +39,29 @@ PID_HELP = ("A running (or hung) server: its environment and interpreter drive e
             "or builds) and says why.")
 
 
+_PYTHON = click.option("--python", "python", metavar="PATH",
+                       help="Interpreter of the serving environment (default: active venv/conda, "
+                       "else fidoctor's own).")
+_PID = click.option("--pid", type=PID, metavar="PID|auto", help=PID_HELP)
+_DEEP = click.option("--deep", is_flag=True,
+                     help="Also import torch in the target (in a guarded subprocess) to confirm.")
+_FROM = click.option("--from", "from_file", metavar="SNAPSHOT", type=click.Path(dir_okay=False),
+                     help="Replay a snapshot written by 'fidoctor snapshot' instead of gathering.")
+
+
+def python_pid_options(f: Callable) -> Callable:
+    """``--python``, ``--pid``: which environment (``cache``)."""
+    return _PYTHON(_PID(f))
+
+
+def live_target_options(f: Callable) -> Callable:
+    """``--python``, ``--pid``, ``--deep`` for commands that gather now (``fix``, ``snapshot``)."""
+    return _PYTHON(_PID(_DEEP(f)))
+
+
 def target_options(f: Callable) -> Callable:
-    """``--python``, ``--pid``, ``--deep``, ``--from`` for commands that gather."""
-
-    @click.option("--python", "python", metavar="PATH",
-                  help="Interpreter of the serving environment (default: active venv/conda, "
-                  "else fidoctor's own).")
-    @click.option("--pid", type=PID, metavar="PID|auto", help=PID_HELP)
-    @click.option("--deep", is_flag=True,
-                  help="Also import torch in the target (in a guarded subprocess) to confirm.")
-    @click.option("--from", "from_file", metavar="SNAPSHOT", type=click.Path(dir_okay=False),
-                  help="Replay a snapshot written by 'fidoctor snapshot' instead of gathering.")
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        return f(*args, **kwargs)
-
-    return wrapper
+    """``--python``, ``--pid``, ``--deep``, ``--from`` for commands that gather or replay."""
+    return _PYTHON(_PID(_DEEP(_FROM(f))))
 
 
 def resolve_pid(pid: Union[int, str, None], quiet: bool = False) -> Tuple[Optional[int], Any]:

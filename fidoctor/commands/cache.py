@@ -14,29 +14,19 @@ would fail to load. Exit codes: 0 · 1 problems (verify) · 2 could not / refuse
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from typing import Callable, List, Optional
 
 import click
 
-from fidoctor.commands._common import PID, PID_HELP, make_context
+from fidoctor.commands._common import make_context, python_pid_options
 
 
 def _target(f: Callable) -> Callable:
-    @click.option("--python", "python", metavar="PATH",
-                  help="Interpreter of the serving environment (default: active venv/conda, "
-                  "else fidoctor's own).")
-    @click.option("--pid", type=PID, metavar="PID|auto", help=PID_HELP)
-    @click.option("--arch", metavar="LIST",
-                  help="The target's arch list, e.g. 9.0a (default: FLASHINFER_CUDA_ARCH_LIST, "
-                  "else the GPUs').")
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        return f(*args, **kwargs)
-
-    return wrapper
+    return python_pid_options(click.option(
+        "--arch", metavar="LIST", help="The target's arch list, e.g. 9.0a (default: "
+        "FLASHINFER_CUDA_ARCH_LIST, else the GPUs').")(f))
 
 
 def _modules(spec: Optional[str]) -> Optional[List[str]]:

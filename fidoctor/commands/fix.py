@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Tuple
 
 import click
 
-from fidoctor.commands._common import PID, PID_HELP, make_context
+from fidoctor.commands._common import live_target_options, make_context
 from fidoctor.completion import complete_finding_ids, complete_fix_ids
 
 _JSON: Dict[str, Any] = {}
@@ -38,10 +38,7 @@ def _done(code: int, status: str, **fields: Any) -> int:
 
 
 @click.command("fix")
-@click.option("--python", "python", metavar="PATH",
-              help="Interpreter of the serving environment (as in diagnose).")
-@click.option("--pid", type=PID, metavar="PID|auto", help=PID_HELP)
-@click.option("--deep", is_flag=True, help="Also import torch in the target to confirm.")
+@live_target_options
 @click.option("-y", "--yes", is_flag=True, help="Apply without asking (needed without a TTY).")
 @click.option("--dry-run", is_flag=True, help="Show the plan only; change nothing.")
 @click.option("--only", multiple=True, metavar="ID", help="Fix only findings with this id.",

@@ -13,13 +13,11 @@ import sys
 
 import click
 
-from fidoctor.commands._common import PID, PID_HELP, make_context
+from fidoctor.commands._common import live_target_options, make_context
 
 
 @click.command("snapshot")
-@click.option("--python", "python", metavar="PATH", help="Interpreter of the serving environment.")
-@click.option("--pid", type=PID, metavar="PID|auto", help=PID_HELP)
-@click.option("--deep", is_flag=True, help="Also import torch in the target to confirm.")
+@live_target_options
 @click.option("-o", "--output", metavar="FILE", default="-", show_default=True,
               help="Where to write the snapshot JSON ('-' for stdout).")
 @click.option("--no-redact", is_flag=True,
