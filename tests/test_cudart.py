@@ -282,3 +282,30 @@ def test_versioned_symbol_matching():
     assert not rules.exports_symbol(ex, "cudaFree", None)
     assert rules.fi_preloads("0.2.3") and not rules.fi_preloads("0.2.2")
     assert rules.fi_preloads(None) is None
+
+
+BYV = "cudaGetDriverEntryPointByVersion"
+
+
+def test_modules_missing_answers_each_module_whatever_it_shares():
+    """Modules judged once per distinct NEEDED/undefined pair (shared objects as in a live
+    snapshot, equal copies as in a replayed one) get exactly the per-module answer."""
+    lib = "/cuda/lib64/libcudart.so.12"
+    libraries = {lib: {"path": lib, "exports": {"cudaMalloc": "@@libcudart.so.12"}}}
+    loaded = [{"path": lib, "soname": "libcudart.so.12", "global": True}]
+    needs_byv = [["cudaMalloc", "libcudart.so.12", "libcudart.so.12"],
+                 [BYV, "libcudart.so.12", "libcudart.so.12"]]
+    fine = [["cudaMalloc", "libcudart.so.12", "libcudart.so.12"]]
+    needed = ["libcudart.so.12"]
+    modules = {
+        "/c/b.so": {"needed": needed, "undefined": needs_byv},        # shared objects
+        "/c/a.so": {"needed": needed, "undefined": needs_byv},
+        "/c/c.so": {"needed": list(needed), "undefined": json.loads(json.dumps(needs_byv))},
+        "/c/d.so": {"needed": needed, "undefined": fine},
+        "/c/e.so": {"error": "truncated ELF"},
+    }
+    got = rules.modules_missing(modules, loaded, {}, libraries)
+    assert [p for p, _, _ in got] == ["/c/a.so", "/c/b.so", "/c/c.so"]
+    for _path, mod, r in got:
+        assert r == rules.missing_symbols(mod, loaded, {}, libraries)
+        assert r["missing"] == [[BYV, "libcudart.so.12", "libcudart.so.12"]]

@@ -218,6 +218,42 @@ def missing_symbols(module: Dict[str, Any], loaded: List[Dict[str, Any]],
     return {"bound": bound, "scope": scope, "missing": missing, "unknown": unknown}
 
 
+def modules_missing(modules: Dict[str, Dict[str, Any]], loaded: List[Dict[str, Any]],
+                    own: Dict[str, Optional[str]], libraries: Dict[str, Dict[str, Any]]
+                    ) -> List[Tuple[str, Dict[str, Any], Dict[str, Any]]]:
+    """(so path, ELF facts, ``missing_symbols``) of each module (the elf section's
+    ``modules``) that certainly misses a CUDA-runtime symbol, by path.
+
+    Computed once per distinct pair of NEEDED and undefined lists: the modules of one
+    build share a handful (10,000 modules: a few computations, not 10,000). A live
+    snapshot keeps a shared record as one object (fidoctor.elf's fact table), so most
+    modules are matched by identity before their lists are compared.
+    """
+    by_id: Dict[Tuple[int, int], Dict[str, Any]] = {}
+    by_value: Dict[Any, Dict[str, Any]] = {}
+    hits = []
+    for so_path, mod in modules.items():
+        if mod.get("error"):
+            continue
+        needed, undefined = mod.get("needed"), mod.get("undefined")
+        ident = (id(needed), id(undefined))  # the same objects: the same answer
+        r = by_id.get(ident)
+        if r is None:
+            try:
+                value: Any = (tuple(needed or ()), tuple(tuple(u) for u in undefined or ()))
+                r = by_value.get(value)
+            except TypeError:  # off-shape facts (a hand-edited snapshot): no memo
+                value = None
+            if r is None:
+                r = missing_symbols(mod, loaded, own, libraries)
+                if value is not None:
+                    by_value[value] = r
+            by_id[ident] = r
+        if r["missing"] and not r["unknown"]:
+            hits.append((so_path, mod, r))
+    return sorted(hits, key=lambda h: h[0])
+
+
 def libraries_exporting(name: str, version: Optional[str],
                         libraries: Dict[str, Dict[str, Any]]) -> List[str]:
     return sorted(p for p, lib in libraries.items()

@@ -58,15 +58,9 @@ def _runtime(cud: Dict[str, Any], major: int) -> Optional[Dict[str, Any]]:
 
 def _modules_missing(snap: Snapshot) -> List[str]:
     cud, elf = snap.data("cudart"), snap.data("elf")
-    out = []
-    for so_path, mod in sorted((elf.get("modules") or {}).items()):
-        if mod.get("error"):
-            continue
-        r = rules.missing_symbols(mod, cud.get("loaded") or [], cud.get("own") or {},
-                                  cud.get("libraries") or {})
-        if r["missing"] and not r["unknown"]:
-            out.append(so_path)
-    return out
+    return [so_path for so_path, _, _ in rules.modules_missing(
+        elf.get("modules") or {}, cud.get("loaded") or [], cud.get("own") or {},
+        cud.get("libraries") or {})]
 
 
 def check(snap: Snapshot) -> Iterable[Finding]:

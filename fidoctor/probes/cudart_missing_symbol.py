@@ -54,13 +54,10 @@ def check(snap: Snapshot) -> Iterable[Finding]:
     libs = cud.get("libraries") or {}
     loaded = cud.get("loaded") or []
     via = {lib["path"]: lib.get("via", "") for lib in loaded}
-    for so_path, mod in sorted((elf.get("modules") or {}).items()):
-        if mod.get("error"):
-            continue
-        r = rules.missing_symbols(mod, loaded, cud.get("own") or {}, libs)
-        if not r["missing"] or r["unknown"]:
-            continue
-        yield _finding(snap, so_path, mod, r, libs, via)
+    for so_path, mod, r in rules.modules_missing(elf.get("modules") or {}, loaded,
+                                                 cud.get("own") or {}, libs):
+        yield _finding(snap, so_path, mod, dict(r, missing=[list(m) for m in r["missing"]]),
+                       libs, via)
 
 
 def _finding(snap: Snapshot, so_path: str, mod: Dict[str, Any], r: Dict[str, Any],
