@@ -43,7 +43,7 @@ from fidoctor import memcg
 from fidoctor.mounts import read_mountinfo
 
 NAME = "oom"
-BUDGET_S = 4.0
+BUDGET_S = 3.0
 ORDER = 8
 KMSG_BUDGET_S = 1.0
 KMSG_MAX_RECORDS = 200_000
