@@ -1,9 +1,10 @@
 """Memory facts that several probes judge: how many jobs fit, and whether a build thrashes.
 
 build-killed and build-memory-thrash both tell the user how many compile jobs
-fit a memory limit (``jobs_that_fit``, with fidoctor.flashinfer.jobmem's table); build-memory-thrash and
-build-process-stuck both look at a build that burns CPU at its cgroup's limit
-(one verdict, ``thrashing``: the cause fires, the "progressing" note defers).
+fit a memory limit (``jobs_that_fit``, over fidoctor.flashinfer.jobmem's
+table); build-memory-thrash and build-process-stuck both look at a build that
+burns CPU at its cgroup's limit (one verdict, ``thrashing``: the cause fires,
+the "progressing" note defers).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fidoctor.probes._trees import stuck_trees
 from fidoctor.snapshot import Snapshot
 
 ANON_SHARE = 0.85     # anon / limit: what is left for code and page cache is squeezed
-MAJFLT_PER_S = 10.0   # the build's major faults (thrash seen: 20–130/s from one cudafe++)
+MAJFLT_PER_S = 10.0   # the build's major faults (thrash seen: 130–375/s from one cudafe++)
 PSI_FULL_AVG10 = 10.0  # v2: % of the last 10 s in which every task waited on memory
 
 
