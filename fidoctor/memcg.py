@@ -28,7 +28,7 @@ STAT_KEYS_V1 = {"total_rss": "anon", "total_cache": "file", "total_pgmajfault": 
 STAT_KEYS_V2 = {"anon": "anon", "file": "file", "pgmajfault": "pgmajfault",
                 "workingset_refault_file": "refault_file"}
 # Charges that hit the limit per second above which the cgroup counts as thrashing (seen:
-# 20,000–80,000/s with a build stuck at its limit; a build whose page cache is trimmed
+# 20,000–116,000/s with a build stuck at its limit; a build whose page cache is trimmed
 # now and then stays far below).
 THRASH_HITS_PER_S = 1000.0
 AT_LIMIT = 0.95

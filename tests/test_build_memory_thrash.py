@@ -5,7 +5,7 @@ and runs ninja -j1 on a module FlashInfer 0.7.2.post1 wrote, with the real nvcc 
 toolchain's pages were evicted first (posix_fadvise DONTNEED on cudafe++, cicc, cc1plus,
 ptxas… and their libraries; no global drop_caches), so the compilers' code is read back
 inside the cgroup and charged to it: cudafe++ reaches ~193 MB anon and the kernel, instead
-of OOM-killing it, reclaims and refaults its code (failcnt +20,000–80,000/s, oom_kill 0).
+of OOM-killing it, reclaims and refaults its code (failcnt +20,000–116,000/s, oom_kill 0).
 The test checks that it really thrashes before it diagnoses (else it skips, saying why).
 The quiet twin is the same cold build with headroom (2 GB).
 """

@@ -10,9 +10,9 @@ Why: when the compilers' own code pages (cicc, cudafe++, cc1plus text) are
 charged to the cgroup, the kernel can always reclaim *something*, so it never
 OOM-kills: it evicts the code the compiler is running and faults it straight
 back in. The build burns CPU in the kernel (build-process-stuck would call
-it "progressing") and makes almost no progress for many minutes: a server
+it "progressing") and makes almost no progress, for seconds or many minutes: a server
 that sits silent, no error, no kill (seen for real: 200 MB, cudafe++ at 193 MB
-anon, failcnt +20,000–80,000/s, ~100 major faults/s, oom_kill 0).
+anon, failcnt +20,000–116,000/s, 130–375 major faults/s, oom_kill 0).
 Fix: raise the memory limit; ``MAX_JOBS`` (``set-max-jobs``) only where fewer
 jobs fit (fidoctor.flashinfer.jobmem, the table build-killed uses); to free the server now,
 ``terminate-build-tree`` (caution, only when asked by name: the step re-checks
