@@ -1,4 +1,4 @@
-"""build-memory-thrash: a live build sits at its memory limit, reclaiming and refaulting, never killed.
+"""build-memory-thrash: a live build at its memory limit reclaims and refaults instead of being killed.
 
 What: with ``--pid``, a FlashInfer build in the server's memory cgroup while
 that cgroup (read twice, 0.5 s apart) sits at its limit (usage ≥ 95 %, anon ≥
