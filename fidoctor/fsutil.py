@@ -125,3 +125,29 @@ def stat_and_head(path: str, n: int) -> Optional[Tuple[os.stat_result, bytes]]:
         return None
     finally:
         os.close(fd)
+
+
+def write_fsynced(fd: int, data: bytes, mode: int, mtime_ns: Optional[int] = None) -> None:
+    """Write all of ``data`` to ``fd``, set its mode (and mtime) and fsync it; the caller
+    closes it."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fchmod(fd, mode)
+    if mtime_ns is not None:
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
+    os.fsync(fd)
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or create inside ``path`` durable (ignored where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -30,7 +30,7 @@ import stat
 from typing import Any, List, Optional
 
 from fidoctor.errors import FidoctorError
-from fidoctor.fsutil import file_kind
+from fidoctor.fsutil import file_kind, fsync_dir, write_fsynced
 
 MiB = 1 << 20
 SNAPSHOT_CAP = 256 * MiB  # a real 1,000-module snapshot is a few MB
@@ -159,11 +159,7 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600, what: str = "output"
         raise _write_error(path, what, e) from None
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fchmod(fd, mode)
-            os.fsync(fd)
+            write_fsynced(fd, data, mode)
         finally:
             os.close(fd)
         check_writable_target(path, what)  # again, right before the rename
@@ -174,14 +170,7 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600, what: str = "output"
     except BaseException:
         _unlink(tmp)
         raise
-    try:
-        dfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    fsync_dir(parent)
 
 
 def _write_error(path: str, what: str, e: OSError) -> UnsafeFile:

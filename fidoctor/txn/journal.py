@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from fidoctor.fsutil import fsync_dir
 from fidoctor.paths import state_dir
 
 ENDINGS = ("commit", "rolled-back", "undone")
@@ -36,20 +37,6 @@ def tx_root(env: Optional[Dict[str, str]] = None) -> str:
 def new_txid() -> str:
     """Sortable by time, unique enough for one user's fixes."""
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
-
-
-def fsync_dir(path: str) -> None:
-    """Make a rename or create inside ``path`` durable (ignored where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @dataclass

@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from fidoctor.txn.journal import fsync_dir
+from fidoctor.fsutil import fsync_dir
 from fidoctor.txn.safety import StepError, check_parent_inside, check_writable_dir, explain_os_error, manifest
 from fidoctor.txn.steps import AFTER, TxContext, register_kind, remove_created, rename_state
 

@@ -21,8 +21,8 @@ import stat
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
+from fidoctor.fsutil import fsync_dir, write_fsynced
 from fidoctor.textsafe import shown
-from fidoctor.txn.journal import fsync_dir
 from fidoctor.txn.safety import (
     StepError,
     check_parent_inside,
@@ -252,7 +252,7 @@ class PutFile:
             if self.old_sha is not None:
                 os.makedirs(tx.backups, 0o700, exist_ok=True)
                 data, st = _read_at(dfd, name)
-                _write_durably(self.backup + ".partial", data, stat.S_IMODE(st.st_mode))
+                _write_at(None, self.backup + ".partial", data, stat.S_IMODE(st.st_mode))
                 os.utime(self.backup + ".partial", ns=(st.st_atime_ns, st.st_mtime_ns))
                 os.replace(self.backup + ".partial", self.backup)
                 fsync_dir(os.path.dirname(self.backup))
@@ -374,18 +374,13 @@ def _read_at(dfd: int, name: str) -> Tuple[bytes, os.stat_result]:
         os.close(fd)
 
 
-def _write_at(dfd: int, name: str, data: bytes, mode: int,
+def _write_at(dfd: Optional[int], name: str, data: bytes, mode: int,
               mtime_ns: Optional[int] = None) -> None:
+    """Create ``name`` (in the dir open as ``dfd``; None: a plain path) and write it durably."""
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600, dir_fd=dfd)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fchmod(fd, mode)
-        if mtime_ns is not None:
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
-        os.fsync(fd)
+        write_fsynced(fd, data, mode, mtime_ns)
     finally:
         os.close(fd)
 
@@ -397,20 +392,6 @@ def _unlink_at(dfd: int, name: str) -> None:
         pass
 
 
-def _write_durably(path: str, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _copy_durably(src: str, dst: str) -> None:
     """Copy bytes, mode and mtime of ``src`` to ``dst`` via a temp name, fsynced."""
     st = os.stat(src)
@@ -418,7 +399,7 @@ def _copy_durably(src: str, dst: str) -> None:
     _unlink_quietly(tmp)
     try:
         with open(src, "rb") as f:
-            _write_durably(tmp, f.read(), stat.S_IMODE(st.st_mode))
+            _write_at(None, tmp, f.read(), stat.S_IMODE(st.st_mode))
         os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
         os.replace(tmp, dst)
     except BaseException:
