@@ -61,9 +61,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         rc = cli.main(args=argv, prog_name="fidoctor", standalone_mode=False)
     except FidoctorError as e:
-        click.echo(f"fidoctor: error: {e.message}", err=True)
+        from fidoctor.textsafe import shown  # a message can quote a hostile name
+
+        click.echo(f"fidoctor: error: {shown(e.message)}", err=True)
         if e.hint:
-            click.echo(f"hint: {e.hint}", err=True)
+            click.echo(f"hint: {shown(e.hint)}", err=True)
         sys.exit(EXIT_FAILED)
     except click.exceptions.Abort as e:
         if isinstance(e.__context__, KeyboardInterrupt):  # Ctrl-C at a prompt

@@ -93,3 +93,42 @@ def test_model_escapes_and_withholds():
     assert f.fixes[0].commands == [NOT_SHOWN, "fidoctor fix --only x"]
     assert f.fixes[0].description == "d\\x9b"
     assert shown(shown("a\tb")) == "a\\tb"
+
+
+def _no_raw_controls(text: str) -> None:
+    assert "\x1b" not in text and "\x07" not in text, text
+    assert not any(line.startswith("touch PWNED") for line in text.splitlines()), text
+
+
+def test_warmup_check_and_clear_incomplete_show_hostile_names_escaped(box, tmp_path):
+    """``warmup --check`` and ``--clear-incomplete`` print module names: before, raw (a
+    newline in a name started a line of its own, escapes drove the terminal)."""
+    ws = hostile_box(box)
+    env = box.env(XDG_STATE_HOME=str(tmp_path / "state"))
+    r = run_cli(["warmup", "--check"], env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    _no_raw_controls(r.stdout + r.stderr)
+    assert "norm_evil\\ntouch PWNED" in r.stdout
+    c = run_cli(["warmup", "--clear-incomplete"], env=env)
+    assert c.returncode == 0, c.stdout + c.stderr
+    _no_raw_controls(c.stdout + c.stderr)
+    assert not (ws / "cached_ops" / NEWLINE_NAME).exists()  # still found and moved aside
+
+
+@pytest.mark.slow
+def test_cache_verify_and_export_show_hostile_names_escaped(box, tmp_path):
+    """``cache verify`` (its text) and ``cache export`` (its refusal, an error message)
+    print module names: before, raw. The target is the real FlashInfer venv."""
+    from warmup_helpers import target_venv
+
+    hostile_box(box)
+    env = box.env()
+    py = str(target_venv())
+    r = run_cli(["cache", "verify", "--python", py, "--arch", "9.0a"], env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    _no_raw_controls(r.stdout + r.stderr)
+    assert "norm_evil\\ntouch PWNED" in r.stdout
+    e = run_cli(["cache", "export", "--python", py, "--arch", "9.0a", "-o",
+                 str(tmp_path / "k.tar")], env=env)
+    _no_raw_controls(e.stdout + e.stderr)
+    assert "norm_evil\\ntouch PWNED" in e.stdout + e.stderr

@@ -28,6 +28,7 @@ from fidoctor import __version__
 from fidoctor.cachebundle.export import module_names
 from fidoctor.cachebundle.target import Target
 from fidoctor.errors import FidoctorError
+from fidoctor.textsafe import shown
 
 PER_MODULE_S = 10.0
 PARALLEL = 4
@@ -191,4 +192,4 @@ def render(res: VerifyResult) -> str:
     lines.append(f"{len(res.modules)} module(s): {c['ok']} ok, {c['rebuild']} would rebuild, "
                  f"{c['broken']} would not load, {c['unchecked']} unchecked "
                  f"({res.elapsed_s:.2f} s)")
-    return "\n".join(lines)
+    return "\n".join(shown(line) for line in lines)  # names can hold control characters

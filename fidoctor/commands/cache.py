@@ -21,6 +21,7 @@ from typing import Callable, List, Optional
 import click
 
 from fidoctor.commands._common import make_context, python_pid_options
+from fidoctor.textsafe import shown
 
 
 def _target(f: Callable) -> Callable:
@@ -55,9 +56,9 @@ def export_cmd(python, pid, arch, output, modules) -> int:
     click.echo(f"wrote {res.path}: {len(res.modules)} module(s), {res.bytes_written:,} bytes"
                f"{' (zstd)' if res.compressed else ''}")
     for n in res.modules:
-        click.echo(f"  {n}")
+        click.echo(f"  {shown(n)}")
     for n, why in res.skipped.items():
-        click.echo(f"  skipped {n}: {why}")
+        click.echo(shown(f"  skipped {n}: {why}"))
     return 0
 
 
@@ -82,7 +83,7 @@ def import_cmd(python, pid, arch, bundle, replace) -> int:
                f"(transaction {res.txid}; fidoctor undo takes them out)")
     for n in res.modules:
         aside = " (replaced; the old one is in fidoctor-quarantine)" if n in res.replaced else ""
-        click.echo(f"  {n}{aside}")
+        click.echo(f"  {shown(n)}{aside}")
     click.echo("next: fidoctor cache verify" + (f" --python {python}" if python else ""))
     return 0
 

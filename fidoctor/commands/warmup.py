@@ -14,6 +14,7 @@ import time
 import click
 
 from fidoctor.completion import complete_module_kinds
+from fidoctor.textsafe import shown
 
 FA3_ADVICE = (
     "FA3 is FlashInfer's choice, not a switch: its prefill wrappers default to backend='auto', "
@@ -87,7 +88,7 @@ def command(python, modules, list_only, plan_only, arch, jobs, sequential, rebui
             from fidoctor.paths import state_dir
 
             out = clear(env, state_dir(env))
-            click.echo(json.dumps(out) if as_json else "\n".join(out["actions"]))
+            click.echo(json.dumps(out) if as_json else "\n".join(map(shown, out["actions"])))
             return 0
         res = cache.check(env, python=python)
         if as_json:

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from fidoctor.fsutil import elf_header_problem
 from fidoctor.model import Finding
+from fidoctor.textsafe import shown
 
 INCOMPLETE = "cache-incomplete-module"
 UNFINISHED = "jit-log-unfinished"
@@ -130,7 +131,7 @@ def render_check(result: CacheCheck, now: float) -> List[str]:
         lines.append(f"{len(result.findings) - n} module(s) built but failed to load "
                      f"({UNFINISHED}): a rebuild gives the same file; `fidoctor diagnose` "
                      "names why and what to do")
-    return lines
+    return [shown(line) for line in lines]  # module names can hold anything but / and NUL
 
 
 def _so_sig(path: str) -> Optional[List[float]]:
