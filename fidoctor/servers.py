@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from fidoctor.errors import FidoctorError
 from fidoctor.flashinfer.builds import COMPILERS, MARKER, module_dir_of
+from fidoctor.procfs import parse_argv, parse_environ, read_proc
 from fidoctor.proctree import is_python_exe, scan_table
 from fidoctor.snapshot.interpreter import same_mount_ns
 
@@ -87,8 +88,7 @@ def _read(path: str, limit: int = 1 << 16) -> bytes:
 
 
 def _cmdline(pid: int) -> List[str]:
-    raw = _read(f"/proc/{pid}/cmdline")
-    return [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+    return parse_argv(read_proc(pid, "cmdline", 1 << 16) or b"")
 
 
 def _maps(pid: int) -> Tuple[bool, Optional[str]]:
@@ -112,11 +112,7 @@ def _maps(pid: int) -> Tuple[bool, Optional[str]]:
 
 
 def _environ_root(pid: int) -> str:
-    env: Dict[str, str] = {}
-    for item in _read(f"/proc/{pid}/environ", 1 << 20).split(b"\0"):
-        k, sep, v = item.partition(b"=")
-        if sep and k in (b"FLASHINFER_WORKSPACE_BASE", b"HOME"):
-            env[k.decode()] = v.decode("utf-8", "replace")
+    env = parse_environ(read_proc(pid, "environ") or b"")
     base = env.get("FLASHINFER_WORKSPACE_BASE") or env.get("HOME") or ""
     return os.path.join(base, ".cache", "flashinfer") if base else ""
 

@@ -38,6 +38,7 @@ from fidoctor.flashinfer.builds import COMPILERS, module_dir_of
 from fidoctor.flashinfer.layout import discover_workspaces
 from fidoctor.flashinfer.modnames import parse_module_name, short_name
 from fidoctor.fsutil import open_regular
+from fidoctor.procfs import parse_argv, parse_environ, read_proc
 from fidoctor.proclocks import parse_proc_locks
 from fidoctor.proctree import SLEEP_WCHANS, read_comm, tree_pids
 from fidoctor.proctree import describe_live as describe_proc
@@ -445,11 +446,10 @@ def _start_epoch(ticks: float) -> float:
 
 
 def _module_dir(pid: int) -> Optional[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = [a.decode("utf-8", "replace") for a in f.read(32768).split(b"\0") if a]
-    except OSError:
+    raw = read_proc(pid, "cmdline", 32768)
+    if raw is None:
         return None
+    argv = parse_argv(raw)
     try:
         cwd: Optional[str] = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
@@ -458,17 +458,8 @@ def _module_dir(pid: int) -> Optional[str]:
 
 
 def _environ(pid: int) -> Optional[Dict[str, str]]:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            raw = f.read(1 << 20)
-    except OSError:
-        return None
-    out = {}
-    for item in raw.split(b"\0"):
-        k, sep, v = item.partition(b"=")
-        if sep:
-            out[k.decode("utf-8", "replace")] = v.decode("utf-8", "replace")
-    return out
+    raw = read_proc(pid, "environ")
+    return None if raw is None else parse_environ(raw)
 
 
 def _task_wchan(pid: int, tid: str) -> Optional[str]:

@@ -25,6 +25,7 @@ from fidoctor.live import deadlines as dl
 from fidoctor.live.events import Emitter, duration, gib
 from fidoctor.live.observe import Build, Change, LockWait, Observer, _start_epoch, _stat
 from fidoctor.live.stream import Hit, LineWatch
+from fidoctor.procfs import parse_argv, read_proc
 from fidoctor.proctree import describe_live as describe_proc
 
 EXIT_STALLED = 124          # --on-stall exit, like timeout(1)
@@ -524,11 +525,7 @@ def read_target(pid: int) -> Tuple[List[str], Dict[str, str], float, Optional[st
     from fidoctor.snapshot.context import read_proc_environ
 
     env = read_proc_environ(pid)
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = [a.decode("utf-8", "replace") for a in f.read(1 << 20).split(b"\0") if a]
-    except OSError:
-        argv = []
+    argv = parse_argv(read_proc(pid, "cmdline") or b"")
     st = _stat(pid)
     start = _start_epoch(st[1]) if st else time.time()
     try:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Optional
 
 from fidoctor.errors import FidoctorError
+from fidoctor.procfs import parse_environ
 
 # Environment variables worth recording in a snapshot (by exact name or prefix).
 # Anything else (tokens, keys) never enters the snapshot at all.
@@ -97,11 +98,7 @@ def read_proc_environ(pid: int) -> Dict[str, str]:
             f"permission denied reading {path}",
             "run fidoctor as the user that owns the server process (or root)",
         ) from None
-    env: Dict[str, str] = {}
-    for item in raw.split(b"\0"):
-        if b"=" in item:
-            k, _, v = item.partition(b"=")
-            env[k.decode("utf-8", "replace")] = v.decode("utf-8", "replace")
+    env = parse_environ(raw)
     return env
 
 

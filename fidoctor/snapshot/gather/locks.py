@@ -45,6 +45,7 @@ import psutil
 
 from fidoctor import selfprocs
 from fidoctor.flashinfer.builds import COMPILERS
+from fidoctor.procfs import parse_environ, read_proc
 from fidoctor.proclocks import entries_for, read_proc_locks
 from fidoctor.proctree import (
     SLEEP_WCHANS,
@@ -146,13 +147,10 @@ def _fd_targets(pid: int) -> Optional[List[str]]:
 
 def _environ_roots(pid: int) -> List[str]:
     """The FlashInfer cache root and the torch extensions root this process would use."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            raw = f.read()
-    except OSError:
+    raw = read_proc(pid, "environ", -1)
+    if raw is None:
         return []
-    env = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
-           for k, v in (i.split(b"=", 1) for i in raw.split(b"\0") if b"=" in i)}
+    env = parse_environ(raw)
     out = []
     base = env.get("FLASHINFER_WORKSPACE_BASE") or env.get("HOME")
     if base:
