@@ -79,14 +79,6 @@ class Choice:
                 "others": [{"pid": o.pid, "why": o.reasons} for o in self.others]}
 
 
-def _read(path: str, limit: int = 1 << 16) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(limit)
-    except OSError:
-        return b""
-
-
 def _cmdline(pid: int) -> List[str]:
     return parse_argv(read_proc(pid, "cmdline", 1 << 16) or b"")
 
@@ -218,7 +210,7 @@ def find_serving() -> List[Candidate]:
             if c.incomplete:
                 c.reasons.append(f"{c.incomplete} incomplete module(s) in {c.flashinfer_root}")
         try:
-            c.start = float(_read(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()[19])
+            c.start = float((read_proc(pid, "stat", 1 << 16) or b"").rsplit(b")", 1)[1].split()[19])
         except (IndexError, ValueError):
             c.start = 0.0
         out.append(c)

@@ -53,7 +53,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from fidoctor.flashinfer.builds import module_dir_in
 from fidoctor.flashinfer.modnames import parse_module_name
-from fidoctor.fsutil import open_regular
+from fidoctor.fsutil import read_head
 
 # warmup's kinds (fidoctor/warmup/specs.py KINDS), plus "other" for names we cannot place
 KINDS = ("decode", "prefill-fa2", "prefill-fa3", "single-decode", "single-prefill-fa2",
@@ -334,10 +334,8 @@ def _module_logs(root: str) -> List[str]:
 
 def read_ninja_log(path: str) -> List[_Edge]:
     """Edges of a ``# ninja log v5/v6/v7`` file (start ms, end ms, mtime, output, hash)."""
-    try:
-        with open_regular(path) as f:
-            data = f.read(MAX_LOG_BYTES)
-    except OSError:
+    data = read_head(path, MAX_LOG_BYTES)
+    if data is None:
         return []
     lines = data.decode("utf-8", "replace").splitlines()
     if not lines or not lines[0].startswith("# ninja log v"):
@@ -399,10 +397,8 @@ def _core_seconds(e: _Edge, run: List[_Edge], cores: int) -> float:
 
 def read_build_log(path: str) -> List[Dict[str, Any]]:
     """``FLASHINFER_JIT_BUILD_LOG`` records ``{"name", "seconds", …}``; bad lines skipped."""
-    try:
-        with open_regular(path) as f:
-            data = f.read(MAX_LOG_BYTES)
-    except OSError:
+    data = read_head(path, MAX_LOG_BYTES)
+    if data is None:
         return []
     out: List[Dict[str, Any]] = []
     for ln in data.decode("utf-8", "replace").splitlines():

@@ -37,7 +37,7 @@ from fidoctor.flashinfer import eta
 from fidoctor.flashinfer.builds import COMPILERS, module_dir_of
 from fidoctor.flashinfer.layout import discover_workspaces
 from fidoctor.flashinfer.modnames import parse_module_name, short_name
-from fidoctor.fsutil import open_regular
+from fidoctor.fsutil import read_head
 from fidoctor.procfs import parse_argv, parse_environ, read_proc
 from fidoctor.proclocks import parse_proc_locks
 from fidoctor.proctree import SLEEP_WCHANS, read_comm, tree_pids
@@ -471,11 +471,7 @@ def _task_wchan(pid: int, tid: str) -> Optional[str]:
 
 
 def _read_small(path: str, cap: int = 1 << 20) -> str:
-    try:
-        with open_regular(path) as f:
-            return f.read(cap).decode("utf-8", "replace")
-    except OSError:
-        return ""
+    return (read_head(path, cap) or b"").decode("utf-8", "replace")
 
 
 def _mtime(path: str) -> float:
