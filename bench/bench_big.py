@@ -13,8 +13,10 @@ and 0.2 format lines, every module named, 2 GB, with the newest line a
     python bench/bench_big.py --modules 10000 --log-mb 2048 --repeat 5
 
 Prints cold (fidoctor caches empty, page cache dropped when permitted), first
-(fidoctor caches empty), warm median/min wall times, gather times per section,
-and whether the newest build was judged (jit-log-unfinished for it).
+(fidoctor caches empty), warm median/min wall times and the warm runs' CPU
+(user+sys of the whole process tree: on a shared box the wall says as much about
+the neighbours), gather times per section, and whether the newest build was
+judged (jit-log-unfinished for it).
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ def main() -> None:
     cold, cdoc = bd.run_once(base, state)
     shutil.rmtree(state, ignore_errors=True)
     first, fdoc = bd.run_once(base, state)
+    bd.CPU.clear()
     warm = [bd.run_once(base, state) for _ in range(args.repeat)]
     walls = [w for w, _ in warm]
     doc = warm[-1][1]
@@ -107,6 +110,8 @@ def main() -> None:
           f"{statistics.median(walls):13.2f}  {min(walls):10.2f}  "
           f"{judged(cdoc)}/{judged(fdoc)}/{judged(doc)}"
           + ("" if dropped else "  (page cache could not be dropped)"))
+    print(f"warm CPU (user+sys, whole tree) median {statistics.median(bd.CPU):.2f} s, min "
+          f"{min(bd.CPU):.2f} s; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print("gather_s(warm):", json.dumps(gather))
     print("gather_s(first):", json.dumps({k: v["elapsed_s"] for k, v in fdoc["gather"].items()}))
 

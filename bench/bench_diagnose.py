@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -135,14 +136,22 @@ def run_once(base: Path, state: Path) -> tuple:
                XDG_STATE_HOME=str(state), NO_COLOR="1", CUDA_HOME="/usr/local/cuda",
                FLASHINFER_EXTRA_LDFLAGS=f"-L{libcuda_stub(base.parent)}")
     t0 = time.perf_counter()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.Popen([sys.executable, "-m", "fidoctor", "diagnose", "--json"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = p.communicate()
     wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode not in (0, 1):
         raise SystemExit(f"diagnose failed ({p.returncode}): {err.decode()[-2000:]}")
     doc = json.loads(out)
+    CPU.append(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime)
     return wall, doc
+
+
+# CPU seconds (user + sys of diagnose and every process it waited for) of each run_once, in
+# order: on a shared box the wall time says as much about the neighbours as about fidoctor.
+CPU: list = []
 
 
 def peak_rss_mb(base: Path, state: Path) -> float:
@@ -186,13 +195,16 @@ def main() -> None:
             first, _ = run_once(base, state)
             shutil.rmtree(state, ignore_errors=True)
             rss = peak_rss_mb(base, state)  # peak is highest on a first run (full parse)
+            CPU.clear()
             warm_runs = [run_once(base, state) for _ in range(args.repeat)]
             warm = [w for w, _ in warm_runs]
+            warm_cpu = statistics.median(CPU)
             doc = warm_runs[-1][1]
             gather = {k: v["elapsed_s"] for k, v in doc["gather"].items()}
             print(f"{n:7d}  {mb:6d}  {cold:14.2f}  {first:11.2f}  {statistics.median(warm):13.2f}"
                   f"  {min(warm):10.2f}  {rss:11.0f}  {len(doc['findings']):8d}  {json.dumps(gather)}"
-                  + ("" if dropped else "  (page cache could not be dropped)"))
+                  + ("" if dropped else "  (page cache could not be dropped)")
+                  + f"  warm_cpu_median_s {warm_cpu:.2f}  load {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -93,11 +93,21 @@ def make_context(python: Optional[str], pid: Union[int, str, None], deep: bool,
 def obtain_snapshot(python: Optional[str], pid: Optional[int], deep: bool,
                     from_file: Optional[str], level: str = "full") -> Snapshot:
     """Load ``--from`` or gather a fresh snapshot; exactly one source."""
+    import gc
+
     if from_file:
         if python or pid:
             raise FidoctorError("--from replays a snapshot; it cannot be combined with "
                                 "--python or --pid")
-        return Snapshot.load(from_file)
+        was_on = gc.isenabled()
+        gc.disable()  # decoding a 65 MB snapshot: collections in the middle cost 0.1 s
+        try:
+            snap = Snapshot.load(from_file)
+        finally:
+            if was_on:
+                gc.enable()
+        gc.freeze()  # as below
+        return snap
     from fidoctor.snapshot.runner import gather_snapshot
 
     if level == "quick":  # static facts only, the whole gather cut at 4 s (fidoctor/quick.py)
@@ -105,9 +115,15 @@ def obtain_snapshot(python: Optional[str], pid: Optional[int], deep: bool,
 
         ctx = make_context(python, pid, False, quiet=True)
         ctx.extra["level"] = "quick"  # the cache gatherer's cheap scan (gather/cache.py)
-        return gather_snapshot(ctx, gatherers=quick.gatherers(), budget_s=quick.gather_budget(),
+        snap = gather_snapshot(ctx, gatherers=quick.gatherers(), budget_s=quick.gather_budget(),
                                meanwhile=_load_probes)
-    return gather_snapshot(make_context(python, pid, deep), meanwhile=_load_probes)
+    else:
+        snap = gather_snapshot(make_context(python, pid, deep), meanwhile=_load_probes)
+    # The snapshot lives until the command ends (diagnose, report): keep the cyclic GC from
+    # walking its million objects again at each collection while the probes run (≈ 45 ms
+    # on 10,000 modules). Frozen objects are still freed when their last reference goes.
+    gc.freeze()
+    return snap
 
 
 def _load_probes() -> None:
