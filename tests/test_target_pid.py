@@ -191,3 +191,33 @@ def test_a_process_in_another_mount_namespace_is_refused_not_misread(procs, tmp_
     # the same library mapped by a process in our namespace is a candidate
     q = live(procs, [sys.executable], f"import ctypes; ctypes.CDLL({str(lib)!r})")
     assert q.pid in {c.pid for c in find_serving()}
+
+
+def test_a_pid_that_runs_no_python_is_refused_not_run(procs, tmp_path):
+    """``--pid`` of a shell (a wrapper script, or simply the wrong pid): before, its binary
+    was queried as the interpreter, ``bash -c <fidoctor's Python script>``, so the script's
+    first line ran the ``import`` found on that process's PATH (ImageMagick's, or here a
+    real script that leaves a marker). Now: exit 2, one line, nothing of it run; the hint
+    names the Python below a wrapper."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    marker = tmp_path / "IMPORT_RAN"
+    (fake / "import").write_text(f"#!/bin/sh\necho \"$*\" >> {marker}\n")
+    (fake / "import").chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}")
+    sh = procs.start(["bash", "-c", "sleep 600; true"], env=env)
+    procs.find("sleep")
+    for cmd in (["diagnose", "--pid", str(sh.pid)], ["snapshot", "--pid", str(sh.pid), "-o",
+                                                      str(tmp_path / "s.json")]):
+        r = cli(cmd)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "Traceback" not in r.stderr and "not a Python interpreter" in r.stderr, r.stderr
+    assert not marker.exists(), marker.read_text()
+    # a wrapper whose child is the Python server: the hint names the child
+    w = procs.start(["bash", "-c", f"{sys.executable} -c 'import time; time.sleep(600)'; true"])
+    from proc_helpers import _children, wait_for
+
+    wait_for(lambda: _children(w.pid), what="the wrapper's Python child")
+    child = _children(w.pid)[0]
+    r = cli(["diagnose", "--pid", str(w.pid)])
+    assert r.returncode == 2 and f"--pid {child}" in r.stderr, r.stderr

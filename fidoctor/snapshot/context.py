@@ -131,7 +131,7 @@ def build_context(
             ) from None
         if exe.endswith(" (deleted)"):
             exe = exe[: -len(" (deleted)")]
-        from fidoctor.snapshot.interpreter import resolve_pid_python, same_mount_ns
+        from fidoctor.snapshot.interpreter import not_python, resolve_pid_python, same_mount_ns
 
         if same_mount_ns(pid) is False:
             raise FidoctorError(
@@ -142,6 +142,10 @@ def build_context(
         if python:
             return GatherContext(env=penv, python=python, python_source=f"--python (--pid {pid})",
                                  pid=pid, deep=deep)
+        why = not_python(pid, exe)  # it would be run as `<exe> -c <script>`: never a shell
+        if why:
+            raise FidoctorError(why, "pass the server's pid (see: ps aux), --pid auto, or "
+                                "--python /path/to/serving-venv/bin/python")
         res = resolve_pid_python(pid, penv, exe)
         return GatherContext(env=penv, python=res.python, python_source=f"--pid {pid}: {res.how}",
                              pid=pid, deep=deep, extra={"interpreter": res.to_dict()})

@@ -219,3 +219,27 @@ def _argv_note(pid: int, env: Dict[str, str], chosen: str, same) -> List[str]:
     if os.path.dirname(os.path.dirname(cand)) != os.path.dirname(os.path.dirname(chosen)):
         return [f"argv[0] {argv[0]!r} → {cand} disagrees; what is mapped wins"]
     return [f"argv[0] {argv[0]!r} → {cand} agrees"]
+
+
+def not_python(pid: int, exe: str) -> Optional[str]:
+    """Why ``pid`` cannot be the target, when the binary it runs is no Python interpreter.
+
+    Why: the target is queried by running it with ``-c <script>``; a shell run that way
+    executes fidoctor's Python source as shell commands, with that process's PATH (its
+    first line runs whatever ``import`` is found there). A wrapper's Python child is named.
+    """
+    from fidoctor.proctree import is_python_exe, tree_pids
+
+    if is_python_exe(exe):
+        return None
+    below = []
+    for p in tree_pids(pid)[1:]:
+        try:
+            if is_python_exe(os.readlink(f"/proc/{p}/exe")):
+                below.append(p)
+        except OSError:
+            continue
+    hint = (f" (a wrapper? the Python below it: {', '.join(f'--pid {p}' for p in below[:3])})"
+            if below else "")
+    return f"pid {pid} runs {exe}, not a Python interpreter: not a server{hint}"
+
