@@ -160,8 +160,8 @@ def _communicate(p: subprocess.Popen, data: Optional[bytes], timeout: float,
 
 # --- /proc/PID/stat: the one reader of its fields ---------------------------------------
 
-STAT_FIELDS = {"state": 0, "ppid": 1, "pgid": 2, "sid": 3, "minflt": 7, "majflt": 9,
-               "utime": 11, "stime": 12, "starttime": 19}  # man 5 proc, counted after "comm)"
+STAT_FIELDS = {"state": 0, "ppid": 1, "pgid": 2, "sid": 3, "flags": 6, "minflt": 7,
+               "majflt": 9, "utime": 11, "stime": 12, "starttime": 19}  # man 5 proc, after "comm)"
 
 
 def read_stat(pid: int) -> Optional[Dict[str, Any]]:

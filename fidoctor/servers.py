@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from fidoctor.errors import FidoctorError
 from fidoctor.flashinfer.builds import COMPILERS, MARKER, module_dir_of
+from fidoctor.proc import read_stat
 from fidoctor.procfs import parse_argv, parse_environ, read_proc
 from fidoctor.proctree import is_python_exe, scan_table
 from fidoctor.snapshot.interpreter import same_mount_ns
@@ -209,10 +210,8 @@ def find_serving() -> List[Candidate]:
             c.incomplete = incomplete_modules(c.flashinfer_root)
             if c.incomplete:
                 c.reasons.append(f"{c.incomplete} incomplete module(s) in {c.flashinfer_root}")
-        try:
-            c.start = float((read_proc(pid, "stat", 1 << 16) or b"").rsplit(b")", 1)[1].split()[19])
-        except (IndexError, ValueError):
-            c.start = 0.0
+        st = read_stat(pid)
+        c.start = float(st["starttime"]) if st else 0.0
         out.append(c)
     out.sort(key=lambda c: c.rank(), reverse=True)
     return out

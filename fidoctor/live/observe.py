@@ -38,6 +38,7 @@ from fidoctor.flashinfer.builds import COMPILERS, module_dir_of
 from fidoctor.flashinfer.layout import discover_workspaces
 from fidoctor.flashinfer.modnames import parse_module_name, short_name
 from fidoctor.fsutil import read_head
+from fidoctor.proc import read_stat
 from fidoctor.procfs import parse_argv, parse_environ, read_proc
 from fidoctor.proclocks import parse_proc_locks
 from fidoctor.proctree import SLEEP_WCHANS, read_comm, tree_pids
@@ -419,16 +420,8 @@ class Observer:
 
 def _stat(pid: int) -> Optional[Tuple[int, float]]:
     """(ppid, start time in clock ticks since boot) from /proc/PID/stat."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    rest = raw[raw.rfind(b")") + 2:].split()
-    try:
-        return int(rest[1]), float(rest[19])
-    except (IndexError, ValueError):
-        return None
+    st = read_stat(pid)
+    return (st["ppid"], float(st["starttime"])) if st else None
 
 
 _BOOT: Optional[float] = None

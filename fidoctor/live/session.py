@@ -25,6 +25,7 @@ from fidoctor.live import deadlines as dl
 from fidoctor.live.events import Emitter, duration, gib
 from fidoctor.live.observe import Build, Change, LockWait, Observer, _start_epoch, _stat
 from fidoctor.live.stream import Hit, LineWatch
+from fidoctor.proc import read_stat
 from fidoctor.procfs import parse_argv, read_proc
 from fidoctor.proctree import describe_live as describe_proc
 
@@ -353,12 +354,8 @@ class Session:
 
 def _alive(pid: int) -> bool:
     """Running (a zombie awaiting its parent's wait() counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return False
-    return raw[raw.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+    st = read_stat(pid)
+    return st is not None and st["state"] not in ("Z", "X")
 
 
 def _short(name: str) -> str:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Optional
 
 from fidoctor.errors import FidoctorError
+from fidoctor.proc import read_stat
 from fidoctor.procfs import parse_environ
 
 # Environment variables worth recording in a snapshot (by exact name or prefix).
@@ -66,19 +67,14 @@ class GatherContext:
 
 def _not_examinable(pid: int) -> Optional[str]:
     """Why ``pid`` has no environment to read (zombie, kernel thread), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b") ", 1)[1].split()
-    except (OSError, IndexError):
+    st = read_stat(pid)
+    if st is None:
         return None
-    if fields[:1] == [b"Z"]:
+    if st["state"] == "Z":
         return (f"pid {pid} is a zombie: it has exited and only waits for its parent to "
                 "collect it; there is nothing left to examine")
-    try:
-        if int(fields[6]) & 0x00200000:  # PF_KTHREAD
-            return f"pid {pid} is a kernel thread, not a server process"
-    except (IndexError, ValueError):
-        pass
+    if st["flags"] & 0x00200000:  # PF_KTHREAD
+        return f"pid {pid} is a kernel thread, not a server process"
     return None
 
 
