@@ -28,7 +28,7 @@ from fidoctor.flashinfer.eta import jobs_for, kind_of
 from fidoctor.flashinfer.jobmem import job_peak_bytes
 from fidoctor.flashinfer.modnames import short_name
 from fidoctor.model import Finding, Fix
-from fidoctor.probes._facts import fmt_age
+from fidoctor.probes._facts import env_fix, fmt_age
 from fidoctor.probes._fsfacts import gib
 from fidoctor.probes._memcg import jobs_that_fit, thrashing
 from fidoctor.proctree import fmt_rss, safe_pgids
@@ -77,11 +77,10 @@ def _fixes(snap: Snapshot, names: List[str], limit: int, tree_pids: List[int]) -
     fit, max_jobs = jobs_that_fit(limit, peak, cores, jobs_now)
     fixes: List[Fix] = []
     if max_jobs:
-        fixes.append(Fix(
-            id="set-max-jobs", safety="safe",
-            description=f"Build with MAX_JOBS={max_jobs} (now {jobs_now}; ≈{per_job:g} GiB per "
-            f"{kinds[0]} job, {gib(limit)} limit): takes effect on the next build",
-            commands=[f"fidoctor fix --only {ID}", f"# by hand: export MAX_JOBS={max_jobs}"]))
+        fixes.append(env_fix(
+            "set-max-jobs", ID, "MAX_JOBS", str(max_jobs),
+            f"Build with MAX_JOBS={max_jobs} (now {jobs_now}; ≈{per_job:g} GiB per "
+            f"{kinds[0]} job, {gib(limit)} limit): takes effect on the next build"))
     fixes.append(Fix(
         description=f"Raise the server's memory limit ({gib(limit)} now; ≈{per_job:g} GiB per "
         f"{kinds[0]} compile job, and the compilers' code must fit beside their data)"
