@@ -33,6 +33,8 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
+from fidoctor.proc import read_stat_raw, split_stat
+
 # A tree whose processes together burnt less CPU than this over the window made
 # no progress (the kernel accounts CPU in 10 ms ticks).
 PROGRESS_CPU_S = 0.02
@@ -200,9 +202,10 @@ def read_wchan(pid: int) -> Optional[str]:
 def scan_table() -> Dict[int, Tuple[str, int, int]]:
     """{pid: (comm, ppid, pgid)} for every process, straight from /proc/PID/stat.
 
-    Several times cheaper than psutil.process_iter on a busy table (raw
-    os.open/os.read, no buffered file object); the comm is what psutil's
-    name() returns for names shorter than 15 characters (all compiler names).
+    Several times cheaper than psutil.process_iter on a busy table (``proc.read_stat_raw``:
+    raw os.open/os.read, no buffered file object; only the first fields are split); the
+    comm is what psutil's name() returns for names shorter than 15 characters (all compiler
+    names).
     """
     out: Dict[int, Tuple[str, int, int]] = {}
     try:
@@ -212,22 +215,13 @@ def scan_table() -> Dict[int, Tuple[str, int, int]]:
     for e in entries:
         if not e.isdigit():
             continue
-        try:
-            fd = os.open(f"/proc/{e}/stat", os.O_RDONLY)
-        except OSError:
+        raw = read_stat_raw(e)
+        parts = split_stat(raw, 3) if raw is not None else None
+        if parts is None:
             continue
+        comm, rest = parts
         try:
-            raw = os.read(fd, 4096)
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-        i, j = raw.find(b"("), raw.rfind(b")")
-        if i < 0 or j < 0:
-            continue
-        rest = raw[j + 2:].split(None, 4)
-        try:
-            out[int(e)] = (raw[i + 1:j].decode("utf-8", "replace"), int(rest[1]), int(rest[2]))
+            out[int(e)] = (comm, int(rest[1]), int(rest[2]))
         except (IndexError, ValueError):
             continue
     return out

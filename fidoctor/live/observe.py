@@ -38,7 +38,7 @@ from fidoctor.flashinfer.builds import COMPILERS, module_dir_of
 from fidoctor.flashinfer.layout import discover_workspaces
 from fidoctor.flashinfer.modnames import parse_module_name, short_name
 from fidoctor.fsutil import read_head
-from fidoctor.proc import read_stat
+from fidoctor.proc import read_stat, start_epoch
 from fidoctor.procfs import parse_argv, parse_environ, read_proc
 from fidoctor.proclocks import parse_proc_locks
 from fidoctor.proctree import SLEEP_WCHANS, read_comm, tree_pids
@@ -215,7 +215,7 @@ class Observer:
         ws_arch = os.path.basename(os.path.dirname(os.path.dirname(mdir)))
         arch = ",".join(archs) or ws_arch
         st = _stat(pid)
-        started = _start_epoch(st[1]) if st else now
+        started = start_epoch(st[1]) if st else now
         est = eta.estimate(name, arch=ws_arch, cores=self.cores,
                            jobs=eta.jobs_for(_environ(pid) or self.env, self.cores),
                            history=self.history)
@@ -419,23 +419,9 @@ class Observer:
 # ---- small readers (all bounded, none raises) -----------------------------------------------
 
 def _stat(pid: int) -> Optional[Tuple[int, float]]:
-    """(ppid, start time in clock ticks since boot) from /proc/PID/stat."""
+    """(ppid, start time in clock ticks since boot), from ``proc.read_stat``."""
     st = read_stat(pid)
     return (st["ppid"], float(st["starttime"])) if st else None
-
-
-_BOOT: Optional[float] = None
-
-
-def _start_epoch(ticks: float) -> float:
-    global _BOOT
-    if _BOOT is None:
-        try:
-            with open("/proc/stat") as f:
-                _BOOT = float(next(ln for ln in f if ln.startswith("btime")).split()[1])
-        except (OSError, StopIteration, ValueError):
-            _BOOT = time.time() - time.monotonic()
-    return _BOOT + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _module_dir(pid: int) -> Optional[str]:

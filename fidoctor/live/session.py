@@ -23,9 +23,9 @@ from fidoctor.errors import FidoctorError
 from fidoctor.flashinfer import eta
 from fidoctor.live import deadlines as dl
 from fidoctor.live.events import Emitter, duration, gib
-from fidoctor.live.observe import Build, Change, LockWait, Observer, _start_epoch, _stat
+from fidoctor.live.observe import Build, Change, LockWait, Observer
 from fidoctor.live.stream import Hit, LineWatch
-from fidoctor.proc import read_stat
+from fidoctor.proc import is_running, read_stat, start_epoch
 from fidoctor.procfs import parse_argv, read_proc
 from fidoctor.proctree import describe_live as describe_proc
 
@@ -178,7 +178,7 @@ class Session:
         elif ch.kind == "orphans" and lk is not None:
             self.say_orphans(lk, ch.found)
         elif ch.kind == "lock-end" and lk is not None:
-            gone = "" if _alive(lk.holder) else f"; its holder pid {lk.holder} is gone"
+            gone = "" if is_running(lk.holder) else f"; its holder pid {lk.holder} is gone"
             self.emitter.emit("lock-end", f"the JIT lock of {_short(lk.module)} is free "
                               f"(waited {duration(now - lk.since)}{gone})", **lk.to_dict())
         elif ch.kind == "stall":
@@ -211,7 +211,7 @@ class Session:
         beside = (f"they compete with this server's own build of it (pid {mine[0].root}) "
                   "for CPU and memory and write the same objects") if mine else \
             "a build of it now would compete with them and write the same objects"
-        holder = "is gone" if not _alive(lk.holder) else "is alive"
+        holder = "is gone" if not is_running(lk.holder) else "is alive"
         for f in found:
             pids = pids_of(f)
             shown = " ".join(map(str, pids[:12])) + (f" … ({len(pids)} in all)"
@@ -350,12 +350,6 @@ class Session:
                                   path=path, error=str(e))
         elif self.opts.on_stall == "exit":
             self.kill_requested = True
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie awaiting its parent's wait() counts as gone)."""
-    st = read_stat(pid)
-    return st is not None and st["state"] not in ("Z", "X")
 
 
 def _short(name: str) -> str:
@@ -523,8 +517,8 @@ def read_target(pid: int) -> Tuple[List[str], Dict[str, str], float, Optional[st
 
     env = read_proc_environ(pid)
     argv = parse_argv(read_proc(pid, "cmdline") or b"")
-    st = _stat(pid)
-    start = _start_epoch(st[1]) if st else time.time()
+    st = read_stat(pid)
+    start = start_epoch(st["starttime"]) if st else time.time()
     try:
         exe: Optional[str] = os.readlink(f"/proc/{pid}/exe").replace(" (deleted)", "")
     except OSError:
@@ -539,7 +533,7 @@ def watch_pid(pid: int, opts: Options, emitter: Emitter) -> int:
     emitter.emit("start", "", pid=pid, argv=argv, deadlines=[d.to_dict() for d in sess.clocks])
     pidfd = _pidfd(pid)
     try:
-        while os.path.exists(f"/proc/{pid}") and _stat(pid) is not None:
+        while os.path.exists(f"/proc/{pid}") and read_stat(pid) is not None:
             sess.tick()
             if pidfd is not None:
                 select.select([pidfd], [], [], opts.tick)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Optional
 
 from fidoctor.errors import FidoctorError
-from fidoctor.proc import read_stat
+from fidoctor.proc import PF_KTHREAD, read_stat
 from fidoctor.procfs import parse_environ
 
 # Environment variables worth recording in a snapshot (by exact name or prefix).
@@ -73,7 +73,7 @@ def _not_examinable(pid: int) -> Optional[str]:
     if st["state"] == "Z":
         return (f"pid {pid} is a zombie: it has exited and only waits for its parent to "
                 "collect it; there is nothing left to examine")
-    if st["flags"] & 0x00200000:  # PF_KTHREAD
+    if st["flags"] & PF_KTHREAD:
         return f"pid {pid} is a kernel thread, not a server process"
     return None
 
