@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from fidoctor.errors import FidoctorError
 from fidoctor.flashinfer.builds import COMPILERS, MARKER, module_dir_of
 from fidoctor.proc import read_stat
-from fidoctor.procfs import parse_argv, parse_environ, read_proc
+from fidoctor.procfs import mapped_files, parse_argv, parse_environ, read_proc
 from fidoctor.proctree import is_python_exe, scan_table
 from fidoctor.snapshot.interpreter import same_mount_ns
 
@@ -87,20 +87,14 @@ def _cmdline(pid: int) -> List[str]:
 def _maps(pid: int) -> Tuple[bool, Optional[str]]:
     """(maps libtorch, a FlashInfer module's path or None)."""
     torch, fi = False, None
-    try:
-        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                parts = line.split(None, 5)
-                if len(parts) < 6 or not parts[5].rstrip().endswith(".so"):
-                    continue
-                path = parts[5].strip()
-                base = os.path.basename(path)
-                if base.startswith("libtorch"):
-                    torch = True
-                elif fi is None and (MARKER in path or "/flashinfer" in path):
-                    fi = path
-    except OSError:
-        pass
+    maps = (read_proc(pid, "maps", -1) or b"").decode("utf-8", "replace")
+    for path in mapped_files(maps, deleted=False):
+        if not path.endswith(".so"):
+            continue
+        if os.path.basename(path).startswith("libtorch"):
+            torch = True
+        elif fi is None and (MARKER in path or "/flashinfer" in path):
+            fi = path
     return torch, fi
 
 

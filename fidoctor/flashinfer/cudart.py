@@ -22,6 +22,8 @@ import os
 import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from fidoctor.procfs import mapped_files
+
 DEFAULT_DIRS = ("/lib64", "/usr/lib64", "/lib", "/usr/lib")
 FI_PRELOAD_SINCE = "0.2.3"
 FI_DEFAULT_CUDA_LIB_PATH = "/usr/local/cuda/targets/x86_64-linux/lib/"
@@ -119,16 +121,7 @@ def parse_ldconfig(text: str, machine: str = "x86-64") -> Dict[str, List[str]]:
 
 def parse_maps(text: str, pattern: str = "libcudart") -> List[str]:
     """Distinct file paths in /proc/PID/maps whose name contains ``pattern``, by address."""
-    seen: List[str] = []
-    for line in (text or "").splitlines():
-        parts = line.split(None, 5)
-        if len(parts) == 6 and pattern in os.path.basename(parts[5]):
-            path = parts[5].strip()
-            if path.endswith(" (deleted)"):
-                path = path[: -len(" (deleted)")]
-            if path not in seen:
-                seen.append(path)
-    return seen
+    return [p for p in mapped_files(text or "") if pattern in os.path.basename(p)]
 
 
 def fi_preloads(fi_version: Optional[str]) -> Optional[bool]:

@@ -28,6 +28,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from fidoctor.procfs import mapped_files, read_proc
+
 _SITE = re.compile(r"^(.*?)/lib(?:64)?/python\d+(?:\.\d+)?t?/(?:site|dist)-packages/(.*)$")
 _PY_NAMES = ("python", "python3")
 
@@ -77,23 +79,14 @@ def read_cmdline(pid: int) -> List[str]:
 
 def mapped_site_packages(pid: int) -> List[Tuple[str, str]]:
     """(prefix, file) for each distinct file under a site-packages dir mapped by ``pid``."""
-    out: List[Tuple[str, str]] = []
-    seen = set()
-    try:
-        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                parts = line.split(None, 5)
-                if len(parts) < 6:
-                    continue
-                path = parts[5].strip()
-                if path.endswith(" (deleted)"):
-                    path = path[: -len(" (deleted)")]
-                m = _SITE.match(path)
-                if m and path not in seen:
-                    seen.add(path)
-                    out.append((m.group(1), path))
-    except OSError:
+    raw = read_proc(pid, "maps", -1)
+    if raw is None:
         return []
+    out: List[Tuple[str, str]] = []
+    for path in mapped_files(raw.decode("utf-8", "replace")):
+        m = _SITE.match(path)
+        if m:
+            out.append((m.group(1), path))
     return out
 
 
