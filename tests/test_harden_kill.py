@@ -18,15 +18,7 @@ import psutil
 import pytest
 from conftest import DECODE
 from fix_helpers import fix_env, spawn_paused, wait_paused
-from proc_helpers import (
-    fakecc,
-    make_fifo,
-    reparented,
-    same_alive,
-    start_server,
-    wait_for,
-    write_module,
-)
+from proc_helpers import fakecc, make_fifo, reparented, same_alive, start_server, wait_for, write_module
 
 from fidoctor import kill
 
