@@ -294,6 +294,42 @@ def test_once_flag_holds_only_while_request_and_modules_are_unchanged(box, tmp_p
     assert cache.once_satisfied(str(flag), expect) is None
 
 
+def test_once_flag_that_is_a_fifo_or_a_dir_is_refused_up_front(box, tmp_path):
+    """``--once FIFO`` blocked forever on its first read (no budget, no output); ``--once DIR``
+    ran the warmup and then died in an internal error on the rename. Both are bad input:
+    exit 2, one line, before any target is started."""
+    fifo = tmp_path / "flag.fifo"
+    os.mkfifo(fifo)
+    d = tmp_path / "flagdir"
+    d.mkdir()
+    for flag, kind in ((fifo, "fifo"), (d, "dir")):
+        r = run_cli(["warmup", "--once", str(flag), "--arch", "9.0a"], env=box.env(),
+                    timeout=60)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert f"it is a {kind}" in r.stderr and "internal error" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) <= 2, r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["base", "flag.fifo", "flagdir"]  # no temp left
+
+
+def test_once_flag_on_a_read_only_mount_is_a_one_line_error_not_a_crash(box, tmp_path):
+    """A real read-only tmpfs: writing the flag raised a bare OSError (an "internal error" of
+    a warmup that had succeeded); now it is fidoctor's one-line error, which the command
+    turns into a warning (the kernels are ready; the next start checks again)."""
+    from conftest import DECODE
+    from fs_helpers import remount, tmpfs
+
+    from fidoctor.warmup import cache
+
+    mod = box.module(box.workspace(), DECODE, so="good")
+    with tmpfs(tmp_path / "ro", "1m") as ro:
+        remount(ro, "ro")
+        with pytest.raises(FidoctorError) as e:
+            cache.write_flag(str(ro / "warm"), {"modules": [{"name": DECODE,
+                                                             "module_dir": str(mod)}]}, {})
+        assert "Read-only file system" in e.value.message
+        assert os.listdir(ro) == []
+
+
 def test_one_job_budget_caps_every_ninja_together(tmp_path):
     """Two real ninjas (the target venv's, a jobserver client) draw from one pool: with a
     token held back for the second one's implicit job, never more than ``total`` edges run

@@ -115,6 +115,10 @@ def command(python, modules, list_only, plan_only, arch, jobs, sequential, rebui
               "workspace_base": os.environ.get("FLASHINFER_WORKSPACE_BASE")
               or os.environ.get("HOME") or ""}
     if once:
+        from fidoctor.safeio import check_writable_target
+
+        if os.path.isdir(os.path.dirname(os.path.abspath(once))):  # else made on success
+            check_writable_target(once, "--once flag")  # a FIFO, dir or device: exit 2 now
         msg = cache.once_satisfied(once, expect)
         if msg:
             click.echo(json.dumps({"skipped": True, "reason": msg}) if as_json else msg)
@@ -133,7 +137,11 @@ def command(python, modules, list_only, plan_only, arch, jobs, sequential, rebui
     if disable_sm90:
         doc["fa3_advice"] = fa3_advice(result.target)
     if once and result.exit_code == 0:
-        cache.write_flag(once, doc, expect)
+        try:
+            cache.write_flag(once, doc, expect)
+        except FidoctorError as e:  # the kernels are ready; only the shortcut is lost
+            click.echo(f"fidoctor: warning: {shown(e.message)}; the next --once run checks "
+                       "the cache again", err=True)
     if as_json:
         click.echo(json.dumps(doc, indent=2, default=str))
     else:

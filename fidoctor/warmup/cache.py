@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
+from fidoctor.errors import FidoctorError
 from fidoctor.fsutil import elf_header_problem
 from fidoctor.model import Finding
 from fidoctor.textsafe import shown
@@ -150,10 +151,11 @@ def once_satisfied(flag: str, expect: Optional[Dict[str, Any]] = None) -> Option
     is unchanged (size, mtime) and still starts with an ELF header. Reads a
     few bytes per module: no target interpreter is started.
     """
-    try:
-        with open(flag, "rb") as f:
-            doc = json.loads(f.read(1 << 20) or b"{}")
-    except (OSError, ValueError):
+    from fidoctor.safeio import read_text_or_none
+
+    try:  # regular files only, never blocking: a FIFO named as the flag hung here
+        doc = json.loads(read_text_or_none(flag, 1 << 20, follow=True) or "{}")
+    except (FidoctorError, ValueError):
         return None
     if not isinstance(doc, dict) or doc.get("flag_version") != FLAG_VERSION:
         return None
@@ -177,11 +179,12 @@ def write_flag(flag: str, result: Dict[str, Any], expect: Dict[str, Any]) -> Non
         sig = _so_sig(so) if m.get("module_dir") else None
         if sig is not None:
             sos[so] = sig
-    tmp = f"{flag}.tmp.{os.getpid()}"
-    os.makedirs(os.path.dirname(os.path.abspath(flag)), exist_ok=True)
-    with open(tmp, "w") as f:
-        json.dump(dict(expect, flag_version=FLAG_VERSION, time=time.time(), sos=sos,
-                       module_names=[m.get("name") for m in result.get("modules", [])]), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, flag)
+    from fidoctor.safeio import write_atomic
+
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(flag)), exist_ok=True)
+    except OSError as e:
+        raise FidoctorError(f"cannot write --once flag {flag}: {e.strerror or e}") from None
+    doc = dict(expect, flag_version=FLAG_VERSION, time=time.time(), sos=sos,
+               module_names=[m.get("name") for m in result.get("modules", [])])
+    write_atomic(flag, json.dumps(doc).encode(), mode=0o644, what="--once flag")
