@@ -64,6 +64,18 @@ def target_options(f: Callable) -> Callable:
     return _PYTHON(_PID(_DEEP(_FROM(f))))
 
 
+_NO_REDACT = click.option("--no-redact", is_flag=True, help="Keep user names, host names, "
+                          "addresses and secrets (for your eyes only).")
+
+
+def output_options(what: str) -> Callable[[Callable], Callable]:
+    """``-o/--output FILE`` (default: stdout) and ``--no-redact``, for ``what`` a command
+    writes (``report``, ``snapshot``)."""
+    output = click.option("-o", "--output", metavar="FILE", default="-", show_default=True,
+                          help=f"Where to write {what} ('-' for stdout).")
+    return lambda f: output(_NO_REDACT(f))
+
+
 def resolve_pid(pid: Union[int, str, None], quiet: bool = False) -> Tuple[Optional[int], Any]:
     """``--pid auto`` → (the chosen pid, the Choice), saying on stderr which and why."""
     if pid != "auto":

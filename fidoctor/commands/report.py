@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from fidoctor.commands._common import log_options, make_context, target_options, with_logs
+from fidoctor.commands._common import log_options, make_context, output_options, target_options, with_logs
 
 DEFAULT_SNAPSHOT = "fidoctor-report.snapshot.json"
 
@@ -35,10 +35,7 @@ def _write(path: str, text: str) -> None:
 
 @click.command("report")
 @target_options
-@click.option("-o", "--output", metavar="FILE", default="-", show_default=True,
-              help="Where to write the Markdown report ('-' for stdout).")
-@click.option("--no-redact", is_flag=True,
-              help="Keep user names, host names, addresses and secrets (for your eyes only).")
+@output_options("the Markdown report")
 @click.option("--attach-snapshot", is_flag=True,
               help="Also write the (redacted) snapshot next to the report as "
               "<report>.snapshot.json, for: fidoctor diagnose --from FILE.")

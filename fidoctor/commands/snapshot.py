@@ -13,15 +13,12 @@ import sys
 
 import click
 
-from fidoctor.commands._common import live_target_options, make_context
+from fidoctor.commands._common import live_target_options, make_context, output_options
 
 
 @click.command("snapshot")
 @live_target_options
-@click.option("-o", "--output", metavar="FILE", default="-", show_default=True,
-              help="Where to write the snapshot JSON ('-' for stdout).")
-@click.option("--no-redact", is_flag=True,
-              help="Keep user names, host names, addresses and secrets (for your eyes only).")
+@output_options("the snapshot JSON")
 def command(python, pid, deep, output, no_redact) -> int:
     """Gather facts only; replay them with: fidoctor diagnose --from FILE."""
     import json
