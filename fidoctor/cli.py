@@ -25,7 +25,27 @@ EXIT_FAILED = 2
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
 
+class _StdoutGone(Exception):
+    """stdout was closed under us (``| head -1``): click would turn EPIPE into exit 1."""
+
+
+def _stdout_gone() -> None:
+    """Exit 2 (the output was not delivered), silently: fd 1 is pointed at /dev/null so the
+    interpreter's own flush at exit cannot fail again ("Exception ignored", exit 120)."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(EXIT_FAILED)
+
+
 class LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as e:
+            raise _StdoutGone() from e
+
     def list_commands(self, ctx: click.Context) -> List[str]:
         from fidoctor import commands
 
@@ -79,8 +99,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     except KeyboardInterrupt:  # everything that holds a resource cleans up on the way out
         click.echo("fidoctor: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except BrokenPipeError:
-        sys.exit(EXIT_FAILED)
+    except (BrokenPipeError, _StdoutGone):
+        _stdout_gone()
     except Exception as e:  # noqa: BLE001 - a bug must still exit 2, readably
         click.echo(f"fidoctor: internal error: {type(e).__name__}: {e}", err=True)
         if os.environ.get("FIDOCTOR_DEBUG"):
@@ -89,4 +109,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             click.echo("this is a fidoctor bug; rerun with FIDOCTOR_DEBUG=1 for the traceback",
                        err=True)
         sys.exit(EXIT_FAILED)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_gone()
     sys.exit(rc if isinstance(rc, int) else 0)

@@ -40,6 +40,27 @@ def test_exit_0_on_healthy_and_json_validates(box):
     assert out["target"]["python"] == sys.executable or out["target"]["usable"]
 
 
+@pytest.mark.parametrize("args", [["diagnose", "--json", "--python", sys.executable],
+                                  ["explain", "--list"], ["history"]])
+def test_closed_stdout_is_exit_2_never_a_verdict(box, tmp_path, args):
+    """stdout a pipe nobody reads (``| head -1`` once head has gone): click turned the
+    EPIPE into exit 1 -- "problems found" on a healthy box -- or Python's flush at exit
+    printed an "Exception ignored" traceback and exited 120. Now: exit 2 (the output was
+    not delivered), nothing but at most one line on stderr."""
+    box.module(box.workspace(), DECODE)
+    env = box.env(XDG_STATE_HOME=str(tmp_path / "state"))
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([sys.executable, "-m", "fidoctor", *args], stdout=w,
+                           stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    finally:
+        os.close(w)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr and "Exception ignored" not in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) <= 1, p.stderr
+
+
 def test_exit_1_on_problems_with_evidence_and_fix_commands(box):
     broken_box(box)
     r = run_cli(["diagnose", "--python", sys.executable], env=box.env())
