@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 from fidoctor.fsutil import fsync_dir
 from fidoctor.txn.safety import StepError, check_parent_inside, check_writable_dir, explain_os_error, manifest
-from fidoctor.txn.steps import AFTER, TxContext, register_kind, remove_created, rename_state
+from fidoctor.txn.steps import AFTER, TxContext, missing_dirs, register_kind, remove_created, rename_state
 
 
 @dataclass
@@ -44,11 +44,7 @@ class MoveIn:
         if os.path.lexists(self.dst):
             raise StepError(f"{self.dst} already exists; fidoctor will not overwrite it",
                             "pass --replace to move the existing one aside (undoable)")
-        self.created = []
-        d = os.path.dirname(self.dst)
-        while not os.path.lexists(d):
-            self.created.insert(0, d)
-            d = os.path.dirname(d)
+        self.created, d = missing_dirs(self.dst)
         check_writable_dir(d, "to install into it")
         if os.stat(d).st_dev != os.lstat(self.src).st_dev:
             raise StepError(f"{self.src} and {d} are on different file systems",

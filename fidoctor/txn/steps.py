@@ -59,6 +59,17 @@ def rename_state(src: str, dst: str) -> str:
     return UNKNOWN
 
 
+def missing_dirs(path: str) -> Tuple[List[str], str]:
+    """(the missing ancestors of ``path``, top first, which apply creates and revert removes
+    again if empty; the nearest one that exists)."""
+    missing: List[str] = []
+    d = os.path.dirname(path)
+    while not os.path.lexists(d):
+        missing.insert(0, d)
+        d = os.path.dirname(d)
+    return missing, d
+
+
 def remove_created(dirs: List[str]) -> None:
     """Remove the dirs a step made (listed top first), deepest first; stop at one not empty."""
     for d in reversed(dirs):
@@ -97,13 +108,7 @@ class MoveAside:
             raise StepError(f"{self.dst} already exists; fidoctor will not overwrite it")
         check_writable_dir(os.path.dirname(self.src), "to move the entry out of it")
         self._check_closed()
-        # The quarantine's missing ancestors, top first: created by apply, removed
-        # again (only if empty) by revert.
-        self.created = []
-        d = os.path.dirname(self.dst)
-        while not os.path.lexists(d):
-            self.created.insert(0, d)
-            d = os.path.dirname(d)
+        self.created, d = missing_dirs(self.dst)  # the quarantine's
         check_parent_inside(d + "/x", self.root)
         check_writable_dir(d, "to create the quarantine")
         if os.stat(d).st_dev != os.lstat(os.path.dirname(self.src)).st_dev:
