@@ -116,11 +116,7 @@ def _scan_module_quick(path: str, name: str, entries: List[os.DirEntry],
                          "mtime": info.get("mtime"), "problem": elf_header_problem(so_path)}
             newest = info.get("mtime") or 0.0
     if not mod["so"]:  # a build in flight or a dead one (few): its newest file
-        for e in entries:
-            try:
-                newest = max(newest, e.stat(follow_symlinks=False).st_mtime)
-            except OSError:
-                pass
+        newest = max([newest, *map(_mtime, entries)])
     if newest:
         mod["newest_mtime"] = newest
     return mod
@@ -221,23 +217,22 @@ def scan_module(path: str, name: str, quick: bool = False) -> Dict[str, Any]:
                 mod["cuda_compile_edges"] = len(_CUDA_EDGE.findall(head))
     if not mod["so"]:
         # Progress signal for a build in flight: the newest file in the dir.
-        for e in entries:
-            try:
-                newest = max(newest, e.stat(follow_symlinks=False).st_mtime)
-            except OSError:
-                pass
+        newest = max([newest, *map(_mtime, entries)])
     mod["newest_mtime"] = newest or None
     return mod
 
 
+def _mtime(e: os.DirEntry) -> float:
+    """An entry's own mtime (not its link target's); 0.0 when it vanished meanwhile."""
+    try:
+        return e.stat(follow_symlinks=False).st_mtime
+    except OSError:
+        return 0.0
+
+
 def _newest_first(entries: List[os.DirEntry]) -> List[os.DirEntry]:
     """Module dirs by mtime, newest first: under a tight budget the build of now comes first."""
-    def mtime(e: os.DirEntry) -> float:
-        try:
-            return e.stat(follow_symlinks=False).st_mtime
-        except OSError:
-            return 0.0
-    return sorted(entries, key=mtime, reverse=True)
+    return sorted(entries, key=_mtime, reverse=True)
 
 
 def scan_workspace(ws: Dict[str, Any], deadline: Optional[float] = None,
