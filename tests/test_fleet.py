@@ -200,6 +200,26 @@ def test_bad_inputs_are_listed_or_refused_in_one_line(tmp_path):
         assert "Traceback" not in r.stderr
 
 
+def test_hostile_names_in_reports_are_shown_escaped(real_snaps, tmp_path):
+    """A report is input from another machine: a host name, a finding's subject or an
+    unreachable reason holding escape sequences or a newline went raw into the text and the
+    Markdown (the terminal retitled, a line forged). Now they are shown escaped."""
+    evil = "gpu9\x1b]0;owned\x07\nWARNING forged"
+    d = node_snapshot(real_snaps, "truncated", "gpu9")
+    d["sections"]["host"]["data"]["hostname"] = evil
+    (tmp_path / "a.json").write_text(json.dumps(d))
+    (tmp_path / "u.jsonl").write_text(json.dumps({"node": "gpu8\x1b[2J",
+                                                  "unreachable": "timed out\x1b[8m"}) + "\n")
+    for fmt in ([], ["--markdown"]):
+        r = run_cli(["fleet", *fmt, str(tmp_path)])
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "\x1b" not in r.stdout and "\x07" not in r.stdout, r.stdout
+        assert not any(ln.startswith("WARNING forged") for ln in r.stdout.splitlines())
+        assert "gpu9\\x1b]0;owned" in r.stdout, r.stdout
+    j = json.loads(run_cli(["fleet", "--json", str(tmp_path)]).stdout)
+    assert evil in {n["name"] for n in j["nodes"]}  # the data stays as it was
+
+
 def test_hostlist_compresses_like_slurm():
     assert hostlist(["gpu001", "gpu002", "gpu003", "gpu007", "login"]) == "gpu[001-003,007],login"
     assert hostlist(["a9", "a10", "a11"]) == "a[9-11]"

@@ -19,6 +19,7 @@ from fidoctor import __version__
 from fidoctor.fleet.cross import cross_findings
 from fidoctor.fleet.group import Group, group_nodes, hostlist, natural
 from fidoctor.fleet.load import Loaded
+from fidoctor.textsafe import shown
 
 SCHEMA_VERSION = 1
 MARK = {"error": "✗", "warning": "!", "": "✓"}
@@ -114,11 +115,11 @@ def text(rep: FleetReport) -> str:
     if bad:
         lines.append("next: fidoctor diagnose on one node of each group (its fixes apply to "
                      "the whole group)")
-    return "\n".join(lines)
+    return "\n".join(shown(line) for line in lines)  # host names, subjects: another box's
 
 
 def _md(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
+    return shown(s.replace("|", "\\|").replace("\n", " "))
 
 
 def markdown(rep: FleetReport) -> str:
@@ -147,4 +148,4 @@ def markdown(rep: FleetReport) -> str:
     if by_file:
         out += ["", f"_{len(by_file)} node(s) are named by their report's file name: the "
                 "hostname in the report is missing or redacted._"]
-    return "\n".join(out) + "\n"
+    return "\n".join(shown(line) for line in out) + "\n"
