@@ -10,8 +10,10 @@ the "progressing" note defers).
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
+from fidoctor.flashinfer.eta import jobs_for, kind_of
+from fidoctor.flashinfer.jobmem import job_peak_bytes
 from fidoctor.memcg import AT_LIMIT, THRASH_HITS_PER_S
 from fidoctor.probes._trees import stuck_trees
 from fidoctor.snapshot import Snapshot
@@ -19,6 +21,23 @@ from fidoctor.snapshot import Snapshot
 ANON_SHARE = 0.85     # anon / limit: what is left for code and page cache is squeezed
 MAJFLT_PER_S = 10.0   # the build's major faults (thrash seen: 130–375/s from one cudafe++)
 PSI_FULL_AVG10 = 10.0  # v2: % of the last 10 s in which every task waited on memory
+
+
+class JobFigures(NamedTuple):
+    kinds: List[str]      # ETA kinds of the modules (an FA2 prefill when none is named)
+    peak: int             # bytes of one compile job of the heaviest (flashinfer/jobmem.py)
+    per_job_gib: float    # the same, GiB to 0.1, for text and data
+    cores: int
+    jobs_now: int         # ninja's -j here now (MAX_JOBS, else its default)
+
+
+def job_figures(snap: Snapshot, names: List[str]) -> JobFigures:
+    """What sizing ``MAX_JOBS`` for the modules ``names`` starts from."""
+    kinds = [kind_of(n) for n in names] or ["prefill-fa2"]
+    peak = max(job_peak_bytes(n) for n in names or kinds)
+    cores = snap.data("host").get("cpu_count") or os.cpu_count() or 1
+    return JobFigures(kinds, peak, round(peak / (1 << 30), 1), cores,
+                      jobs_for(snap.context.get("env") or {}, cores))
 
 
 def jobs_that_fit(mem: int, peak: int, cores: int,

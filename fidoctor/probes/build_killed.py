@@ -20,22 +20,18 @@ then rebuild; when not even one job fits, raise the memory limit instead
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, Iterable, List
 
-from fidoctor.flashinfer.eta import jobs_for, kind_of
-from fidoctor.flashinfer.jobmem import job_peak_bytes
 from fidoctor.model import Finding, Fix
 from fidoctor.probes._facts import builders, env_fix, has_build_files, iter_modules, so_problem
 from fidoctor.probes._fsfacts import gib
-from fidoctor.probes._memcg import jobs_that_fit
+from fidoctor.probes._memcg import job_figures, jobs_that_fit
 from fidoctor.snapshot import Snapshot
 from fidoctor.snapshot.types import ModuleFacts
 
 ID = "build-killed"
 REQUIRES = ("oom", "cache")
 CAUSE = True
-GIB = 1 << 30
 TIE_BEFORE_S, TIE_AFTER_S = 5, 900
 
 
@@ -99,11 +95,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
             evidence.append(f"{m['path']}: {so_problem(m)}, {m.get('objects', 0)} object(s)"
                             + (f", {len(m['stale_depfiles'])} leftover depfile(s)"
                                if m.get("stale_depfiles") else ""))
-    kinds = [kind_of(n) for n in affected] or ["prefill-fa2"]
-    peak = max(job_peak_bytes(n) for n in (affected or kinds))  # flashinfer/jobmem.py
-    per_job = round(peak / GIB, 1)
-    cores = snap.data("host").get("cpu_count") or os.cpu_count() or 1
-    jobs_now = jobs_for(snap.context.get("env") or {}, cores)
+    kinds, peak, per_job, cores, jobs_now = job_figures(snap, affected)
     limit = cg.get("limit") if pid else None
     mem = limit or snap.data("host").get("mem_total")
     fixes: List[Fix] = []

@@ -21,16 +21,13 @@ on the live cgroup that it still thrashes right before signalling).
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, Iterable, List
 
-from fidoctor.flashinfer.eta import jobs_for, kind_of
-from fidoctor.flashinfer.jobmem import job_peak_bytes
 from fidoctor.flashinfer.modnames import short_name
 from fidoctor.model import Finding, Fix
 from fidoctor.probes._facts import env_fix, fmt_age
 from fidoctor.probes._fsfacts import gib
-from fidoctor.probes._memcg import jobs_that_fit, thrashing
+from fidoctor.probes._memcg import job_figures, jobs_that_fit, thrashing
 from fidoctor.proctree import fmt_rss, safe_pgids
 from fidoctor.snapshot import Snapshot
 
@@ -69,11 +66,7 @@ def _cgroup_evidence(cg: Dict[str, Any], v: Dict[str, Any]) -> List[str]:
 
 
 def _fixes(snap: Snapshot, names: List[str], limit: int, tree_pids: List[int]) -> tuple:
-    kinds = [kind_of(n) for n in names] or ["prefill-fa2"]
-    peak = max(job_peak_bytes(n) for n in names or kinds)  # flashinfer/jobmem.py
-    per_job = round(peak / (1 << 30), 1)
-    cores = snap.data("host").get("cpu_count") or os.cpu_count() or 1
-    jobs_now = jobs_for(snap.context.get("env") or {}, cores)
+    kinds, peak, per_job, cores, jobs_now = job_figures(snap, names)
     fit, max_jobs = jobs_that_fit(limit, peak, cores, jobs_now)
     fixes: List[Fix] = []
     if max_jobs:
