@@ -132,3 +132,37 @@ def test_cache_verify_and_export_show_hostile_names_escaped(box, tmp_path):
                  str(tmp_path / "k.tar")], env=env)
     _no_raw_controls(e.stdout + e.stderr)
     assert "norm_evil\\ntouch PWNED" in e.stdout + e.stderr
+
+
+def _poisoned(o, tail):
+    if isinstance(o, dict):
+        return {k: v if k in ("schema_version", "status") else _poisoned(v, tail)
+                for k, v in o.items()}
+    if isinstance(o, list):
+        return [_poisoned(x, tail) for x in o]
+    return o + tail if isinstance(o, str) else o
+
+
+def test_a_snapshot_whose_every_string_is_hostile_renders_nothing_raw(box, tmp_path):
+    """Someone else's snapshot (``report --from``, ``diagnose --from``, ``fleet``) is input:
+    a real gathered snapshot with an escape sequence and a forged line appended to every
+    string. Before, ``report --from`` printed the target's versions raw in its verdict."""
+    from conftest import snapshot_of
+
+    ws = box.workspace()
+    box.module(ws, DECODE)
+    box.module(ws, NEWLINE_NAME, so="text")
+    doc = _poisoned(snapshot_of(box).to_dict(), "\x1b]0;owned\x07\ntouch PWNED")
+    for sec in doc["sections"].values():
+        sec["error"] = ""
+    src = tmp_path / "their.snapshot.json"
+    src.write_text(json.dumps(doc))
+    for args in (["report", "--from", str(src)], ["diagnose", "--from", str(src)],
+                 ["diagnose", "-v", "--from", str(src)], ["fleet", str(src)],
+                 ["fleet", "--markdown", str(src)]):
+        r = run_cli(args, env=box.env())
+        assert r.returncode in (0, 1), (args, r.stdout + r.stderr)
+        for out in (r.stdout, r.stderr):
+            assert "\x1b" not in out and "\x07" not in out, (args, out)
+            assert not any(ln.startswith("touch PWNED") for ln in out.splitlines()), (args, out)
+

@@ -87,9 +87,10 @@ def plural(n: int, word: str) -> str:
 def verdict(diag: Diagnosis) -> List[str]:
     c = diag.counts()
     t = target_summary(diag.snapshot)
-    who = f"Python {t['python_version']}" if t["python_version"] else "the target interpreter"
-    stack = [f"torch {t['torch']}" if t["torch"] else "",
-             f"flashinfer-python {t['flashinfer']}" if t["flashinfer"] else ""]
+    who = f"Python {esc(t['python_version'])}" if t["python_version"] else \
+        "the target interpreter"
+    stack = [f"torch {esc(t['torch'])}" if t["torch"] else "",
+             f"flashinfer-python {esc(t['flashinfer'])}" if t["flashinfer"] else ""]
     stack_s = ", ".join(s for s in stack if s) or "no torch/flashinfer found"
     target = f"Target: {who} ({stack_s}) at {code(t['python'])}."
     problems = [f for f in ordered(diag.findings) if f.is_problem]
