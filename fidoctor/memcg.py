@@ -150,12 +150,10 @@ def delta(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def still_thrashing(d: str, version: int, window_s: float = 1.0) -> Tuple[bool, str]:
-    """Re-check on the live cgroup: at its limit, the limit hit ``THRASH_HITS_PER_S`` times a
-    second, and no OOM kill, over ``window_s``; with a one-line account either way."""
-    a = counters(d, version)
-    time.sleep(window_s)
-    b = counters(d, version)
+def thrashes(a: Dict[str, Any], b: Dict[str, Any], version: int) -> Tuple[bool, str]:
+    """Between two ``counters`` readings: at its limit (``AT_LIMIT``), the limit hit
+    ``THRASH_HITS_PER_S`` times a second, and no OOM kill; with a one-line account either way.
+    The terminate step's re-check and the live watch's per-tick look (fidoctor.live.thrash)."""
     dd = delta(a, b)
     hits = dd["failcnt"] if version == 1 else dd["max"]
     rate = (hits or 0) / max(dd["window_s"], 1e-3)
@@ -164,3 +162,10 @@ def still_thrashing(d: str, version: int, window_s: float = 1.0) -> Tuple[bool, 
               and not dd["oom_kill"])
     return ok, (f"usage {use} of limit {lim} bytes, {rate:.0f} limit hits/s, "
                 f"oom_kill +{dd['oom_kill'] or 0} over {dd['window_s']:.1f} s")
+
+
+def still_thrashing(d: str, version: int, window_s: float = 1.0) -> Tuple[bool, str]:
+    """Re-check on the live cgroup over ``window_s`` (``thrashes``)."""
+    a = counters(d, version)
+    time.sleep(window_s)
+    return thrashes(a, counters(d, version), version)

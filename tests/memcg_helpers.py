@@ -1,8 +1,8 @@
 """A real memory cgroup for a test, a real "server" that builds inside it, and the toolchain's
 page cache evicted so the compilers' code is charged to that cgroup.
 
-Shared by test_build_killed.py (the kernel OOM-kills a compiler) and
-test_build_memory_thrash.py (the kernel reclaims and refaults the compilers' code forever).
+Shared by test_build_killed.py (the kernel OOM-kills a compiler), test_build_memory_thrash.py
+and test_live_thrash.py (the kernel reclaims and refaults the compilers' code).
 Which of the two a 200 MB limit produces depends on where the toolchain's code pages are
 charged: page cache is charged to the cgroup that first reads it. Paged in *outside* the
 cgroup (``warm``), only the compilers' data counts and the kernel kills within seconds;
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 import pytest
-from ninja_helpers import venv_ninja
+from ninja_helpers import fi_env, flashinfer_module, venv_ninja
 
 CUDA_HOME = "/usr/local/cuda"
 LIMIT = "200M"
@@ -108,6 +108,19 @@ def start_server(procs, memcg: Path, env: Dict[str, str], mode: str, mod: Path):
     Prints ``building`` when it starts ninja and ``ended …`` when ninja ends."""
     return procs.start([sys.executable, "-c", SERVER, str(memcg), venv_ninja(), mode, str(mod),
                         CUDA_HOME], env=env, stdout=subprocess.PIPE)
+
+
+def cold_build(tmp_path: Path, procs, memcg: Path):
+    """A real 0.7.2.post1 decode module written for the real nvcc, the toolchain evicted
+    (``evict_toolchain``), and a ``cold`` server building it in ``memcg``, past its
+    ``building`` line: (server, module dir, its env, what stayed resident)."""
+    base = tmp_path / "b"
+    mod = flashinfer_module(base, build=False, launch=False)
+    env = fi_env(base, CUDA_HOME)
+    left = evict_toolchain()
+    p = start_server(procs, memcg, env, "cold", mod)
+    assert p.stdout.readline().decode().startswith("building")
+    return p, mod, env, left
 
 
 def server_ended(procs, memcg: Path, env: Dict[str, str], mode: str, mod: Path):

@@ -17,15 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from memcg_helpers import (
-    CUDA_HOME,
-    counters,
-    evict_toolchain,
-    limit_file,
-    start_server,
-    wait_for_thrash,
-)
-from ninja_helpers import fi_env, flashinfer_module
+from memcg_helpers import cold_build, counters, limit_file, wait_for_thrash
 from proc_helpers import pid_alive, same_alive
 
 from fidoctor.diagnosis import diagnose
@@ -40,20 +32,10 @@ def by_id(diag, id_):
     return [f for f in diag.findings if f.id == id_]
 
 
-def _cold_build(tmp_path, procs, memcg):
-    base = tmp_path / "b"
-    mod = flashinfer_module(base, build=False, launch=False)
-    env = fi_env(base, CUDA_HOME)
-    left = evict_toolchain()
-    p = start_server(procs, memcg, env, "cold", mod)
-    assert p.stdout.readline().decode().startswith("building")
-    return p, mod, env, left
-
-
 @pytest.mark.timeout(280)  # evict ≤30 s, thrash ≤90 s, two fix runs ≤60 s each
 def test_thrashing_build_is_named_with_its_evidence_and_never_called_progressing(
         tmp_path, memcg, procs):
-    p, mod, env, left = _cold_build(tmp_path, procs, memcg)
+    p, mod, env, left = cold_build(tmp_path, procs, memcg)
     seen = wait_for_thrash(memcg, p, left=left)
     t0 = time.monotonic()
     diag = diagnose(gather_snapshot(build_context(pid=p.pid)))
@@ -160,7 +142,7 @@ def _replayed_edits(path, name):
 @pytest.mark.timeout(200)
 def test_same_cold_build_with_headroom_is_quiet(tmp_path, memcg, procs):
     limit_file(memcg).write_text("2G")
-    p, mod, _, _ = _cold_build(tmp_path, procs, memcg)
+    p, mod, _, _ = cold_build(tmp_path, procs, memcg)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:  # cudafe++ (the step that thrashes at 200 MB) runs
         names = set()

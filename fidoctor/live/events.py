@@ -4,10 +4,12 @@ Every event is one JSON object per line (``fidoctor/schema/events.schema.json``)
 ``{"event": KIND, "t": epoch seconds, "text": the line a person reads, …data}``. Kinds:
 ``start``, ``build-start``, ``progress``, ``deadline``, ``build-end``, ``lock-wait``,
 ``lock-end``, ``orphans`` (a freed module's orphaned compilers, ``pids``: diagnose's
-build-process-stuck judgement), ``stall``, ``resumed``, ``diagnosis`` (``findings``: diagnose's finding
-dicts), ``server-error`` (a fatal line the server printed), ``report`` (``path``),
-``status`` (``watch --once``), ``exit`` (``code``, ``reason``). Fields are added, never
-renamed.
+build-process-stuck judgement), ``memory-thrash`` (a build thrashing at its memory cgroup's
+limit, ``fidoctor.live.thrash``: diagnose's build-memory-thrash finding, ``finding_id``,
+``usage``, ``limit``, ``limit_hits_per_s``, ``majflt_per_s``), ``stall``, ``resumed``,
+``diagnosis`` (``findings``: diagnose's finding dicts), ``server-error`` (a fatal line the
+server printed), ``report`` (``path``), ``status`` (``watch --once``), ``exit`` (``code``,
+``reason``). Fields are added, never renamed.
 
 Writing never fails the watch: a full disk or a closed stderr stops that output, nothing
 else (the server must not pay for our problems).

@@ -25,6 +25,7 @@ from fidoctor.live import deadlines as dl
 from fidoctor.live.events import Emitter, duration, gib
 from fidoctor.live.observe import Build, Change, LockWait, Observer
 from fidoctor.live.stream import Hit, LineWatch
+from fidoctor.live.thrash import ThrashWatch
 from fidoctor.proc import is_running, read_stat, start_epoch
 from fidoctor.procfs import parse_argv, read_proc
 from fidoctor.proctree import describe_live as describe_proc
@@ -101,6 +102,7 @@ class Session:
     server_start: float
     python: Optional[str] = None
     observer: Observer = field(init=False)
+    thrash: ThrashWatch = field(init=False)
     clocks: List[dl.Deadline] = field(init=False)
     stalls: int = 0
     failures: int = 0
@@ -124,12 +126,15 @@ class Session:
         self.observer = Observer(self.root, self.env, self.opts.stall_after,
                                  self.opts.lock_idle_after, history=history)
         self.clocks = dl.deadlines(self.argv, self.env, self.opts.user_deadlines)
+        self.thrash = ThrashWatch(self.root, self.observer.flashinfer_root, self.env)
 
     # ---- ticks ------------------------------------------------------------------------
     def tick(self, now: Optional[float] = None) -> None:
         now = now if now is not None else time.time()
         for ch in self.observer.tick(now):
             self.handle(ch, now)
+        for f in self.thrash.tick(now, self.observer.builds):
+            self.say_thrash(f)
         self.prefetch(now)
         for b in self.observer.builds.values():
             last = self._said_at.get(b.module_dir, 0.0)
@@ -170,6 +175,7 @@ class Session:
                                   ok=False, seconds=round(now - b.started, 1), **b.to_dict())
                 self.explain(f"build-failed:{b.name}", b.owner)
             self._said_at.pop(b.module_dir, None)
+            self.thrash.forget(b.module_dir)
         elif ch.kind == "lock-wait" and lk is not None:
             self.emitter.emit("lock-wait", f"waiting for the JIT lock of "
                               f"{_short(lk.module)}: held by {describe_proc(lk.holder)}"
@@ -223,6 +229,39 @@ class Session:
                 module=lk.module, module_dir=lk.module_dir, lock_path=lk.lock_path,
                 holder_pid=lk.holder, pids=pids, finding_id=f.id, severity=f.severity,
                 own_build_pid=mine[0].root if mine else None)
+
+    def say_thrash(self, f: Any) -> None:
+        """A build thrashing at the memory limit (diagnose's build-memory-thrash finding)."""
+        from fidoctor.proctree import fmt_rss
+
+        d = f.data
+        want = os.path.normpath(d.get("module_dir") or "")
+        b = next((b for b in self.observer.builds.values()
+                  if os.path.normpath(b.module_dir) == want), None)
+        psi = d.get("psi") or {}
+        pressure = f", PSI full avg10 {psi['full_avg10']:.1f} %" if "full_avg10" in psi else ""
+        fix = f.fixes[0].description if f.fixes else ""
+        ev: Dict[str, Any] = dict(b.to_dict() if b else {})
+        ev.update(module=d.get("module"), module_dir=d.get("module_dir"), finding_id=f.id,
+                  severity=f.severity, pids=d.get("pids") or [], usage=d.get("usage"),
+                  limit=d.get("limit"), anon=d.get("anon"),
+                  limit_hits_per_s=d.get("limit_hits_per_s"), majflt_per_s=d.get("majflt_per_s"),
+                  psi=d.get("psi"), cgroup_dir=d.get("thrash_dir"),
+                  cgroup_version=d.get("cgroup_version"), findings=[f.to_dict()])
+        self.emitter.emit(
+            "memory-thrash",
+            f"MEMORY THRASH: {b.label if b else _short(d.get('module') or '?')} at its "
+            f"{fmt_rss(d.get('limit'))} memory limit (usage {fmt_rss(d.get('usage'))}): "
+            f"{d.get('limit_hits_per_s') or 0:,.0f} limit hits/s, "
+            f"{d.get('majflt_per_s') or 0:,.0f} major faults/s{pressure}, no OOM kill: the "
+            "kernel reclaims and refaults the compilers' code, so this build makes next to no "
+            f"progress and can sit like this for minutes ({f.id} {f.severity}"
+            + (f"; fix: {fix}" if fix else "") + ")", **ev)
+        if self.opts.diagnose:
+            from fidoctor.render.style import Styler
+            from fidoctor.render.text import finding_lines
+
+            self.emitter.say("\n".join(finding_lines(f, Styler(False))))
 
     def progress_text(self, b: Build, now: float) -> str:
         return f"building {b.label}: {self.progress_bits(b, now)}"
