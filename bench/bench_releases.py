@@ -14,7 +14,6 @@ download + venv + install and the venv's size, then the total wall time.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import os
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import warmup_helpers  # noqa: E402
-from release_helpers import release_python, versions_for_ci  # noqa: E402
+from release_helpers import install, versions_for_ci  # noqa: E402
 
 
 def du(path: Path) -> str:
@@ -50,15 +49,9 @@ def main() -> int:
         link.symlink_to(venv)
     print(f"cache {cache}; target venv linked from {venv}", flush=True)
 
-    def one(v: str):
-        t = time.monotonic()
-        py = release_python(v)
-        return v, time.monotonic() - t, py
-
     t0 = time.monotonic()
-    with cf.ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-        for v, s, py in pool.map(one, versions):
-            print(f"{v:14} {s:7.1f} s  venv {du(py.parent.parent)}", flush=True)
+    install(versions, a.jobs, lambda v, s, py: print(
+        f"{v:14} {s:7.1f} s  venv {du(py.parent.parent)}", flush=True))
     print(f"total {time.monotonic() - t0:.1f} s for {len(versions)} release(s), "
           f"--jobs {a.jobs}; downloads {du(cache / 'fi-releases')}")
     return 0

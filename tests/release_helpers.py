@@ -24,7 +24,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 from warmup_helpers import _locked, cache_root, target_venv
@@ -73,6 +75,10 @@ def torch_site() -> Path:
             (d / e.name).symlink_to(e)
         done.write_text("ok\n")
     return d
+
+
+def installed(version: str) -> bool:
+    return (cache_root() / f"fi-release-{version}" / ".fidoctor-complete").exists()
 
 
 def release_python(version: str) -> Path:
@@ -128,3 +134,29 @@ def release_python(version: str) -> Path:
                                         FLASHINFER_CUDA_ARCH_LIST="9.0a"))
         done.write_text("ok\n")
     return py
+
+
+def install(versions, jobs: int = 1, report=None) -> None:
+    """Install ``versions``, ``jobs`` at a time (threads: an install is subprocesses and
+    waiting); ``report(version, seconds, python)`` after each, in order."""
+    import concurrent.futures as cf
+
+    def one(v):
+        t = time.monotonic()
+        py = release_python(v)
+        return v, time.monotonic() - t, py
+
+    with cf.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for v, secs, py in pool.map(one, versions):
+            if report is not None:
+                report(v, secs, py)
+
+
+if __name__ == "__main__":
+    # python tests/release_helpers.py [--jobs N] VERSION…: what test_versions.py starts in the
+    # background on a cold cache (and bench/bench_releases.py times).
+    args = sys.argv[1:]
+    n = 1
+    if args[:1] == ["--jobs"]:
+        n, args = int(args[1]), args[2:]
+    install(args or list(RELEASES), n)
