@@ -121,6 +121,28 @@ def test_killed_by_a_signal_is_128_plus_n_and_bad_commands_exit_2():
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
+def test_events_fifo_without_a_reader_is_refused_not_waited_on(tmp_path):
+    """``--events FIFO`` with nobody reading blocked the open forever, before the server
+    started (no output, no budget). Now: exit 2, one line. A FIFO that someone reads still
+    gets every event, and a block device is never written to."""
+    fifo = tmp_path / "ev.fifo"
+    os.mkfifo(fifo)
+    r = run(["run", "--events", str(fifo), "--", "true"], timeout=30)
+    assert r.returncode == 2 and "no reader" in r.stderr and "Traceback" not in r.stderr
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader; the events fit the buffer
+    try:
+        r = run(["run", "--events", str(fifo), "--", "sh", "-c", "exit 3"], timeout=30)
+        got = os.read(rfd, 1 << 16).decode().splitlines()
+    finally:
+        os.close(rfd)
+    assert r.returncode == 3, r.stderr
+    assert [json.loads(x)["event"] for x in got] == ["start", "exit"]
+    blk = tmp_path / "blk"
+    os.mknod(blk, 0o600 | __import__("stat").S_IFBLK, os.makedev(7, 250))
+    r = run(["run", "--events", str(blk), "--", "true"], timeout=30)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+
+
 CHILD = """
 import signal, sys, time
 def on(sig, frame):

@@ -17,8 +17,10 @@ else (the server must not pay for our problems).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import sys
 import time
 from typing import Any, List, Optional, TextIO
@@ -26,6 +28,25 @@ from typing import Any, List, Optional, TextIO
 from fidoctor.textsafe import shown
 
 PREFIX = "fidoctor: "
+
+
+def open_events(path: str) -> int:
+    """The ``--events`` file, opened for appending without ever waiting: a FIFO nobody reads
+    blocked a plain open forever (ENXIO now); a block device is refused (never a JSON line
+    into a disk); a regular file, a read FIFO or a character device (/dev/null) is fine."""
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+             | os.O_NONBLOCK)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as e:
+        if e.errno == errno.ENXIO and stat.S_ISFIFO(os.stat(path).st_mode):
+            raise OSError(e.errno, "a FIFO with no reader") from None
+        raise
+    if stat.S_ISBLK(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "a block device, not a file")
+    os.set_blocking(fd, True)
+    return fd
 
 
 class Emitter:
@@ -36,9 +57,8 @@ class Emitter:
         self.events: Optional[TextIO] = None
         self.lines: List[str] = []      # what was said (tests, watch --once)
         if events_path:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
-            fd = os.open(events_path, flags, 0o644)
-            self.events = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+            self.events = os.fdopen(open_events(events_path), "w", buffering=1,
+                                    encoding="utf-8")
 
     def emit(self, event: str, text: str = "", **data: Any) -> None:
         text = shown(text)   # one line: a holder's argv may hold newlines or escapes
