@@ -227,9 +227,10 @@ def test_041_with_the_only_tvm_ffi_pypi_serves_its_builds_fail_and_warmup_says_w
     ``csrc/tvm_ffi_utils.h``. That is what installing 0.4.1 today gives (read in the sdist's
     requirements.txt and in tvm-ffi 0.1.0's tensor.h), so no 0.4.1 module can be cached here.
     Checked instead: warmup reaches the real nvcc build in 0.4.1's versioned workspace and
-    quotes the real error line, without a traceback; diagnose finds that workspace (layout
-    and version) and the failed module in it (a failed build's dir is left as it is, for its
-    build.ninja and objects to be read)."""
+    quotes the real error line, without a traceback, caused by flashinfer-package-mismatch
+    (tvm-ffi 0.1.0 does not meet 0.4.1's own Requires-Dist); diagnose names that cause and
+    finds the workspace (layout and version) and the failed module in it (a failed build's
+    dir is left as it is, for its build.ninja and objects to be read)."""
     py = release_python("0.4.1")
     env = release_env(py, tmp_path, "0.4.1")
     r = run_cli(["warmup", "--python", str(py), "--arch", "9.0a", "--modules",
@@ -244,11 +245,16 @@ def test_041_with_the_only_tvm_ffi_pypi_serves_its_builds_fail_and_warmup_says_w
     ws = workspace(tmp_path, "0.4.1")
     assert m["module_dir"] == str(ws / "cached_ops" / m["name"])
     assert not os.path.exists(os.path.join(m["module_dir"], m["name"] + ".so"))
+    assert m["verdict"]["caused_by"] == "flashinfer-package-mismatch", m["verdict"]
     env["FLASHINFER_CUDA_ARCH_LIST"] = "9.0a"
     d = run_cli(["diagnose", "--python", str(py), "--json"], env=env)
     assert "Traceback" not in d.stderr
     diag = json.loads(d.stdout)
     assert diag["target"]["flashinfer"] == "0.4.1"
+    # the cause, read in 0.4.1's own METADATA (the quiet twins: 0.5.3, 0.6.18, 0.7.4 above)
+    [c] = [f for f in diag["findings"] if f["id"] == "flashinfer-package-mismatch"]
+    assert c["severity"] == "error" and c["subject"] == "apache-tvm-ffi"
+    assert (c["data"]["version"], c["data"]["requirement"]) == ("0.1.0", "==0.1.0b15")
     [f] = [f for f in diag["findings"] if f["id"] == "cache-incomplete-module"]
     assert f["data"]["module_dir"] == m["module_dir"], f
     from fidoctor.snapshot.context import build_context

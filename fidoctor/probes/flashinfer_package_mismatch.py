@@ -10,8 +10,16 @@ downloads cubins / JIT-compiles kernels the prebuilt package was meant to
 provide (a surprise 10-minute start). With ``FLASHINFER_DISABLE_VERSION_CHECK``
 set, kernels built for another version load silently: "async CUDA errors,
 illegal memory accesses" (tokenspeed PR#284). That is the worst case: error.
+Also: apache-tvm-ffi outside flashinfer-python's own ``Requires-Dist`` range
+(0.4+, read in its METADATA). Every JIT module compiles against tvm-ffi's C++
+headers and links its library, so another API breaks every build: FlashInfer
+0.4.1 pins ``apache-tvm-ffi==0.1.0b15``, which PyPI no longer serves, and with
+0.1.0 (what ``--no-deps`` installs end up with) every module fails in
+``csrc/tvm_ffi_utils.h`` (``class "tvm::ffi::Object" has no member "ndim"``).
+That finding is a cause (``data["affects"]: ["*"]``: fidoctor/causes.py).
 Fix: install the matching version of the extra package (or remove it), and
-unset FLASHINFER_DISABLE_VERSION_CHECK.
+unset FLASHINFER_DISABLE_VERSION_CHECK; for tvm-ffi, the version FlashInfer
+requires, or a FlashInfer release whose requirement the index can meet.
 """
 
 from __future__ import annotations
@@ -23,6 +31,44 @@ from fidoctor.snapshot import Snapshot
 
 ID = "flashinfer-package-mismatch"
 REQUIRES = ("target", "fi_install")
+CAUSE = True  # only its requirement findings carry data["affects"]
+
+
+def _unmet(have: str, spec: str) -> bool:
+    try:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+        from packaging.version import InvalidVersion, Version
+
+        return not SpecifierSet(spec).contains(Version(have), prereleases=True)
+    except (ImportError, InvalidSpecifier, InvalidVersion):
+        return False
+
+
+def _requirements(fi: str, pkgs: Dict[str, Any], inst: Dict[str, Any],
+                  python: str) -> Iterable[Finding]:
+    for dep, spec in sorted((inst.get("requires") or {}).items()):
+        info = pkgs.get(dep) or {}
+        have = info.get("version")
+        if not have or not _unmet(have, spec):
+            continue
+        yield Finding(
+            id=ID, severity="error", subject=dep,
+            title=f"{dep} {have} does not meet flashinfer-python {fi}'s requirement "
+            f"{dep}{spec}: FlashInfer's JIT modules compile against its C++ headers and link "
+            "its library, so they may not build or load",
+            evidence=[f"{python}: {dep} {have} (installed at {info.get('location', '?')})",
+                      f"{inst.get('metadata')}: Requires-Dist: {dep}{spec}",
+                      "pip installs it so only with --no-deps or a forced version "
+                      f"(`{python} -m pip check` names it too)"],
+            fixes=[Fix(description=f"Install the {dep} this FlashInfer requires (when the "
+                       "package index still serves it)",
+                       commands=[f"{python} -m pip install '{dep}{spec}'"], safety="caution"),
+                   Fix(description="Or move to a FlashInfer release whose requirement the index "
+                       "can meet (a different version: its kernels are rebuilt)",
+                       commands=[f"{python} -m pip install -U flashinfer-python"],
+                       safety="risky")],
+            data={"package": dep, "version": have, "flashinfer": fi, "requirement": spec,
+                  "check_disabled": False, "ignored_by_flashinfer": False, "affects": ["*"]})
 
 
 def _matches(pkg: str, version: str, fi: str) -> bool:
@@ -41,6 +87,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
     env = snap.context.get("env") or {}
     disabled = bool(env.get("FLASHINFER_DISABLE_VERSION_CHECK"))
     python = t.get("python") or snap.context.get("python") or "python"
+    yield from _requirements(fi, pkgs, inst, python)
     for pkg in ("flashinfer-cubin", "flashinfer-jit-cache"):
         have = (pkgs.get(pkg) or {}).get("version")
         if not have or _matches(pkg, have, fi):

@@ -15,6 +15,9 @@ Data contract (``data``; never renamed):
   raises: bool: a mismatch raises RuntimeError somewhere in those checks
   disable_var: FlashInfer reads FLASHINFER_DISABLE_VERSION_CHECK
   record: {path, mtime} of flashinfer-python's dist-info RECORD (the install time)
+  requires: {dist: specifier} flashinfer-python's own ``Requires-Dist`` (its METADATA, no
+           markers) for the packages its JIT modules compile against (REQUIRED_DISTS:
+           apache-tvm-ffi from 0.4); metadata: the METADATA path they came from
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ BUDGET_S = 3.0
 ORDER = 7
 REQUIRES = ("target",)
 FILES = ("jit/env.py", "__init__.py", "jit/__init__.py")
+REQUIRED_DISTS = ("apache-tvm-ffi",)  # compiled against: headers + library in every JIT module
 _CHECK = re.compile(r"def _check_\w*version|does not match|Ignoring incompatible|"
                     r"FLASHINFER_DISABLE_VERSION_CHECK|package_version !=|"
                     r"startswith\(f\"\{flashinfer_version\}\+\"\)")
@@ -73,5 +77,32 @@ def gather(ctx, done) -> Dict[str, Any]:
                     out["record"] = {"path": hits[0], "mtime": os.stat(hits[0]).st_mtime}
                 except OSError:
                     pass
+                meta = os.path.join(os.path.dirname(hits[0]), "METADATA")
+                requires = _requires(meta)
+                if requires:
+                    out["requires"], out["metadata"] = requires, meta
                 break
+    return out
+
+
+def _requires(path: str) -> Dict[str, str]:
+    """``Requires-Dist`` specifiers of REQUIRED_DISTS in a METADATA file (markers skipped)."""
+    raw = read_head(path, 1 << 20)
+    if raw is None:
+        return {}
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:
+        return {}
+    out: Dict[str, str] = {}
+    for line in raw.decode("utf-8", "replace").splitlines():
+        if not line.startswith("Requires-Dist:"):
+            continue
+        try:
+            req = Requirement(line.split(":", 1)[1].strip())
+        except InvalidRequirement:
+            continue
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        if name in REQUIRED_DISTS and req.marker is None and str(req.specifier):
+            out[name] = str(req.specifier)
     return out
