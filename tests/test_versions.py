@@ -163,22 +163,33 @@ def test_a_flashinfer_without_jit_is_a_clear_unsupported_result(tmp_path):
 
 
 @pytest.mark.parametrize("version,lock", [
-    ("0.2.5", "cached_ops/{name}.lock"),
-    ("0.2.14.post1", "cached_ops/tmp/{name}.lock"),
-    ("0.3.1.post1", "cached_ops/tmp/{name}.lock")])
+    ("0.2.5", "{name}.lock"),
+    ("0.2.14.post1", "tmp/{name}.lock"),
+    ("0.3.1.post1", "tmp/{name}.lock"),
+    ("0.5.3", "tmp/{name}.lock"),
+    ("0.6.18.post1", "tmp/{name}.lock"),
+    ("0.7.4", "tmp/{name}.lock")])
 def test_a_real_two_process_lock_wait_is_stalled_and_names_the_holder(tmp_path, version, lock):
     """Another process holds the family's real module lock (a real flock, as a second server
     building the same module would); FlashInfer's own build call in warmup's child blocks on
-    it, and warmup stops it after --stall-after naming the holder, which it leaves alone."""
+    it, and warmup stops it after --stall-after naming the holder, which it leaves alone. The
+    lock is where the release's own ``lock_path`` / load_cuda_ops puts it, in the workspace
+    --plan names (``90``, ``0.5.3/90``: 0.4-0.6.x take "9.0" literally, ``<version>/90a``:
+    0.6.18 and 0.7 add the ``a``)."""
     from warmup_helpers import alive, hold_flock, kill_and_wait
 
     py = release_python(version)
-    _, doc = _warmup(py, tmp_path / "probe", "--plan")
+    _, doc = _warmup(py, tmp_path / "probe", "--plan", version=version)
     name = doc["modules"][0]["name"]
-    ws = tmp_path / ".cache" / "flashinfer" / "90"
+    ops = tmp_path / os.path.relpath(os.path.dirname(doc["modules"][0]["module_dir"]),
+                                     tmp_path / "probe")
+    literal = version.startswith(("0.4.", "0.5."))  # "9.0" -> 90: no "a" added
+    ws = (tmp_path / ".cache" / "flashinfer" / version / "90" if literal
+          else workspace(tmp_path, version)) / "cached_ops"
+    assert ops == ws, (ops, ws)
     holder = hold_flock(ws / lock.format(name=name))
     try:
-        r, doc = _warmup(py, tmp_path, "--stall-after", "5")
+        r, doc = _warmup(py, tmp_path, "--stall-after", "5", version=version)
         assert alive([holder.pid]) == [holder.pid], "warmup must not kill the lock's holder"
     finally:
         kill_and_wait(holder)
