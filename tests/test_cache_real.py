@@ -253,6 +253,36 @@ def test_tampered_or_foreign_bundle_is_refused_and_nothing_written(bundle, t2, t
     assert not os.path.exists("/tmp/fidoctor-evil")
 
 
+@pytest.mark.parametrize("field,value", [
+    ("deps", None), ("deps", []), ("deps", {"x": 5}), ("inputs", "x"), ("inputs", {"a": 1}),
+    ("files", None), ("files", 5), ("files", ["x"]), ("ninja_log", "x"), ("ninja_log", None),
+    ("ninja_log", [5]), ("name", 5), ("name", None), ("name", {}), ("so", 7),
+    ("so_sha256", None), ("gencode", "x"), ("ninja_log_version", "7"),
+    ("files", [{"path": "x", "sha256": "0", "size": 1, "mode": "x"}]),
+    ("ninja_log", [{"output": None, "start": 0, "end": 1, "mtime": 0}]),
+    ("ninja_log", [{"output": "x", "start": 0, "end": None, "mtime": 0}]),
+    ("source.cuda_home", 5), ("source.toolkit_version", 13), ("source.build_env", {"CC": 1}),
+])
+def test_manifest_field_of_the_wrong_type_is_refused_in_one_line(bundle, t2, tmp_path, field,
+                                                                 value):
+    """A bundle is input from another machine: a manifest field of the wrong type (a hand
+    edit, another tool, a damaged file) was an "internal error ... fidoctor bug"
+    (AttributeError, TypeError) instead of bad input. Now refused, nothing written."""
+    bad = tmp_path / "bad.tar"
+    if field.startswith("source."):
+        repack(bundle, bad, edit_manifest=_set(("source", field[7:]), value))
+    else:
+        repack(bundle, bad, edit_manifest=lambda d: d["modules"][0].update({field: value}))
+    base = tmp_path / "base"
+    (workspace_of(base) / "cached_ops").mkdir(parents=True)
+    before = tree(tmp_path)
+    r = do(t2, base, "import", str(bad))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "internal error" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "manifest" in r.stderr and len(r.stderr.strip().splitlines()) <= 2, r.stderr
+    assert tree(tmp_path) == before
+
+
 def test_target_on_another_arch_is_refused(bundle, t2, tmp_path):
     base = tmp_path / "base"
     env = target_env(t2, base, XDG_STATE_HOME=str(tmp_path / "state"))

@@ -61,14 +61,26 @@ def _modules(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
     mods = doc.get("modules")
     if not isinstance(mods, list) or not mods or not isinstance(doc.get("source"), dict):
         raise bundle.BundleError("manifest has no modules or no source facts")
+    src = doc["source"]
+    odd = next((k for k, v in src.items() if not (
+        v is None or isinstance(v, str) or (k == "ninja_log_version" and type(v) is int)
+        or (k == "build_env" and isinstance(v, dict)
+            and all(isinstance(x, str) for x in v.values())))), None)
+    if odd:
+        raise bundle.BundleError(f"manifest source fact {str(odd)[:80]!r} has the wrong type "
+                                 "(damaged or not written by fidoctor cache export)")
     keys = ("name", "so", "so_sha256", "files", "ninja_log", "deps", "inputs")
     for m in mods:
         if not isinstance(m, dict) or any(k not in m for k in keys):
             raise bundle.BundleError("manifest module entry is malformed")
         name = m["name"]
         if not isinstance(name, str) or not _NAME.match(name) or name == "tmp":
-            raise bundle.BundleError(f"manifest module name {name[:80]!r} is not a plain "
+            raise bundle.BundleError(f"manifest module name {str(name)[:80]!r} is not a plain "
                                      "module name")
+        bad = _mistyped(m)
+        if bad:
+            raise bundle.BundleError(f"manifest of {name}: {bad} has the wrong type "
+                                     "(damaged or not written by fidoctor cache export)")
         for fe in m["files"]:
             p = fe.get("path", "") if isinstance(fe, dict) else ""
             bundle._check_name(p)
@@ -77,6 +89,33 @@ def _modules(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
                     (top[0] == "cached_ops" and (top[1] != name or len(top) < 3)):
                 raise bundle.BundleError(f"manifest file {p!r} is outside {name}'s dirs")
     return mods
+
+
+def _mistyped(m: Dict[str, Any]) -> Optional[str]:
+    """The first field of a module entry that is not of the type ModuleManifest declares."""
+    def strs(d: Any, value: Any) -> bool:
+        return isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, value)
+                                           for k, v in d.items())
+
+    checks = {
+        "so": isinstance(m["so"], str), "so_sha256": isinstance(m["so_sha256"], str),
+        "files": isinstance(m["files"], list) and all(
+            isinstance(fe, dict) and isinstance(fe.get("path"), str)
+            and isinstance(fe.get("sha256"), str)
+            and all(type(fe.get(k, 0)) is int for k in ("size", "mode", "mtime_ns"))
+            for fe in m["files"]),
+        "ninja_log": isinstance(m["ninja_log"], list) and all(
+            isinstance(e, dict) and isinstance(e.get("output"), str)
+            and all(type(e.get(k, 0)) is int for k in ("start", "end", "mtime"))
+            for e in m["ninja_log"]),
+        "deps": strs(m["deps"], list) and all(isinstance(x, str) for v in m["deps"].values()
+                                              for x in v),
+        "inputs": strs(m["inputs"], str),
+        "gencode": isinstance(m.get("gencode", []), list),
+        "ninja_log_version": m.get("ninja_log_version") is None
+        or type(m.get("ninja_log_version")) is int,
+    }
+    return next((k for k, ok in checks.items() if not ok), None)
 
 
 def _expected(mods: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
