@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
-from fidoctor.proc import read_stat_raw, split_stat
+from fidoctor.procfs import read_proc, read_stat_raw, split_stat
 
 # A tree whose processes together burnt less CPU than this over the window made
 # no progress (the kernel accounts CPU in 10 ms ticks).
@@ -192,17 +192,13 @@ def fmt_rss(n: Optional[int]) -> str:
 
 def read_wchan(pid: int) -> Optional[str]:
     """The kernel function a sleeping process waits in ("0" while running)."""
-    try:
-        with open(f"/proc/{pid}/wchan") as f:
-            return f.read().strip() or None
-    except OSError:
-        return None
+    return _text(pid, "wchan") or None
 
 
 def scan_table() -> Dict[int, Tuple[str, int, int]]:
     """{pid: (comm, ppid, pgid)} for every process, straight from /proc/PID/stat.
 
-    Several times cheaper than psutil.process_iter on a busy table (``proc.read_stat_raw``:
+    Several times cheaper than psutil.process_iter on a busy table (``procfs.read_stat_raw``:
     raw os.open/os.read, no buffered file object; only the first fields are split); the
     comm is what psutil's name() returns for names shorter than 15 characters (all compiler
     names).
@@ -283,8 +279,10 @@ def tree_pids(root: int) -> List[int]:
 
 
 def read_comm(pid: int) -> Optional[str]:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return None
+    return _text(pid, "comm")
+
+
+def _text(pid: int, name: str) -> Optional[str]:
+    """``/proc/PID/<name>`` as stripped text, or None when it cannot be read."""
+    raw = read_proc(pid, name, 4096)
+    return None if raw is None else raw.decode("utf-8", "replace").strip()

@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from typing import Dict, Optional, Set, Tuple
 
+from fidoctor.procfs import read_proc
+
 _cli_root: Optional[int] = None
 _runner: Optional[int] = None
 _foreign: Set[int] = set()
@@ -40,11 +42,7 @@ def foreign(pid: int) -> None:
 
 
 def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read(8192)
-    except OSError:
-        return b""
+    return read_proc(pid, "cmdline", 8192) or b""
 
 
 def _is_fidoctor(cmd: bytes) -> bool:

@@ -25,8 +25,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from fidoctor.errors import FidoctorError
 from fidoctor.flashinfer.builds import COMPILERS, MARKER, module_dir_of
-from fidoctor.proc import read_stat
-from fidoctor.procfs import mapped_files, parse_argv, parse_environ, read_proc
+from fidoctor.procfs import mapped_files, parse_argv, parse_environ, read_proc, read_stat
 from fidoctor.proctree import is_python_exe, scan_table
 from fidoctor.snapshot.interpreter import same_mount_ns
 

@@ -38,8 +38,7 @@ from fidoctor.flashinfer.builds import COMPILERS, module_dir_of
 from fidoctor.flashinfer.layout import discover_workspaces
 from fidoctor.flashinfer.modnames import parse_module_name, short_name
 from fidoctor.fsutil import read_head
-from fidoctor.proc import read_stat, start_epoch
-from fidoctor.procfs import parse_argv, parse_environ, read_proc
+from fidoctor.procfs import parse_argv, parse_environ, read_proc, read_stat, start_epoch
 from fidoctor.proclocks import parse_proc_locks
 from fidoctor.proctree import SLEEP_WCHANS, read_comm, tree_pids
 from fidoctor.proctree import describe_live as describe_proc
@@ -419,7 +418,7 @@ class Observer:
 # ---- small readers (all bounded, none raises) -----------------------------------------------
 
 def _stat(pid: int) -> Optional[Tuple[int, float]]:
-    """(ppid, start time in clock ticks since boot), from ``proc.read_stat``."""
+    """(ppid, start time in clock ticks since boot), from ``procfs.read_stat``."""
     st = read_stat(pid)
     return (st["ppid"], float(st["starttime"])) if st else None
 
@@ -442,11 +441,8 @@ def _environ(pid: int) -> Optional[Dict[str, str]]:
 
 
 def _task_wchan(pid: int, tid: str) -> Optional[str]:
-    try:
-        with open(f"/proc/{pid}/task/{tid}/wchan") as f:
-            return f.read().strip() or None
-    except OSError:
-        return None
+    raw = read_proc(pid, f"task/{tid}/wchan", 4096)
+    return (raw.decode("utf-8", "replace").strip() or None) if raw is not None else None
 
 
 def _read_small(path: str, cap: int = 1 << 20) -> str:

@@ -39,10 +39,10 @@ WINDOW_S = 0.3      # CPU sampling window of the look (the gatherer's, shorter t
 
 def judge(snap: Snapshot, module_dirs: Iterable[str]) -> List[Finding]:
     """``build-process-stuck`` findings of ``snap`` about orphaned trees on ``module_dirs``."""
-    from fidoctor.probes import build_process_stuck
+    from fidoctor.probes import check_by_id
 
     want = {os.path.normpath(d) for d in module_dirs}
-    return [f for f in build_process_stuck.check(snap)
+    return [f for f in check_by_id("build-process-stuck", snap)
             if f.data.get("orphaned") and os.path.normpath(f.data.get("module_dir") or "") in want]
 
 

@@ -26,8 +26,7 @@ from fidoctor.live.events import Emitter, duration, gib
 from fidoctor.live.observe import Build, Change, LockWait, Observer
 from fidoctor.live.stream import Hit, LineWatch
 from fidoctor.live.thrash import ThrashWatch
-from fidoctor.proc import is_running, read_stat, start_epoch
-from fidoctor.procfs import parse_argv, read_proc
+from fidoctor.procfs import is_running, parse_argv, read_proc, read_stat, start_epoch
 from fidoctor.proctree import describe_live as describe_proc
 
 EXIT_STALLED = 124          # --on-stall exit, like timeout(1)

@@ -120,6 +120,6 @@ def _key(module_dir: Optional[str]) -> str:
 
 def judge(snap: Snapshot) -> List[Finding]:
     """The ``build-memory-thrash`` probe over ``snap`` (the pure half, replayable)."""
-    from fidoctor.probes import build_memory_thrash
+    from fidoctor.probes import check_by_id
 
-    return list(build_memory_thrash.check(snap))
+    return check_by_id("build-memory-thrash", snap)

@@ -16,8 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Optional
 
 from fidoctor.errors import FidoctorError
-from fidoctor.proc import PF_KTHREAD, read_stat
-from fidoctor.procfs import parse_environ
+from fidoctor.procfs import PF_KTHREAD, parse_environ, read_stat
 
 # Environment variables worth recording in a snapshot (by exact name or prefix).
 # Anything else (tokens, keys) never enters the snapshot at all.

@@ -19,7 +19,7 @@ module_dir, module. Added here: exe, state_code (R/S/D/T/Z…), wchan, pgid,
 sid, uid, ppid_chain (ppid up to pid 1), cpu_s_end, cpu_delta_s, rss_end,
 appeared, exited, vol_ctx_delta (voluntary context switches over the window),
 majflt / majflt_end / majflt_delta (major page faults from /proc/PID/stat, via
-fidoctor.proc.read_stat: a compiler refaulting its own code under a memory limit
+fidoctor.procfs.read_stat: a compiler refaulting its own code under a memory limit
 climbs by hundreds a second), memcg (its memory cgroup path, fidoctor.memcg),
 env_max_jobs (ninja only, from its environ), parent_exists, parent_name,
 parent_exe, parent_sid, parent_is_python, and on tree roots orphaned (see
@@ -40,7 +40,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import psutil
 
-from fidoctor import proc, selfprocs
+from fidoctor import procfs, selfprocs
 from fidoctor.flashinfer.builds import COMPILERS, module_dir_of
 from fidoctor.memcg import memcg_of
 from fidoctor.proctree import (
@@ -61,16 +61,8 @@ MAX_PROCS = 2000
 
 
 def _env_var(pid: int, var: str) -> Optional[str]:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    key = var.encode() + b"="
-    for item in raw.split(b"\0"):
-        if item.startswith(key):
-            return item[len(key):].decode("utf-8", "replace")
-    return None
+    raw = procfs.read_proc(pid, "environ", -1)
+    return None if raw is None else procfs.parse_environ(raw).get(var)
 
 
 def _describe(p: psutil.Process) -> Dict[str, Any]:
@@ -108,7 +100,7 @@ def _describe(p: psutil.Process) -> Dict[str, Any]:
         pass
     if d.get("name") == "ninja":
         d["env_max_jobs"] = _env_var(p.pid, "MAX_JOBS")
-    st = proc.read_stat(p.pid)
+    st = procfs.read_stat(p.pid)
     if st is not None:
         d["majflt"] = st["majflt"]
     d["memcg"] = memcg_of(p.pid)
@@ -131,7 +123,7 @@ def _resample(d: Dict[str, Any]) -> None:
             d["state"] = p.status()
             d["rss_end"] = p.memory_info().rss
             vol = p.num_ctx_switches().voluntary
-        st = proc.read_stat(d["pid"])
+        st = procfs.read_stat(d["pid"])
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         d["exited"] = True
         d["cpu_delta_s"] = 0.0
