@@ -330,6 +330,30 @@ def test_once_flag_on_a_read_only_mount_is_a_one_line_error_not_a_crash(box, tmp
         assert os.listdir(ro) == []
 
 
+def test_plan_on_sigterm_ends_the_hung_target_it_started(box, tmp_path, procs):
+    """``warmup --plan`` asks the target (a child in its own session, 180 s budget). A
+    SIGTERM (``timeout 60 fidoctor warmup --plan``, docker stop) killed fidoctor and left a
+    hung target interpreter running forever; builds already turned SIGTERM into the Ctrl-C
+    clean-up. Now --plan does too: exit 130, the child's tree ended."""
+    import psutil
+
+    hung = tmp_path / "hung-python"
+    hung.write_text("#!/bin/sh\nsleep 600\n")  # an interpreter stuck in its imports
+    hung.chmod(0o755)
+    p = procs.start([sys.executable, "-m", "fidoctor", "warmup", "--plan", "--python",
+                     str(hung), "--arch", "9.0a"], env=box.env())
+    kids: list = []
+    deadline = time.monotonic() + 30
+    while len(kids) < 2 and time.monotonic() < deadline:  # the target's sh and its sleep
+        time.sleep(0.1)
+        kids = psutil.Process(p.pid).children(recursive=True)
+    assert len(kids) >= 2, "the target was never started"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=30) == 130
+    gone, alive_ = psutil.wait_procs(kids, timeout=5)
+    assert alive_ == [], f"the hung target outlived fidoctor: {alive_}"
+
+
 def test_one_job_budget_caps_every_ninja_together(tmp_path):
     """Two real ninjas (the target venv's, a jobserver client) draw from one pool: with a
     token held back for the second one's implicit job, never more than ``total`` edges run

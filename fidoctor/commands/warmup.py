@@ -105,8 +105,15 @@ def command(python, modules, list_only, plan_only, arch, jobs, sequential, rebui
         raise FidoctorError(f"--python {python}: no such file")
     if plan_only:
         from fidoctor.warmup.plan import make_plan, render
+        from fidoctor.warmup.supervisor import Interrupted, install_sigterm
 
-        doc = make_plan(py, modules, arch, disable_sm90, jobs)
+        restore = install_sigterm()  # docker stop / timeout(1): the Ctrl-C clean-up, exit 130
+        try:
+            doc = make_plan(py, modules, arch, disable_sm90, jobs)
+        except Interrupted:
+            raise KeyboardInterrupt from None
+        finally:
+            restore()
         click.echo(json.dumps(doc, indent=2) if as_json else "\n".join(render(doc)))
         return 0
     expect = {"python": os.path.abspath(py), "modules": modules or "",
