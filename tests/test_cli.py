@@ -96,13 +96,18 @@ def test_snapshot_then_replay_elsewhere(box, tmp_path):
     (b"[1, 2]", "not a JSON object"),
     (b'{"schema_version": 1}', "not a fidoctor snapshot"),
     (b'{"schema_version": 99, "context": {}, "sections": {}, "taken_at": 0}', "newer than"),
+    # a time no clock can show: report's footer raised OverflowError ("internal error")
+    (b'{"schema_version": 1, "context": {}, "sections": {}, "taken_at": 1e308}', "taken_at"),
+    (b'{"schema_version": 1, "context": {}, "sections": {}, "taken_at": NaN}', "taken_at"),
 ])
 def test_bad_snapshot_is_exit_2_one_line(tmp_path, content, needle):
     p = tmp_path / "s.json"
     p.write_bytes(content)
-    r = run_cli(["diagnose", "--from", str(p)])
-    assert r.returncode == 2
-    assert needle in r.stderr and "Traceback" not in r.stderr
+    for cmd in ("diagnose", "report"):
+        r = run_cli([cmd, "--from", str(p)])
+        assert r.returncode == 2, (cmd, r.stdout + r.stderr)
+        assert needle in r.stderr and "Traceback" not in r.stderr, (cmd, r.stderr)
+        assert "internal error" not in r.stderr, (cmd, r.stderr)
 
 
 def test_usage_errors_exit_2(tmp_path):

@@ -88,7 +88,8 @@ class Snapshot:
         if not isinstance(context, dict) or not isinstance(sections, dict):
             raise FidoctorError("not a fidoctor snapshot: context and sections must be objects",
                                 hint)
-        if isinstance(taken, bool) or not isinstance(taken, (int, float)):
+        if isinstance(taken, bool) or not isinstance(taken, (int, float)) \
+                or not -6e10 < taken < 2.5e11:  # NaN, inf, 1e308: no clock shows them
             raise FidoctorError(f"not a fidoctor snapshot: taken_at {taken!r}", hint)
         out: Dict[str, Section] = {}
         for name, v in sections.items():
