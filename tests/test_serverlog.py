@@ -442,6 +442,25 @@ def test_stdin_that_stays_open_stops_at_the_time_budget(tmp_path):
     assert any("input still open" in i["reason"] for i in d["inconclusive"]), d["inconclusive"]
 
 
+def test_stdin_that_stays_open_and_silent_stops_at_the_time_budget(tmp_path):
+    """The same, for a pod that has printed nothing yet: before, the gzip sniff (the first
+    read) hit the budget and died in an "internal error: TimeoutError" (exit 2, "a fidoctor
+    bug"). Now: nothing read, said as not checked, never a JIT verdict."""
+    r, w = os.pipe()  # the write end stays open and silent
+    try:
+        p = subprocess.run([sys.executable, "-m", "fidoctor", "diagnose", "--log-only", "--log",
+                            "-", "--log-timeout", "1", "--json"], stdin=r,
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert "internal error" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+    d = json.loads(p.stdout)
+    assert p.returncode in (0, 1, 2), p.stderr
+    assert d["summary"]["verdict"] != "healthy" or d["inconclusive"], d
+    assert any("input still open" in i["reason"] for i in d["inconclusive"]), d["inconclusive"]
+
+
 def test_stdin_that_is_a_terminal_is_refused_not_waited_on():
     import pty
 

@@ -83,7 +83,11 @@ def scan_file(path: str, max_bytes: int = MAX_BYTES, max_s: float = MAX_S,
         # open_regular and stdin.buffer are BufferedReaders; anything else gets wrapped
         buffered = (raw if isinstance(raw, io.BufferedReader)
                     else io.BufferedReader(cast(io.RawIOBase, raw)))
-        if buffered.peek(2)[:2] == GZIP_MAGIC:
+        try:
+            head = buffered.peek(2)[:2]
+        except TimeoutError:  # open and silent: the loop's first read says the budget is spent
+            head = b""
+        if head == GZIP_MAGIC:
             stream = gzip.GzipFile(fileobj=buffered)  # type: ignore[assignment]
             info["gzip"] = True
         else:
