@@ -58,7 +58,7 @@ class Diagnosis:
         if self.not_checked:
             return self.not_checked
         if snap.context.get("log_only"):
-            return None
+            return _logs_unread(snap)
         if not snap.sections:
             return "the snapshot holds no sections: nothing was gathered"
         if any(f.id == "target-lacks-flashinfer" for f in self.findings):
@@ -126,6 +126,18 @@ def _not_scanned(snap: Snapshot) -> Optional[str]:
     return (f"{n} module dir(s) in {', '.join(where[:2])} were not scanned within the cache "
             "budget (the newest were scanned first); run fidoctor diagnose again when the "
             "machine is less busy")
+
+
+def _logs_unread(snap: Snapshot) -> Optional[str]:
+    """--log-only, and every log was cut before its first byte (a silent open pipe)."""
+    sec = snap.section("serverlog")
+    files = sec.data.get("files") if sec is not None and sec.ok else None
+    if not isinstance(files, list) or not files or not all(
+            isinstance(f, dict) and not f.get("complete", True) and not f.get("bytes_read")
+            for f in files):
+        return None
+    return "no log was read: " + "; ".join(f"{f.get('path')} ({f.get('stopped')})"
+                                           for f in files[:3])
 
 
 def _shaped(fn: Any, snap: Snapshot) -> Any:

@@ -445,7 +445,8 @@ def test_stdin_that_stays_open_stops_at_the_time_budget(tmp_path):
 def test_stdin_that_stays_open_and_silent_stops_at_the_time_budget(tmp_path):
     """The same, for a pod that has printed nothing yet: before, the gzip sniff (the first
     read) hit the budget and died in an "internal error: TimeoutError" (exit 2, "a fidoctor
-    bug"). Now: nothing read, said as not checked, never a JIT verdict."""
+    bug"), and once past that it said "healthy" (exit 0) for a log it never read. Now: exit 2,
+    not checked, and why."""
     r, w = os.pipe()  # the write end stays open and silent
     try:
         p = subprocess.run([sys.executable, "-m", "fidoctor", "diagnose", "--log-only", "--log",
@@ -456,8 +457,8 @@ def test_stdin_that_stays_open_and_silent_stops_at_the_time_budget(tmp_path):
         os.close(w)
     assert "internal error" not in p.stderr and "Traceback" not in p.stderr, p.stderr
     d = json.loads(p.stdout)
-    assert p.returncode in (0, 1, 2), p.stderr
-    assert d["summary"]["verdict"] != "healthy" or d["inconclusive"], d
+    assert p.returncode == 2, p.stderr  # nothing read: never "healthy" (it was exit 0 then)
+    assert d["summary"]["verdict"].startswith("not checked: no log was read"), d["summary"]
     assert any("input still open" in i["reason"] for i in d["inconclusive"]), d["inconclusive"]
 
 
