@@ -110,6 +110,22 @@ def test_bad_snapshot_is_exit_2_one_line(tmp_path, content, needle):
         assert "internal error" not in r.stderr, (cmd, r.stderr)
 
 
+@pytest.mark.parametrize("args", [
+    ["diagnose", "--log-only", "--log", "-", "--log-timeout"],
+    ["fleet", "-", "--timeout"], ["fleet", "-", "--per-node-timeout"],
+    ["warmup", "--plan", "--stall-after"], ["warmup", "--plan", "--timeout"],
+    ["cache", "verify", "--budget"], ["run", "--stall-after"], ["watch", "--pid", "1",
+                                                                "--lock-idle-after"],
+])
+def test_nan_seconds_are_refused(args):
+    """NaN passes every range check (all comparisons are false): ``--log-timeout nan`` on
+    stdin died in ValueError ("internal error"), a NaN stall or budget would never end."""
+    cmd = args + ["nan"] + (["--", "true"] if args[0] == "run" else [])
+    r = run_cli(cmd, timeout=60, input_text="")
+    assert r.returncode == 2, (cmd, r.stdout, r.stderr)
+    assert "not a number of seconds" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_usage_errors_exit_2(tmp_path):
     assert run_cli(["diagnose", "--bogus"]).returncode == 2
     r = run_cli(["diagnose", "--python", str(tmp_path / "nope")])

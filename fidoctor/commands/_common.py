@@ -34,6 +34,19 @@ class PidParam(click.ParamType):
 
 
 PID = PidParam()
+
+
+class Seconds(click.FloatRange):
+    """A float range of seconds that also refuses NaN, which passes every range check (its
+    comparisons are all false): a NaN budget, stall limit or timeout would never end."""
+
+    name = "seconds"
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if rv != rv:
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return rv
 PID_HELP = ("A running (or hung) server: its environment and interpreter drive every check. "
             "'auto' picks the serving process (maps libtorch/FlashInfer, runs sglang/vLLM, "
             "or builds) and says why.")
@@ -154,7 +167,7 @@ def log_options(f: Callable) -> Callable:
     @click.option("--log-only", is_flag=True,
                   help="Read only the logs: do not gather this machine (for someone else's paste; "
                   "with --from, the snapshot's machine findings are left out).")
-    @click.option("--log-timeout", type=click.FloatRange(0.1, 3600), default=30.0,
+    @click.option("--log-timeout", type=Seconds(0.1, 3600), default=30.0,
                   show_default=True, metavar="SECONDS",
                   help="Stop reading a log after this long (a pipe that stays open, a huge "
                   "file); what was read is judged and the rest is reported as not checked.")

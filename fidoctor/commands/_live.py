@@ -7,13 +7,15 @@ from typing import Callable, Optional, Sequence
 
 import click
 
+from fidoctor.commands._common import Seconds
+
 
 def live_options(f: Callable) -> Callable:
-    @click.option("--stall-after", type=click.FloatRange(min=1), default=30.0, show_default=True,
+    @click.option("--stall-after", type=Seconds(min=1), default=30.0, show_default=True,
                   metavar="SECONDS",
                   help="A build with no CPU in its compiler tree and no new files this long is "
                   "stalled (a slow build is never stalled).")
-    @click.option("--lock-idle-after", type=click.FloatRange(min=1), default=8.0,
+    @click.option("--lock-idle-after", type=Seconds(min=1), default=8.0,
                   show_default=True, metavar="SECONDS",
                   help="A JIT lock whose holder does nothing this long is a stall.")
     @click.option("--on-stall", type=click.Choice(["none", "report", "exit"]), default="none",
@@ -29,7 +31,7 @@ def live_options(f: Callable) -> Callable:
                   help="Append every event as a JSON line to FILE.")
     @click.option("--quiet", is_flag=True,
                   help="No fidoctor: lines on stderr (use with --events).")
-    @click.option("--progress-every", type=click.FloatRange(min=1), default=15.0,
+    @click.option("--progress-every", type=Seconds(min=1), default=15.0,
                   show_default=True, metavar="SECONDS", help="How often a build's progress "
                   "line repeats.")
     @functools.wraps(f)

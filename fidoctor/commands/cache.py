@@ -20,7 +20,7 @@ from typing import Callable, List, Optional
 
 import click
 
-from fidoctor.commands._common import make_context, python_pid_options
+from fidoctor.commands._common import Seconds, make_context, python_pid_options
 from fidoctor.textsafe import shown
 
 
@@ -91,7 +91,7 @@ def import_cmd(python, pid, arch, bundle, replace) -> int:
 @command.command("verify")
 @_target
 @click.option("--modules", metavar="NAMES", help="Only these modules (default: every module).")
-@click.option("--budget", type=float, default=60.0, show_default=True, metavar="S",
+@click.option("--budget", type=Seconds(), default=60.0, show_default=True, metavar="S",
               help="Seconds for all the ninja dry runs together.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (schema_version 1).")
 def verify_cmd(python, pid, arch, modules, budget, as_json) -> int:

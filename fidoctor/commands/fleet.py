@@ -6,12 +6,14 @@ import json
 
 import click
 
+from fidoctor.commands._common import Seconds
+
 
 @click.command("fleet")
 @click.argument("reports", nargs=-1, metavar="REPORTS…")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (schema fleet, version 1).")
 @click.option("--markdown", "as_md", is_flag=True, help="Markdown, to paste into an issue.")
-@click.option("--timeout", type=click.FloatRange(0.1, 86400), default=60.0, show_default=True,
+@click.option("--timeout", type=Seconds(0.1, 86400), default=60.0, show_default=True,
               metavar="SECONDS", help="The whole collection (or reading stdin) ends after "
               "this long; nodes still running are listed as unreachable.")
 @click.option("--ssh", "hostfile", metavar="HOSTFILE", type=click.Path(dir_okay=False),
@@ -23,7 +25,7 @@ import click
               metavar="[ADDRESS]", help="Run diagnose on every alive Ray node, pinned to it.")
 @click.option("--ray-python", default="python3", show_default=True, metavar="CMD",
               help="The interpreter that has ray (runs the driver).")
-@click.option("--per-node-timeout", type=click.FloatRange(1, 86400), default=120.0,
+@click.option("--per-node-timeout", type=Seconds(1, 86400), default=120.0,
               show_default=True, metavar="SECONDS", help="One node's own budget.")
 @click.option("--level", type=click.Choice(["full", "quick"]), default="full",
               show_default=True, help="The diagnose level run on each node.")
