@@ -131,6 +131,8 @@ def test_cli_list_plain_and_json():
 
 @pytest.mark.parametrize("args, words", [
     (["--python", "/nonexistent/python"], "no such file"),
+    # --check judged the cache alone and said "ok" (exit 0) for an interpreter that is not there
+    (["--check", "--python", "/nonexistent/python"], "no such file"),
     (["--modules", "bogus"], "unknown module spec"),
     (["--stall-after", "0"], "must be positive"),
     (["--list", "--check"], "exclusive"),

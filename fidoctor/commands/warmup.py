@@ -82,6 +82,8 @@ def command(python, modules, list_only, plan_only, arch, jobs, sequential, rebui
         raise FidoctorError("--list, --plan, --check and --clear-incomplete are exclusive")
     if list_only:
         return _list(modules, arch, disable_sm90, as_json)
+    if python and not os.path.exists(python):
+        raise FidoctorError(f"--python {python}: no such file")
     if check or clear_incomplete:
         env = dict(os.environ)
         if clear_incomplete:
@@ -102,8 +104,6 @@ def command(python, modules, list_only, plan_only, arch, jobs, sequential, rebui
     from fidoctor.warmup.runner import run_warmup
 
     py = python or default_python(dict(os.environ))[0]
-    if python and not os.path.exists(python):
-        raise FidoctorError(f"--python {python}: no such file")
     if plan_only:
         from fidoctor.warmup.plan import make_plan, render
         from fidoctor.warmup.supervisor import Interrupted, install_sigterm
