@@ -1,8 +1,8 @@
 """How many compile jobs at once, and what to do about orphaned compilers.
 
 MAX_JOBS: FlashInfer runs ``ninja -j $MAX_JOBS`` (else ninja's nproc+2). One
-FA3 job peaks near 3.5 GB in cicc, a decode job near 0.5 GB
-(real-builds-on-cpu.md), so jobs = min(cores, (available − 1 GiB reserve) /
+job's peak comes from the one table, ``fidoctor.flashinfer.jobmem.GB_PER_JOB``
+(FA3 3.1 GB in cicc, a decode job 0.5 GB), so jobs = min(cores, (available − 1 GiB reserve) /
 per-job), at least 1. Available memory is the smaller of MemAvailable and
 the cgroup v2 limit's headroom (containers).
 
