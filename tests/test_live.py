@@ -246,6 +246,20 @@ def test_watch_once_idle_server_is_0_and_a_missing_pid_is_2(tmp_path, procs):
     assert r.returncode == 2 and "not a process id" in r.stderr
 
 
+def test_watch_once_state_that_is_a_fifo_is_not_waited_on_nor_replaced(tmp_path, procs):
+    """``--state FIFO`` (a Kubernetes probe's path mistyped onto a pipe): the plain open
+    blocked forever, past every probe's timeout; the save would then have replaced the FIFO
+    with a regular file. Now it is read and written only as a regular file."""
+    import stat
+
+    p = procs.start([sys.executable, "-c", "import time; time.sleep(60)"])
+    fifo = tmp_path / "state.fifo"
+    os.mkfifo(fifo)
+    r = run(["watch", "--pid", str(p.pid), "--once", "--state", str(fifo)], timeout=30)
+    assert r.returncode == 0 and "status: not compiling" in r.stderr, r.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
 def test_watch_pid_diagnoses_a_hung_compile_once(tmp_path, procs):
     """watch --pid: build-start, then a stall with diagnose's findings (build-process-stuck)."""
     p, _ws = hung_build(tmp_path, procs)

@@ -638,17 +638,20 @@ def probe_once(pid: int, opts: Options, emitter: Emitter, state_path: str,
 
 
 def _load_state(path: str) -> Mapping[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
+    from fidoctor.safeio import SMALL_CAP, read_json
+
+    try:  # regular files only, never blocking: a FIFO named as --state hung here
+        d = read_json(path, SMALL_CAP, what="--state")
         return d if isinstance(d, dict) else {}
-    except (OSError, ValueError):
+    except (FidoctorError, OSError, ValueError):
         return {}
 
 
 def _save_state(path: str, state: Mapping[str, Any]) -> None:
-    try:
+    from fidoctor.safeio import write_atomic
+
+    try:  # never replaces a FIFO, device or symlink named as --state
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        _write(path, json.dumps(state))
-    except OSError:
+        write_atomic(path, json.dumps(state).encode(), mode=0o644, what="--state")
+    except (FidoctorError, OSError):
         pass
