@@ -260,6 +260,26 @@ def test_watch_once_state_that_is_a_fifo_is_not_waited_on_nor_replaced(tmp_path,
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
+def test_stall_report_never_replaces_a_fifo_or_a_symlink(tmp_path):
+    """``--report`` was written through a temp file + os.replace: a FIFO or a symlink named
+    as the report (``--report /dev/stderr``) was swapped for a regular file. Now refused, and
+    the stall handler reports it as a write failure (an OSError or fidoctor's error)."""
+    from fidoctor.errors import FidoctorError
+    from fidoctor.live.session import _write
+
+    fifo = tmp_path / "r.fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "r.link"
+    link.symlink_to(tmp_path / "elsewhere.md")
+    for path in (fifo, link):
+        with pytest.raises(FidoctorError):
+            _write(str(path), "# report\n")
+    assert os.path.islink(link) and not (tmp_path / "elsewhere.md").exists()
+    assert __import__("stat").S_ISFIFO(os.lstat(fifo).st_mode)
+    _write(str(tmp_path / "ok.md"), "# report\n")
+    assert (tmp_path / "ok.md").stat().st_mode & 0o777 == 0o600
+
+
 def test_watch_pid_diagnoses_a_hung_compile_once(tmp_path, procs):
     """watch --pid: build-start, then a stall with diagnose's findings (build-process-stuck)."""
     p, _ws = hung_build(tmp_path, procs)

@@ -383,9 +383,10 @@ class Session:
 
                 _write(path, build(snap, redact=True).markdown)
                 self.emitter.emit("report", f"wrote the redacted report: {path}", path=path)
-            except OSError as e:
-                self.emitter.emit("report", f"could not write {path}: {e.strerror or e}",
-                                  path=path, error=str(e))
+            except (OSError, FidoctorError) as e:
+                why = e.message if isinstance(e, FidoctorError) else (e.strerror or str(e))
+                self.emitter.emit("report", f"could not write {path}: {why}", path=path,
+                                  error=str(e))
         elif self.opts.on_stall == "exit":
             self.kill_requested = True
 
@@ -397,10 +398,11 @@ def _short(name: str) -> str:
 
 
 def _write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """The --report file, mode 0600 like every report; never replaces a FIFO, device or
+    symlink (a temp file + os.replace did: --report /dev/stderr swapped the link for a file)."""
+    from fidoctor.safeio import write_atomic
+
+    write_atomic(path, text.encode(), what="--report")
 
 
 # ---- fidoctor run -- CMD ------------------------------------------------------------------
