@@ -270,3 +270,24 @@ def test_the_race_of_orphans_and_the_waiter_left_a_module_that_rebuilds():
     text = (REAL / "diag_after_race.txt").read_text()
     assert "WARNING  cache-rebuild-pending" in text and "stored deps info out of date" in text
     assert FA2_F16 in text
+
+
+def test_healthy_says_it_is_only_so_for_what_was_judged(tmp_path):
+    """The H200's fresh box replayed with its ``oom`` section gone: the probes that read it
+    (build-killed, build-memory-thrash) are inconclusive, and the verdict line says "healthy"
+    only for what was judged, naming them; the whole snapshot keeps the plain verdict."""
+    from fidoctor.render.text import summary_line
+
+    whole = summary_line(replay("fresh")[1])
+    assert whole.endswith("— healthy"), whole
+    raw = json.loads((REAL / "snap_fresh.json").read_text())
+    del raw["sections"]["oom"]
+    cut = tmp_path / "cut.json"
+    cut.write_text(json.dumps(raw))
+    diag = diagnose(Snapshot.load(str(cut)))
+    line = summary_line(diag)
+    assert diag.exit_code == 0
+    inc = sorted({i.probe for i in diag.inconclusive})
+    assert "build-killed" in inc and "build-memory-thrash" in inc, inc
+    assert f"healthy for what was judged; {len(inc)} check(s) inconclusive: " in line, line
+    assert all(p in line for p in inc[:5]), line

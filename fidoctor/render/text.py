@@ -109,8 +109,13 @@ def render(diag: Diagnosis, s: Styler) -> str:
 def summary_line(diag: Diagnosis) -> str:
     """The verdict line (all ``diagnose -q`` prints)."""
     c = diag.counts()
-    return f"summary: {c['error']} error(s), {c['warning']} warning(s), {c['info']} info — " \
+    line = f"summary: {c['error']} error(s), {c['warning']} warning(s), {c['info']} info — " \
         f"{diag.verdict}"
+    if diag.exit_code == 0 and diag.inconclusive:  # healthy only for what was judged
+        ids = list(dict.fromkeys(i.probe for i in diag.inconclusive))
+        line += shown(f" for what was judged; {len(ids)} check(s) inconclusive: "
+                      + ", ".join(ids[:5]) + (f" (+{len(ids) - 5} more)" if len(ids) > 5 else ""))
+    return line
 
 
 def verbose_lines(diag: Diagnosis) -> List[str]:
