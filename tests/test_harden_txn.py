@@ -396,3 +396,31 @@ def test_put_file_never_writes_through_a_directory_swapped_after_the_plan(tmp_pa
     with pytest.raises(FidoctorError):
         step.revert(tx)
     assert (other / "libcudart.so.12").read_bytes() == b"someone else's library"
+
+
+@pytest.mark.parametrize("damage", ["garbage", "empty"])
+def test_a_damaged_journal_is_listed_and_undo_says_so_not_no_such_fix(box, tmp_path, damage):
+    """A journal whose every record is unreadable (garbage lines, or truncated to nothing)
+    used to vanish from history, and `undo --id` said "no fix with id": the fix's copies
+    were hidden. Listed as damaged when it left lines or copies; undo names where they are."""
+    ws = broken(box)
+    state = tmp_path / "state"
+    env = fix_env(box, state)
+    assert cli(["fix", "--yes", "--no-warmup", "--only", ID], env).returncode == 0
+    (jdir,) = (state / "fidoctor" / "transactions").iterdir()
+    kept = [p for d in ("backups", "removed") if (jdir / d).is_dir() for p in (jdir / d).iterdir()]
+    (jdir / "journal.jsonl").write_bytes(b"\x00\xffnot json\n" * 3 if damage == "garbage" else b"")
+    h = cli(["history", "--json"], env)
+    assert h.returncode == 0 and "Traceback" not in h.stderr, h.stdout + h.stderr
+    rows = {r["id"]: r for r in json.loads(h.stdout)}
+    if damage == "empty" and not kept:
+        assert jdir.name not in rows  # nothing readable and nothing kept: nothing happened
+        return
+    assert rows[jdir.name]["status"] == "damaged", rows
+    u = cli(["undo", "--id", jdir.name], env)
+    assert u.returncode == 2 and "Traceback" not in u.stderr, u.stdout + u.stderr
+    assert "damaged" in u.stderr and "no fix with id" not in u.stderr, u.stderr
+    assert str(jdir / "backups") in u.stderr
+    plain = cli(["history"], env)
+    assert plain.returncode == 0 and "damaged" in plain.stdout, plain.stdout
+    assert (ws / "cached_ops").exists()

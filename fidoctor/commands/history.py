@@ -11,7 +11,8 @@ import click
 @click.command("history")
 @click.option("--json", "as_json", is_flag=True, help="One JSON list of fixes.")
 def command(as_json) -> int:
-    """List fixes: id, when, status (committed, undone, rolled-back, interrupted), what."""
+    """List fixes: id, when, status (committed, undone, rolled-back, interrupted, damaged),
+    what."""
     from fidoctor.paths import state_dir
     from fidoctor.textsafe import shown
     from fidoctor.txn import history
@@ -48,7 +49,8 @@ def command(as_json) -> int:
         click.echo(f"no fixes recorded (state dir: {state})")
         return 0
     for r in rows:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"] or 0))
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])) \
+            if isinstance(r["time"], (int, float)) else "(time unknown)     "
         click.echo(shown(f"{r['id']}  {when}  {r['status']:<12} {r['command']:<7} "
                          f"{', '.join(r['fixes'])}"))
         for s in r["steps"]:

@@ -141,7 +141,10 @@ class Journal:
 
     @property
     def status(self) -> str:
-        """committed | undone | rolled-back | interrupted (no ending: crashed or killed)."""
+        """committed | undone | rolled-back | interrupted (no ending: crashed or killed) |
+        damaged (no record could be read, yet something was left: see ``kept``)."""
+        if not self.records:
+            return "damaged"
         e = self.ending
         if e == "commit":
             return "committed"
@@ -175,6 +178,20 @@ def _bad_record(rec: Any) -> str:
     return ""
 
 
+def _kept(j: Journal) -> bool:
+    """A journal worth listing: readable records, or lines that could not be read, or backups
+    and removed files it left (a damaged journal must not hide the copies it kept)."""
+    if j.records or j.warnings:
+        return True
+    for d in (j.backups, j.removed):
+        try:
+            if os.listdir(d):
+                return True
+        except OSError:
+            continue
+    return False  # a begin line torn by a crash and nothing kept: nothing happened
+
+
 def all_journals(root: str) -> List[Journal]:
     """Every transaction under ``root``, oldest first."""
     try:
@@ -186,7 +203,7 @@ def all_journals(root: str) -> List[Journal]:
         if not os.path.isdir(os.path.join(root, n)) or os.path.islink(os.path.join(root, n)):
             continue
         j = Journal.load(os.path.join(root, n))
-        if j.records:
+        if _kept(j):
             out.append(j)
     # Two fixes in the same second: the begin record's clock orders them.
     out.sort(key=lambda j: (float(j.header.get("time") or 0.0), j.txid))

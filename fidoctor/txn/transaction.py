@@ -185,6 +185,12 @@ def undo(state: str, txid: Optional[str] = None) -> Outcome:
         if not match:
             raise FidoctorError(f"no fix with id {txid}", "list them with: fidoctor history")
         j = match[0]
+        if j.status == "damaged":
+            raise FidoctorError(
+                f"the journal of fix {txid} is damaged: no record of it could be read "
+                f"({'; '.join(j.warnings[:2]) or 'empty'}), so fidoctor cannot tell what to put "
+                "back", f"its copies of what it changed are in {j.backups} and {j.removed}: "
+                "compare and restore them by hand")
         if j.status in ("undone", "rolled-back"):
             raise FidoctorError(f"fix {txid} is already {j.status}; nothing to undo")
     else:
