@@ -356,15 +356,15 @@ def test_plan_on_sigterm_ends_the_hung_target_it_started(box, tmp_path, procs):
     assert alive_ == [], f"the hung target outlived fidoctor: {alive_}"
 
 
-def test_one_job_budget_caps_every_ninja_together(tmp_path):
-    """Two real ninjas (the target venv's, a jobserver client) draw from one pool: with a
-    token held back for the second one's implicit job, never more than ``total`` edges run
-    at once (each edge records its start and end; the overlap is counted, not timed)."""
+def _two_napping_ninjas(tmp_path, edges: int, nap: float, tagged: bool):
+    """The target venv's ninja (a jobserver client; else skip) and two build dirs ``a`` and
+    ``b`` of ``edges`` edges that each sleep ``nap`` s and log their start and end
+    (``+a``/``-a`` when ``tagged``, else ``start``/``end``) to the returned log."""
     import shutil as _sh
 
     from warmup_helpers import target_venv
 
-    from fidoctor.warmup.parallel import Budget, ninja_supports_jobserver
+    from fidoctor.warmup.parallel import ninja_supports_jobserver
 
     ninja = _sh.which("ninja", path=str(target_venv().parent))
     if not ninja or not ninja_supports_jobserver(ninja):
@@ -373,9 +373,21 @@ def test_one_job_budget_caps_every_ninja_together(tmp_path):
     for m in ("a", "b"):
         d = tmp_path / m
         d.mkdir()
-        rule = (f"rule nap\n  command = echo start >> {log} && sleep 0.4 && "
-                f"echo end >> {log} && touch $out\n")
-        (d / "build.ninja").write_text(rule + "".join(f"build {d}/o{i}: nap\n" for i in range(4)))
+        start, end = (f"+{m}", f"-{m}") if tagged else ("start", "end")
+        rule = (f"rule nap\n  command = echo {start} >> {log} && sleep {nap} && "
+                f"echo {end} >> {log} && touch $out\n")
+        (d / "build.ninja").write_text(rule + "".join(f"build {d}/o{i}: nap\n"
+                                                      for i in range(edges)))
+    return ninja, log
+
+
+def test_one_job_budget_caps_every_ninja_together(tmp_path):
+    """Two real ninjas (the target venv's, a jobserver client) draw from one pool: with a
+    token held back for the second one's implicit job, never more than ``total`` edges run
+    at once (each edge records its start and end; the overlap is counted, not timed)."""
+    from fidoctor.warmup.parallel import Budget
+
+    ninja, log = _two_napping_ninjas(tmp_path, edges=4, nap=0.4, tagged=False)
     b = Budget(3, True, "")
     b.open()
     try:
@@ -411,22 +423,9 @@ def test_staged_tokens_are_each_ninjas_first_lanes(tmp_path):
     """Two real ninjas (the target venv's jobserver client) started one after the other with
     two tokens staged for each: each runs three edges at once (its implicit job + two), the
     first does not take the pool; the reserve goes back afterwards (counted, not timed)."""
-    import shutil as _sh
+    from fidoctor.warmup.parallel import Budget
 
-    from warmup_helpers import target_venv
-
-    from fidoctor.warmup.parallel import Budget, ninja_supports_jobserver
-
-    ninja = _sh.which("ninja", path=str(target_venv().parent))
-    if not ninja or not ninja_supports_jobserver(ninja):
-        pytest.skip("no jobserver-capable ninja in the target venv")
-    log = tmp_path / "edges.log"
-    for m in ("a", "b"):
-        d = tmp_path / m
-        d.mkdir()
-        rule = (f"rule nap\n  command = echo +{m} >> {log} && sleep 0.6 && "
-                f"echo -{m} >> {log} && touch $out\n")
-        (d / "build.ninja").write_text(rule + "".join(f"build {d}/o{i}: nap\n" for i in range(6)))
+    ninja, log = _two_napping_ninjas(tmp_path, edges=6, nap=0.6, tagged=True)
     b = Budget(8, True, "")
     b.open()
     try:

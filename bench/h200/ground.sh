@@ -8,18 +8,9 @@
 # Carry .whl (apache-tvm-ffi cp312 + pyelftools wheels, flashinfer-0.7.2.post1-site.tar.gz).
 # Each step is skipped when the time left (DEADLINE s from the start) cannot hold it; what is
 # done is tarred into $OUT/ground.tar.gz after every step.
-set -u
-T0=$(date +%s)
 DEADLINE=${DEADLINE:-500}
-A=/tmp/ground; rm -rf $A; mkdir -p $A
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl || exit 1
-tar -xzf .whl/flashinfer-*-site.tar.gz -C /tmp/site || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 NO_COLOR=1
-export XDG_STATE_HOME=/tmp/state XDG_CACHE_HOME=/tmp/xcache
-unset FLASHINFER_CUDA_ARCH_LIST TORCH_CUDA_ARCH_LIST MAX_JOBS
-left() { echo $(( DEADLINE - ($(date +%s) - T0) )); }
-now() { date +%s.%N; }
+A=/tmp/ground
+. bench/h200/_setup.sh
 el() { awk "BEGIN{printf \"%.2f\", $(now)-$1}"; }
 log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a $A/summary.txt; }
 pack() { tar -czf $OUT/ground.tar.gz.tmp -C /tmp ground && mv $OUT/ground.tar.gz.tmp $OUT/ground.tar.gz; }

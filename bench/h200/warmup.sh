@@ -6,18 +6,9 @@
 # compilers at once, /proc/vmstat oom_kill before/after, stderr lines stamped with seconds since
 # the run began. Carry .whl (apache-tvm-ffi cp312 + pyelftools wheels,
 # flashinfer-0.7.2.post1-site.tar.gz). Everything lands in $OUT/warmup.tar.gz after each step.
-set -u
-T0=$(date +%s)
 DEADLINE=${DEADLINE:-570}
-A=/tmp/wu; rm -rf $A; mkdir -p $A
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl || exit 1
-tar -xzf .whl/flashinfer-*-site.tar.gz -C /tmp/site || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 NO_COLOR=1
-export XDG_STATE_HOME=/tmp/state XDG_CACHE_HOME=/tmp/xcache
-unset FLASHINFER_CUDA_ARCH_LIST TORCH_CUDA_ARCH_LIST MAX_JOBS
-left() { echo $(( DEADLINE - ($(date +%s) - T0) )); }
-now() { date +%s.%N; }
+A=/tmp/wu
+. bench/h200/_setup.sh
 log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a $A/summary.txt; }
 pack() { tar -czf $OUT/warmup.tar.gz.tmp -C /tmp wu && mv $OUT/warmup.tar.gz.tmp $OUT/warmup.tar.gz; }
 stamp() { python3 -c 'import sys,time

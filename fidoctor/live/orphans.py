@@ -25,13 +25,13 @@ past it the look counts as "found nothing" and the watch goes on.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from types import SimpleNamespace
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Iterable, List
 
+from fidoctor.live.look import gather_within
 from fidoctor.model import Finding
-from fidoctor.snapshot import Section, Snapshot
+from fidoctor.snapshot import Snapshot
 
 BUDGET_S = 6.0
 WINDOW_S = 0.3      # CPU sampling window of the look (the gatherer's, shorter than diagnose's)
@@ -53,23 +53,12 @@ def look(flashinfer_root: str, module_dirs: Iterable[str], window: float = WINDO
     from fidoctor.snapshot.gather import processes
 
     dirs = list(module_dirs)
-    box: Dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            ctx = SimpleNamespace(flashinfer_root=flashinfer_root, sample_window_s=window)
-            box["data"] = processes.gather(ctx, None)
-        except Exception as e:  # noqa: BLE001 - a failed look must not end the watch
-            box["error"] = e
-
-    t = threading.Thread(target=run, name="fidoctor-orphans", daemon=True)
-    t.start()
-    t.join(BUDGET_S)
-    data: Optional[Dict[str, Any]] = box.get("data")
-    if t.is_alive() or data is None:
+    ctx = SimpleNamespace(flashinfer_root=flashinfer_root, sample_window_s=window)
+    sections = gather_within(BUDGET_S, "fidoctor-orphans", ctx, (processes,))
+    if sections is None:
         return []
-    snap = Snapshot(context={"flashinfer_root": flashinfer_root},
-                    sections={"processes": Section("ok", data)}, taken_at=time.time())
+    snap = Snapshot(context={"flashinfer_root": flashinfer_root}, sections=sections,
+                    taken_at=time.time())
     return judge(snap, dirs)
 
 

@@ -22,14 +22,14 @@ nothing, in a daemon thread joined for ``BUDGET_S``: past it the look found noth
 from __future__ import annotations
 
 import os
-import threading
 import time
 from types import SimpleNamespace
 from typing import Any, Dict, List, Mapping, Optional
 
 from fidoctor import memcg
+from fidoctor.live.look import gather_within
 from fidoctor.model import Finding
-from fidoctor.snapshot import Section, Snapshot
+from fidoctor.snapshot import Snapshot
 
 BUDGET_S = 6.0
 WINDOW_S = 0.5       # the processes gatherer's sampling window (diagnose's default)
@@ -88,30 +88,17 @@ class ThrashWatch:
     def look(self) -> List[Finding]:
         """Gather ``oom`` and ``processes`` now (diagnose's gatherers) and run the probe; []
         past ``BUDGET_S`` or on any error of the gather."""
-        box: Dict[str, Any] = {}
+        from fidoctor.snapshot.gather import oom, processes
+
         ctx = SimpleNamespace(pid=self.root, flashinfer_root=self.flashinfer_root,
                               sample_window_s=WINDOW_S)
-
-        def run() -> None:
-            from fidoctor.snapshot.gather import oom, processes
-
-            try:
-                box["oom"] = oom.gather(ctx, None)
-                box["processes"] = processes.gather(ctx, None)
-            except Exception as e:  # noqa: BLE001 - a failed look must not end the watch
-                box["error"] = e
-
-        t = threading.Thread(target=run, name="fidoctor-thrash", daemon=True)
-        t.start()
-        t.join(BUDGET_S)
-        if t.is_alive() or "error" in box:
+        sections = gather_within(BUDGET_S, "fidoctor-thrash", ctx, (oom, processes))
+        if sections is None:
             return []
         return judge(Snapshot(
             context={"pid": self.root, "flashinfer_root": self.flashinfer_root,
                      "env": self.env},
-            sections={"oom": Section("ok", box["oom"]),
-                      "processes": Section("ok", box["processes"])},
-            taken_at=time.time()))
+            sections=sections, taken_at=time.time()))
 
 
 def _key(module_dir: Optional[str]) -> str:
