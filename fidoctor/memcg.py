@@ -150,13 +150,18 @@ def delta(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def hit_rate(dd: Dict[str, Any], version: Optional[int]) -> float:
+    """Times a second the limit was hit over a ``delta`` (v1 ``failcnt``, v2 ``max``)."""
+    hits = dd.get("failcnt") if version == 1 else dd.get("max")
+    return (hits or 0) / max(dd.get("window_s") or 0.0, 1e-3)
+
+
 def thrashes(a: Dict[str, Any], b: Dict[str, Any], version: int) -> Tuple[bool, str]:
     """Between two ``counters`` readings: at its limit (``AT_LIMIT``), the limit hit
     ``THRASH_HITS_PER_S`` times a second, and no OOM kill; with a one-line account either way.
     The terminate step's re-check and the live watch's per-tick look (fidoctor.live.thrash)."""
     dd = delta(a, b)
-    hits = dd["failcnt"] if version == 1 else dd["max"]
-    rate = (hits or 0) / max(dd["window_s"], 1e-3)
+    rate = hit_rate(dd, version)
     lim, use = b.get("limit"), b.get("usage")
     ok = bool(lim and use is not None and use >= AT_LIMIT * lim and rate >= THRASH_HITS_PER_S
               and not dd["oom_kill"])

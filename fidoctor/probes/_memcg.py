@@ -15,6 +15,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 from fidoctor.flashinfer.eta import jobs_for, kind_of
 from fidoctor.flashinfer.jobmem import job_peak_bytes
 from fidoctor.memcg import AT_LIMIT, THRASH_HITS_PER_S
+from fidoctor.memcg import hit_rate as limit_hit_rate
 from fidoctor.probes._trees import stuck_trees
 from fidoctor.snapshot import Snapshot
 
@@ -85,8 +86,7 @@ def thrashing(snap: Snapshot) -> List[Dict[str, Any]]:
         return []
     if s.get("oom_kill"):
         return []
-    hits = s.get("failcnt") if cg.get("version") == 1 else s.get("max")
-    hit_rate = (hits or 0) / w
+    hit_rate = limit_hit_rate(s, cg.get("version"))
     psi = cg.get("pressure") or {}
     if hit_rate < THRASH_HITS_PER_S and psi.get("full_avg10", 0.0) < PSI_FULL_AVG10:
         return []
