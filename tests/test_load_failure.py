@@ -34,9 +34,12 @@ def _log(seed: Seed, lines):
 
 
 def _lines(now: float):
-    return [log_line("old", "loading", PLAIN_MOD, now - 200),
-            log_line("old", "finished", PLAIN_MOD, now - 199),
-            log_line("old", "loading", BYVERSION_MOD, now - 120)]
+    # Half an hour back: the titles say "30 min ago" for a whole minute, so diagnose and
+    # warmup --check, a few seconds apart, print the same title (at 120 s they straddled
+    # the "119 s"/"2 min" step).
+    return [log_line("old", "loading", PLAIN_MOD, now - 2000),
+            log_line("old", "finished", PLAIN_MOD, now - 1999),
+            log_line("old", "loading", BYVERSION_MOD, now - 1800)]
 
 
 def test_unfinished_loading_over_a_complete_so_is_a_load_failure_with_its_cause(tmp_path):
@@ -136,7 +139,7 @@ def test_warmup_check_without_python_names_the_load_failure_and_clear_leaves_it(
 def test_warmup_check_quiet_twin_a_finished_log_is_ok(tmp_path):
     seed = Seed(tmp_path)
     now = time.time()
-    _log(seed, _lines(now) + [log_line("old", "finished", BYVERSION_MOD, now - 119)])
+    _log(seed, _lines(now) + [log_line("old", "finished", BYVERSION_MOD, now - 1799)])
     rc, doc = _check(seed)
     assert rc == 0 and doc["findings"] == []
     assert {m["state"] for m in _rows(doc).values()} == {"ok"}
