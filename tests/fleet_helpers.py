@@ -21,14 +21,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 20.0) -> None:
+def wait_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+        with socket.socket(family) as s:
+            if s.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.05)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+    raise AssertionError(f"nothing listens on {host}:{port} after {timeout} s")
+
+
+def ipv6_loopback() -> str:
+    """'' when ::1 can be bound here, else why not."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError as e:
+        return f"no IPv6 loopback: {e}"
+    return ""
 
 
 def can_unshare_uts() -> str:
@@ -55,20 +66,21 @@ class SshNodes:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation dir
         self.lines: List[str] = []
 
-    def node(self, name: str, env: Dict[str, str], force: Optional[str] = None) -> int:
+    def node(self, name: str, env: Dict[str, str], force: Optional[str] = None,
+             listen: str = "127.0.0.1") -> int:
         port = free_port()
         cfg = self.tmp / f"sshd_{name}.conf"
         setenv = " ".join(f'"{k}={v}"' for k, v in env.items())
         cfg.write_text("\n".join([
-            f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {self.hostkey}",
+            f"Port {port}", f"ListenAddress {listen}", f"HostKey {self.hostkey}",
             f"AuthorizedKeysFile {self.tmp / 'authorized_keys'}", "StrictModes no",
             "UsePAM no", "PermitRootLogin prohibit-password", "PasswordAuthentication no",
             f"PidFile {self.tmp / f'sshd_{name}.pid'}", f"SetEnv {setenv}" if env else "",
             f"ForceCommand {force}" if force else "", ""]))
         self.procs.start(["unshare", "-u", "sh", "-c",
                           f"hostname {name} && exec /usr/sbin/sshd -D -e -f {cfg}"])
-        wait_port(port)
-        self.lines.append(f"127.0.0.1:{port}")
+        wait_port(port, host=listen)
+        self.lines.append(f"[{listen}]:{port}" if ":" in listen else f"{listen}:{port}")
         return port
 
     def hostfile(self) -> Path:

@@ -133,3 +133,67 @@ def test_ray_runs_one_pinned_task_per_alive_node(tmp_path, built_so):
     assert groups["problems"]["nodes"] == ["ray-w1"]
     assert "cache-incomplete-module" in groups["problems"]["ids"]
     assert r.returncode == 1
+
+
+@pytest.fixture
+def bare_nodes(tmp_path, procs):
+    """sshd nodes with an empty workspace each (quick diagnose has nothing to judge)."""
+    why = can_unshare_uts() or ensure_openssh()
+    if why or not os.path.exists("/usr/sbin/sshd"):
+        pytest.skip(why or "no OpenSSH server")
+    return SshNodes(tmp_path, procs)
+
+
+def _empty_ws(tmp_path, name):
+    (tmp_path / name).mkdir()
+    return {"FLASHINFER_WORKSPACE_BASE": str(tmp_path / name)}
+
+
+def test_hostfile_with_ipv6_comments_blanks_and_duplicates(bare_nodes, tmp_path):
+    """A site's host file: an IPv6 node as ``[::1]:PORT``, a bare IPv6 address (its port
+    from ``-- -p``), comments, blank lines and a host listed twice. Each host is one node,
+    reached at the address written (ssh takes IPv6 without brackets; ``fe80::1`` is not host
+    ``fe80:`` port 1). Before: ``[::1]`` was passed to ssh as a host name it cannot resolve,
+    ``::1`` became host ``:`` port 1, and a duplicated line was diagnosed and counted twice."""
+    from fleet_helpers import ipv6_loopback
+
+    why = ipv6_loopback()
+    if why:
+        pytest.skip(why)
+    p6 = bare_nodes.node("node-v6", _empty_ws(tmp_path, "node-v6"), listen="::1")
+    p4 = bare_nodes.node("node-v4", _empty_ws(tmp_path, "node-v4"))
+    hf = tmp_path / "hosts"
+    hf.write_text(f"# the fleet\n\n[::1]:{p6}   # the IPv6 node\n  127.0.0.1:{p4}\n"
+                  f"127.0.0.1:{p4}\n\n# end\n")
+    args = ["fleet", "--json", "--fidoctor", _fidoctor_cmd(), "--level", "quick",
+            "--timeout", "60"]
+    r = run_cli([*args, "--ssh", str(hf), "--", *bare_nodes.ssh_args()], timeout=120)
+    doc = json.loads(r.stdout)
+    assert doc["unreachable"] == [], doc["unreachable"]
+    assert sorted(n["name"] for n in doc["nodes"]) == ["node-v4", "node-v6"]
+
+    bare = tmp_path / "hosts-bare"
+    bare.write_text("::1\n")
+    r = run_cli([*args, "--ssh", str(bare), "--", "-p", str(p6), *bare_nodes.ssh_args()],
+                timeout=120)
+    doc = json.loads(r.stdout)
+    assert doc["unreachable"] == [], doc["unreachable"]
+    assert [n["name"] for n in doc["nodes"]] == ["node-v6"]
+
+
+def test_hostfile_ipv6_parsing_and_refusals(tmp_path):
+    """The parser alone, on lines no sshd here can answer (link-local, documentation
+    addresses): the destination and port ssh is given."""
+    from fidoctor.fleet.collect import read_hostfile
+
+    hf = tmp_path / "hosts"
+    hf.write_text("fe80::1\nalice@[2001:db8::5]:2222\n2001:db8::7\ngpu1\nGPU1:22\n"
+                  "bob@gpu2:2200\n")
+    assert read_hostfile(str(hf)) == [
+        ("fe80::1", None, "fe80::1"), ("alice@2001:db8::5", "2222", "alice@[2001:db8::5]:2222"),
+        ("2001:db8::7", None, "2001:db8::7"), ("gpu1", None, "gpu1"),
+        ("bob@gpu2", "2200", "bob@gpu2:2200")]
+    for bad in ("gpu1:99999", "-oProxyCommand=x", "[::1", "a b"):
+        hf.write_text(bad + "\n")
+        r = run_cli(["fleet", "--ssh", str(hf)])
+        assert r.returncode == 2 and "is not [user@]host[:port]" in r.stderr, (bad, r.stderr)

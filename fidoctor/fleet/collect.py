@@ -58,19 +58,49 @@ def remote_command(fidoctor: str, level: str) -> List[str]:
     return cmd
 
 
-def read_hostfile(path: str) -> List[Tuple[str, Optional[str]]]:
+_USER = r"(?:[\w.-]+@)?"
+_NAME = re.compile(rf"({_USER})([\w.-]+)(?::(\d+))?")           # host, host:port
+_V6_BRACKET = re.compile(rf"({_USER})\[([0-9A-Fa-f:.%\w-]+)\](?::(\d+))?")  # [v6]:port
+_V6_BARE = re.compile(rf"({_USER})([0-9A-Fa-f]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.%\w-]*)")  # ::1
+
+
+def parse_host(line: str) -> Optional[Tuple[str, Optional[str]]]:
+    """``[user@]host[:port]``, ``[user@][v6addr][:port]`` or a bare IPv6 address →
+    (ssh destination, port or None); None when the line is none of these.
+
+    A bare IPv6 address has no port (``fe80::1`` is not host ``fe80:`` port 1); ssh takes
+    the address without brackets (``ssh '[::1]'`` cannot resolve a host name ``[::1]``)."""
+    if line.startswith("-"):
+        return None
+    for rx in (_V6_BRACKET, _V6_BARE, _NAME):
+        m = rx.fullmatch(line)
+        if m:
+            port = m.group(3) if m.lastindex and m.lastindex >= 3 else None
+            if port is not None and not 0 < int(port) < 65536:
+                return None
+            return m.group(1) + m.group(2), port
+    return None
+
+
+def read_hostfile(path: str) -> List[Tuple[str, Optional[str], str]]:
+    """(ssh destination, port, the line as written) for each host of HOSTFILE, each host once
+    (a host listed twice is one node: diagnosed once, counted once)."""
     from fidoctor.safeio import SMALL_CAP, read_bytes
 
-    hosts = []
+    hosts: List[Tuple[str, Optional[str], str]] = []
+    seen = set()
     for n, line in enumerate(read_bytes(path, SMALL_CAP, what="host file").decode(
             "utf-8", "replace").splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        m = re.fullmatch(r"((?:[\w.-]+@)?[\w.:\[\]-]+?)(?::(\d+))?", line)
-        if not m or line.startswith("-"):
+        hp = parse_host(line)
+        if hp is None:
             raise FidoctorError(f"{path}:{n}: {line[:80]!r} is not [user@]host[:port]")
-        hosts.append((m.group(1), m.group(2)))
+        key = (hp[0].lower(), hp[1] or "22")
+        if key not in seen:
+            seen.add(key)
+            hosts.append((hp[0], hp[1], line))
     if not hosts:
         raise FidoctorError(f"{path} lists no hosts", "one [user@]host[:port] per line")
     return hosts
@@ -78,11 +108,11 @@ def read_hostfile(path: str) -> List[Tuple[str, Optional[str]]]:
 
 def ssh_jobs(hostfile: str, extra: List[str], cmd: List[str], per_node_s: float) -> List[Job]:
     jobs = []
-    for host, port in read_hostfile(hostfile):
+    for host, port, label in read_hostfile(hostfile):
         argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(per_node_s))}",
                 *(["-p", port] if port else []), *extra, host, "--",
                 " ".join(shlex.quote(c) for c in cmd)]
-        jobs.append(Job(f"{host}:{port}" if port else host, argv, per_node_s))
+        jobs.append(Job(label, argv, per_node_s))
     return jobs
 
 
