@@ -256,3 +256,33 @@ def test_pid_target_environment_is_redacted(box, tmp_path):
         server.kill()
         server.wait(timeout=10)
     assert server.poll() is not None
+
+
+def test_report_says_its_command_line_and_how_the_target_was_chosen(box, tmp_path):
+    """A maintainer reading a pasted report must tell a ``--pid`` diagnosis (the live
+    server's environment) from one of fidoctor's own interpreter (the wrong patient).
+    Before: the report named neither the command that made it nor how the target was
+    chosen. The command line is redacted like the rest (the log lies under the planted
+    home; the server's argv carries an API key that must not appear)."""
+    env = leaky_box(box, tmp_path)
+    log = Path(env["HOME"]) / "server.log"
+    log.write_text("INFO: started\n")
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
+                               "--api-key", "sk-planted-argv-key-55555"], env=env)
+    try:
+        clean = dict(os.environ, NO_COLOR="1")
+        r = run_cli(["report", "--pid", str(server.pid), "--no-collect-env", "--log", str(log),
+                     "--attach-snapshot", "-o", str(tmp_path / "r.md")], env=clean)
+        assert r.returncode == 0, r.stderr
+        md = (tmp_path / "r.md").read_text()
+        assert survivors(md.encode(), ["sk-planted-argv-key-55555"]) == []
+        assert f"Run as `fidoctor report --pid {server.pid} --no-collect-env --log <home-" in md
+        assert f"Target chosen by: --pid {server.pid}" in md
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    # replayed elsewhere: the report still says how the snapshot's target was chosen
+    r = run_cli(["report", "--from", str(tmp_path / "r.snapshot.json")], env=clean)
+    assert r.returncode == 0, r.stderr
+    assert f"Target chosen by: --pid {server.pid}" in r.stdout
+    assert "Run as `fidoctor report --from " in r.stdout

@@ -65,8 +65,11 @@ def command(python, pid, deep, from_file, output, no_redact, attach_snapshot, lo
     snap = with_logs(python, pid, deep, from_file, logs, log_only, log_timeout)
     if not (from_file or log_only or no_collect_env):
         _collect_env(snap, python, pid, deep)
+    import shlex
+
     report = build(snap, redact=not no_redact,
-                   snapshot_name=os.path.basename(snap_file) if snap_file else None)
+                   snapshot_name=os.path.basename(snap_file) if snap_file else None,
+                   command=shlex.join(["fidoctor", *sys.argv[1:]]))
     if snap_file:
         body = json.dumps(report.snapshot.to_dict(), indent=1, sort_keys=True) + "\n"
         _write(snap_file, body)

@@ -42,11 +42,12 @@ def redacted_snapshot(snap: Snapshot, local_env: Optional[Dict[str, str]] = None
 
 
 def build(snap: Snapshot, redact: bool = True, snapshot_name: Optional[str] = None,
-          local_env: Optional[Dict[str, str]] = None) -> Report:
-    """Diagnose ``snap`` and render the report (redacted unless ``redact`` is False)."""
+          local_env: Optional[Dict[str, str]] = None, command: Optional[str] = None) -> Report:
+    """Diagnose ``snap`` and render the report (redacted unless ``redact`` is False);
+    ``command``: the fidoctor command line that made it (redacted like the rest)."""
     diag = diagnose(snap)
     if not redact:
-        return Report(render(diag, None, snapshot_name), snap, diag, None)
+        return Report(render(diag, None, snapshot_name, command), snap, diag, None)
     r = Redactor()
     raw = only_target_trees(snap.to_dict())
     r.learn(raw)
@@ -59,7 +60,7 @@ def build(snap: Snapshot, redact: bool = True, snapshot_name: Optional[str] = No
         findings=[Finding.from_dict(r.tree(f.to_dict())) for f in diag.findings],
         inconclusive=[Inconclusive(**r.tree(i.to_dict())) for i in diag.inconclusive],
     )
-    text = r.text(render(shown, r.summary(), snapshot_name))
+    text = r.text(render(shown, r.summary(), snapshot_name, command))
     replay = diagnose(rsnap)
     mismatch = sorted(set(keys(shown.findings)) ^ set(keys(replay.findings)))
     return Report(text, rsnap, shown, r.summary(), mismatch)

@@ -293,14 +293,30 @@ def _safe(what: str, fn: Callable[..., List[str]], arg: Any) -> List[str]:
                 f"({esc(type(e).__name__)}: {esc(str(e)[:120])})*", ""]
 
 
+def how_run(diag: Diagnosis, command: Optional[str]) -> List[str]:
+    """The command that made the report and how its target was chosen: a maintainer must
+    tell ``--pid`` (a live server's environment) from ``--python`` or fidoctor's own
+    interpreter (perhaps the wrong patient) before reading any finding."""
+    ctx = diag.snapshot.context
+    how = ctx.get("python_source") if isinstance(ctx, dict) else None
+    bits = []
+    if command:
+        bits.append(f"Run as {code(command)}.")
+    if how:
+        bits.append(f"Target chosen by: {esc(how)}.")
+    return [" ".join(bits), ""] if bits else []
+
+
 def render(diag: Diagnosis, redaction: Optional[Dict[str, int]] = None,
-           snapshot_name: Optional[str] = None) -> str:
-    """The whole report. ``redaction`` is the redactor's summary (None: not redacted)."""
+           snapshot_name: Optional[str] = None, command: Optional[str] = None) -> str:
+    """The whole report. ``redaction`` is the redactor's summary (None: not redacted);
+    ``command`` the fidoctor command line that made it."""
     c = diag.counts()
     state = "healthy" if diag.exit_code == 0 else "not checked" if diag.exit_code == 2 else \
         f"{plural(c['error'], 'error')}, {plural(c['warning'], 'warning')}"
     lines = [f"# fidoctor report: FlashInfer JIT ({state})", ""]
     lines += verdict(diag)
+    lines += _safe("command line", lambda d: how_run(d, command), diag)
     lines += findings_section(diag)
     lines += _safe("version table", versions_section, diag.snapshot)
     lines += not_checked_section(diag)
