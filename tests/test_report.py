@@ -278,6 +278,7 @@ def test_report_says_its_command_line_and_how_the_target_was_chosen(box, tmp_pat
         assert survivors(md.encode(), ["sk-planted-argv-key-55555"]) == []
         assert f"Run as `fidoctor report --pid {server.pid} --no-collect-env --log <home-" in md
         assert f"Target chosen by: --pid {server.pid}" in md
+        assert "2 IP addresses" in md and "addresss" not in md  # the footer's count
     finally:
         server.kill()
         server.wait(timeout=10)

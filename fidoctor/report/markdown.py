@@ -78,7 +78,9 @@ def ordered(findings: List[Finding]) -> List[Finding]:
 
 
 def plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word}" + ("es" if word.endswith(("s", "x", "sh", "ch")) else "s")
 
 
 # -- sections -----------------------------------------------------------------------------
