@@ -90,3 +90,17 @@ def live(procs, argv: List[str], setup: str = "", executable: Optional[str] = No
     line = p.stdout.readline()
     assert line.strip() == b"ready", (line, p.stderr.read(2000) if p.poll() is not None else "")
     return p
+
+
+def misbehaving_python(path: Path, site_code: str, exec_: bool = True) -> Path:
+    """A target interpreter that crashes, floods or hangs: a real CPython behind a wrapper
+    (``path``, named like python, handing its arguments on with ``"$@"`` as a pyenv or asdf
+    shim does) whose ``sitecustomize`` runs ``site_code`` before anything it is asked to
+    run. Without ``exec_`` the shell stays as the Python's parent (two processes)."""
+    site = path.parent / (path.name + "-site")
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "sitecustomize.py").write_text(site_code)
+    path.write_text(f"#!/bin/sh\nPYTHONPATH={site} {'exec ' if exec_ else ''}"
+                    f"{base_python()} \"$@\"\n")
+    path.chmod(0o755)
+    return path

@@ -85,9 +85,11 @@ def test_flashinfer_absent_is_info_only(box):
 
 
 def test_broken_interpreter_is_a_finding(box, tmp_path):
-    bad = tmp_path / "python"
-    bad.write_text("#!/bin/sh\necho 'Fatal Python error: init_fs_encoding' >&2\nexit 1\n")
-    bad.chmod(0o755)
+    from target_helpers import misbehaving_python
+
+    bad = misbehaving_python(tmp_path / "python", "import sys\n"
+                             "sys.stderr.write('Fatal Python error: init_fs_encoding\\n')\n"
+                             "sys.stderr.flush()\nimport os\nos._exit(1)\n")
     diag = diagnose_box(box, python=str(bad))
     f = by_id(diag, "target-python-unusable")[0]
     assert "init_fs_encoding" in " ".join(f.evidence)

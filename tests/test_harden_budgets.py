@@ -16,6 +16,7 @@ import time
 import pytest
 from conftest import DECODE, FA2, run_cli
 from fix_helpers import cli, fix_env
+from target_helpers import misbehaving_python
 
 from fidoctor import proc
 from fidoctor.txn.safety import HASH_CAP, manifest
@@ -31,9 +32,8 @@ def test_a_flooding_target_is_stopped_at_the_output_cap(tmp_path):
 
 
 def test_a_flooding_python_is_an_unusable_target_not_a_memory_hog(tmp_path, box):
-    flood = tmp_path / "python"
-    flood.write_text("#!/bin/sh\nexec yes AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n")
-    flood.chmod(0o755)
+    flood = misbehaving_python(tmp_path / "python", "import os\nline = b'A' * 100 + b'\\n'\n"
+                               "while True:\n    os.write(1, line * 100)\n")
     r = run_cli(["diagnose", "--json", "--python", str(flood)], env=box.env(), timeout=60)
     doc = json.loads(r.stdout)
     f = [x for x in doc["findings"] if x["id"] == "target-python-unusable"]
@@ -41,9 +41,7 @@ def test_a_flooding_python_is_an_unusable_target_not_a_memory_hog(tmp_path, box)
 
 
 def test_a_hanging_python_is_given_up_on(tmp_path, box):
-    hang = tmp_path / "python"
-    hang.write_text("#!/bin/sh\nsleep 100\n")
-    hang.chmod(0o755)
+    hang = misbehaving_python(tmp_path / "python", "import time\ntime.sleep(100)\n")
     r = run_cli(["diagnose", "--json", "--python", str(hang)], env=box.env(), timeout=60)
     doc = json.loads(r.stdout)
     assert any(x["id"] == "target-python-unusable" for x in doc["findings"])

@@ -338,10 +338,11 @@ def test_plan_on_sigterm_ends_the_hung_target_it_started(box, tmp_path, procs):
     hung target interpreter running forever; builds already turned SIGTERM into the Ctrl-C
     clean-up. Now --plan does too: exit 130, the child's tree ended."""
     import psutil
+    from target_helpers import misbehaving_python
 
-    hung = tmp_path / "hung-python"
-    hung.write_text("#!/bin/sh\nsleep 600\n")  # an interpreter stuck in its imports
-    hung.chmod(0o755)
+    # an interpreter stuck in its imports (behind a shell wrapper: two processes)
+    hung = misbehaving_python(tmp_path / "python", "import time\ntime.sleep(600)\n",
+                              exec_=False)
     p = procs.start([sys.executable, "-m", "fidoctor", "warmup", "--plan", "--python",
                      str(hung), "--arch", "9.0a"], env=box.env())
     kids: list = []

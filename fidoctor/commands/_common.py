@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any, Callable, Optional, Tuple, Union
 
 import click
@@ -103,9 +102,10 @@ def resolve_pid(pid: Union[int, str, None], quiet: bool = False) -> Tuple[Option
 
 def make_context(python: Optional[str], pid: Union[int, str, None], deep: bool,
                  quiet: bool = False) -> GatherContext:
-    if python and not os.path.exists(python):
-        raise FidoctorError(f"--python {python}: no such file",
-                            "pass the interpreter of the serving venv, e.g. /opt/venv/bin/python")
+    if python:
+        from fidoctor import pyexe
+
+        pyexe.check(python)
     n, choice = resolve_pid(pid, quiet)
     if n is not None and n <= 0:
         raise FidoctorError(f"--pid {n}: not a process id")

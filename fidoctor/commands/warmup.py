@@ -82,8 +82,10 @@ def command(python, modules, list_only, plan_only, arch, jobs, sequential, rebui
         raise FidoctorError("--list, --plan, --check and --clear-incomplete are exclusive")
     if list_only:
         return _list(modules, arch, disable_sm90, as_json)
-    if python and not os.path.exists(python):
-        raise FidoctorError(f"--python {python}: no such file")
+    if python:
+        from fidoctor import pyexe
+
+        pyexe.check(python)  # warmup runs `<python> child.py …`: never a shell or a program
     if check or clear_incomplete:
         env = dict(os.environ)
         if clear_incomplete:

@@ -323,23 +323,37 @@ class Session:
         from fidoctor.diagnosis import diagnose
         from fidoctor.render.style import Styler
         from fidoctor.render.text import render
-        from fidoctor.snapshot.context import build_context
         from fidoctor.snapshot.runner import gather_snapshot
 
         target = pid if os.path.exists(f"/proc/{pid}") else self.root
         snap = self._prefetched(key)
         if snap is None:
-            try:
-                ctx = build_context(pid=target)
-            except FidoctorError:
-                ctx = build_context(python=self.python, env=self.env)
-            snap = gather_snapshot(ctx)
+            snap = gather_snapshot(self._context(target))
         diag = diagnose(snap)
         if self.opts.diagnose or force:
             self.emitter.say(render(diag, Styler(False)))
         self.emitter.emit("diagnosis", "", findings=[f.to_dict() for f in diag.findings],
                           exit_code=diag.exit_code, pid=target)
         return snap
+
+    def _context(self, target: int) -> Any:
+        """``diagnose --pid target``'s view; else the server's interpreter (``watch`` of a
+        shell wrapper: its exe is no Python, never run with fidoctor's script), else its
+        environment's venv, else fidoctor's own interpreter with its environment."""
+        import sys
+
+        from fidoctor.snapshot.context import build_context
+
+        tries: List[Dict[str, Any]] = [{"pid": target}]
+        if self.python:
+            tries.append({"python": self.python, "env": self.env})
+        tries += [{"env": self.env}, {"python": sys.executable, "env": self.env}]
+        for kw in tries[:-1]:
+            try:
+                return build_context(**kw)
+            except FidoctorError:
+                continue
+        return build_context(**tries[-1])
 
     def prefetch(self, now: float) -> None:
         """Start gathering a snapshot of a build (or lock wait) that has been quiet for all but

@@ -99,13 +99,20 @@ def read_proc_environ(pid: int) -> Dict[str, str]:
 
 def default_python(env: Dict[str, str]) -> tuple:
     """The interpreter a user most likely means: active venv, conda env, or ours."""
+    from fidoctor import pyexe
+
     for var in ("VIRTUAL_ENV", "CONDA_PREFIX"):
         prefix = env.get(var)
         if prefix:
-            for name in ("python", "python3"):
-                cand = os.path.join(prefix, "bin", name)
-                if os.path.exists(cand):
-                    return cand, var
+            names = [os.path.join(prefix, "bin", n) for n in ("python", "python3")]
+            cand = next((c for c in names if os.path.exists(c)), None)
+            cand = cand or next((c for c in names if os.path.lexists(c)), None)
+            if cand:
+                # An active venv whose interpreter is broken (its base Python removed) or is no
+                # Python: diagnosing fidoctor's own interpreter instead would judge the wrong
+                # patient without a word, and running it would run whatever it is.
+                pyexe.check(cand, what=f"{var}={prefix}:")
+                return cand, var
     return sys.executable, "fidoctor's own interpreter"
 
 
@@ -135,6 +142,9 @@ def build_context(
                 "run fidoctor inside that container (docker exec / kubectl exec … fidoctor "
                 "diagnose --pid <its pid there>)")
         if python:
+            from fidoctor import pyexe
+
+            pyexe.check(python)  # run as `<python> -c <script>`: never a shell or a program
             return GatherContext(env=penv, python=python, python_source=f"--python (--pid {pid})",
                                  pid=pid, deep=deep)
         why = not_python(pid, exe)  # it would be run as `<exe> -c <script>`: never a shell
@@ -146,6 +156,9 @@ def build_context(
                              pid=pid, deep=deep, extra={"interpreter": res.to_dict()})
     env = dict(os.environ if env is None else env)
     if python:
+        from fidoctor import pyexe
+
+        pyexe.check(python)  # run as `<python> -c <script>`: never a shell or a program
         return GatherContext(env=env, python=python, python_source="--python", deep=deep)
     exe, source = default_python(env)
     return GatherContext(env=env, python=exe, python_source=source, deep=deep)
