@@ -207,3 +207,30 @@ def _run_as_nobody(box, home, ops):
 def test_help_is_instant_and_lists_commands():
     r = run_cli(["--help"])
     assert r.returncode == 0 and "diagnose" in r.stdout and "snapshot" in r.stdout
+
+
+def test_every_help_page_states_real_ranges_and_seconds_options_refuse_negatives():
+    """``--help`` of every command, as a user reads it: no option range reads ``x<=None``
+    (click's text for a range with neither bound: warmup's --timeout/--stall-after and
+    cache verify's --budget said so); a negative number of seconds is a usage error."""
+    import click
+
+    from fidoctor.cli import cli
+
+    def walk(cmd, path):
+        yield path
+        if isinstance(cmd, click.Group):
+            ctx = click.Context(cmd)
+            for name in cmd.list_commands(ctx):
+                yield from walk(cmd.get_command(ctx, name), [*path, name])
+
+    paths = list(walk(cli, []))
+    assert ["cache", "verify"] in paths and ["warmup"] in paths
+    for path in paths:
+        r = run_cli([*path, "--help"])
+        assert r.returncode == 0, (path, r.stderr)
+        assert "None]" not in r.stdout and "=None" not in r.stdout, (path, r.stdout)
+    r = run_cli(["cache", "verify", "--budget", "-1"])
+    assert r.returncode == 2 and "--budget" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(["warmup", "--stall-after", "0", "--list"])
+    assert r.returncode == 2 and "--stall-after" in r.stderr

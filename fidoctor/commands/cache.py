@@ -91,7 +91,8 @@ def import_cmd(python, pid, arch, bundle, replace) -> int:
 @command.command("verify")
 @_target
 @click.option("--modules", metavar="NAMES", help="Only these modules (default: every module).")
-@click.option("--budget", type=Seconds(), default=60.0, show_default=True, metavar="S",
+@click.option("--budget", type=Seconds(min=0, min_open=True), default=60.0, show_default=True,
+              metavar="S",
               help="Seconds for all the ninja dry runs together.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (schema_version 1).")
 def verify_cmd(python, pid, arch, modules, budget, as_json) -> int:

@@ -57,9 +57,10 @@ def fa3_advice(target: dict) -> str:
 @click.option("--rebuild", is_flag=True,
               help="Rebuild cached modules that this environment would rebuild (the old one "
               "is moved aside first: fidoctor undo brings it back).")
-@click.option("--timeout", type=Seconds(), metavar="S",
+@click.option("--timeout", type=Seconds(min=0, min_open=True), metavar="S",
               help="Hard limit per module (default: 900 decode, 1800 FA2, 3600 FA3).")
-@click.option("--stall-after", type=Seconds(), default=60.0, show_default=True, metavar="S",
+@click.option("--stall-after", type=Seconds(min=0, min_open=True), default=60.0, show_default=True,
+              metavar="S",
               help="Stop a module when its compiler tree shows no CPU and no new files this long.")
 @click.option("--orphans", type=click.Choice(["end", "wait"]), default="end", show_default=True,
               help="Compilers of the same module left by a killed server: end or wait for them.")
