@@ -19,8 +19,24 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from fidoctor.fsutil import fsync_dir
-from fidoctor.txn.safety import StepError, check_parent_inside, check_writable_dir, explain_os_error, manifest
-from fidoctor.txn.steps import AFTER, TxContext, missing_dirs, register_kind, remove_created, rename_state
+from fidoctor.txn.safety import (
+    StepError,
+    check_parent_inside,
+    check_writable_dir,
+    explain_os_error,
+    manifest,
+    open_dir_below,
+    rename_at,
+)
+from fidoctor.txn.steps import (
+    AFTER,
+    UNKNOWN,
+    TxContext,
+    missing_dirs,
+    register_kind,
+    remove_created,
+    rename_state,
+)
 
 
 @dataclass
@@ -58,24 +74,38 @@ class MoveIn:
         try:
             for d in self.created:
                 os.mkdir(d, 0o755)
-            os.rename(self.src, self.dst)
+            _rename_below(self.root, self.src, self.dst)
         except OSError as e:
             raise explain_os_error(e, f"cannot install {self.dst}") from None
         fsync_dir(os.path.dirname(self.dst))
         return {}
 
     def state(self) -> str:
-        return rename_state(self.src, self.dst)
+        st = rename_state(self.src, self.dst)
+        if st == AFTER and self.manifest and not self._as_installed(self.dst):
+            return UNKNOWN  # rebuilt or changed since: not ours to take out any more
+        return st
+
+    def _as_installed(self, path: str) -> bool:
+        try:
+            return manifest(path) == self.manifest
+        except (OSError, StepError):
+            return False
 
     def explain_unknown(self) -> str:
-        if os.path.lexists(self.dst):
+        if os.path.lexists(self.dst) and os.path.lexists(self.src):
             return f"{self.dst} and the staged copy {self.src} both exist; left both"
+        if os.path.lexists(self.dst):
+            return (f"{self.dst} changed since it was installed (rebuilt or edited); left it in "
+                    "place: fidoctor never takes out what it did not put there")
         return f"neither {self.dst} nor {self.src} exists; nothing to take out"
 
     def revert(self, tx: TxContext) -> List[str]:
+        if self.manifest and not self._as_installed(self.dst):
+            raise StepError(f"{self.dst} changed since it was installed; left it in place")
         try:
-            os.makedirs(os.path.dirname(self.src), exist_ok=True)
-            os.rename(self.dst, self.src)
+            os.close(open_dir_below(self.root, os.path.dirname(self.src), create=True))
+            _rename_below(self.root, self.dst, self.src)
         except OSError as e:
             raise explain_os_error(e, f"cannot take {self.dst} out") from None
         fsync_dir(os.path.dirname(self.dst))
@@ -84,7 +114,13 @@ class MoveIn:
         except OSError:
             now = {}
         if now != self.manifest:
-            return [f"{self.dst} changed after it was installed; kept it at {self.src}"]
+            # Changed between the check and the rename: put it back where it was, never
+            # leave it in the staging dir (which is removed with the import).
+            try:
+                _rename_below(self.root, self.src, self.dst)
+            except OSError:
+                return [f"{self.dst} changed after it was installed; kept it at {self.src}"]
+            raise StepError(f"{self.dst} changed since it was installed; left it in place")
         if os.path.isdir(self.src) and not os.path.islink(self.src):
             shutil.rmtree(self.src)
         else:
@@ -133,6 +169,22 @@ class Staging:
 
     def cleanup(self) -> None:
         pass
+
+
+def _rename_below(root: str, src: str, dst: str) -> None:
+    """One ``renameat2(RENAME_NOREPLACE)`` between directories walked down from ``root`` with
+    O_NOFOLLOW: a symlink swapped in for ``cached_ops`` (or the staging dir) since the plan
+    makes it fail instead of moving anything outside the workspace, and an entry that appeared
+    at ``dst`` (even an empty dir, which a plain rename would replace) is never replaced."""
+    sfd = open_dir_below(root, os.path.dirname(os.path.normpath(src)))
+    try:
+        dfd = open_dir_below(root, os.path.dirname(os.path.normpath(dst)))
+        try:
+            rename_at(sfd, os.path.basename(src), dfd, os.path.basename(dst))
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(sfd)
 
 
 def _rmdir_up(d: str, root: str) -> None:

@@ -1,0 +1,89 @@
+"""QA of `cache import` + `undo` with real FlashInfer modules (the module built once per machine by
+the real `fidoctor warmup --arch 9.0a`, imported into a second real venv; see cache_helpers)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cache_helpers import target_env, workspace_of
+from conftest import run_cli
+from test_cache_real import built, bundle, do, module_dir, t2, tree  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.slow
+ARCH = ["--arch", "9.0a"]
+
+
+def test_undo_of_an_import_never_deletes_a_module_rebuilt_since(bundle, t2, tmp_path):  # noqa: F811
+    """The user imported a bundle, then FlashInfer rebuilt the module in place (its .so and
+    .ninja_log rewritten by a real build). `fidoctor undo` must not take that newer module away,
+    and must never delete it: the module dir stays where it is, byte for byte."""
+    base = tmp_path / "base"
+    r = do(t2, base, "import", str(bundle))
+    assert r.returncode == 0, r.stdout + r.stderr
+    mod = module_dir(base)
+    so = next(mod.glob("*.so"))
+    rebuilt = so.read_bytes() + b"\0rebuilt"
+    so.write_bytes(rebuilt)  # what a rebuild in place leaves: other bytes at the same path
+    before = tree(mod)
+    env = dict(os.environ, XDG_STATE_HOME=str(base.parent / "state"))
+    r = run_cli(["undo"], env=env)
+    assert "Traceback" not in r.stderr
+    assert so.exists(), (r.stdout + r.stderr, list(workspace_of(base).rglob("*")))
+    assert so.read_bytes() == rebuilt
+    assert tree(mod) == before
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert str(mod) in r.stdout + r.stderr
+
+
+def _pauses(p, marker: Path, at_each) -> None:
+    """Let a real paused import go on pause by pause; ``at_each(k)`` runs at the k-th pause."""
+    k = 0
+    for _ in range(1200):
+        if p.poll() is not None:
+            return
+        if marker.exists():
+            at_each(k)
+            k += 1
+            marker.unlink()
+        time.sleep(0.05)
+    raise AssertionError("the import never finished")
+
+
+def test_import_does_not_follow_cached_ops_swapped_for_a_symlink_after_the_check(
+        bundle, t2, tmp_path):  # noqa: F811
+    """`cached_ops` replaced by a symlink to another directory between the move-in's preflight
+    and its rename (a real import paused right after its journal intent): the module must not
+    land in that other directory; the import stops, reverts, and says why."""
+    base = tmp_path / "base"
+    ws = workspace_of(base)
+    (ws / "cached_ops").mkdir(parents=True)
+    outside = tmp_path / "someone-elses"
+    outside.mkdir()
+    state = tmp_path / "state"
+    env = target_env(t2, base, XDG_STATE_HOME=str(state), FIDOCTOR_TEST_PAUSE_AT="after-journal",
+                     FIDOCTOR_TEST_PAUSE_S="60")
+
+    def swap(k: int) -> None:
+        if k == 1:  # step 1 is the module's move-in: its intent is written, its rename next
+            os.rename(ws / "cached_ops", ws / "cached_ops.real")
+            os.symlink(outside, ws / "cached_ops")
+
+    p = subprocess.Popen([sys.executable, "-m", "fidoctor", "cache", "import", "--python",
+                          str(t2["python"]), *ARCH, str(bundle)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _pauses(p, state / "fidoctor" / "test-paused-after-journal", swap)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert list(outside.iterdir()) == [], "the import moved a module through the symlink"
+    assert p.returncode == 2, out + err
+    assert "no longer a directory" in err and "Traceback" not in err
+    assert list((ws / "cached_ops.real").iterdir()) == []
