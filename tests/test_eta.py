@@ -156,3 +156,79 @@ def test_hostile_logs_are_skipped_not_fatal(tmp_path):
     (ws / "cached_ops" / ".ninja_log").write_text("not a ninja log\n")
     hist = eta.History.gather([str(ws)], build_log=str(tmp_path / "absent.jsonl"), cores=2)
     assert hist.kind_edges("single-decode") == [] and hist.speed_factor() is None
+
+
+# ---- mid-build re-estimate from ninja's own progress ----------------------------------------
+
+REAL_LOGS = os.path.join(os.path.dirname(__file__), "fixtures", "real-h200", "ninja_logs")
+
+
+def _replay(path):
+    """(start, end) of each compile edge of a recorded ``.ninja_log``, the end of the build,
+    and the most edges it ran at once."""
+    edges = [(e.start_ms / 1000, e.end_ms / 1000) for e in eta.read_ninja_log(path)
+             if not e.output.endswith(".so")]
+    return edges, max(b for _, b in edges), max(sum(1 for a, b in edges if a <= t < b)
+                                                for t, _ in edges)
+
+
+def test_reestimate_replayed_on_the_h200_ninja_logs_brackets_the_real_end():
+    """Every module of the H200's cold default-set warmup (its real ``.ninja_log`` files),
+    replayed edge by edge: after each finished object, the re-estimate's floor is never past
+    the real end, and its range, when it gives one, holds the real end. Where the objects still
+    compiling have outrun every finished one (all started together), no end is made up."""
+    logs = sorted(os.listdir(REAL_LOGS))
+    assert len(logs) == 6
+    said = floors = 0
+    for name in logs:
+        path = os.path.join(REAL_LOGS, name)
+        for e in eta.read_ninja_log(path):        # the recorded paths are the H200's
+            assert e.module == name[: -len(".ninja_log")]
+        edges, end, jobs = _replay(path)
+        for t in sorted({b for _, b in edges})[:-1]:
+            t += 0.5
+            fin = [b - a for a, b in edges if b <= t]
+            run = [t - a for a, b in edges if a <= t < b]
+            if len(fin) == len(edges):
+                continue                      # two ends < 0.5 s apart: the build is over
+            re = eta.reestimate(fin, run, len(edges), jobs)
+            assert re is not None and re.done == len(fin) and re.total == len(edges)
+            assert t + re.low <= end + 1e-6, (name, t, re)
+            if re.high is None:
+                floors += 1
+                assert re.outrun >= 1 and re.left == re.low
+            else:
+                said += 1
+                assert re.low <= re.left <= re.high and t + re.high >= end, (name, t, re)
+            assert f"{len(fin)}/{len(edges)} objects built in this run" in re.source
+    assert said >= 10 and floors >= 10          # both cases really happen on these logs
+
+
+def test_reestimate_on_a_small_box_queue_holds_the_real_end():
+    """The 2-core case: 6 FA3 edges, 3 at a time (ninja's default on 2 cores), with the edge
+    walls measured on this box (knowledge/real-builds-on-cpu.md: 166, 166, 104, 108, 67,
+    72.5 s), laid out as ninja runs them (the next edge takes the first free slot). From the
+    first finished object on, with edges still queued, the range holds the real end."""
+    costs = [166.0, 166.0, 104.0, 108.0, 67.0, 72.5]
+    slots, edges = [0.0, 0.0, 0.0], []
+    for c in costs:
+        i = min(range(3), key=lambda k: slots[k])
+        edges.append((slots[i], slots[i] + c))
+        slots[i] += c
+    end = max(b for _, b in edges)
+    checked = 0
+    for t in sorted({b for _, b in edges})[:-1]:
+        t += 0.5
+        fin = [b - a for a, b in edges if b <= t]
+        run = [t - a for a, b in edges if a <= t < b]
+        re = eta.reestimate(fin, run, len(edges), 3)
+        assert re is not None and t + re.low <= end, (t, re)
+        if re.high is not None:
+            checked += 1
+            assert end <= t + re.high, (t, re)
+    assert checked >= 2
+    first = min(b for _, b in edges) + 0.5
+    re = eta.reestimate([104.0], [first - 0, first - 0], 6, 3)
+    assert re is not None and re.outrun == 2 and re.high is None     # no end is made up
+    assert re.low >= 3 * 104.0 * eta.LOW_EDGE / 3                     # 3 queued: a real floor
+    assert eta.reestimate([], [5.0, 5.0], 6, 3) is None               # nothing finished yet

@@ -442,3 +442,82 @@ def test_quiet_leaves_stderr_to_the_server_and_events_get_everything(tmp_path):
     hit = next(e for e in ev if e["event"] == "server-error")
     assert hit["kind"] == "jit-build-failed" and hit["stream"] == "stderr"
     assert any(e["event"] == "diagnosis" for e in ev)
+
+
+def _release(fifo):
+    """Let the fake compiler blocked on ``fifo`` finish (it reads to EOF, then writes -o)."""
+    fd = os.open(fifo, os.O_WRONLY)
+    os.close(fd)
+
+
+def test_eta_is_re_estimated_from_the_running_ninjas_own_progress(tmp_path, procs):
+    """A real ninja (-j 2) over five compile edges, each a real process blocked on its own
+    FIFO until the test lets it finish: the first two finish 4 and 8 s into the build. From
+    then on the progress line's ETA comes from the running ninja's own ``.ninja_log`` (its
+    finished objects' walls, the objects still queued, 2 at a time), said with what it is
+    based on; the seed table knows nothing of this module's kind, so before that the ETA is
+    unknown. The 9 s deadline the start estimate could not judge is warned of from it."""
+    from proc_helpers import fakecc
+
+    name = "custom_kernel_fidoctor_test"            # no kind the seed table knows
+    ws = tmp_path / "base" / ".cache" / "flashinfer" / "0.7.2.post1" / "90a"
+    d = ws / "cached_ops" / name
+    d.mkdir(parents=True)
+    cc = fakecc() / "nvcc"
+    lines = ["ninja_required_version = 1.3",
+             "rule cuda_compile", "  command = " + str(cc) + " --fifo $fifo -o $out", "",
+             "rule link", f"  command = {fakecc() / 'cicc'} -o $out $in", ""]
+    objs, fifos = [], []
+    for i in range(5):
+        f = tmp_path / f"k{i}.fifo"
+        os.mkfifo(f)
+        fifos.append(f)
+        obj = d / f"{name}_k{i}.cuda.o"
+        objs.append(str(obj))
+        lines += [f"build {obj}: cuda_compile", f"  fifo = {f}"]
+    lines.append(f"build {d / (name + '.so')}: link {' '.join(objs)}")
+    (d / "build.ninja").write_text("\n".join(lines) + "\n")
+    server = tmp_path / "server.py"
+    server.write_text("import subprocess\n"
+                      f"subprocess.run(['/usr/bin/ninja', '-j', '2', '-C', {str(d)!r}])\n")
+    env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path / "base"))
+    ev = tmp_path / "ev.jsonl"
+    p = procs.start(fidoctor_argv("run", "--progress-every", "1", "--stall-after", "600",
+                                  "--deadline", "9=tiny-probe", "--events", str(ev), "--",
+                                  sys.executable, str(server)), env=env, new_session=False)
+    deadline = time.time() + 120
+    while not any(e["event"] == "build-start" for e in events_of(ev)):
+        assert time.time() < deadline and p.poll() is None, events_of(ev)
+        time.sleep(0.1)
+    start = time.time()
+    for i, at in ((0, 4.0), (1, 8.0)):
+        time.sleep(max(0.0, start + at - time.time()))
+        _release(fifos[i])
+
+    def progress_with(done):
+        return [e for e in events_of(ev) if e["event"] == "progress" and e["done"] == done]
+
+    while not progress_with(2):
+        assert time.time() < deadline and p.poll() is None, events_of(ev)
+        time.sleep(0.2)
+    for f in fifos[2:]:
+        _release(f)
+    assert p.wait(timeout=60) == 0
+    events = valid(events_of(ev))
+    early = [e for e in events if e["event"] == "progress" and e["done"] == 0]
+    assert early and all(e["eta_basis"] is None and "ETA unknown" in e["text"] for e in early)
+    later = progress_with(2)[0]
+    assert later["eta_basis"] == "ninja-progress", later
+    assert "2/5 objects built in this run" in later["text"] and "2 at a time" in later["text"]
+    assert later["eta_low_s"] >= 1
+    if later["eta_high_s"] is None:                   # a floor only: no end is made up
+        assert later["eta_left_s"] is None
+    else:
+        assert later["eta_low_s"] <= later["eta_left_s"] <= later["eta_high_s"]
+    assert ("ETA ≈" in later["text"]) == (later["eta_high_s"] is not None)
+    assert ("ETA ≥" in later["text"]) == (later["eta_high_s"] is None)
+    warned = [e for e in events if e["event"] == "deadline"]
+    assert len(warned) == 1 and warned[0]["eta_basis"] == "ninja-progress"
+    assert warned[0]["setting"] == "tiny-probe" and "by its progress so far" in warned[0]["text"]
+    end = next(e for e in events if e["event"] == "build-end")
+    assert end["ok"] is True and end["done"] == 5

@@ -28,14 +28,17 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def real_start(tmp_path_factory):
     """A cold decode build under ``fidoctor run``, with ``watch --pid`` and ``watch --once``
-    attached to the same server while it compiles (a build that starts after it serves)."""
+    attached to the same server while it compiles (a build that starts after it serves).
+    MAX_JOBS=2: ninja runs two of its three objects at once and queues the third, so the
+    ETA is re-estimated from its own progress while the third compiles."""
     target_venv()
     tmp = tmp_path_factory.mktemp("live")
     base = tmp / "base"
-    env = standin_env(base, extra={"XDG_CACHE_HOME": str(tmp / "xdg")})
+    env = standin_env(base, extra={"XDG_CACHE_HOME": str(tmp / "xdg"), "MAX_JOBS": "2"})
     ev, ev2 = tmp / "run.jsonl", tmp / "watch.jsonl"
     out = open(tmp / "out.txt", "wb")  # noqa: SIM115 - closed below
-    run = subprocess.Popen(fidoctor_argv("run", "--events", str(ev), "--", *standin(tmp, "late", 7)),
+    run = subprocess.Popen(fidoctor_argv("run", "--events", str(ev), "--progress-every", "2",
+                                         "--", *standin(tmp, "late", 7)),
                            env=env, stdout=out, stderr=subprocess.PIPE, cwd=tmp)
     watch = once = None
     try:
@@ -78,6 +81,12 @@ def test_real_cold_build_progress_and_finish_no_stall_exit_code_passed(real_star
     end = next(e for e in ev if e["event"] == "build-end")
     assert end["ok"] is True and end["done"] == 3
     assert ev[-1]["event"] == "exit" and ev[-1]["code"] == 7
+    # while the queued third object compiles, the ETA comes from ninja's own .ninja_log
+    late = [e for e in ev if e["event"] == "progress" and e["done"] == 2]
+    assert late, [e["text"] for e in ev if e["event"] == "progress"]
+    assert late[0]["eta_basis"] == "ninja-progress", late[0]
+    assert "ETA ≈" in late[0]["text"] and "2/3 objects built in this run" in late[0]["text"]
+    assert late[0]["eta_low_s"] <= late[0]["eta_left_s"] <= late[0]["eta_high_s"]
     assert "fidoctor: JIT build started: single_decode (f16, hd64)" in r["err"]
     assert "fidoctor: JIT build finished: single_decode (f16, hd64)" in r["err"]
     # FlashInfer's own log line passed through untouched, before our lines about it

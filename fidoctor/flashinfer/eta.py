@@ -40,6 +40,17 @@ Stable API (``warmup --plan`` and ``run``/``watch`` use it; add, never rename):
   remaining(est, elapsed, done=0, total=0) -> Optional[float]
   History.gather(workspaces, build_log=None, cores=None) -> History
   jobs_for(env, cores) -> int
+  finished_in_run(ninja_log, outputs, since) -> List[float]
+  reestimate(finished, running, total, jobs) -> Optional[Reestimate]
+
+Mid-build (``reestimate``): once the running ninja has finished an object, its own
+``.ninja_log`` says what an object costs *here, now* (the wall time of each finished edge, at
+this build's own concurrency, on this machine under its present load). The objects still to
+start queue behind the ones compiling, ``jobs`` at a time (the most ninja was seen running at
+once): a list schedule of per-edge walls gives the time left, with a range from the fastest
+and slowest finished edge. An object still compiling that has already outrun every finished
+one says its cost is not known (edges differ: an FA3 kernel edge is 1.5× its binding edge);
+then only a floor is given (``high`` None), never a made-up end.
 """
 
 from __future__ import annotations
@@ -60,6 +71,9 @@ KINDS = ("decode", "prefill-fa2", "prefill-fa3", "single-decode", "single-prefil
          "single-prefill-fa3")
 LINK_S = 0.15          # one link edge (measured 0.07–0.13 s)
 SPREAD = 0.15          # one FA3 module's edges move together ±10–15 % between runs (H200)
+LOW_EDGE = 0.5         # one module's cheapest edge ÷ its dearest, measured: 0.51 (H100 single FA2
+#                        10.0/19.6 s), 0.64 (single FA3 53.6/83.7), 0.67 (decode 8.8/13.1), 0.45
+#                        (this box, single decode hd64 11.1/24.4): a reestimate's edge range
 MAX_LOG_BYTES = 4 << 20
 MAX_LOGS = 2000
 
@@ -236,6 +250,101 @@ def remaining(est: Optional[Estimate], elapsed: float, done: int = 0, total: int
     if left >= 0:
         return left
     return None if elapsed > est.high else 0.0
+
+
+@dataclass(frozen=True)
+class Reestimate:
+    """Time left of a running build, from its own finished edges (``reestimate``)."""
+    left: float               # ≈ seconds left (the floor, when ``high`` is None)
+    low: float
+    high: Optional[float]     # None: an object still compiling outran every finished one
+    done: int                 # edges finished in this run
+    total: int
+    per_edge: float           # median wall of the finished edges
+    jobs: int
+    outrun: int               # objects compiling as long as the slowest finished one, or longer
+
+    @property
+    def source(self) -> str:
+        return (f"{self.done}/{self.total} objects built in this run, median "
+                f"{self.per_edge:.0f} s each, {self.jobs} at a time")
+
+
+def _list_schedule(busy: Iterable[float], queue: Iterable[float], jobs: int) -> float:
+    """When the last of ``queue`` ends, ``jobs`` slots at a time, slots busy for ``busy``."""
+    import heapq
+
+    slots = sorted(busy)
+    slots += [0.0] * max(0, jobs - len(slots))
+    heapq.heapify(slots)
+    for q in queue:
+        heapq.heappush(slots, heapq.heappop(slots) + q)
+    return max(slots, default=0.0)
+
+
+def reestimate(finished: List[float], running: List[float], total: int,
+               jobs: int) -> Optional[Reestimate]:
+    """Seconds left of a build from ninja's own progress, or None before an edge finished.
+
+    ``finished``: wall seconds of the compile edges this run finished (``.ninja_log``);
+    ``running``: seconds each edge compiling now has run; ``total``: compile edges of the
+    build (``build.ninja``); ``jobs``: how many edges ninja runs at once.
+    """
+    finished = sorted(f for f in finished if f >= 0)
+    if not finished or total <= 0:
+        return None
+    done = min(len(finished), total)
+    running = list(running)[: max(0, total - done)]
+    waiting = max(0, total - done - len(running))
+    jobs = max(1, jobs, len(running))
+    per, fast, slow = statistics.median(finished), finished[0], finished[-1]
+    lo_edge, hi_edge = fast * LOW_EDGE, max(slow, fast / LOW_EDGE) * (1 + SPREAD)
+    outrun = sum(1 for e in running if e >= slow)
+
+    def busy(e: float, pick: str) -> float:
+        """Seconds left of an edge that has run ``e`` s: at least none; about what the finished
+        edges that took longer cost on average (none did: unknown, 0); at most ``hi_edge``."""
+        if pick == "low":
+            return 0.0
+        if pick == "high":
+            return max(hi_edge - e, 0.0)
+        longer = [d for d in finished if d > e]
+        return max(statistics.mean(longer) - e, 0.0) if longer else 0.0
+
+    def left(edge: float, pick: str) -> float:
+        return _list_schedule([busy(e, pick) for e in running], [edge] * waiting,
+                              jobs) + LINK_S
+
+    low = left(lo_edge, "low")
+    if outrun:
+        return Reestimate(low, low, None, done, total, per, jobs, outrun)
+    mid = max(left(per, "mid"), low)
+    return Reestimate(mid, low, max(left(hi_edge, "high"), mid), done, total, per, jobs, 0)
+
+
+def finished_in_run(ninja_log: str, outputs: Iterable[str], since: float) -> List[float]:
+    """Wall seconds of the edges among ``outputs`` that the newest ninja run in ``ninja_log``
+    finished, each with its output written since ``since`` (epoch: the running ninja's start,
+    so an older run's line for the same object is never taken for this one's)."""
+    want = set(outputs)
+    edges = read_ninja_log(ninja_log)
+    runs = _runs(edges)
+    if not runs:
+        return []
+    last: Dict[str, _Edge] = {}
+    for e in runs[-1]:
+        if e.output in want:
+            last[e.output] = e
+    out = []
+    for e in last.values():
+        try:
+            fresh = os.stat(e.output if os.path.isabs(e.output) else os.path.join(
+                os.path.dirname(ninja_log), e.output)).st_mtime >= since - 1
+        except OSError:
+            fresh = False
+        if fresh:
+            out.append((e.end_ms - e.start_ms) / 1000)
+    return out
 
 
 # ---- this machine's history ------------------------------------------------------------------

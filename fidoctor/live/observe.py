@@ -72,10 +72,18 @@ class Build:
     compilers: int = 0
     stalled: bool = False
     watch: Optional[TreeWatch] = None
+    finished: List[float] = field(default_factory=list)  # walls of this run's finished edges
+    running: List[float] = field(default_factory=list)   # seconds each edge compiling has run
+    jobs_seen: int = 0                                   # most edges ninja ran at once
+    _log_sig: Tuple[int, int] = (0, 0)
 
     @property
     def edges(self) -> int:
         return len(self.outputs)
+
+    def reestimate(self) -> Optional[eta.Reestimate]:
+        """Time left from ninja's own progress (``eta.reestimate``), once an object is done."""
+        return eta.reestimate(self.finished, self.running, self.edges, self.jobs_seen)
 
     def to_dict(self) -> Dict[str, Any]:
         return {"module": self.name, "label": self.label, "backend": self.backend,
@@ -232,6 +240,7 @@ class Observer:
         b.compilers = sum(1 for p in b.watch.last_procs if _name(p) == "nvcc") or \
             sum(1 for p in b.watch.last_procs if _name(p) in COMPILE_NAMES)
         b.done = self._objects_done(b)
+        self._ninja_progress(b, now)
         out: List[Change] = []
         if s.progressed:
             b.last_progress, b.why = now, s.why
@@ -244,6 +253,33 @@ class Observer:
                               reason=f"no CPU in its compiler tree and no new files for "
                                      f"{now - b.last_progress:.0f} s"))
         return out
+
+    @staticmethod
+    def _ninja_progress(b: Build, now: float) -> None:
+        """The running ninja's own progress: its finished edges' walls (its ``.ninja_log``,
+        re-read only when that changed) and how long each edge it runs now has run (its
+        children's start times)."""
+        assert b.watch is not None
+        kids = []
+        for p in b.watch.last_procs:
+            try:
+                if p.ppid() == b.root:
+                    kids.append(max(0.0, now - p.create_time()))
+            except Exception:  # noqa: BLE001 - a vanished process is not an edge any more
+                continue
+        if _name(next((p for p in b.watch.last_procs if p.pid == b.root), None)) != "ninja":
+            return   # a compiler with no ninja above it: no edges to count
+        b.running = kids
+        b.jobs_seen = max(b.jobs_seen, len(kids))
+        log = os.path.join(b.module_dir, ".ninja_log")
+        try:
+            st = os.stat(log)
+            sig = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            return
+        if sig != b._log_sig:
+            b._log_sig = sig
+            b.finished = eta.finished_in_run(log, b.outputs, b.started)
 
     @staticmethod
     def _objects_done(b: Build) -> int:

@@ -110,6 +110,7 @@ class Session:
     _diagnosed: Dict[str, float] = field(default_factory=dict)
     _hits: Dict[str, set] = field(default_factory=dict)
     _pre: Dict[str, Prefetch] = field(default_factory=dict)
+    _warned: set = field(default_factory=set)    # builds whose deadline warning was said
 
     def __post_init__(self) -> None:
         history = None
@@ -140,7 +141,9 @@ class Session:
             first = last == b.started   # the start line: give the first progress line soon
             if (first and now - b.started >= 2.0) or now - last >= self.opts.progress_every:
                 self._said_at[b.module_dir] = now
-                self.emitter.emit("progress", self.progress_text(b, now), **b.to_dict())
+                self.emitter.emit("progress", self.progress_text(b, now), **b.to_dict(),
+                                  **self.eta_fields(b, now))
+            self.recheck_deadlines(b, now)
         lk = self.observer.lock
         if lk is not None and lk.announced and lk.build is not None and \
                 now - self._said_at.get(lk.lock_path, now) >= self.opts.progress_every:
@@ -266,15 +269,70 @@ class Session:
         return f"building {b.label}: {self.progress_bits(b, now)}"
 
     def progress_bits(self, b: Build, now: float) -> str:
-        left = eta.remaining(b.estimate, now - b.started, b.done, b.edges)
-        if left is None:
-            eta_text = "ETA unknown" if b.estimate is None else \
-                f"longer than expected (estimated {duration(b.estimate.seconds)})"
-        else:
-            eta_text = f"ETA {duration(left)}"
         return (f"{b.done}/{b.edges} objects, {b.compilers} compiling, "
                 f"CPU {b.cpu_fraction * 100:.0f}%, RSS {gib(b.rss)}, "
-                f"{duration(now - b.started)} elapsed, {eta_text}")
+                f"{duration(now - b.started)} elapsed, {self.eta_text(b, now)}")
+
+    def eta_text(self, b: Build, now: float) -> str:
+        """The time left: from ninja's own progress once an object is done (``≈`` with its
+        range and basis), else the start estimate; never a made-up end."""
+        re = b.reestimate()
+        if re is not None and re.high is not None:
+            return (f"ETA ≈ {duration(re.left)} ({duration(re.low)}–{duration(re.high)}; "
+                    f"{re.source})")
+        left = eta.remaining(b.estimate, now - b.started, b.done, b.edges)
+        if left is None:
+            text = "ETA unknown" if b.estimate is None else \
+                f"longer than expected (estimated {duration(b.estimate.seconds)})"
+        else:
+            text = f"ETA {duration(left)}"
+        if re is not None and re.low >= 1 and (left is None or re.low > left):
+            text = (f"ETA ≥ {duration(re.low)} ({re.outrun} compiling longer than any "
+                    f"finished object; {re.source})")
+        return text
+
+    def eta_fields(self, b: Build, now: float) -> Dict[str, Any]:
+        """The ETA of a progress event: seconds left (the floor when no end can be told), its
+        range and what it rests on (``ninja-progress`` or the start estimate's basis)."""
+        re = b.reestimate()
+        if re is not None and re.high is not None:
+            return {"eta_left_s": round(re.left, 1), "eta_low_s": round(re.low, 1),
+                    "eta_high_s": round(re.high, 1), "eta_basis": "ninja-progress"}
+        elapsed = now - b.started
+        left = eta.remaining(b.estimate, elapsed, b.done, b.edges)
+        if re is not None and (left is None or re.low > left):   # a floor, no end
+            return {"eta_left_s": None, "eta_low_s": round(re.low, 1), "eta_high_s": None,
+                    "eta_basis": "ninja-progress"}
+        est = b.estimate
+        if est is None or left is None:
+            return {"eta_left_s": None, "eta_low_s": None, "eta_high_s": None,
+                    "eta_basis": est.basis if est else None}
+        return {"eta_left_s": round(left, 1), "eta_low_s": round(max(est.low - elapsed, 0), 1),
+                "eta_high_s": round(max(est.high - elapsed, 0), 1), "eta_basis": est.basis}
+
+    def recheck_deadlines(self, b: Build, now: float) -> None:
+        """A deadline the start estimate did not see coming, seen by the re-estimate: warn once
+        (the seed table is GPU-host figures; on a small box a build can take 4× them)."""
+        re = b.reestimate()
+        if re is None or not self.clocks or b.module_dir in self._warned:
+            return
+        total = now - b.started + re.left
+        hit = dl.first_overrun(self.clocks, b.started, self.server_start, total)
+        if hit is None:
+            return
+        self._warned.add(b.module_dir)
+        d, left = hit
+        when = (f"ends {duration(left)} after this build began" if d.clock == "start" else
+                f"cuts off a forward step after {duration(d.seconds)}")
+        need = "≈" if re.high is not None else "≥"
+        self.emitter.emit(
+            "deadline",
+            f"warning: {b.label} needs {need} {duration(total)} by its progress so far "
+            f"({re.source}), but {d.what} ({d.setting}, {duration(d.seconds)}) {when}: this "
+            f"start will likely be killed mid-build. Extend it ({d.extend}) or take the build "
+            "off the critical path: `fidoctor warmup` before the server starts.",
+            module=b.name, eta_s=round(total, 1), left_s=round(left, 1), eta_basis="ninja-progress",
+            **d.to_dict())
 
     def check_deadlines(self, b: Build, now: float) -> None:
         if b.estimate is None or not self.clocks:
@@ -282,6 +340,7 @@ class Session:
         hit = dl.first_overrun(self.clocks, b.started, self.server_start, b.estimate.seconds)
         if hit is None:
             return
+        self._warned.add(b.module_dir)
         d, left = hit
         when = (f"ends {duration(left)} after this build began" if d.clock == "start" else
                 f"cuts off a forward step after {duration(d.seconds)}")
