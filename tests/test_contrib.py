@@ -94,19 +94,14 @@ def test_npd_plugin_command_and_exit_codes(tmp_path, built_so):
         assert r.returncode == code and 0 < len(r.stdout.strip()) <= limit, r.stdout
 
 
-def _commands(yaml_text: str):
-    return [json.loads(re.sub(r"([\w./-]+)", r'"\1"', m.group(1)).replace('""', '"'))
-            for m in re.finditer(r"command: (\[[^\]]*\])", yaml_text)]
-
-
 def test_kubernetes_startup_probe_is_readmes_and_the_daemonset_writes_a_textfile(
         tmp_path, built_so):
     pod = (CONTRIB / "kubernetes" / "sglang-with-fidoctor.yaml").read_text()
     readme = (ROOT / "README.md").read_text()
     probe = "exec: {command: [fidoctor, watch, --pid, auto, --once]}"
     assert probe in readme and pod.count(probe) == 2  # startup and liveness, README's form
-    warm = [c for c in _commands(pod) if c[:2] == ["fidoctor", "warmup"]]
-    assert warm and "--once" in warm[0]
+    init = re.search(r"command: \[sh, -c, '(fidoctor warmup [^']*)'\]", pod)
+    assert init and "--once" in init.group(1)
     r = run_cli(["warmup", "--help"])
     assert "--once" in r.stdout and "--python" in r.stdout
     ds = (CONTRIB / "kubernetes" / "fidoctor-daemonset.yaml").read_text()
@@ -116,3 +111,30 @@ def test_kubernetes_startup_probe_is_readmes_and_the_daemonset_writes_a_textfile
     r = subprocess.run([FIDOCTOR, *argv[1:]], env=box.env(), capture_output=True, text=True,
                        timeout=60)
     assert 'fidoctor_finding{id="cache-incomplete-module",severity="error"} 1' in r.stdout
+
+
+def test_kubernetes_init_warmup_never_keeps_the_pod_from_starting(tmp_path):
+    """The pod's initContainer command, run as printed by a real shell with the real CLI on
+    PATH and the real serving venv (CPU torch + FlashInfer 0.7.2.post1) for /opt/venv, where
+    warmup cannot build (no GPU here, exit 2; a module that fails to compile is exit 1): it
+    exits 0, saying so, so the server starts (README's entrypoint does the same). Before:
+    ``[fidoctor, warmup, …]`` exited 2 and Kubernetes would keep the pod in
+    Init:CrashLoopBackOff, rerunning the warmup forever. Each container that runs FlashInfer
+    asks for a GPU (without one warmup cannot tell what to build)."""
+    pod = (CONTRIB / "kubernetes" / "sglang-with-fidoctor.yaml").read_text()
+    init = re.search(r"command: \[sh, -c, '(fidoctor warmup [^']*)'\]", pod)
+    assert init, "the initContainer's warmup runs under sh -c with a fallback"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "fidoctor").symlink_to(FIDOCTOR)
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "FLASHINFER_WORKSPACE_BASE": str(tmp_path / "cache")}
+    from warmup_helpers import target_venv
+
+    cmd = init.group(1).replace("/cache/", f"{tmp_path}/cache/")
+    cmd = cmd.replace("/opt/venv/bin/python", str(target_venv()))
+    r = subprocess.run(["sh", "-c", cmd], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "fidoctor: error: cannot warm up" in r.stderr and "--arch" in r.stderr
+    assert "not all kernels are ready" in r.stderr
+    assert pod.count("limits: {nvidia.com/gpu: 1}") == 2
