@@ -116,6 +116,28 @@ def default_python(env: Dict[str, str]) -> tuple:
     return sys.executable, "fidoctor's own interpreter"
 
 
+def _replaced_binary(pid: int, exe: str, deleted: bool, res: Any) -> None:
+    """Say when the binary ``pid`` runs was deleted or replaced since it started (an upgrade,
+    a reinstall): the file at that path now is not what the process runs, only what a restart
+    would. Refuse to run it when it is no Python interpreter at all."""
+    from fidoctor import pyexe
+
+    if deleted:
+        now = ("the file there now is what a restart would run, not what it runs"
+               if os.path.lexists(res.python) else "nothing is there now")
+        res.evidence.append(f"/proc/{pid}/exe: {exe} was deleted or replaced after the process "
+                            f"started: {now}")
+        res.how += " (its binary was replaced on disk since it started)"
+    if os.path.lexists(res.python):
+        why = pyexe.problem(res.python)
+        if why:
+            raise FidoctorError(
+                f"pid {pid} runs {exe}{' (deleted since)' if deleted else ''}; the interpreter "
+                f"to query, {res.python}, is {why}",
+                "pass --python /path/to/serving-venv/bin/python (the interpreter a restart "
+                "would run)")
+
+
 def build_context(
     python: Optional[str] = None,
     pid: Optional[int] = None,
@@ -131,7 +153,8 @@ def build_context(
                 f"cannot read /proc/{pid}/exe: {e.strerror}",
                 "run fidoctor as the user that owns the server process (or root)",
             ) from None
-        if exe.endswith(" (deleted)"):
+        deleted = exe.endswith(" (deleted)")
+        if deleted:
             exe = exe[: -len(" (deleted)")]
         from fidoctor.snapshot.interpreter import not_python, resolve_pid_python, same_mount_ns
 
@@ -152,6 +175,7 @@ def build_context(
             raise FidoctorError(why, "pass the server's pid (see: ps aux), --pid auto, or "
                                 "--python /path/to/serving-venv/bin/python")
         res = resolve_pid_python(pid, penv, exe)
+        _replaced_binary(pid, exe, deleted, res)
         return GatherContext(env=penv, python=res.python, python_source=f"--pid {pid}: {res.how}",
                              pid=pid, deep=deep, extra={"interpreter": res.to_dict()})
     env = dict(os.environ if env is None else env)
