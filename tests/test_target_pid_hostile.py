@@ -68,3 +68,13 @@ def test_a_server_whose_python_binary_was_replaced(tmp_path, procs):
     assert "(deleted since)" in r.stderr.splitlines()[0]
     assert not marker.exists(), marker.read_text()
 
+
+def test_the_shell_fidoctor_runs_in_is_refused_without_naming_fidoctor(tmp_path):
+    """``fidoctor diagnose --pid $$`` (the user's own shell): refused as no Python, but the
+    hint named "the Python below it: --pid <fidoctor's own pid>" — a process that is gone
+    by the time the user pastes it."""
+    r = subprocess.run(["bash", "-c", f"{sys.executable} -m fidoctor diagnose --pid $$; true"],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path / "ws")))
+    assert "not a Python interpreter" in r.stderr, r.stderr
+    assert "the Python below it" not in r.stderr, r.stderr

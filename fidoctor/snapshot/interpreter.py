@@ -227,6 +227,8 @@ def not_python(pid: int, exe: str) -> Optional[str]:
         return None
     below = []
     for p in tree_pids(pid)[1:]:
+        if p == os.getpid():
+            continue  # fidoctor itself, started from that shell: never the server
         try:
             if is_python_exe(os.readlink(f"/proc/{p}/exe")):
                 below.append(p)
