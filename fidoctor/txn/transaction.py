@@ -137,6 +137,7 @@ def _walk_back(j: Journal, out: Outcome, undoing: bool) -> None:
             continue
         try:
             step = from_dict(intents[n], out.warnings)
+            _check_own(step, j, n)
         except StepError as e:
             out.left.append(f"step {n}: {e.message}")
             out.retry = True
@@ -165,6 +166,46 @@ def _walk_back(j: Journal, out: Outcome, undoing: bool) -> None:
             out.retry = True
             continue
         _record(j, {"op": "reverted", "n": n, "state_found": st}, out)
+
+
+def _check_own(step: Any, j: Journal, n: int) -> None:
+    """Refuse a journal step that points outside what this fix itself made.
+
+    A journal is a file on disk and may have been edited (by hand, or by whoever can write
+    the state dir): a ``put-file`` whose backup is not in this fix's own ``backups/`` dir
+    (``/etc/passwd``, another fix's copy), a ``move-aside`` whose moved copy is not in this
+    fix's quarantine (``<workspace>/fidoctor-quarantine/<txid>/``), a ``move-in`` or
+    ``staging`` outside this fix's ``fidoctor-import/<txid>/`` would make undo copy, move or
+    remove something fidoctor never put there. Such a step is left alone (StepError).
+    """
+    from fidoctor.paths import QUARANTINE
+
+    def refuse(what: str) -> StepError:
+        return StepError(f"journal step {n} ({step.kind}) {what}; fidoctor did not make it, so "
+                         f"undo will not touch it (was {j.path} edited?)")
+
+    def under(path: str, *parts: str) -> bool:
+        want = os.path.normpath(os.path.join(step.root, *parts))
+        return os.path.normpath(path).startswith(want + os.sep)
+
+    kind = getattr(step, "kind", "")
+    if kind == "put-file" and step.old_sha is not None:
+        if os.path.realpath(os.path.dirname(os.path.normpath(step.backup) or ".")) != \
+                os.path.realpath(j.backups):
+            raise refuse(f"names a backup outside {j.backups} ({step.backup})")
+    elif kind == "move-aside":
+        dst = os.path.normpath(step.dst)
+        q = os.path.dirname(os.path.dirname(dst))
+        if os.path.basename(os.path.dirname(dst)) != j.txid or \
+                os.path.basename(q) != QUARANTINE or not under(dst, ""):
+            raise refuse(f"moves back from {step.dst}, which is not in this fix's quarantine "
+                         f"(…/{QUARANTINE}/{j.txid}/ inside {step.root})")
+    elif kind == "move-in" and not under(step.src, "fidoctor-import", j.txid):
+        raise refuse(f"takes {step.dst} out to {step.src}, which is not this import's "
+                     "staging dir")
+    elif kind == "staging" and os.path.normpath(step.path) != os.path.normpath(
+            os.path.join(step.root, "fidoctor-import", j.txid)):
+        raise refuse(f"would remove {step.path}, which is not this import's staging dir")
 
 
 def rollback(j: Journal) -> Outcome:

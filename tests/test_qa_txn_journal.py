@@ -1,0 +1,84 @@
+"""QA of `fidoctor undo` against journals that were edited by hand (or by whoever could write the
+state dir): valid JSON, well-typed steps, but pointing undo at things the fix never made. The
+journals are real files under a real XDG_STATE_HOME; undo is the real CLI; the files it must not
+touch are real files and dirs in the test's temp dir (and /etc/passwd, read only)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+TX = "20261129-000000-abcdef"
+
+
+def sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def write_journal(state: Path, step: dict) -> Path:
+    d = state / "fidoctor" / "transactions" / TX
+    (d / "backups").mkdir(parents=True)
+    recs = [{"op": "begin", "txid": TX, "time": 1.0, "pid": 1, "command": "fix",
+             "steps": ["hand-edited"]},
+            {"op": "intent", "n": 0, "step": step}, {"op": "done", "n": 0}, {"op": "commit"}]
+    (d / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return d
+
+
+def tree(root: Path) -> dict:
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = Path(dirpath) / n
+            out[str(p)] = p.read_bytes() if p.is_file() and not p.is_symlink() else None
+    return out
+
+
+@pytest.mark.parametrize("case", ["backup-etc-passwd", "backup-other-fix", "move-from-outside",
+                                  "staging-outside", "move-in-from-outside"])
+def test_undo_refuses_a_journal_pointing_outside_its_own_copies(tmp_path, case):
+    ws = tmp_path / "ws"
+    (ws / "cached_ops").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    state = tmp_path / "state"
+    victim = ws / "env.sh"
+    victim.write_text("export MAX_JOBS=4\n")
+    if case.startswith("backup"):
+        if case == "backup-etc-passwd":
+            backup = Path("/etc/passwd")
+        else:  # another fix's backup dir, in the same state dir
+            other = state / "fidoctor" / "transactions" / "20261128-000000-000000" / "backups"
+            other.mkdir(parents=True)
+            backup = other / "00-env.sh"
+            backup.write_text("export LD_PRELOAD=/tmp/evil.so\n")
+        step = {"kind": "put-file", "path": str(victim), "root": str(ws),
+                "new_sha": sha(victim), "old_sha": sha(backup), "backup": str(backup)}
+    elif case == "move-from-outside":
+        (outside / "secret").write_text("not fidoctor's\n")
+        step = {"kind": "move-aside", "src": str(ws / "cached_ops" / "mod"),
+                "dst": str(outside / "secret"), "root": str(tmp_path)}
+    elif case == "staging-outside":
+        (outside / "fidoctor-import" / "data").mkdir(parents=True)
+        (outside / "fidoctor-import" / "data" / "precious").write_text("keep\n")
+        step = {"kind": "staging", "path": str(outside / "fidoctor-import" / "data"),
+                "root": str(tmp_path)}
+    else:
+        (outside / "secret").write_text("not fidoctor's\n")
+        (ws / "cached_ops" / "mod").mkdir()
+        step = {"kind": "move-in", "src": str(outside / "secret"),
+                "dst": str(ws / "cached_ops" / "mod"), "root": str(tmp_path)}
+    write_journal(state, step)
+    before_ws, before_out = tree(ws), tree(outside)
+    r = run_cli(["undo"], env=dict(os.environ, XDG_STATE_HOME=str(state)))
+    assert "Traceback" not in r.stderr
+    assert tree(ws) == before_ws, r.stdout + r.stderr
+    assert tree(outside) == before_out, r.stdout + r.stderr
+    assert victim.read_text() == "export MAX_JOBS=4\n"
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "fidoctor did not make it" in r.stdout, r.stdout
