@@ -521,3 +521,82 @@ def test_eta_is_re_estimated_from_the_running_ninjas_own_progress(tmp_path, proc
     assert warned[0]["setting"] == "tiny-probe" and "by its progress so far" in warned[0]["text"]
     end = next(e for e in events if e["event"] == "build-end")
     assert end["ok"] is True and end["done"] == 5
+
+
+def test_watch_ends_when_the_server_exits_but_is_never_reaped(tmp_path, procs):
+    """The server's parent never wait()s for it (a wrapper that sleeps): after a SIGKILL the
+    server is a zombie. watch --pid ends at once, saying it exited (it ran on forever before,
+    its pidfd readable and /proc/PID still there: a busy loop at full speed)."""
+    parent = tmp_path / "parent.py"
+    parent.write_text("import os, sys, time\n"
+                      "pid = os.fork()\n"
+                      "if pid == 0:\n    time.sleep(600)\n    os._exit(0)\n"
+                      "print(pid, flush=True)\n"
+                      "time.sleep(600)\n")
+    p = procs.start([sys.executable, str(parent)], stdout=subprocess.PIPE)
+    server = int(p.stdout.readline())
+    procs.remember(server)
+    ev = tmp_path / "ev.jsonl"
+    w = procs.start(fidoctor_argv("watch", "--pid", str(server), "--events", str(ev)),
+                    new_session=False)
+    deadline = time.time() + 60
+    while not events_of(ev):
+        assert time.time() < deadline and w.poll() is None
+        time.sleep(0.1)
+    os.kill(server, signal.SIGKILL)
+    assert w.wait(timeout=30) == 0
+    assert psutil.Process(server).status() == psutil.STATUS_ZOMBIE   # still unreaped
+    last = valid(events_of(ev))[-1]
+    assert last["event"] == "exit" and last["text"] == f"pid {server} exited"
+
+
+RECYCLE = r'''
+import json, os, signal, subprocess, sys, time
+ev = sys.argv[1]
+target = subprocess.Popen(["sleep", "600"])
+w = subprocess.Popen([sys.executable, "-m", "fidoctor", "watch", "--pid", str(target.pid),
+                      "--events", ev])
+deadline = time.time() + 60
+while not (os.path.exists(ev) and os.path.getsize(ev)) and time.time() < deadline:
+    time.sleep(0.1)
+os.kill(w.pid, signal.SIGSTOP)              # the watch sleeps through the exit and the reuse
+target.kill()
+target.wait()
+for _ in range(20):
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(target.pid - 1))
+    imp = subprocess.Popen(["sleep", "600"])
+    if imp.pid == target.pid:
+        break
+    imp.kill()
+    imp.wait()
+os.kill(w.pid, signal.SIGCONT)
+try:
+    rc = w.wait(timeout=30)
+except subprocess.TimeoutExpired:
+    rc = None
+    w.kill()
+    w.wait()
+imp.kill()
+imp.wait()
+print(json.dumps({"pid": target.pid, "recycled": imp.pid == target.pid, "rc": rc}))
+'''
+
+
+def test_watch_does_not_follow_a_recycled_pid(tmp_path):
+    """In a pid namespace of its own (so the test can hand the pid on: ns_last_pid), the
+    watched server exits while watch --pid is stopped, and a new process gets its pid. The
+    watch ends on the server's exit instead of watching the impostor (it followed it)."""
+    script = tmp_path / "recycle.py"
+    script.write_text(RECYCLE)
+    ev = tmp_path / "ev.jsonl"
+    r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable,
+                        str(script), str(ev)], capture_output=True, text=True, timeout=120,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if r.returncode != 0 and "unshare" in r.stderr:
+        pytest.skip(f"no private pid namespace here: {r.stderr.strip()}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["recycled"], out                       # the pid really was reused
+    assert out["rc"] == 0, (out, r.stderr[-2000:])
+    last = valid(events_of(ev))[-1]
+    assert last["event"] == "exit" and last["text"] == f"pid {out['pid']} exited"

@@ -645,8 +645,20 @@ def watch_pid(pid: int, opts: Options, emitter: Emitter) -> int:
     sess = Session(pid, argv, env, emitter, opts, start, python=exe)
     emitter.emit("start", "", pid=pid, argv=argv, deadlines=[d.to_dict() for d in sess.clocks])
     pidfd = _pidfd(pid)
+    first = read_stat(pid)
+    born = first["starttime"] if first else None
+
+    def ended() -> bool:
+        """The server exited: its pidfd is readable (it ends for an unreaped zombie too, and
+        never follows a recycled pid), else its stat is gone, a zombie, or another process's
+        (another start time: the pid was reused)."""
+        if pidfd is not None and select.select([pidfd], [], [], 0)[0]:
+            return True
+        st = read_stat(pid)
+        return st is None or st["state"] in ("Z", "X") or st["starttime"] != born
+
     try:
-        while os.path.exists(f"/proc/{pid}") and read_stat(pid) is not None:
+        while not ended():
             sess.tick()
             if pidfd is not None:
                 select.select([pidfd], [], [], opts.tick)
