@@ -107,11 +107,17 @@ def scan_file(path: str, max_bytes: int = MAX_BYTES, max_s: float = MAX_S,
             if not block:
                 break
             n += len(block)
+            if n >= max_bytes:
+                info.update(complete=False, stopped=f"size budget: read {n} bytes")
+            elif time.monotonic() - t0 > max_s:
+                info.update(complete=False, stopped=f"time budget: {max_s:g} s")
             data = carry + block
             carry = b""
             if skipping:  # drop the rest of an over-long line, up to its newline
                 nl = data.find(b"\n")
                 if nl < 0:
+                    if not info["complete"]:  # a budget ends an endless line too (a sparse file)
+                        break
                     continue
                 data, skipping = data[nl + 1:], False
             cut = data.rfind(b"\n")
@@ -123,11 +129,7 @@ def scan_file(path: str, max_bytes: int = MAX_BYTES, max_s: float = MAX_S,
             if len(carry) > MAX_LINE:  # no newline for too long: keep the start, drop the rest
                 sc.feed(carry[:MAX_LINE].decode("utf-8", "replace"))
                 carry, skipping = b"", True
-            if n >= max_bytes:
-                info.update(complete=False, stopped=f"size budget: read {n} bytes")
-                break
-            if time.monotonic() - t0 > max_s:
-                info.update(complete=False, stopped=f"time budget: {max_s:g} s")
+            if not info["complete"]:
                 break
         if carry and not skipping:
             sc.feed(carry.decode("utf-8", "replace"))
