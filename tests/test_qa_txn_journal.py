@@ -82,3 +82,65 @@ def test_undo_refuses_a_journal_pointing_outside_its_own_copies(tmp_path, case):
     assert victim.read_text() == "export MAX_JOBS=4\n"
     assert r.returncode == 1, r.stdout + r.stderr
     assert "fidoctor did not make it" in r.stdout, r.stdout
+
+
+NOBODY = 65534
+
+
+@pytest.mark.parametrize("case", ["other-uid", "world-writable", "symlink-by-other-uid"])
+def test_undo_refuses_a_state_dir_someone_else_could_have_written(tmp_path, case):
+    """A real state dir that another user owns, or that anyone can write, or that another user
+    made a symlink (to a dir of ours): its journal could be theirs. Here it is: a planted
+    put-file step that, undone, would take our file away (a file the 'fix' created). undo must
+    refuse (exit 2) and touch nothing."""
+    victim = tmp_path / "mine" / "authorized_keys"
+    victim.parent.mkdir()
+    victim.write_text("ssh-ed25519 AAAA me\n")
+    base = tmp_path / "xdg"
+    real = base / "fidoctor"
+    if case == "symlink-by-other-uid":
+        real = tmp_path / "ours-elsewhere" / "fidoctor"
+    step = {"kind": "put-file", "path": str(victim), "root": str(victim.parent),
+            "new_sha": sha(victim), "old_sha": None}
+    write_journal(real.parent, step)
+    if case == "other-uid":
+        for dirpath, dirs, files in os.walk(real):
+            for n in [".", *dirs, *files]:
+                os.chown(os.path.join(dirpath, n), NOBODY, NOBODY)
+    elif case == "world-writable":
+        real.chmod(0o777)
+    else:
+        base.mkdir()
+        (base / "fidoctor").symlink_to(real)
+        os.lchown(base / "fidoctor", NOBODY, NOBODY)
+    r = run_cli(["undo"], env=dict(os.environ, XDG_STATE_HOME=str(base)))
+    assert victim.read_text() == "ssh-ed25519 AAAA me\n", r.stdout + r.stderr
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "could have been written by someone else" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_fix_lock_planted_as_a_symlink_is_not_written_through(tmp_path):
+    """`<state>/fidoctor/fix.lock` made a symlink to a file: taking the lock used to truncate
+    that file and write 'pid N, fidoctor undo…' into it."""
+    precious = tmp_path / "precious"
+    precious.write_text("keep me\n")
+    state = tmp_path / "state" / "fidoctor"
+    state.mkdir(parents=True)
+    (state / "fix.lock").symlink_to(precious)
+    r = run_cli(["undo"], env=dict(os.environ, XDG_STATE_HOME=str(state.parent)))
+    assert precious.read_text() == "keep me\n"
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "fix.lock" in r.stderr
+
+
+def test_a_state_dir_of_our_own_with_umask_002_is_used(tmp_path):
+    """Group-writable for the user's own group (what umask 002 gives) is not refused."""
+    state = tmp_path / "state"
+    old = os.umask(0o002)
+    try:
+        (state / "fidoctor" / "transactions").mkdir(parents=True, mode=0o775)
+        os.chown(state / "fidoctor", os.geteuid(), os.getegid())
+    finally:
+        os.umask(old)
+    r = run_cli(["undo"], env=dict(os.environ, XDG_STATE_HOME=str(state)))
+    assert r.returncode == 2 and "nothing to undo" in r.stderr, r.stderr

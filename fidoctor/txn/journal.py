@@ -65,7 +65,7 @@ class Journal:
 
     @classmethod
     def create(cls, root: str, txid: str, header: Dict[str, Any]) -> Journal:
-        os.makedirs(root, exist_ok=True)
+        os.makedirs(root, 0o700, exist_ok=True)
         d = os.path.join(root, txid)
         os.mkdir(d, 0o700)
         fsync_dir(root)

@@ -9,10 +9,42 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import time
 from typing import Dict, Optional
 
 from fidoctor.errors import FidoctorError
+
+
+def check_own_dir(d: str) -> None:
+    """Refuse a state dir (or one below it) that someone else could have written.
+
+    Journals say what undo moves, writes and removes, and fix.lock is truncated
+    and written: a state dir owned by another user, writable by group or others,
+    or a symlink someone else planted would let them steer fidoctor (often root)
+    to files that are not ours. Like ssh with ~/.ssh, fidoctor then does nothing.
+    """
+    for sub in (d, os.path.join(d, "transactions")):
+        try:
+            lst, st = os.lstat(sub), os.stat(sub)
+        except FileNotFoundError:
+            continue
+        why = ""
+        if lst.st_uid != os.geteuid() or st.st_uid != os.geteuid():
+            why = f"owned by uid {lst.st_uid if lst.st_uid != os.geteuid() else st.st_uid}"
+        elif not stat.S_ISDIR(st.st_mode):
+            why = "not a directory"
+        elif st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != os.getegid()):
+            # group-writable is fine for the user's own (user-private) group, as umask 002 makes
+            why = f"writable by {'others' if st.st_mode & 0o002 else 'group ' + str(st.st_gid)} " \
+                  f"(mode {stat.S_IMODE(st.st_mode):o})"
+        if why:
+            raise FidoctorError(
+                f"fidoctor's state dir {sub} is {why}: its journals and lock could have been "
+                f"written by someone else, so fidoctor will not fix or undo anything from it "
+                f"(this user is uid {os.geteuid()})",
+                "set XDG_STATE_HOME to a directory of your own (mode 0700), or chmod go-w / "
+                "chown it if it really is yours")
 
 
 class FixLock:
@@ -45,10 +77,18 @@ class FixLock:
     def _acquire(self) -> FixLock:
         try:
             os.makedirs(os.path.dirname(self.path), 0o700, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            check_own_dir(os.path.dirname(self.path))
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                         | os.O_NONBLOCK, 0o600)
         except OSError as e:
             raise FidoctorError(f"cannot open fidoctor's lock {self.path}: {e.strerror}",
-                                "set XDG_STATE_HOME to a writable directory") from None
+                                "set XDG_STATE_HOME to a writable directory of your own") \
+                from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_uid != os.geteuid():
+            os.close(fd)
+            raise FidoctorError(f"{self.path} is not a regular file of this user; fidoctor "
+                                "will not lock (or write) it",
+                                "remove it, or set XDG_STATE_HOME to a directory of your own")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
