@@ -50,6 +50,22 @@ def terminal(text: str) -> str:
     return _UNSAFE_KEEP_NL.sub(_escape, text) if _UNSAFE_KEEP_NL.search(text) else text
 
 
+def bytes_shown(text: str) -> str:
+    """``text`` with each byte that was not UTF-8 (a path's ``\\udcff`` surrogate escape, as
+    os.fsdecode makes it) written ``\\xff``, any other lone surrogate ``\\ud800``: the text
+    can then be encoded as UTF-8 (a report file, a pasted issue) instead of raising, and
+    still names the byte."""
+    return _SURROGATE.sub(_surrogate, text) if _SURROGATE.search(text) else text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate(m: re.Match) -> str:
+    n = ord(m.group(0))
+    return f"\\x{n - 0xdc00:02x}" if 0xdc80 <= n <= 0xdcff else f"\\u{n:04x}"
+
+
 def safe_command(c: str) -> str:
     """``c`` if it is safe to paste, else a comment saying why it is not shown."""
     if not isinstance(c, str) or not has_unsafe(c):

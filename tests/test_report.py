@@ -287,3 +287,26 @@ def test_report_says_its_command_line_and_how_the_target_was_chosen(box, tmp_pat
     assert r.returncode == 0, r.stderr
     assert f"Target chosen by: --pid {server.pid}" in r.stdout
     assert "Run as `fidoctor report --from " in r.stdout
+
+
+def test_module_dir_not_utf8_is_reported_with_its_bytes_shown(box, tmp_path):
+    """A module dir whose name is not UTF-8 (bytes ``\\xff\\xfe``: a cache written under
+    another locale) is a real incomplete module; ``report`` used to die on it with
+    'internal error: UnicodeEncodeError' (exit 2, no report). Now the report is written,
+    valid UTF-8, naming the bytes as ``\\xff\\xfe``, to a file and to stdout."""
+    ws = box.workspace()
+    box.module(ws, DECODE)
+    odd = os.fsencode(ws / "cached_ops") + b"/mod_\xff\xfe_half"
+    os.mkdir(odd)
+    with open(odd + b"/build.ninja", "w") as f:
+        f.write("ninja_required_version = 1.3\n")
+    env = box.env()
+    out = tmp_path / "r.md"
+    r = run_cli(["report", "-o", str(out), "--no-collect-env"], env=env)
+    assert r.returncode == 0, r.stderr
+    md = out.read_bytes().decode("utf-8")  # strict: valid UTF-8
+    assert "cache-incomplete-module" in md and "mod_\\xff\\xfe_half" in md
+    p = subprocess.run([sys.executable, "-m", "fidoctor", "report", "-o", "-",
+                        "--no-collect-env"], env=env, capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "mod_\\xff\\xfe_half" in p.stdout.decode("utf-8")

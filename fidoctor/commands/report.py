@@ -58,6 +58,7 @@ def command(python, pid, deep, from_file, output, no_redact, attach_snapshot, lo
 
     from fidoctor.report import build
     from fidoctor.safeio import check_writable_target
+    from fidoctor.textsafe import bytes_shown
 
     snap_file = snapshot_path(output) if attach_snapshot else None
     for path in ([output] if output != "-" else []) + ([snap_file] if snap_file else []):
@@ -70,6 +71,7 @@ def command(python, pid, deep, from_file, output, no_redact, attach_snapshot, lo
     report = build(snap, redact=not no_redact,
                    snapshot_name=os.path.basename(snap_file) if snap_file else None,
                    command=shlex.join(["fidoctor", *sys.argv[1:]]))
+    report.markdown = bytes_shown(report.markdown)  # a module dir named in bytes not UTF-8
     if snap_file:
         body = json.dumps(report.snapshot.to_dict(), indent=1, sort_keys=True) + "\n"
         _write(snap_file, body)
