@@ -144,3 +144,23 @@ def test_a_state_dir_of_our_own_with_umask_002_is_used(tmp_path):
         os.umask(old)
     r = run_cli(["undo"], env=dict(os.environ, XDG_STATE_HOME=str(state)))
     assert r.returncode == 2 and "nothing to undo" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("when", ["1e308", "-1e308", "NaN", "Infinity", "true"])
+def test_history_of_a_journal_with_a_time_out_of_range(tmp_path, when):
+    """A begin record whose time was edited to something no clock gives: history lists the fix
+    with its time unknown (text) / null (JSON, still valid JSON) instead of an internal error."""
+    d = tmp_path / "state" / "fidoctor" / "transactions" / TX
+    d.mkdir(parents=True)
+    (d / "journal.jsonl").write_text(
+        f'{{"op": "begin", "txid": "{TX}", "time": {when}, "command": "fix", "steps": ["a"]}}\n'
+        '{"op": "commit"}\n')
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
+    r = run_cli(["history"], env=env)
+    assert r.returncode == 0 and "internal error" not in r.stderr, r.stderr
+    assert TX in r.stdout
+    r = run_cli(["history", "--json"], env=env)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert [x["id"] for x in rows] == [TX]
+    assert rows[0]["time"] is None or isinstance(rows[0]["time"], (int, float))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import click
@@ -31,8 +32,12 @@ def command(as_json) -> int:
                  else [],
                  command=h.get("command") if isinstance(h.get("command"), str) else None,
                  fix=h.get("fix") if isinstance(h.get("fix"), str) else None)
+        t = h.get("time")
+        # A hand-edited time (1e308, NaN, a year past 9999) is unknown, not a crash or bad JSON.
+        t = t if isinstance(t, (int, float)) and not isinstance(t, bool) \
+            and math.isfinite(t) and 0 <= t < 253402300800 else None
         rows.append({
-            "id": j.txid, "time": h.get("time"), "status": j.status,
+            "id": j.txid, "time": t, "status": j.status,
             "findings": [f"{p.get('finding')} {p.get('subject')}".strip()
                          for p in h.get("plans", [])],
             "fixes": sorted({str(p["fix"]) for p in plans if p.get("fix")}
