@@ -63,6 +63,9 @@ class Diagnosis:
             return "the snapshot holds no sections: nothing was gathered"
         if any(f.id == "target-lacks-flashinfer" for f in self.findings):
             return "the target interpreter has no FlashInfer (see target-lacks-flashinfer)"
+        if any(f.id == "flashinfer-not-installed" for f in self.findings):
+            return ("the target interpreter has no FlashInfer and there is no FlashInfer cache "
+                    "(see flashinfer-not-installed)")
         skipped = _not_scanned(snap)
         if skipped:
             return skipped

@@ -78,10 +78,14 @@ def test_unfinished_07_needs_a_missing_so(box):
     assert [f.data["module"] for f in found] == [FA3]
 
 
-def test_flashinfer_absent_is_info_only(box):
+def test_flashinfer_absent_is_info_and_not_checked(box):
+    """Nothing about the JIT was judged: the finding is info, the verdict "not checked"
+    (exit 2, README's command table), never healthy. Before: exit 0, "healthy for what was
+    judged" under a finding saying there was nothing to diagnose."""
     diag = diagnose_box(box)
     assert ids(diag) == ["flashinfer-not-installed"]
-    assert diag.exit_code == 0
+    assert diag.exit_code == 2
+    assert "no FlashInfer" in (diag.unchecked or "") and diag.verdict.startswith("not checked")
 
 
 def test_broken_interpreter_is_a_finding(box, tmp_path):

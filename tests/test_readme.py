@@ -30,3 +30,21 @@ def test_findings_table_lists_every_finding_id():
 
     rows = set(re.findall(r"^\| `([a-z0-9-]+)` \|", (ROOT / "README.md").read_text(), re.M))
     assert finding_ids() - rows == set()
+
+
+def test_a_target_without_flashinfer_is_not_checked_as_the_command_table_says(box, tmp_path):
+    """README's command table: diagnose exits 2 when it "could not check the JIT at all
+    (never "healthy": … a target without FlashInfer)". A real run on an empty workspace with
+    ``--python`` naming an interpreter without FlashInfer (the tests' own). Before: exit 0 and
+    "healthy for what was judged" beside `flashinfer-not-installed` ("nothing to diagnose")."""
+    import subprocess
+    import sys
+
+    text = (ROOT / "README.md").read_text()
+    row = next(ln for ln in text.splitlines() if ln.startswith("| `fidoctor diagnose [--json]"))
+    assert "a target without FlashInfer" in row and "never \"healthy\"" in row
+    env = box.env(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "xdg"))  # no workspace
+    r = subprocess.run([sys.executable, "-m", "fidoctor", "diagnose", "--python", sys.executable],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert "flashinfer-not-installed" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 2 and "not checked" in r.stdout and "healthy" not in r.stdout

@@ -3,7 +3,8 @@
 What: the target interpreter has no ``flashinfer-python`` and there is no
 FlashInfer cache under the workspace base. Why: there is nothing to diagnose,
 and a user who expected FlashInfer here is probably pointing fidoctor at the
-wrong environment. Info only: a CPU box without FlashInfer is healthy.
+wrong environment. Info, and the verdict is "not checked" (exit 2, never
+"healthy"): nothing about FlashInfer's JIT could be judged here.
 Fix: none needed; to diagnose a serving environment, point fidoctor at it
 (``--python <venv>/bin/python`` or ``--pid <server pid>``).
 """
