@@ -197,3 +197,30 @@ def test_hostfile_ipv6_parsing_and_refusals(tmp_path):
         hf.write_text(bad + "\n")
         r = run_cli(["fleet", "--ssh", str(hf)])
         assert r.returncode == 2 and "is not [user@]host[:port]" in r.stderr, (bad, r.stderr)
+
+
+def test_fidoctor_in_the_node_users_home_is_reached_with_a_tilde(bare_nodes, tmp_path):
+    """README's install (pipx / ``uv tool``) puts fidoctor in ``~/.local/bin``, which a
+    non-interactive ssh shell often lacks on PATH: the node answers "command not found".
+    The reason now says how to name it, and ``--fidoctor '~/.local/bin/fidoctor'`` reaches it
+    (the node's shell expands ``~``). Before: the reason was bash's line alone, and every
+    spelling of the node user's home was quoted past the shell ("No such file or
+    directory"). The node's HOME is the test's own dir (sshd ``SetEnv``)."""
+    home = tmp_path / "nodehome"
+    (home / ".local" / "bin").mkdir(parents=True)
+    wrapper = home / ".local" / "bin" / "fidoctor"
+    wrapper.write_text(f'#!/bin/sh\nexec {_fidoctor_cmd()} "$@"\n')
+    wrapper.chmod(0o755)
+    port = bare_nodes.node("node-pipx", {"HOME": str(home), "FLASHINFER_WORKSPACE_BASE": str(home)})
+    hf = tmp_path / "hosts"
+    hf.write_text(f"127.0.0.1:{port}\n")
+    args = ["fleet", "--json", "--ssh", str(hf), "--level", "quick", "--timeout", "60"]
+    r = run_cli([*args, "--fidoctor", "fidoctor-not-on-this-path", "--", *bare_nodes.ssh_args()],
+                timeout=120)
+    [u] = json.loads(r.stdout)["unreachable"]
+    assert u["reason"].startswith("exit 127, no fidoctor there: --fidoctor PATH"), u
+    assert "command not found" in u["reason"] and r.returncode == 2
+    r = run_cli([*args, "--fidoctor", "~/.local/bin/fidoctor", "--", *bare_nodes.ssh_args()],
+                timeout=120)
+    doc = json.loads(r.stdout)
+    assert doc["unreachable"] == [] and [n["name"] for n in doc["nodes"]] == ["node-pipx"]

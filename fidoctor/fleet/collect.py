@@ -82,6 +82,21 @@ def parse_host(line: str) -> Optional[Tuple[str, Optional[str]]]:
     return None
 
 
+def shell_line(cmd: List[str]) -> str:
+    """``cmd`` as one line for the node's shell, every word quoted, except that a leading
+    ``~/`` of the program is left for that shell to expand: ``--fidoctor
+    '~/.local/bin/fidoctor'`` names the node user's own install (pipx, ``uv tool``), which
+    non-interactive ssh shells often lack on PATH."""
+    words = [shlex.quote(c) for c in cmd]
+    if cmd and cmd[0].startswith("~/") and len(cmd[0]) > 2:
+        words[0] = "~/" + shlex.quote(cmd[0][2:])
+    return " ".join(words)
+
+
+# The first 80 characters are what the text summary shows (and groups nodes by).
+NOT_FOUND = "exit 127, no fidoctor there: --fidoctor PATH (pipx: '~/.local/bin/fidoctor')"
+
+
 def read_hostfile(path: str) -> List[Tuple[str, Optional[str], str]]:
     """(ssh destination, port, the line as written) for each host of HOSTFILE, each host once
     (a host listed twice is one node: diagnosed once, counted once)."""
@@ -110,8 +125,7 @@ def ssh_jobs(hostfile: str, extra: List[str], cmd: List[str], per_node_s: float)
     jobs = []
     for host, port, label in read_hostfile(hostfile):
         argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(per_node_s))}",
-                *(["-p", port] if port else []), *extra, host, "--",
-                " ".join(shlex.quote(c) for c in cmd)]
+                *(["-p", port] if port else []), *extra, host, "--", shell_line(cmd)]
         jobs.append(Job(label, argv, per_node_s))
     return jobs
 
@@ -197,7 +211,8 @@ def _reap(job: Job) -> None:
     job.done = True
     if rc != 0 and not job.out.strip().startswith(b"{"):
         tail = job.err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-        job.why = f"exit {rc}" + (f": {tail[0][:200]}" if tail[0] else "")
+        job.why = NOT_FOUND if rc == 127 else f"exit {rc}"
+        job.why += f": {tail[0][:200]}" if tail[0] else ""
 
 
 def _kill(job: Job, why: str) -> None:
@@ -233,7 +248,7 @@ def into(jobs: List[Job], loaded: Loaded, source: str) -> None:
 
 
 def slurm_job(extra: List[str], cmd: List[str], timeout_s: float) -> Job:
-    inner = " ".join(shlex.quote(c) for c in cmd) + " | tr -d '\\n'; echo"
+    inner = shell_line(cmd) + " | tr -d '\\n'; echo"
     argv = ["srun", "--ntasks-per-node=1", "--label", *extra, "sh", "-c", inner]
     return Job("srun", argv, timeout_s)
 
@@ -271,6 +286,8 @@ ray.init(address=address or "auto", logging_level="ERROR", log_to_driver=False)
 
 @ray.remote(num_cpus=0)
 def check(cmd, per_node):
+    import os
+    cmd = [os.path.expanduser(cmd[0]), *cmd[1:]]  # '~/…' is the node user's home
     try:
         r = subprocess.run(cmd, capture_output=True, timeout=per_node)
         return socket.gethostname(), r.returncode, r.stdout.decode("utf-8", "replace"), \
