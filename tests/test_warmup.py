@@ -134,8 +134,13 @@ def test_cli_list_plain_and_json():
     # --check judged the cache alone and said "ok" (exit 0) for an interpreter that is not there
     (["--check", "--python", "/nonexistent/python"], "no such file"),
     (["--modules", "bogus"], "unknown module spec"),
-    (["--stall-after", "0"], "must be positive"),
+    (["--stall-after", "0"], "not in the range x>0"),
     (["--list", "--check"], "exclusive"),
+    # FlashInfer's own parser raised in the child: "ValueError('not enough values to unpack')"
+    # with the hint "install flashinfer-python in the target" (found by QA)
+    (["--plan", "--arch", "sm_90;rm -rf /"], "'sm_90' is not MAJOR.MINOR"),
+    (["--arch", "90a"], "'90a' is not MAJOR.MINOR"),
+    (["--arch", "9.0a.1"], "is not MAJOR.MINOR"),
 ])
 def test_cli_bad_arguments_exit_2_one_line(args, words):
     r = run_cli(["warmup", *args])
@@ -150,6 +155,28 @@ def test_cli_target_without_flashinfer_exits_2_with_hint():
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "flashinfer" in r.stderr.lower() and "hint:" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.timeout(300)
+def test_arch_separators_become_flashinfers_spaces_and_a_bad_env_list_is_named(tmp_path):
+    """--arch '9.0a,8.0' reaches the real target as FlashInfer's '9.0a 8.0' (the plan says the
+    arch it used); FLASHINFER_CUDA_ARCH_LIST='9.0a,8.0' in the environment, which FlashInfer
+    cannot read, is named (exit 2) instead of the child's ValueError with a hint to install
+    flashinfer-python (found by QA)."""
+    from warmup_helpers import build_env, target_venv
+
+    py = target_venv()
+    env = build_env(py.parent.parent, tmp_path / "base")
+    env.pop("FLASHINFER_CUDA_ARCH_LIST")
+    r = run_cli(["warmup", "--python", str(py), "--plan", "--json", "--arch", "9.0a,8.0",
+                 "--modules", "decode:f16:64"], env=env, timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["arch"] == "9.0a 8.0"
+    env["FLASHINFER_CUDA_ARCH_LIST"] = "9.0a,8.0"
+    r = run_cli(["warmup", "--python", str(py), "--plan"], env=env, timeout=240)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "FLASHINFER_CUDA_ARCH_LIST='9.0a,8.0' is not a list FlashInfer can read" in r.stderr
+    assert "install flashinfer" not in r.stderr and "Traceback" not in r.stderr
 
 
 def test_lock_holders_reads_proc_locks(tmp_path):

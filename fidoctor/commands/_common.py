@@ -46,6 +46,44 @@ class Seconds(click.FloatRange):
         if rv != rv:
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
         return rv
+
+
+ARCH_TOKEN = r"\d{1,2}\.\d[a-z]?"     # FlashInfer's MAJOR.MINOR[suffix]: 8.0, 9.0a, 12.0f
+
+
+def arch_list_problem(value: str) -> Optional[str]:
+    """Why FlashInfer cannot read ``value`` as FLASHINFER_CUDA_ARCH_LIST, or None.
+
+    FlashInfer splits it on single spaces and each item on its one '.'
+    (``compilation_context.py``: ``major, minor = arch.split(".")``): anything else raises
+    ValueError inside the server, and inside warmup's child."""
+    import re
+
+    if value != " ".join(value.split()):
+        return "items must be separated by single spaces (FlashInfer splits on ' ')"
+    bad = [t for t in value.split(" ") if not re.fullmatch(ARCH_TOKEN, t)]
+    if bad:
+        return f"{bad[0]!r} is not MAJOR.MINOR[a|f] (e.g. 8.0, 9.0a, 12.0f)"
+    return None
+
+
+class ArchList(click.ParamType):
+    """``--arch``: FLASHINFER_CUDA_ARCH_LIST as FlashInfer reads it; commas, semicolons and runs
+    of spaces between items are taken as its single spaces ('9.0a,8.0' → '9.0a 8.0'). Anything
+    FlashInfer would choke on is a usage error here, not a ValueError from the target."""
+
+    name = "arch list"
+
+    def convert(self, value, param, ctx):
+        if value is None or not str(value).strip():
+            return None
+        text = " ".join(str(value).replace(",", " ").replace(";", " ").split())
+        why = arch_list_problem(text)
+        if why:
+            self.fail(f"{value!r}: {why}", param, ctx)
+        return text
+
+
 PID_HELP = ("A running (or hung) server: its environment and interpreter drive every check. "
             "'auto' picks the serving process (maps libtorch/FlashInfer, runs sglang/vLLM, "
             "or builds) and says why.")

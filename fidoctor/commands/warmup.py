@@ -13,7 +13,7 @@ import time
 
 import click
 
-from fidoctor.commands._common import Seconds
+from fidoctor.commands._common import ArchList, Seconds, arch_list_problem
 from fidoctor.completion import complete_module_kinds
 from fidoctor.textsafe import shown
 
@@ -46,7 +46,7 @@ def fa3_advice(target: dict) -> str:
 @click.option("--plan", "plan_only", is_flag=True,
               help="Ask the target what it would compile here (cached, prebuilt, to build) and "
               "how long it would take; build nothing.")
-@click.option("--arch", metavar="LIST",
+@click.option("--arch", metavar="LIST", type=ArchList(),
               help="FLASHINFER_CUDA_ARCH_LIST for the build, e.g. 9.0a: lets a box without a "
               "GPU build (modules are loaded only where a GPU is).")
 @click.option("--jobs", type=click.IntRange(1, 256),
@@ -102,6 +102,12 @@ def command(python, modules, list_only, plan_only, arch, jobs, sequential, rebui
         else:
             click.echo("\n".join(cache.render_check(res, time.time())))
         return res.exit_code
+    env_arch = os.environ.get("FLASHINFER_CUDA_ARCH_LIST")
+    if not arch and env_arch is not None and arch_list_problem(env_arch):
+        raise FidoctorError(
+            f"FLASHINFER_CUDA_ARCH_LIST={env_arch!r} is not a list FlashInfer can read: "
+            f"{arch_list_problem(env_arch)}; a server started with it fails the same way",
+            "set it like FLASHINFER_CUDA_ARCH_LIST='8.0 9.0a' (or pass --arch 9.0a)")
     from fidoctor.snapshot.context import default_python
     from fidoctor.warmup.progress import LineProgress
     from fidoctor.warmup.runner import run_warmup
