@@ -237,3 +237,22 @@ def test_quick_level_names_a_stalled_mount_and_ends(tmp_path, built_so, procs):
     assert doc["gather"]["cache_mount"]["status"] == "timeout"
     [f] = [f for f in doc["findings"] if f["id"] == "cache-unreadable"]
     assert f["severity"] == "error" and "stalled or dead mount" in f["title"]
+
+
+def test_slurm_and_npd_say_not_checked_when_this_node_cannot_be_looked_at(box, tmp_path):
+    """README: with --format slurm "a node fidoctor could not check exits 0 (never drained for
+    fidoctor's own failure) and says why on stderr"; npd says unknown (2). A health check whose
+    --python names a venv this node lacks (not deployed yet), or whose --pid is gone, could not
+    check. Before: both exited 2 with an error line; as a Slurm Prolog a non-zero exit drains
+    the node ("Prolog error")."""
+    env = _healthy(box).env()
+    gone = str(tmp_path / "not-deployed" / "bin" / "python")
+    for target in (["--python", gone], ["--pid", "999999999"]):
+        r = run_cli(["diagnose", "--level", "quick", "--format", "slurm", *target], env=env)
+        assert (r.returncode, r.stdout) == (0, ""), r.stderr
+        assert r.stderr.startswith("fidoctor: not checked (") and "left alone" in r.stderr
+        r = run_cli(["diagnose", "--level", "quick", "--format", "npd", *target], env=env)
+        assert r.returncode == 2 and r.stdout.startswith("fidoctor could not check: ")
+        assert len(r.stdout.strip()) <= 80
+    r = run_cli(["diagnose", "--level", "quick", "--python", gone], env=env)
+    assert r.returncode == 2 and "fidoctor: error:" in r.stderr  # other formats: unchanged

@@ -7,6 +7,7 @@ import json
 import click
 
 from fidoctor.commands._common import log_options, target_options, with_logs
+from fidoctor.errors import FidoctorError
 
 
 @click.command("diagnose")
@@ -46,8 +47,18 @@ def command(python, pid, deep, from_file, logs, log_only, log_timeout, as_json, 
 
     if quiet and verbose:
         raise click.UsageError("-q and -v contradict each other; pick one")
-    diag = diagnose(with_logs(python, pid, deep, from_file, logs, log_only, log_timeout, level),
-                    fail_on=fail_on)
+    try:
+        snap = with_logs(python, pid, deep, from_file, logs, log_only, log_timeout, level)
+    except FidoctorError as e:
+        if fmt not in ("slurm", "npd"):
+            raise
+        # A health check that cannot look (this node lacks the --python venv, the --pid is
+        # gone) is "could not check": slurm leaves the node alone (exit 0: a Prolog's non-zero
+        # exit drains it), npd says unknown (2); both say why, as for an unchecked JIT.
+        from fidoctor.render.health import cannot_check
+
+        return cannot_check(fmt, e.message)
+    diag = diagnose(snap, fail_on=fail_on)
     if level == "quick":
         from fidoctor.quick import add_stalled
 

@@ -56,6 +56,21 @@ def slurm(diag: Diagnosis) -> Tuple[str, int, Optional[str]]:
     return "", 0, None
 
 
+def cannot_check(fmt: str, why: str) -> int:
+    """slurm/npd output when fidoctor could not even gather (bad --python/--pid/--from on
+    this node): the same contract as a diagnosis that could not check the JIT."""
+    import click
+
+    from fidoctor.textsafe import shown
+
+    why = shown(why)
+    if fmt == "slurm":
+        click.echo(f"fidoctor: not checked ({why}); the node is left alone", err=True)
+        return 0
+    click.echo(f"fidoctor could not check: {why}"[:NPD_MAX])
+    return 2
+
+
 def npd(diag: Diagnosis) -> Tuple[str, int]:
     code = diag.exit_code
     if code == EXIT_PROBLEMS:
