@@ -299,3 +299,20 @@ def test_version_and_cuda_home_drift_name_the_odd_nodes(tmp_path, built_so, real
     assert drift["cuda_home"]["nodes"] == ["d4"]
     assert drift["flashinfer"]["nodes"] == ["d3"]
     assert drift["flashinfer"]["data"]["majority"] == "0.7.2.post1"
+
+
+def test_a_node_that_was_not_checked_says_so_once(real_snaps, tmp_path, box):
+    """A real ``diagnose --json`` of a node whose target has no FlashInfer (not checked, exit
+    2) beside a healthy node's snapshot. Before: the text summary read "not checked: not
+    checked: the target interpreter …"."""
+    import sys
+
+    (tmp_path / "r").mkdir()
+    r = run_cli(["diagnose", "--json", "--python", sys.executable], env=box.env())
+    assert r.returncode == 2, r.stdout
+    (tmp_path / "r" / "bare.json").write_text(r.stdout)
+    (tmp_path / "r" / "n1.json").write_text(json.dumps(node_snapshot(real_snaps, "healthy", "n1")))
+    r = run_cli(["fleet", str(tmp_path / "r")])
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("?"))
+    assert line.count("not checked") == 1 and "has no FlashInfer" in line, line
+    assert r.returncode == 1

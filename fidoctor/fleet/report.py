@@ -66,8 +66,9 @@ def build(loaded: Loaded) -> FleetReport:
 
 
 def _group_text(g: Group, width: int = 150) -> str:
-    if g.status == "unchecked":
-        return f"not checked: {g.verdict}"[:width]
+    if g.status == "unchecked":  # diagnose's own verdict already says "not checked: …"
+        v = g.verdict if g.verdict.startswith("not checked") else f"not checked: {g.verdict}"
+        return v[:width]
     bits, seen = [], set()
     for i, s in g.signature:
         if i in seen:
