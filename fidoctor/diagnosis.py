@@ -136,10 +136,12 @@ def _logs_unread(snap: Snapshot) -> Optional[str]:
     sec = snap.section("serverlog")
     files = sec.data.get("files") if sec is not None and sec.ok else None
     if not isinstance(files, list) or not files or not all(
-            isinstance(f, dict) and not f.get("complete", True) and not f.get("bytes_read")
+            isinstance(f, dict) and (not f.get("complete", True) and not f.get("bytes_read")
+                                     or f.get("not_text") and not f.get("hits")
+                                     and not f.get("anchor"))
             for f in files):
         return None
-    return "no log was read: " + "; ".join(f"{f.get('path')} ({f.get('stopped')})"
+    return "no log was read: " + "; ".join(f"{f.get('path')} ({f.get('not_text') or f.get('stopped')})"
                                            for f in files[:3])
 
 

@@ -8,7 +8,12 @@ real ``zstd``/``xz``/``bzip2`` output of a real captured FlashInfer failure (see
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+
 import pytest
+from conftest import run_cli
 
 from fidoctor.serverlog import analyse
 
@@ -26,3 +31,78 @@ def test_an_endless_line_stops_at_the_size_budget(tmp_path):
     f = d["files"][0]
     assert f["complete"] is False and "size budget" in f["stopped"], f
     assert f["bytes_read"] < 8 << 20, f
+
+
+def _lcuda_text() -> bytes:
+    """A real captured FlashInfer failure (``cannot find -lcuda``), as plain server output."""
+    from serverlog_helpers import capture, plain
+
+    return ("\n".join(plain(capture("lcuda"))) + "\n").encode()
+
+
+@pytest.mark.parametrize("tool", ["xz", "bzip2", "zstd"])
+def test_a_log_compressed_by_another_tool_is_refused_with_the_command(tmp_path, tool):
+    """A logrotate'd ``server.log.xz`` / ``.bz2`` / ``.zst`` (a real JIT failure inside) was read
+    as binary noise: "no FlashInfer JIT activity in this log", healthy, exit 0. Now: exit 2
+    naming the compressor, and the printed command really reads it."""
+    import bz2
+    import lzma
+    import shutil
+
+    text = _lcuda_text()
+    p = tmp_path / f"server.log.{tool}"
+    if tool == "xz":
+        p.write_bytes(lzma.compress(text))
+    elif tool == "bzip2":
+        p.write_bytes(bz2.compress(text))
+    else:
+        if not shutil.which("zstd"):
+            pytest.skip("no zstd binary here to write a real .zst")
+        subprocess.run(["zstd", "-q", "-o", str(p)], input=text, check=True, timeout=60)
+    r = run_cli(["diagnose", "--log-only", "--log", str(p)], timeout=60)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"compressed with {tool}" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    hint = r.stderr.split("hint: ", 1)[1].split("   (", 1)[0].strip()
+    assert hint == f"{tool} -dc {p} | fidoctor diagnose --log -", hint
+    if shutil.which(tool):
+        dec = subprocess.run([tool, "-dc", str(p)], capture_output=True, check=True, timeout=60)
+        r = run_cli(["diagnose", "--log-only", "--json", "--log", "-"],
+                    input_text=dec.stdout.decode(), timeout=60)
+        assert "cuda-toolkit-unusable" in r.stdout, r.stdout[-2000:]
+
+
+def test_binary_and_nul_files_are_never_called_healthy(tmp_path):
+    """Random bytes (a core file, a tarball) and a file of NULs were "a log with no JIT
+    activity": healthy, exit 0. Now they are not read (inconclusive; ``--log-only``: not
+    checked, exit 2); a real log beside one still gives its findings."""
+    rnd = tmp_path / "core.bin"
+    rnd.write_bytes(os.urandom(2 << 20))
+    nul = tmp_path / "zeroed.log"
+    nul.write_bytes(bytes(1 << 20))
+    for p, words in ((rnd, "not a text log"), (nul, "nothing but NUL bytes")):
+        r = run_cli(["diagnose", "--log-only", "--json", "--log", str(p)], timeout=60)
+        doc = json.loads(r.stdout)
+        assert r.returncode == 2 and doc["summary"]["verdict"] != "healthy", doc["summary"]
+        assert words in doc["summary"]["unchecked"], doc["summary"]
+        assert "log-no-jit-activity" not in [f["id"] for f in doc["findings"]]
+    real = tmp_path / "server.log"
+    real.write_bytes(_lcuda_text())
+    r = run_cli(["diagnose", "--log-only", "--json", "--log", str(real), "--log", str(rnd)],
+                timeout=60)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1 and "cuda-toolkit-unusable" in [f["id"] for f in doc["findings"]]
+    assert any("not a text log" in i["reason"] for i in doc["inconclusive"]), doc["inconclusive"]
+
+
+def test_a_copytruncated_log_with_a_nul_hole_is_still_text(tmp_path):
+    """Quiet twin: logrotate's ``copytruncate`` while the server writes at its old offset leaves
+    a hole of NULs before the new lines. That is a text log: its failure is found, nothing is
+    said about binary."""
+    p = tmp_path / "server.log"
+    with open(p, "wb") as f:
+        f.truncate(8 << 20)
+        f.seek(8 << 20)
+        f.write(_lcuda_text())
+    d = analyse([str(p)])
+    assert d["files"][0]["not_text"] == "", d["files"][0]["not_text"]
+    assert "cuda-toolkit-unusable" in [f["id"] for f in d["findings"]]

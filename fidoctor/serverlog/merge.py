@@ -50,6 +50,9 @@ def log_gaps(snap) -> List[Inconclusive]:
     sec = snap.section(SECTION)
     if sec is None or not sec.ok:
         return []
+    files = sec.data.get("files", [])
     return [Inconclusive("serverlog", f"{f.get('path')}: read {f.get('bytes_read')} bytes only "
                                       f"({f.get('stopped')})")
-            for f in sec.data.get("files", []) if not f.get("complete", True)]
+            for f in files if not f.get("complete", True)] + \
+        [Inconclusive("serverlog", f"{f.get('path')}: {f.get('not_text')}")
+         for f in files if f.get("not_text")]

@@ -16,6 +16,7 @@ import gzip
 import io
 import os
 import select
+import shlex
 import sys
 import time
 from typing import Any, BinaryIO, Dict, Optional, cast
@@ -29,6 +30,37 @@ MAX_S = 30.0  # also for stdin: a pipe that stays open (kubectl logs -f) stops h
 MAX_LINE = 64 << 10
 BLOCK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
+# Other compressors' output is binary noise to the scanner ("no JIT activity": a healthy
+# verdict for a log never read): named, with the command that makes it readable.
+OTHER_MAGIC = ((b"\x28\xb5\x2f\xfd", "zstd", "zstd -dc"), (b"\xfd7zXZ\x00", "xz", "xz -dc"),
+               (b"\x04\x22\x4d\x18", "lz4", "lz4 -dc"), (b"PK\x03\x04", "zip", "unzip -p"),
+               (b"7z\xbc\xaf\x27\x1c", "7z", "7z x -so"))
+SAMPLE = 1 << 20  # bytes (NULs left out) judged for text: control bytes and invalid UTF-8
+NOT_TEXT = 0.10   # more than this share of odd bytes: not a text log
+# Control bytes no text log holds (ANSI \x1b, tqdm's \r, BEL ending OSC, \b, \t, \n are text).
+_TEXT = bytes(c for c in range(256) if not (c < 32 and c not in (7, 8, 9, 10, 13, 27) and c
+                                            or c == 127))
+
+
+def _compressed(head: bytes):
+    """(name, decompress command) of a compressor whose output ``head`` starts, or None."""
+    for magic, name, cmd in OTHER_MAGIC:
+        if head.startswith(magic):
+            return name, cmd
+    if head[:3] == b"BZh" and head[3:4] in b"123456789" and head[4:10] in (
+            b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90"):
+        return "bzip2", "bzip2 -dc"
+    return None
+
+
+def not_text(n: int, nul: int, sampled: int, odd: int) -> str:
+    """Why what was read is no text log ("" if it is one)."""
+    if n and nul == n:
+        return f"nothing but NUL bytes ({n} read): a sparse or zeroed file, not a log"
+    if sampled >= 64 and odd > NOT_TEXT * sampled:
+        return (f"not a text log: {100 * odd // sampled}% of its first {sampled} bytes are "
+                "control bytes or invalid UTF-8 (binary, or compressed by another tool)")
+    return ""
 
 
 class DeadlineReader(io.RawIOBase):
@@ -84,15 +116,23 @@ def scan_file(path: str, max_bytes: int = MAX_BYTES, max_s: float = MAX_S,
         buffered = (raw if isinstance(raw, io.BufferedReader)
                     else io.BufferedReader(cast(io.RawIOBase, raw)))
         try:
-            head = buffered.peek(2)[:2]
+            head = buffered.peek(10)[:10]
         except TimeoutError:  # open and silent: the loop's first read says the budget is spent
             head = b""
-        if head == GZIP_MAGIC:
+        other = _compressed(head)
+        if other:
+            shown = "-" if path == "-" else shlex.quote(path)
+            raise FidoctorError(
+                f"--log {path}: compressed with {other[0]} (fidoctor reads plain text or gzip)",
+                f"{other[1]} {shown} | fidoctor diagnose --log -   (add --log-only for a paste)"
+                if path != "-" else f"decompress it first: … | {other[1]} | fidoctor diagnose "
+                "--log -")
+        if head[:2] == GZIP_MAGIC:
             stream = gzip.GzipFile(fileobj=buffered)  # type: ignore[assignment]
             info["gzip"] = True
         else:
             stream = buffered
-        n = 0
+        n = nul = sampled = odd = 0
         carry = b""
         skipping = False  # inside a line longer than MAX_LINE: its rest is dropped
         while True:
@@ -107,6 +147,13 @@ def scan_file(path: str, max_bytes: int = MAX_BYTES, max_s: float = MAX_S,
             if not block:
                 break
             n += len(block)
+            zeros = block.count(b"\0")
+            nul += zeros
+            if sampled < SAMPLE and zeros < len(block):
+                piece = (block.translate(None, b"\0") if zeros else block)[:SAMPLE - sampled]
+                sampled += len(piece)
+                odd += len(piece.translate(None, _TEXT)) + \
+                    piece.decode("utf-8", "replace").count("\ufffd")
             if n >= max_bytes:
                 info.update(complete=False, stopped=f"size budget: read {n} bytes")
             elif time.monotonic() - t0 > max_s:
@@ -134,6 +181,7 @@ def scan_file(path: str, max_bytes: int = MAX_BYTES, max_s: float = MAX_S,
         if carry and not skipping:
             sc.feed(carry.decode("utf-8", "replace"))
         info["bytes_read"] = n
+        info["not_text"] = not_text(n, nul, sampled, odd)
     finally:
         if path != "-":
             raw.close()

@@ -106,8 +106,11 @@ def findings(results: List[Dict[str, Any]]) -> List[Finding]:
     out = [f for f in out if not (f.id == "jit-build-failed" and
                                   {e["file"] for e in f.data["log"]} <= errors_by_file)]
     out += _build_findings(results, out)
-    if not any(r.get("anchor") for r in results) and not any(f.is_problem for f in out):
-        out.append(_no_activity(results, dropped))
+    # a file that is no text (binary, another compressor, NULs) shows nothing either way: it is
+    # reported as not read (merge.log_gaps), never as a log without JIT activity
+    texts = [r for r in results if not r.get("not_text") or r.get("anchor") or r.get("hits")]
+    if texts and not any(r.get("anchor") for r in results) and not any(f.is_problem for f in out):
+        out.append(_no_activity(texts, dropped))
     return out
 
 
