@@ -103,6 +103,13 @@ def problem(path: str) -> Optional[str]:
         if os.path.islink(path):
             return (f"a dangling symlink (to {os.path.realpath(path)}: removed, or a venv "
                     "whose base Python is gone)")
+        if os.sep not in path:
+            import shutil
+
+            found = shutil.which(path)
+            if found:  # `--python python3`: a name, read as a file here, not looked up
+                return (f"no such file in the current directory (--python takes a path; "
+                        f"on PATH that name is {os.path.abspath(found)}: pass that)")
         return "no such file"
     except OSError as e:
         return f"cannot be examined ({e.strerror or e})"

@@ -182,3 +182,18 @@ def test_watch_of_a_shell_wrapper_never_runs_the_shell_as_python(tmp_path, procs
     assert snap is not None and snap.context["python"] != exe, snap.context["python"]
     assert pyexe.problem(snap.context["python"]) is None
     assert not marker.exists(), marker.read_text()
+
+
+def test_a_bare_name_says_where_path_would_find_it(tmp_path):
+    """A hurried ``--python python3`` (a name, as a shell would take it): fidoctor reads it as
+    a file in the current directory. Before: "no such file", though ``python3`` is right there
+    on PATH; now the error says --python takes a path and names the one PATH gives."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "python3").symlink_to(base_python())
+    env = dict(os.environ, PATH=f"{bindir}:/usr/bin:/bin")
+    r = subprocess.run([sys.executable, "-m", "fidoctor", "diagnose", "--python", "python3"],
+                       env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"--python takes a path; on PATH that name is {bindir / 'python3'}: pass that" \
+        in r.stderr, r.stderr
