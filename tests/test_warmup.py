@@ -179,6 +179,31 @@ def test_arch_separators_become_flashinfers_spaces_and_a_bad_env_list_is_named(t
     assert "install flashinfer" not in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.timeout(300)
+def test_workspace_on_a_read_only_mount_is_named_not_an_install_problem(tmp_path):
+    """FLASHINFER_WORKSPACE_BASE on a real read-only tmpfs (mounted in the test's own dir,
+    unmounted after): the real target's FlashInfer fails to make its workspace on import.
+    warmup says so, naming the workspace, exit 2; it said "OSError(30, 'Read-only file
+    system')" with the hint to install flashinfer-python in the target (found by QA)."""
+    from warmup_helpers import build_env, target_venv
+
+    py = target_venv()
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "none", str(ro)]).returncode:
+        pytest.skip("cannot mount a tmpfs here (tests run as root in CI)")
+    try:
+        env = build_env(py.parent.parent, ro)
+        r = run_cli(["warmup", "--python", str(py), "--modules", "single-decode:f16:64",
+                     "--no-load"], env=env, timeout=240)
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert f"FlashInfer cannot write its workspace {ro}/.cache/flashinfer" in r.stderr
+    assert "Read-only file system" in r.stderr and "FLASHINFER_WORKSPACE_BASE" in r.stderr
+    assert "install flashinfer" not in r.stderr and "Traceback" not in r.stderr
+
+
 def test_lock_holders_reads_proc_locks(tmp_path):
     lock = tmp_path / "cached_ops" / "tmp" / "m.lock"
     h = hold_flock(lock)

@@ -122,8 +122,23 @@ def unsupported_finding(python: str, err: str, version: Optional[str]) -> Findin
                    safety="caution")])
 
 
-def start_error(python: str, err: str) -> FidoctorError:
+UNWRITABLE = ("Read-only file system", "Permission denied", "No space left on device",
+              "Disk quota exceeded")
+
+
+def start_error(python: str, err: str, env: Optional[Dict[str, str]] = None) -> FidoctorError:
     hint = "install flashinfer-python in the target, or pass --python"
+    why = next((w for w in UNWRITABLE if w in err), None)
+    if why:   # FlashInfer makes its workspace dirs on import: not an install problem
+        e = dict(os.environ if env is None else env)
+        base = e.get("FLASHINFER_WORKSPACE_BASE") or e.get("HOME") or "~"
+        root = os.path.join(base, ".cache", "flashinfer")
+        return FidoctorError(
+            f"cannot warm up with {python}: FlashInfer cannot write its workspace {root} "
+            f"({why}: {err}); a server with this environment fails the same way",
+            "point FLASHINFER_WORKSPACE_BASE at a writable local dir with free space, for this "
+            "command and the server; `fidoctor diagnose` names the cause (cache-not-writable, "
+            "disk-space-low)")
     if "sm75" in err or "TARGET_CUDA_ARCHS" in err:
         hint = "no GPU here: pass --arch 9.0a (or set FLASHINFER_CUDA_ARCH_LIST)"
     elif "No module named" in err:
@@ -144,7 +159,7 @@ def describe(python: str, env: Dict[str, str], mods: List[specs_mod.ModuleSpec],
         raise Unsupported(fatal.get("error") or UNSUPPORTED, fatal.get("version"))
     if fatal or info is None or (failed and len(failed) == len(mods)):
         raise start_error(python, (fatal or (failed[0] if failed else {})).get("error")
-                          or "no answer")
+                          or "no answer", env)
     info["specs"] = {e["key"]: e for e in events if e["event"] == "spec"}
     info["spec_errors"] = {e["key"]: e.get("error", "") for e in failed}
     return info
@@ -236,7 +251,7 @@ def run_warmup(python: Optional[str] = None, modules: Optional[str] = None,
     except StartFailed as e:
         if str(e).startswith(UNSUPPORTED + ":"):
             return _unsupported(python, str(e), None, t0)
-        raise start_error(python, str(e)) from None
+        raise start_error(python, str(e), cenv) from None
     except Interrupted as e:
         res.interrupted = True
         res.modules += e.args[0] if e.args and isinstance(e.args[0], list) else []
