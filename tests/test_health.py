@@ -256,3 +256,11 @@ def test_slurm_and_npd_say_not_checked_when_this_node_cannot_be_looked_at(box, t
         assert len(r.stdout.strip()) <= 80
     r = run_cli(["diagnose", "--level", "quick", "--python", gone], env=env)
     assert r.returncode == 2 and "fidoctor: error:" in r.stderr  # other formats: unchanged
+
+
+def test_json_and_a_health_format_is_a_usage_error(box):
+    """``--json`` promises one JSON object; with ``--format slurm|prom|npd`` it was silently
+    ignored (a Reason= line, a textfile or an npd line came out, exit 0/1). Now exit 2."""
+    for fmt in ("slurm", "prom", "npd"):
+        r = diag(_healthy(box), "--level", "quick", "--format", fmt, "--json")
+        assert r.returncode == 2 and "contradict" in r.stderr and r.stdout == "", (fmt, r)

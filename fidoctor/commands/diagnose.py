@@ -47,6 +47,8 @@ def command(python, pid, deep, from_file, logs, log_only, log_timeout, as_json, 
 
     if quiet and verbose:
         raise click.UsageError("-q and -v contradict each other; pick one")
+    if as_json and fmt not in ("text", "json"):
+        raise click.UsageError(f"--json and --format {fmt} contradict each other; pick one")
     try:
         snap = with_logs(python, pid, deep, from_file, logs, log_only, log_timeout, level)
     except FidoctorError as e:
