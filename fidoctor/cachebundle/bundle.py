@@ -169,6 +169,28 @@ def _is_regular(f: IO[bytes]) -> bool:
     return stat.S_ISREG(os.fstat(f.fileno()).st_mode)
 
 
+MAX_HEADER = 1 << 20  # a pax or GNU long-name header: names and times, never megabytes
+
+
+class _Header(tarfile.TarInfo):
+    """A member header that refuses an extended header bigger than ``MAX_HEADER``.
+
+    tarfile reads a pax or GNU long-name header into memory whole, before any
+    member check can run: a 36 KB ``.tar.zst`` whose first header declares a
+    1 GiB pax record made import allocate 2 GB (and a 10 GiB one would take the
+    box down). Checked on the declared size, before a byte of it is read.
+    """
+
+    def _proc_member(self, tarfile_: Any) -> Any:
+        if self.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                         tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK) \
+                and self.size > MAX_HEADER:
+            raise tarfile.ReadError(f"an extended header of {self.size} bytes (over "
+                                    f"{MAX_HEADER >> 20} MiB: not a fidoctor bundle, or a "
+                                    "decompression bomb)")
+        return super()._proc_member(tarfile_)
+
+
 def _check_name(name: str) -> str:
     if not name or name.startswith("/") or "\\" in name or "\0" in name:
         raise BundleError(f"bundle member {name!r}: absolute or malformed name")
@@ -183,7 +205,7 @@ def read_manifest(path: str) -> Dict[str, Any]:
     """The manifest (the first member), after checking it is what it says."""
     stream, p = _open_stream(path)
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with tarfile.open(fileobj=stream, mode="r|", tarinfo=_Header) as tar:
             ti = tar.next()
             if ti is None or ti.name != MANIFEST or not ti.isreg():
                 raise BundleError(f"{path}: not a fidoctor cache bundle (no {MANIFEST} first)")
@@ -213,7 +235,7 @@ def iter_files(path: str, expected: Dict[str, Dict[str, Any]]) -> Iterator[Tuple
     seen = set()
     total = 0
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with tarfile.open(fileobj=stream, mode="r|", tarinfo=_Header) as tar:
             for n, ti in enumerate(tar):
                 if n > MAX_MEMBERS:
                     raise BundleError(f"{path}: more than {MAX_MEMBERS} members")
