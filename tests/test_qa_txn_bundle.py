@@ -8,7 +8,6 @@ import resource
 import subprocess
 import sys
 import tarfile
-from pathlib import Path
 
 import pytest
 from warmup_helpers import target_venv
