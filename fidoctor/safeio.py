@@ -93,7 +93,9 @@ def loads_json(data: bytes, where: str, max_depth: int = MAX_DEPTH,
     if _depth_exceeds(data, max_depth):
         raise UnsafeFile(f"{where} nests deeper than {max_depth} levels; not fidoctor's JSON")
     try:
-        return json.loads(data)
+        # NaN / Infinity are not JSON (jq and every strict reader refuse them); read as null so
+        # they never reach fidoctor's own JSON output from a hand-edited input
+        return json.loads(data, parse_constant=lambda _c: None)
     except RecursionError:
         raise UnsafeFile(f"{where} nests too deep; not fidoctor's JSON") from None
     except (ValueError, UnicodeDecodeError) as e:

@@ -39,6 +39,11 @@ class Section:
         return self.status == "ok"
 
 
+# What diagnose copies into ``target`` (and into printed commands: ``--pid``, ``--python``).
+_CONTEXT_TYPES: Dict[str, Any] = {"python": (str,), "python_source": (str,), "pid": (int,),
+                                  "flashinfer_root": (str,), "env": (dict,)}
+
+
 @dataclass
 class Snapshot:
     """Facts about one machine at one moment; ``taken_at`` anchors every age."""
@@ -88,6 +93,13 @@ class Snapshot:
         if not isinstance(context, dict) or not isinstance(sections, dict):
             raise FidoctorError("not a fidoctor snapshot: context and sections must be objects",
                                 hint)
+        for key, types in _CONTEXT_TYPES.items():
+            val = context.get(key)
+            if val is not None and (isinstance(val, bool) and bool not in types
+                                    or not isinstance(val, types)
+                                    or key == "pid" and not 0 < val < 1 << 32):
+                raise FidoctorError(f"not a fidoctor snapshot: context.{key} {str(val)[:80]!r}",
+                                    hint)
         if isinstance(taken, bool) or not isinstance(taken, (int, float)) \
                 or not -6e10 < taken < 2.5e11:  # NaN, inf, 1e308: no clock shows them
             raise FidoctorError(f"not a fidoctor snapshot: taken_at {taken!r}", hint)
