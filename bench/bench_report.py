@@ -11,6 +11,13 @@ against a gcc-built versioned libcudart, plus a large JIT log). Measures:
 
     python bench/bench_report.py                 # 1,000 modules, 100 MB log
     python bench/bench_report.py --modules 250 --log-mb 10
+    python bench/bench_report.py --from SNAP.json --repeat 5   # a saved snapshot (unredacted)
+
+``--from``: the redaction and the snapshot file on a snapshot saved with ``fidoctor snapshot
+--no-redact -o SNAP.json`` (bench_big.py's 10,000-module box gives a 65 MB one): the CPU
+(user+sys) of ``fidoctor report --from SNAP.json -o R --attach-snapshot`` as a child, and in
+process the redaction pass (learn + tree) and the snapshot file's text, each run N times:
+median, min and max. PYTHONPATH=/some/old/checkout times an older fidoctor the same way.
 """
 
 from __future__ import annotations
@@ -46,13 +53,61 @@ def median_s(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+def spread(xs) -> str:
+    return f"median {statistics.median(xs):.2f} s (min {min(xs):.2f}, max {max(xs):.2f})"
+
+
+def from_snapshot(path: Path, repeat: int) -> None:
+    """CPU of ``report --from`` (a child each run) and the in-process redaction and write."""
+    import resource
+
+    import fidoctor
+    from fidoctor.report import redacted_snapshot
+    from fidoctor.snapshot import Snapshot
+
+    cpu = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, XDG_CACHE_HOME=tmp, XDG_STATE_HOME=tmp, NO_COLOR="1")
+        for _ in range(repeat):
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            # cwd: -m puts it first on sys.path, before PYTHONPATH's older fidoctor
+            subprocess.run([sys.executable, "-m", "fidoctor", "report", "--from", str(path),
+                            "-o", str(Path(tmp) / "r.md"), "--attach-snapshot"], env=env,
+                           cwd=tmp, check=True, capture_output=True)
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu.append(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime)
+    snap = Snapshot.load(str(path))
+    red, write = [], []
+    for _ in range(repeat):
+        t0 = time.process_time()
+        rsnap, _summary = redacted_snapshot(snap)
+        red.append(time.process_time() - t0)
+        t0 = time.process_time()
+        try:
+            from fidoctor.snapshot import dumps
+            text = dumps(rsnap.to_dict())
+        except ImportError:  # an older fidoctor
+            text = json.dumps(rsnap.to_dict(), indent=1, sort_keys=True) + "\n"
+        write.append(time.process_time() - t0)
+    print(f"fidoctor {os.path.dirname(fidoctor.__file__)}; {path} ({path.stat().st_size >> 20} MB), "
+          f"{repeat} runs, load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"report --from -o R --attach-snapshot, CPU (user+sys): {spread(cpu)}")
+    print(f"redaction (learn + tree), CPU:                      {spread(red)}")
+    print(f"snapshot file text ({len(text) >> 20} MB), CPU:                 {spread(write)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--from", dest="from_file", type=Path,
+                    help="time the redaction and the snapshot file on this saved snapshot")
     ap.add_argument("--modules", type=int, default=1000)
     ap.add_argument("--log-mb", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--work", type=Path, default=Path("/tmp/fidoctor-bench"))
     a = ap.parse_args()
+    if a.from_file:
+        from_snapshot(a.from_file, a.repeat)
+        return
     base = build_box(a.work, a.modules, a.log_mb)
     state = a.work / f"state-{a.modules}"
     env = dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(base), XDG_CACHE_HOME=str(state),

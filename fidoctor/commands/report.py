@@ -54,10 +54,9 @@ def command(python, pid, deep, from_file, output, no_redact, attach_snapshot, lo
     the report; FlashInfer's own 'collect-env --json' is included verbatim.
     Exit codes: 0 report written · 2 it could not be written.
     """
-    import json
-
     from fidoctor.report import build
     from fidoctor.safeio import check_writable_target
+    from fidoctor.snapshot import dumps
     from fidoctor.textsafe import bytes_shown
 
     snap_file = snapshot_path(output) if attach_snapshot else None
@@ -73,8 +72,7 @@ def command(python, pid, deep, from_file, output, no_redact, attach_snapshot, lo
                    command=shlex.join(["fidoctor", *sys.argv[1:]]))
     report.markdown = bytes_shown(report.markdown)  # a module dir named in bytes not UTF-8
     if snap_file:
-        body = json.dumps(report.snapshot.to_dict(), indent=1, sort_keys=True) + "\n"
-        _write(snap_file, body)
+        _write(snap_file, dumps(report.snapshot.to_dict()))
     if output == "-":
         sys.stdout.write(report.markdown)
         sys.stdout.flush()

@@ -21,10 +21,9 @@ from fidoctor.commands._common import live_target_options, make_context, output_
 @output_options("the snapshot JSON")
 def command(python, pid, deep, output, no_redact) -> int:
     """Gather facts only; replay them with: fidoctor diagnose --from FILE."""
-    import json
-
     from fidoctor.report import redacted_snapshot
     from fidoctor.safeio import check_writable_target
+    from fidoctor.snapshot import dumps
     from fidoctor.snapshot.runner import gather_snapshot
 
     if output != "-":
@@ -36,8 +35,7 @@ def command(python, pid, deep, output, no_redact) -> int:
         hidden = "redacted " + (", ".join(f"{n} {k}" for k, n in summary.items())
                                 or "(nothing private found)")
     if output == "-":
-        json.dump(snap.to_dict(), sys.stdout, indent=1, sort_keys=True)
-        sys.stdout.write("\n")
+        sys.stdout.write(dumps(snap.to_dict()))
         click.echo(hidden, err=True)
     else:
         snap.save(output)

@@ -30,6 +30,7 @@ key is a version (``ninja 1.11.1.4``, ``libcudnn.so.9.1.0.70``).
 
 from __future__ import annotations
 
+import functools
 import getpass
 import ipaddress
 import os
@@ -67,11 +68,16 @@ _PUBLIC_HOSTS = ("pytorch.org", "pypi.org", "pythonhosted.org", "github.com",
                  "flashinfer.ai", "python.org", "anaconda.org", "anaconda.com", "ubuntu.com",
                  "debian.org", "readthedocs.io", "vllm.ai", "sglang.ai", "docker.io",
                  "docker.com", "google.com", "googleapis.com")
+_DNS_SUFFIXES = (r"(?:com|net|org|io|ai|dev|cloud|internal|intranet|local|localdomain|lan|corp|"
+                 r"intra|priv|private|edu|gov|mil|co|us|uk|de|fr|cn|jp|kr|in|ca|au|example|test|"
+                 r"cluster|svc|home|site|info|biz|xyz|tech|app|host|domain|ec2)")
+_DNS_END = r"(?![\w-]|\.[A-Za-z0-9])"
 _DNS = re.compile(
-    r"(?<![\w.-])((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){2,}"
-    r"(?:com|net|org|io|ai|dev|cloud|internal|intranet|local|localdomain|lan|corp|intra|priv|"
-    r"private|edu|gov|mil|co|us|uk|de|fr|cn|jp|kr|in|ca|au|example|test|cluster|svc|home|"
-    r"site|info|biz|xyz|tech|app|host|domain|ec2))(?![\w-]|\.[A-Za-z0-9])", re.I)
+    r"(?<![\w.-])((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){2,}" + _DNS_SUFFIXES + r")"
+    + _DNS_END, re.I)
+# What every _DNS match holds (".<suffix>" and the same end): a search that starts only at a
+# dot, so the label-by-label scan runs on the few strings that can hold a name at all.
+_DNS_HINT = re.compile(r"\." + _DNS_SUFFIXES + _DNS_END, re.I)
 _TOKEN_SHAPES = re.compile(
     r"\b(?:hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{20,}|"
     r"github_pat_[A-Za-z0-9_]{20,}|xox[abpr]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|"
@@ -90,8 +96,13 @@ _USER_ROOT_HINT = re.compile("|".join(re.escape(h) for h in _USER_ROOT_HINTS + (
 _MAC = re.compile(r"(?<![0-9A-Fa-f:-])(?:[0-9A-Fa-f]{2}([:-]))(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}"
                   r"(?![0-9A-Fa-f:-])")
 _IPV4 = re.compile(r"(?<![\w.-])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|-\w)")
+# What every _IPV4 match holds (".b.c.d"), searched from its first literal dot.
+_IPV4_HINT = re.compile(r"\.\d{1,3}\.\d{1,3}\.\d")
 _IPV4_MAPPED = re.compile(r"(?<![\w:.])::ffff:(?:\d{1,3}\.){3}\d{1,3}(?![\w.])", re.I)
 _IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?(?![\w:.])")
+# What every IPv6 address _ips yields holds: a "::" (mapped addresses too) or eight groups
+# (seven colons, at most four hex digits apart); a log line's 00:00:09 has neither.
+_IPV6_HINT = re.compile(r"::|:(?:[0-9A-Fa-f]{0,4}:){6}")
 # A dotted quad right after one of these is a version, never an address.
 PACKAGES = (r"ninja|cudnn|libcudnn|nccl|libnccl|cuda|cudart|libcudart|cublas|cublaslt|cufft|"
             r"curand|cusparse|cusolver|cupti|nvrtc|nvjitlink|nvtx|nvcc|cicc|ptxas|driver|torch|"
@@ -116,6 +127,7 @@ def is_secret_key(key: str) -> bool:
     return bool(_ENV_NAME.match(key)) and bool(_ENV_SECRET_PART.search(key))
 
 
+@functools.lru_cache(maxsize=8192)  # the same few names by the ten thousand (log lines)
 def secret_name(name: str) -> bool:
     """True for a flag or ``name=`` whose words name a credential (``wandb_key``, ``token``)."""
     if is_secret_key(name):
@@ -140,6 +152,7 @@ class Redactor:
         self._learned: Tuple[set, set] = (set(), set())  # [versioned]
         self._memo: Tuple[Dict[str, str], Dict[str, str]] = ({}, {})  # [versioned]
         self._vkeys: Dict[str, bool] = {}  # key -> does it name a version
+        self._kinfo: Dict[str, Tuple[bool, int]] = {}  # key -> (secret key, version key)
         self._used: set = set()  # placeholders that replaced something
         self._accounts: set = set()  # human accounts of this machine: private in any path
 
@@ -229,25 +242,37 @@ class Redactor:
             v = self._vkeys[key] = "version" in key.lower()
         return v
 
+    def _keyinfo(self, key: str) -> Tuple[bool, int]:
+        """(does ``key`` name a secret, does it name a version): asked once per distinct key."""
+        info = self._kinfo.get(key)
+        if info is None:
+            info = self._kinfo[key] = (is_secret_key(key), int(self._versioned(key)))
+        return info
+
     def _learn_walk(self, obj: Any, key: Optional[str]) -> None:
         # The learned sets are checked here before a call: most strings were seen before.
-        plain = self._learned[0]
+        # A million keys and strings on a 10,000-module box: one dict lookup per key
+        # (``_kinfo``) instead of two calls, and argv is spotted in the loop over a list.
+        learned = self._learned
+        plain = learned[0]
         if isinstance(obj, dict):
+            kinfo = self._kinfo
             for k, v in obj.items():
                 ks = k if type(k) is str else str(k)
                 if ks not in plain:
                     self._learn_string(ks, None)
                 if isinstance(v, str):
-                    if is_secret_key(ks):
+                    info = kinfo.get(ks) or self._keyinfo(ks)
+                    if info[0]:
                         self._add_secret(v)
-                    if v not in self._learned[self._versioned(ks)]:
+                    if v not in learned[info[1]]:
                         self._learn_string(v, ks)
                 elif isinstance(v, (dict, list, tuple)):
                     self._learn_walk(v, ks)
         elif isinstance(obj, (list, tuple)):
             if _has_flag(obj):
                 self._learn_argv([x for x in obj if isinstance(x, str)])
-            seen = self._learned[self._versioned(key)]
+            seen = learned[self._versioned(key)]
             for x in obj:
                 if isinstance(x, str):
                     if x not in seen:
@@ -301,7 +326,7 @@ class Redactor:
         if "-----BEGIN " in s:
             for m in _PEM.finditer(s):
                 self._add_secret(m.group(3).strip())
-        if " " in s or "\t" in s:
+        if (" " in s or "\t" in s) and _maybe_scheme(s):
             for m in _BEARER.finditer(s):
                 self._add_secret(m.group(3))
         if _USER_ROOT_HINT.search(s):
@@ -311,7 +336,7 @@ class Redactor:
             for part in s.split("/"):
                 if part in self._accounts:
                     self.add("user", part)
-        if s.count(".") >= 2:
+        if s.count(".") >= 2 and _DNS_HINT.search(s):
             for m in _DNS.finditer(s):
                 name = m.group(1).lower()
                 if not any(name == h or name.endswith("." + h) for h in _PUBLIC_HOSTS):
@@ -373,7 +398,7 @@ class Redactor:
         if "://" in s:
             s = _URL_CRED.sub(lambda m: m.group(1) + self._ph("user", m.group(2)) + ":"
                               + self._ph("secret", m.group(3)) + "@", s)
-        if " " in s or "\t" in s:
+        if (" " in s or "\t" in s) and _maybe_scheme(s):
             s = _BEARER.sub(lambda m: m.group(1) + m.group(2) + self._ph("secret", m.group(3)),
                             s)
         if "=" in s or ":" in s:
@@ -413,31 +438,65 @@ class Redactor:
         return ph
 
     def tree(self, obj: Any, key: Optional[str] = None) -> Any:
-        """A redacted deep copy of a JSON-able tree; dict keys are redacted too."""
+        """A redacted copy of a JSON-able tree; dict keys are redacted too.
+
+        Copied where something changed: a dict or list with nothing to redact anywhere below
+        it is returned as it is (shared, like ``Snapshot.to_dict``'s sections), which spares
+        allocating most of a 10,000-module snapshot's 270,000 containers; tuples become lists.
+        """
         if isinstance(obj, dict):
-            out = {}
-            plain = self._memo[0]
+            out = None
+            memo = self._memo
+            plain = memo[0]
+            kinfo = self._kinfo
             for k, v in obj.items():
                 ks = k if type(k) is str else str(k)
                 kt = plain.get(ks) or self.text(ks)  # the memo first: keys repeat by the 10,000
                 if isinstance(v, str):
-                    if is_secret_key(ks) and v.strip():
+                    info = kinfo.get(ks) or self._keyinfo(ks)
+                    if info[0] and v.strip():
                         ph = self.add("secret", v.strip())
                         if ph:
                             self._used.add(ph)
-                        out[kt] = ph or self.text(v, ks)
+                        nv = ph or self.text(v, ks)
                     else:
-                        out[kt] = self._memo[self._versioned(ks)].get(v) or self.text(v, ks)
+                        nv = memo[info[1]].get(v) or self.text(v, ks)
                 elif isinstance(v, (dict, list, tuple)):
-                    out[kt] = self.tree(v, ks)
+                    nv = self.tree(v, ks)
                 else:
-                    out[kt] = v
-            return out
+                    nv = v
+                if out is None:
+                    if nv is v and kt is k:
+                        continue
+                    if type(nv) is str and nv == v and kt == k and type(k) is str:
+                        continue
+                    out = {}
+                    for k0, v0 in obj.items():  # the unchanged items before this one
+                        if k0 is k:
+                            break
+                        out[k0] = v0
+                out[kt] = nv
+            return obj if out is None else out
         if isinstance(obj, (list, tuple)):
             flags = _has_flag(obj)  # no "-…" string: nothing here is a flag or its value
             if flags:
                 self._learn_argv([x for x in obj if isinstance(x, str)])
-            out_list = [self.tree(x, key) for x in obj]
+            vmemo = self._memo[self._versioned(key)]
+            out_list = None if type(obj) is list and not flags else []
+            for i, x in enumerate(obj):
+                if isinstance(x, str):
+                    nx = vmemo.get(x) or self.text(x, key)
+                elif isinstance(x, (dict, list, tuple)):
+                    nx = self.tree(x, key)
+                else:
+                    nx = x
+                if out_list is None:
+                    if nx is x or (type(nx) is str and nx == x):
+                        continue
+                    out_list = obj[:i]
+                out_list.append(nx)
+            if out_list is None:
+                return obj
             if not flags:
                 return out_list
             for i, a in enumerate(obj):  # argv: a secret flag's value, however short
@@ -466,11 +525,23 @@ class Redactor:
 def _has_flag(items: Iterable[Any]) -> bool:
     """Does a list hold a string that starts with "-" (what ``_SECRET_FLAG`` needs)? A snapshot
     has 170,000 lists on a 10,000-module box; almost none are argv."""
-    return any(isinstance(x, str) and x[:1] == "-" for x in items)
+    for x in items:  # noqa: SIM110  (a loop, not any(<generator>): 170,000 calls)
+        if isinstance(x, str) and x[:1] == "-":
+            return True
+    return False
+
+
+def _maybe_scheme(s: str) -> bool:
+    """Can ``_BEARER`` match ``s``? Its case-blind scan is slow; an ASCII string's lower case
+    answers exactly (any other string is left to the regex: re's case folding is wider)."""
+    if not s.isascii():
+        return True
+    low = s.lower()
+    return "bearer" in low or "basic" in low or "token" in low
 
 
 def _ips(s: str, key: Optional[str]) -> Iterable[str]:
-    if "." in s and not (key and "version" in key.lower()):
+    if "." in s and not (key and "version" in key.lower()) and _IPV4_HINT.search(s):
         for m in _IPV4.finditer(s):
             value = m.group(0)
             try:
@@ -482,13 +553,15 @@ def _ips(s: str, key: Optional[str]) -> Iterable[str]:
             if _VERSIONISH.search(s[max(0, m.start() - 40):m.start()]):
                 continue
             yield value
-    if s.count(":") >= 2:
+    if s.count(":") >= 2 and _IPV6_HINT.search(s):
         for m in _IPV4_MAPPED.finditer(s):
             yield m.group(0)
         for m in _IPV6.finditer(s):
             value = m.group(0)
             if not any(c in "0123456789abcdefABCDEF" for c in value):
                 continue
+            if "::" not in value and value.count(":") != 7:
+                continue  # 8 groups or a "::": anything else is no address (a time, 00:00:09)
             try:
                 ip6 = ipaddress.IPv6Address(value.split("%", 1)[0])
             except ValueError:

@@ -121,8 +121,7 @@ class Snapshot:
         """Write the snapshot (mode 0600: it may hold paths and names) through safeio."""
         from fidoctor.safeio import write_atomic
 
-        text = json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
-        write_atomic(path, text.encode("utf-8"), 0o600, what="snapshot")
+        write_atomic(path, dumps(self.to_dict()).encode("utf-8"), 0o600, what="snapshot")
 
     @classmethod
     def load(cls, path: str) -> Snapshot:
@@ -134,3 +133,52 @@ class Snapshot:
         if not isinstance(raw, dict):
             raise FidoctorError(f"{path} is not a JSON object, so not a fidoctor snapshot")
         return cls.from_dict(raw)
+
+
+# Containers at least this deep are written on one line unless they hold more than
+# _ONE_LINE_MAX items: a 10,000-module snapshot gets one line per module, lock or ELF entry.
+_ONE_LINE_DEPTH = 6
+_ONE_LINE_MAX = 16
+
+
+def dumps(doc: Any) -> str:
+    """``doc`` as the text of a snapshot file: sorted keys, indented, and a newline at the end.
+
+    The same JSON value as ``json.dumps(doc, indent=1, sort_keys=True)`` (any reader, old
+    fidoctor included, loads the same object), written faster: that call runs the encoder
+    in Python for every one of a 10,000-module snapshot's million items (1.3 s for 65 MB);
+    here only the top levels and big collections are laid out in Python, one item a line,
+    and each small or deep container is one line by the C encoder.
+    """
+    enc = json.JSONEncoder(sort_keys=True, separators=(",", ": ")).encode
+    parts: list = []
+    put = parts.append
+
+    def key(k: Any) -> str:  # json's own text for a key: "1" for 1, "true" for True
+        return enc(k) if type(k) is str else enc({k: 0})[1:-4]
+
+    def write(o: Any, depth: int) -> None:
+        if not isinstance(o, (dict, list, tuple)) or not o \
+                or (depth >= _ONE_LINE_DEPTH and len(o) <= _ONE_LINE_MAX):
+            put(enc(o))
+            return
+        pad = "\n" + " " * (depth + 1)
+        sep = "," + pad
+        if isinstance(o, dict):
+            put("{")
+            for i, k in enumerate(sorted(o)):
+                put(sep if i else pad)
+                put(key(k))
+                put(": ")
+                write(o[k], depth + 1)
+            put("\n" + " " * depth + "}")
+        else:
+            put("[")
+            for i, x in enumerate(o):
+                put(sep if i else pad)
+                write(x, depth + 1)
+            put("\n" + " " * depth + "]")
+
+    write(doc, 0)
+    put("\n")
+    return "".join(parts)
