@@ -600,3 +600,39 @@ def test_watch_does_not_follow_a_recycled_pid(tmp_path):
     assert out["rc"] == 0, (out, r.stderr[-2000:])
     last = valid(events_of(ev))[-1]
     assert last["event"] == "exit" and last["text"] == f"pid {out['pid']} exited"
+
+
+DAEMON = """import os, sys, time
+if os.fork():
+    sys.exit(0)                   # the command fidoctor started exits at once, code 0
+os.setsid()                       # the real server leaves the session, keeps its stdout
+if os.fork():
+    os._exit(0)
+print("daemon up", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("kind", ["setsid-daemon", "background-child"])
+def test_a_server_command_that_daemonizes_is_said_not_silently_left(tmp_path, procs, kind):
+    """The command exits 0 at once and the real server runs on (a double fork with setsid that
+    keeps its stdout; a plain `&` child in the session): run passes the code through and says
+    which processes it left and how to watch them (it said nothing, exit 0, as if it watched
+    the start). A command that leaves nothing says nothing (the streams test)."""
+    body = DAEMON if kind == "setsid-daemon" else \
+        "import subprocess, sys\nsubprocess.Popen(['sleep', '600'])\nsys.exit(0)\n"
+    server = tmp_path / "server.py"
+    server.write_text(body)
+    ev = tmp_path / "ev.jsonl"
+    p = procs.start(fidoctor_argv("run", "--events", str(ev), "--", sys.executable, str(server)),
+                    new_session=False, stdout=subprocess.PIPE)
+    assert p.wait(timeout=60) == 0
+    procs.sweep()
+    last = valid(events_of(ev))[-1]
+    assert last["event"] == "exit" and last["code"] == 0
+    left = last["left_running"]
+    assert len(left) == 1, last
+    procs.remember(left[0])                     # killed by the fixture afterwards
+    assert left[0] in procs.alive()
+    assert f"left 1 process(es) running: {left[0]} (" in last["text"]
+    assert f"fidoctor watch --pid {left[0]}" in last["text"]

@@ -618,8 +618,27 @@ def run_command(cmd: Sequence[str], opts: Options, emitter: Emitter, tap_mode: s
     sess.tick()   # a build that ended with the server
     sess.close()
     rc = code if code is not None and code >= 0 else 128 + (-(code or 0))
-    emitter.emit("exit", "", code=rc, reason="server exited", signals_forwarded=sent)
+    from fidoctor.live.leftover import left_running
+
+    mine = {os.getpid(), child.pid} | ({tap.proc.pid} if tap.proc else set())
+    left = left_running(child.pid, tap.pipe_inodes if tap.alive() else [], mine)
+    text = ""
+    if left:
+        shown = ", ".join(f"{p} ({_cmd(p)})" for p in left[:5]) + \
+            (f" … ({len(left)} in all)" if len(left) > 5 else "")
+        text = (f"the server command (pid {child.pid}) exited with {rc} but left "
+                f"{len(left)} process(es) running: {shown}; fidoctor does not follow them: "
+                f"fidoctor watch --pid {left[0]}")
+    emitter.emit("exit", text, code=rc, reason="server exited", signals_forwarded=sent,
+                 left_running=left)
     return rc
+
+
+def _cmd(pid: int) -> str:
+    from fidoctor.textsafe import shown
+
+    argv = parse_argv(read_proc(pid, "cmdline", 4096) or b"")
+    return shown(" ".join(argv)[:80]) if argv else "?"
 
 
 # ---- fidoctor watch --pid N ----------------------------------------------------------------

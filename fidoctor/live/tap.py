@@ -98,6 +98,7 @@ class Tap:
         self.server_fds: Dict[str, int] = {}
         self.proc: Optional[subprocess.Popen] = None
         self.copy_fd: Optional[int] = None
+        self.pipe_inodes: List[int] = []   # the server's ends: who still holds them writes here
         self._frames = b""
         if not streams:
             return
@@ -123,6 +124,10 @@ class Tap:
     def started(self) -> None:
         """The server holds its ends now: drop ours, so EOF means the server side closed."""
         for fd in self.server_fds.values():
+            try:
+                self.pipe_inodes.append(os.fstat(fd).st_ino)
+            except OSError:
+                pass
             os.close(fd)
         self.server_fds = {}
 
@@ -150,6 +155,9 @@ class Tap:
             out.append((self.names[idx], self._frames[3:3 + n]))
             self._frames = self._frames[3 + n:]
         return out
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def wait(self, timeout: float) -> None:
         """Let the tap forward what is left; it keeps running on its own if writers remain."""
