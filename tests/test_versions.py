@@ -356,6 +356,36 @@ print(uri(*args), flush=True)
 """
 
 
+def _kill_mid_build_and_restart_on_the_baton(procs, server, compiler, baton, argv, env,
+                                             first_line, py):
+    """The kill/restart flow both baton tests share: once ``compiler`` runs under
+    ``server`` (which holds torch's FileBaton ``baton``), SIGKILL the server, start ``argv``
+    again, check it printed ``first_line`` and then spins in FileBaton.wait() (it never
+    times out), and diagnose with ``--python py``. Returns the restarted process, the
+    diagnosis JSON and its stale ``build-lock-held`` finding for ``baton``."""
+    import signal
+    import subprocess
+
+    from proc_helpers import wait_for
+
+    procs.find(compiler, timeout=240)
+    assert baton.exists(), "torch holds its baton while it builds"
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait(10)
+    restarted = procs.start(argv, env=env, stdout=subprocess.PIPE)
+    assert restarted.stdout.readline().strip() == first_line
+    wait_for(lambda: _wchan_spins(restarted.pid), timeout=60, what="the restart to wait")
+    time.sleep(1.0)
+    assert restarted.poll() is None, "FileBaton.wait() has no timeout: the restart hangs"
+    d = run_cli(["diagnose", "--python", str(py), "--json"], env=env)
+    assert "Traceback" not in d.stderr
+    diag = json.loads(d.stdout)
+    [f] = [f for f in diag["findings"] if f["id"] == "build-lock-held"
+           and f["data"].get("lock_path") == str(baton)]
+    assert f["severity"] == "error" and "stale" in f["title"], f
+    return restarted, diag, f
+
+
 def test_025_a_real_sigkill_mid_build_leaves_torchs_baton_and_the_restart_hangs_on_it(
         tmp_path, procs):
     """Family 0.2.0–0.2.5: FlashInfer's flock (cached_ops/<name>.lock) wraps torch's
@@ -373,10 +403,8 @@ def test_025_a_real_sigkill_mid_build_leaves_torchs_baton_and_the_restart_hangs_
     FlashInfer's flock while it spins on the baton: it must be named as the baton's waiter,
     and the unfinished ``Loading`` line is a build that can never finish (caused by the
     baton), not "a cold build" however busy the killed server's orphans still are."""
-    import signal
     import subprocess
 
-    from proc_helpers import wait_for
 
     py = release_python("0.2.5")
     env = release_env(py, tmp_path, "0.2.5")
@@ -389,21 +417,8 @@ def test_025_a_real_sigkill_mid_build_leaves_torchs_baton_and_the_restart_hangs_
     assert name.startswith("single_decode_with_kv_cache"), name
     mdir = workspace(tmp_path, "0.2.5") / "cached_ops" / name
     baton = mdir / "lock"
-    procs.find("cicc", timeout=240)
-    assert baton.exists(), "torch holds its baton while it builds"
-    os.kill(server.pid, signal.SIGKILL)
-    server.wait(10)
-    restarted = procs.start([str(py), str(script)], env=env, stdout=subprocess.PIPE)
-    assert restarted.stdout.readline().decode().strip() == name
-    wait_for(lambda: _wchan_spins(restarted.pid), timeout=60, what="the restart to wait")
-    time.sleep(1.0)
-    assert restarted.poll() is None, "FileBaton.wait() has no timeout: the restart hangs"
-    d = run_cli(["diagnose", "--python", str(py), "--json"], env=env)
-    assert "Traceback" not in d.stderr
-    diag = json.loads(d.stdout)
-    [f] = [f for f in diag["findings"] if f["id"] == "build-lock-held"
-           and f["data"].get("lock_path") == str(baton)]
-    assert f["severity"] == "error" and "stale" in f["title"], f
+    restarted, diag, f = _kill_mid_build_and_restart_on_the_baton(
+        procs, server, "cicc", baton, [str(py), str(script)], env, name.encode(), py)
     assert f["data"]["waiter_pids"] == [restarted.pid], f
     assert f["data"]["affects"] == [str(mdir)] and f["fixes"][0]["id"] == "remove-stale-baton"
     # the log's unfinished Loading line is not "a cold build": it can never finish
@@ -426,10 +441,8 @@ def test_041_a_real_sigkill_of_the_import_time_c_dlpack_build_leaves_a_stale_bat
     release's own import starts that g++ build, a SIGKILL while cc1plus runs leaves the baton,
     the restarted import spins on it forever, and diagnose names the stale baton of the
     extension with the spinning import as its waiter."""
-    import signal
     import subprocess
 
-    from proc_helpers import wait_for
 
     py = release_python("0.4.1")
     env = build_env(py.parent.parent, tmp_path)
@@ -439,20 +452,7 @@ def test_041_a_real_sigkill_of_the_import_time_c_dlpack_build_leaves_a_stale_bat
     script.write_text("print('importing', flush=True)\nimport flashinfer\n")
     server = procs.start([str(py), str(script)], env=env, stdout=subprocess.PIPE)
     assert server.stdout.readline().strip() == b"importing"
-    procs.find("cc1plus", timeout=240)
-    assert baton.exists(), "torch holds its baton while it builds c_dlpack"
-    os.kill(server.pid, signal.SIGKILL)
-    server.wait(10)
-    restarted = procs.start([str(py), str(script)], env=env, stdout=subprocess.PIPE)
-    assert restarted.stdout.readline().strip() == b"importing"
-    wait_for(lambda: _wchan_spins(restarted.pid), timeout=60, what="the import to wait")
-    time.sleep(1.0)
-    assert restarted.poll() is None, "FileBaton.wait() has no timeout: the import hangs"
-    d = run_cli(["diagnose", "--python", str(py), "--json"], env=env)
-    assert "Traceback" not in d.stderr
-    diag = json.loads(d.stdout)
-    [f] = [f for f in diag["findings"] if f["id"] == "build-lock-held"
-           and f["data"].get("lock_path") == str(baton)]
-    assert f["severity"] == "error" and "stale" in f["title"], f
+    restarted, diag, f = _kill_mid_build_and_restart_on_the_baton(
+        procs, server, "cc1plus", baton, [str(py), str(script)], env, b"importing", py)
     assert f["data"]["extension"] == "c_dlpack" and "torch extension c_dlpack" in f["title"]
     assert f["data"]["waiter_pids"] == [restarted.pid], f
