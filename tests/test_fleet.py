@@ -316,3 +316,31 @@ def test_a_node_that_was_not_checked_says_so_once(real_snaps, tmp_path, box):
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("?"))
     assert line.count("not checked") == 1 and "has no FlashInfer" in line, line
     assert r.returncode == 1
+
+
+def test_pretty_printed_reports_piped_in_are_one_node_each(real_snaps, tmp_path):
+    """``cat reports/*.json | fidoctor fleet -`` (the hint fleet itself prints for a terminal
+    on stdin), where each file is a ``diagnose --json`` (indented, 200 lines): each report is
+    one node. Before: every line was read as a report, ~200 "unreachable nodes" per report
+    and none answered (exit 2). The same for one file of reports written one after another.
+    A garbage line between them costs that line only."""
+    outs = []
+    for kind, name in (("healthy", "n1"), ("truncated", "n2")):
+        snap = tmp_path / f"{name}.snapshot.json"
+        snap.write_text(json.dumps(node_snapshot(real_snaps, kind, name)))
+        r = run_cli(["diagnose", "--json", "--from", str(snap)])
+        assert r.returncode in (0, 1) and r.stdout.count("\n") > 50, r.stderr
+        outs.append(r.stdout)
+    piped = (outs[0] + "not json at all\n" + '{"node": "n3", "unreachable": "timed out"}\n'
+             + outs[1])
+    r = run_cli(["fleet", "--json", "-"], input_text=piped)
+    doc = json.loads(r.stdout)
+    assert sorted(n["name"] for n in doc["nodes"]) == ["n1", "n2"]
+    lines = outs[0].count("\n")
+    bad = f"stdin:{lines + 1}"
+    assert sorted((u["node"], u["reason"][:len(bad) + 31]) for u in doc["unreachable"]) == [
+        ("n3", "timed out"), (bad, f"unreadable report: {bad} is not JSON")]
+    assert r.returncode == 1
+    (tmp_path / "all.json").write_text(outs[0] + outs[1])
+    doc = json.loads(run_cli(["fleet", "--json", str(tmp_path / "all.json")]).stdout)
+    assert sorted(n["name"] for n in doc["nodes"]) == ["n1", "n2"] and doc["unreachable"] == []

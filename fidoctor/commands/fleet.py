@@ -39,7 +39,8 @@ def command(reports, as_json, as_md, timeout, hostfile, slurm, ray_address, ray_
 
     \b
     REPORTS are diagnose --json outputs or snapshots (replayed here): files,
-    directories of *.json / *.jsonl, or - for JSON lines on stdin. A line
+    directories of *.json / *.jsonl, or - for stdin (JSON lines, or reports
+    one after another: cat reports/*.json | fidoctor fleet -). A line
     {"node": NAME, "unreachable": REASON} lists a node that did not answer.
     --ssh HOSTFILE / --slurm / --ray [ADDRESS] collect the reports instead
     (fidoctor installed on the nodes); the slowest node never holds the summary

@@ -15,6 +15,7 @@ bytes, stdin read against a deadline.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from fidoctor.errors import FidoctorError
-from fidoctor.safeio import MiB, UnsafeFile, loads_json, read_bytes
+from fidoctor.safeio import MAX_DEPTH, MiB, UnsafeFile, _depth_exceeds, loads_json, read_bytes
 
 FILE_CAP = 256 * MiB
 LINE_CAP = 64 * MiB
@@ -148,10 +149,41 @@ def judge(obj: Any, source: str, default_name: str, loaded: Loaded) -> None:
     loaded.nodes.append(Node(name, by, source, kind, status, verdict, sorted(set(probs)), facts))
 
 
-def _split_lines(data: bytes) -> Iterator[Tuple[int, bytes]]:
-    for n, line in enumerate(data.split(b"\n"), 1):
-        if line.strip():
-            yield n, line
+_SPACE = re.compile(r"\s*")
+
+
+def _documents(data: bytes) -> Iterator[Tuple[int, Any, str]]:
+    """Every JSON value in ``data`` as (its first line, the value or None, why not), whether
+    one per line (JSON lines) or pretty-printed one after another (``cat reports/*.json``,
+    each a ``diagnose --json``): split by the decoder, not by newlines. A value that does
+    not parse costs its line only: reading goes on at the next one."""
+    text = data.decode("utf-8", "replace")
+    dec = json.JSONDecoder()
+    pos, line = 0, 1
+    while True:
+        start = _SPACE.match(text, pos).end()
+        line += text.count("\n", pos, start)
+        if start >= len(text):
+            return
+        eol = text.find("\n", start)
+        eol = len(text) if eol < 0 else eol
+        try:
+            obj, end = dec.raw_decode(text, start)
+        except RecursionError:
+            obj, end, why = None, -1, "nests too deep; not fidoctor's JSON"
+        except ValueError as e:
+            obj, end, why = None, -1, f"is not JSON ({str(e)[:200]})"
+        if end >= 0:
+            chunk = text[start:end].encode("utf-8", "replace")
+            why = ""
+            if len(chunk) > LINE_CAP:
+                obj, why = None, f"longer than {LINE_CAP} bytes"
+            elif _depth_exceeds(chunk, MAX_DEPTH):
+                obj, why = None, f"nests deeper than {MAX_DEPTH} levels; not fidoctor's JSON"
+        yield line, obj, why
+        nxt = end if end >= 0 else eol
+        line += text.count("\n", start, nxt)
+        pos = nxt
 
 
 def _parse_into(data: bytes, source: str, name: str, as_lines: bool, loaded: Loaded) -> None:
@@ -160,23 +192,18 @@ def _parse_into(data: bytes, source: str, name: str, as_lines: bool, loaded: Loa
             judge(loads_json(data, source, noun="JSON"), source, name, loaded)
             return
         except UnsafeFile as e:
-            if data.count(b"\n{") == 0:
+            if data.count(b"\n{") == 0 and data.count(b"}{") == 0:
                 loaded.unreachable.append(Unreachable(name, f"unreadable report: {e.message}",
                                                       source))
                 return
-    for n, line in _split_lines(data):
+    for n, obj, why in _documents(data):
         where = f"{source}:{n}"
-        if len(line) > LINE_CAP:
-            loaded.unreachable.append(Unreachable(f"{name}:{n}", "line longer than "
-                                                  f"{LINE_CAP} bytes", where))
-            continue
-        try:
-            obj = loads_json(line, where, noun="JSON")
-        except UnsafeFile as e:
-            loaded.unreachable.append(Unreachable(f"{name}:{n}", f"unreadable report: {e.message}",
+        label = f"{name}:{n}" if name != "stdin" else f"stdin:{n}"
+        if why:
+            loaded.unreachable.append(Unreachable(label, f"unreadable report: {where} {why}",
                                                   where))
             continue
-        judge(obj, where, f"{name}:{n}" if name != "stdin" else f"stdin:{n}", loaded)
+        judge(obj, where, label, loaded)
 
 
 def _file_name(path: str) -> str:
@@ -191,7 +218,7 @@ def read_stdin(deadline_s: float, cap: int = MAX_TOTAL) -> bytes:
     """All of stdin, stopping at ``deadline_s`` (a pipe that stays open) or ``cap`` bytes."""
     fd = sys.stdin.fileno()
     if os.isatty(fd):
-        raise FidoctorError("fleet - reads JSON lines from a pipe, not a terminal",
+        raise FidoctorError("fleet - reads reports from a pipe, not a terminal",
                             "pipe reports in: cat reports/*.json | fidoctor fleet -")
     parts: List[bytes] = []
     got, end = 0, time.monotonic() + deadline_s
