@@ -77,8 +77,30 @@ def test_first_overrun_start_clock_counts_from_server_start():
 
 
 def test_bad_deadline_is_a_clear_error():
-    r = run(["run", "--deadline", "soon", "--", "true"])
-    assert r.returncode == 2 and "expected SECONDS[=LABEL]" in r.stderr and "Traceback" not in r.stderr
+    for bad in ("soon", "nan", "inf", "1e400"):
+        r = run(["run", "--deadline", bad, "--", "true"])
+        assert r.returncode == 2 and "expected SECONDS[=LABEL]" in r.stderr, (bad, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("env, argv", [
+    ({"VLLM_ENGINE_READY_TIMEOUT_S": "nan"}, []),
+    ({"VLLM_ENGINE_READY_TIMEOUT_S": "inf"}, []),
+    ({"VLLM_ENGINE_READY_TIMEOUT_S": "600", "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS": "1e400"}, []),
+    ({}, ["-m", "sglang.launch_server", "--watchdog-timeout", "inf"]),
+])
+def test_a_clock_that_is_no_number_never_crashes_the_watch_of_a_started_server(tmp_path, env, argv):
+    """A vLLM/SGLang timeout of nan/inf in the server's environment or argv: run died in
+    int(nan) ('internal error', exit 2) after the server had started; the server ran on in its
+    own session and its exit code was lost (found by QA). Now the clock is not a clock, and
+    the server's code comes back."""
+    ev = tmp_path / "ev.jsonl"
+    r = run(["run", "--events", str(ev), "--", sys.executable, "-c",
+             "import sys; sys.exit(3)", *argv], env=dict(os.environ, **env))
+    assert r.returncode == 3, r.stderr
+    assert "internal error" not in r.stderr
+    start = valid(events_of(ev))[0]
+    assert all(d["seconds"] < 1e9 for d in start["deadlines"]), start
 
 
 # ---- fatal lines in the stream -------------------------------------------------------------

@@ -23,6 +23,7 @@ the forward step that triggered the build (≈ the build's start).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import asdict, dataclass
@@ -67,10 +68,14 @@ def flag_value(argv: Sequence[str], *names: str) -> Optional[str]:
 
 
 def _num(text: Optional[str]) -> Optional[float]:
+    """A finite number, else None: 'nan', 'inf' or '1e400' in the server's environment or
+    argv (VLLM_ENGINE_READY_TIMEOUT_S=inf) crashed run/watch in int() after the server had
+    started (it ran on, orphaned, its exit code lost), and passed --deadline as no clock."""
     try:
-        return float(text) if text is not None else None
+        v = float(text) if text is not None else None
     except ValueError:
         return None
+    return v if v is not None and math.isfinite(v) else None
 
 
 def parse_user_deadline(text: str) -> Tuple[float, str]:
