@@ -99,8 +99,9 @@ def _maps(pid: int) -> Tuple[bool, Optional[str]]:
 
 def _environ_root(pid: int) -> str:
     env = parse_environ(read_proc(pid, "environ") or b"")
-    base = env.get("FLASHINFER_WORKSPACE_BASE") or env.get("HOME") or ""
-    return os.path.join(base, ".cache", "flashinfer") if base else ""
+    from fidoctor.flashinfer.layout import process_cache_root
+
+    return process_cache_root(pid, env) if env else ""
 
 
 def incomplete_modules(root: str, limit: int = MAX_MODULE_DIRS) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional
 
 VERSION_RE = re.compile(r"^\d+\.\d+\.\d+([.+\-a-zA-Z0-9]*)$")
 ARCH_RE = re.compile(r"^(noarch|\d{2,3}[a-z]?(_\d{2,3}[a-z]?)*)$")
@@ -72,3 +72,52 @@ def family_of(version: Optional[str]) -> Optional[str]:
     if v < Version("0.7.0"):
         return "C"
     return "D"
+
+
+def cache_root(env: Mapping[str, str], cwd: Optional[str] = None,
+               uid: Optional[int] = None) -> str:
+    """``<base>/.cache/flashinfer`` exactly as FlashInfer (every release, ``jit/env.py``)
+    computes it in a process with environment ``env``, working dir ``cwd`` and uid ``uid``.
+
+    FlashInfer takes ``pathlib.Path(os.getenv("FLASHINFER_WORKSPACE_BASE", Path.home()))``:
+    a variable that is *set* wins even when empty or relative (``""`` is the process's cwd;
+    ``relative/dir`` is under its cwd, not fidoctor's), and ``Path.home()`` is ``$HOME`` when
+    set (``""`` reads as ``/``), else the home of the process's uid in the password database —
+    not fidoctor's own home. ``cwd``/``uid`` default to fidoctor's own (``--python``: the
+    server is assumed to run as the user running fidoctor, from here).
+    """
+    base = env.get("FLASHINFER_WORKSPACE_BASE")
+    if base is None:
+        home = env.get("HOME")
+        if home is None:
+            import pwd
+
+            try:
+                home = pwd.getpwuid(os.getuid() if uid is None else uid).pw_dir
+            except KeyError:  # a uid without a passwd entry: Python falls back the same way
+                home = ""
+        base = home.rstrip("/") or "/"
+    if not os.path.isabs(base):
+        base = os.path.join(cwd or os.getcwd(), base)
+    return os.path.normpath(os.path.join(base, ".cache", "flashinfer"))
+
+
+def process_cache_root(pid: Optional[int], env: Mapping[str, str]) -> str:
+    """``cache_root`` for a live process: its environment ``env``, its cwd and its real uid
+    (``/proc/PID/cwd``, ``/proc/PID/status``); fidoctor's own where they cannot be read."""
+    cwd: Optional[str] = None
+    uid: Optional[int] = None
+    if pid:
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            cwd = None
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                for line in f.read(1 << 16).decode("utf-8", "replace").splitlines():
+                    words = line.split()
+                    if words[:1] == ["Uid:"] and len(words) > 1 and words[1].isdigit():
+                        uid = int(words[1])
+        except OSError:
+            uid = None
+    return cache_root(env, cwd, uid)

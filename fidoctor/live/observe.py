@@ -150,9 +150,9 @@ class Observer:
     # ---- the server's side ------------------------------------------------------------
     @property
     def flashinfer_root(self) -> str:
-        base = self.env.get("FLASHINFER_WORKSPACE_BASE") or self.env.get("HOME") or \
-            os.path.expanduser("~")
-        return os.path.join(base, ".cache", "flashinfer")
+        from fidoctor.flashinfer.layout import process_cache_root
+
+        return process_cache_root(self.root, self.env)
 
     def workspaces(self, now: float) -> List[Dict[str, Any]]:
         if now - self._ws_at >= WORKSPACE_EVERY_S or not self._ws:

@@ -115,10 +115,9 @@ class Session:
     def __post_init__(self) -> None:
         history = None
         try:
-            from fidoctor.flashinfer.layout import discover_workspaces
+            from fidoctor.flashinfer.layout import discover_workspaces, process_cache_root
 
-            base = self.env.get("FLASHINFER_WORKSPACE_BASE") or self.env.get("HOME") or "~"
-            root = os.path.join(os.path.expanduser(base), ".cache", "flashinfer")
+            root = process_cache_root(self.root, self.env)
             history = eta.History.gather([str(w["path"]) for w in discover_workspaces(root)],
                                          build_log=self.env.get("FLASHINFER_JIT_BUILD_LOG"))
         except OSError:

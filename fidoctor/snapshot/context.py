@@ -10,6 +10,7 @@ venv/conda interpreter, else the one running fidoctor.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import asdict, dataclass, field
@@ -51,11 +52,14 @@ class GatherContext:
     def home(self) -> str:
         return self.env.get("HOME") or os.path.expanduser("~")
 
-    @property
+    @functools.cached_property
     def flashinfer_root(self) -> str:
-        """``$FLASHINFER_WORKSPACE_BASE`` (else ``$HOME``) ``/.cache/flashinfer``."""
-        base = self.env.get("FLASHINFER_WORKSPACE_BASE") or self.home
-        return os.path.join(base, ".cache", "flashinfer")
+        """``$FLASHINFER_WORKSPACE_BASE`` (else the home) ``/.cache/flashinfer`` as FlashInfer
+        computes it in the target: an empty or relative base is under the server's cwd, no
+        ``HOME`` is its uid's home (``fidoctor.flashinfer.layout.cache_root``)."""
+        from fidoctor.flashinfer.layout import process_cache_root
+
+        return process_cache_root(self.pid, self.env)
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)

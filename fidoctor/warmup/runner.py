@@ -131,8 +131,9 @@ def start_error(python: str, err: str, env: Optional[Dict[str, str]] = None) -> 
     why = next((w for w in UNWRITABLE if w in err), None)
     if why:   # FlashInfer makes its workspace dirs on import: not an install problem
         e = dict(os.environ if env is None else env)
-        base = e.get("FLASHINFER_WORKSPACE_BASE") or e.get("HOME") or "~"
-        root = os.path.join(base, ".cache", "flashinfer")
+        from fidoctor.flashinfer.layout import cache_root
+
+        root = cache_root(e)
         return FidoctorError(
             f"cannot warm up with {python}: FlashInfer cannot write its workspace {root} "
             f"({why}: {err}); a server with this environment fails the same way",

@@ -152,9 +152,9 @@ def _environ_roots(pid: int) -> List[str]:
         return []
     env = parse_environ(raw)
     out = []
-    base = env.get("FLASHINFER_WORKSPACE_BASE") or env.get("HOME")
-    if base:
-        out.append(os.path.join(base, ".cache", "flashinfer"))
+    from fidoctor.flashinfer.layout import process_cache_root
+
+    out.append(process_cache_root(pid, env))
     ext = torch_extensions_root(env)
     if ext:
         out.append(ext)

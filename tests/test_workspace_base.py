@@ -1,0 +1,69 @@
+"""Which cache a server really uses: ``FLASHINFER_WORKSPACE_BASE`` empty or relative, ``HOME``
+unset — computed as FlashInfer's ``jit/env.py`` does (every release:
+``Path(os.getenv("FLASHINFER_WORKSPACE_BASE", Path.home()))``), in the server's cwd and uid.
+
+Real processes: a server started in its own cwd with a relative base over a real broken module,
+one with an empty base, and one running as uid 65534 without ``HOME``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import subprocess
+import sys
+
+import pytest
+from conftest import DECODE, Box, run_cli
+from proc_helpers import wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _env_without(*names, **extra):
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    env.update(extra)
+    return env
+
+
+@pytest.mark.parametrize("base", ["ws", ""])
+def test_a_relative_or_empty_base_is_under_the_servers_cwd(tmp_path, built_so, procs, base):
+    """``FLASHINFER_WORKSPACE_BASE=ws`` (or set but empty: ``Path("")`` is the cwd): FlashInfer
+    caches under the server's cwd. fidoctor joined it to its *own* cwd (empty: fell back to
+    HOME) and judged another cache: the broken module was never seen."""
+    srv = tmp_path / "srv"
+    box = Box(srv / base if base else srv, built_so)
+    ws = box.workspace()
+    box.module(ws, DECODE, so="truncated")
+    ready = tmp_path / "ready"
+    server = procs.start([sys.executable, "-c", f"import os, time; os.chdir({str(srv)!r}); "
+                          f"open({str(ready)!r}, 'w').close(); time.sleep(600)"],
+                         env=_env_without("FLASHINFER_WORKSPACE_BASE",
+                                          FLASHINFER_WORKSPACE_BASE=base))
+    wait_for(ready.exists, what="the server in its cwd")
+    elsewhere = tmp_path / "elsewhere"  # fidoctor runs from another dir
+    elsewhere.mkdir()
+    r = subprocess.run([sys.executable, "-m", "fidoctor", "diagnose", "--json", "--pid",
+                        str(server.pid)], capture_output=True, text=True, timeout=120,
+                       cwd=str(elsewhere))
+    doc = json.loads(r.stdout)
+    assert doc["target"]["flashinfer_root"] == str(box.root), doc["target"]["flashinfer_root"]
+    assert "cache-incomplete-module" in [f["id"] for f in doc["findings"]], doc["findings"]
+
+
+def test_no_home_is_the_servers_uid_home_not_fidoctors(tmp_path, procs):
+    """A server without ``HOME`` (cron, a bare ``env -i``) running as uid 65534: FlashInfer's
+    ``Path.home()`` is that uid's passwd home; fidoctor took its own ``~``."""
+    from nobody_helpers import nobody_python
+
+    py = nobody_python()
+    server = procs.start(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", py,
+                          "-c", "import time; time.sleep(600)"],
+                         env={"PATH": "/usr/bin:/bin"})
+    wait_for(lambda: "python" in os.readlink(f"/proc/{server.pid}/exe"),
+             what="setpriv to exec the python")
+    r = run_cli(["diagnose", "--json", "--pid", str(server.pid)], timeout=120)
+    doc = json.loads(r.stdout)
+    want = os.path.join(pwd.getpwuid(65534).pw_dir, ".cache", "flashinfer")
+    assert doc["target"]["flashinfer_root"] == os.path.normpath(want), doc["target"]
