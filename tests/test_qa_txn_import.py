@@ -4,6 +4,7 @@ the real `fidoctor warmup --arch 9.0a`, imported into a second real venv; see ca
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import pytest
 from cache_helpers import target_env, workspace_of
 from conftest import run_cli
 from test_cache_real import built, bundle, do, module_dir, t2, tree  # noqa: F401 - fixtures
+from warmup_helpers import build_env, target_venv
 
 pytestmark = pytest.mark.slow
 ARCH = ["--arch", "9.0a"]
@@ -87,3 +89,28 @@ def test_import_does_not_follow_cached_ops_swapped_for_a_symlink_after_the_check
     assert p.returncode == 2, out + err
     assert "no longer a directory" in err and "Traceback" not in err
     assert list((ws / "cached_ops.real").iterdir()) == []
+
+
+def test_export_of_a_module_dir_holding_a_1tb_sparse_file_refuses_it_without_reading(
+        built, tmp_path):  # noqa: F811
+    """A 1 TB sparse file (a core dump, a runaway write) in a module dir: export hashed it
+    (an hour of zeros) and would then have copied it into the tar. It is now refused from its
+    size (import takes no member over 1 GiB). The real export runs in a private mount namespace
+    where a copy of the shared built workspace is bind-mounted over it (its build.ninja names
+    absolute paths; the shared copy itself is never written)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy, symlinks=True)
+    core = module_dir(copy) / "core"
+    with open(core, "wb") as f:
+        f.truncate(1 << 40)
+    py = target_venv()
+    env = build_env(py.parent.parent, built)
+    out = tmp_path / "out.tar"
+    r = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh", str(copy), str(built),
+         sys.executable, "-m", "fidoctor", "cache", "export", "--python", str(py), *ARCH,
+         "-o", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "1099511627776 bytes" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not list(tmp_path.glob("out.tar*"))

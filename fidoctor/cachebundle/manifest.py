@@ -82,7 +82,15 @@ def _read(path: str, limit: int = 256 << 20) -> bytes:
 
 
 def file_entry(ws: str, path: str, digests: DigestCache) -> FileEntry:
+    from fidoctor.cachebundle.bundle import MAX_FILE
+
     st = os.lstat(path)
+    if st.st_size > MAX_FILE:
+        # hashing a 1 TB (sparse) file took an hour, then it went into the tar; import
+        # refuses any member over MAX_FILE anyway
+        raise FidoctorError(f"{path}: {st.st_size} bytes, more than a bundle member may hold "
+                            f"({MAX_FILE >> 30} GiB); not shipped",
+                            "remove it from the module dir if it is not part of the build")
     sha = digests.get(path)
     if sha is None:
         raise FidoctorError(f"{path}: cannot read it")
