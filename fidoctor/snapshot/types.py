@@ -457,7 +457,7 @@ class LocksFacts(TypedDict, total=False):
     own_pids: List[int]
     fd_scan: Dict[str, int]
     sample_window_s: float
-    idle_lock_files: int  # --level quick: unheld flock files counted, not listed
+    idle_lock_files: int  # none held: the unheld flock files counted, not listed (any level)
 
 
 # --- Section ``oom`` (fidoctor/snapshot/gather/oom.py): the target's memory cgroup. ---
