@@ -138,3 +138,57 @@ def test_kubernetes_init_warmup_never_keeps_the_pod_from_starting(tmp_path):
     assert "fidoctor: error: cannot warm up" in r.stderr and "--arch" in r.stderr
     assert "not all kernels are ready" in r.stderr
     assert pod.count("limits: {nvidia.com/gpu: 1}") == 2
+
+
+def _textfile_runs(tmp_path, built_so):
+    """(README's prom lines, the DaemonSet's loop body), each as sh text whose textfile dir is
+    ``tmp_path/textfile``, and the env of a broken node (a truncated module) with the real CLI
+    first on PATH."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(fidoctor diagnose --level quick --format slurm.*?)```",
+                      readme, re.S).group(1)
+    prom = "\n".join(block.splitlines()[1:-1])  # between the slurm and the npd lines
+    assert "--format prom" in prom
+    ds = (CONTRIB / "kubernetes" / "fidoctor-daemonset.yaml").read_text()
+    body = re.search(r"while true; do\n(.*?)\n\s*sleep 300", ds, re.S).group(1)
+    out = tmp_path / "textfile"
+    out.mkdir()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "fidoctor").symlink_to(FIDOCTOR)
+    env = _box(tmp_path, built_so, "node", True).env(PATH=f"{bindir}:/usr/bin:/bin")
+    return (prom.replace("/var/lib/node_exporter", str(out)),
+            body.replace("/textfile", str(out))), out, bindir, env
+
+
+def test_the_prom_textfile_recipes_publish_a_node_with_problems(tmp_path, built_so):
+    """README's prom lines and the DaemonSet's loop, run by a real shell on a node with a
+    truncated module: the textfile must say so. Before: README's ``> tmp && mv`` skipped the
+    mv whenever fidoctor exited 1 (a problem found: the very case to publish), leaving a
+    stale healthy file and a ``fidoctor.prom.PID`` behind at every run."""
+    runs, out, _, env = _textfile_runs(tmp_path, built_so)
+    for sh in runs:
+        for f in out.iterdir():
+            f.unlink()
+        r = subprocess.run(["sh", "-c", sh], env=env, capture_output=True, text=True,
+                           timeout=120)
+        assert sorted(p.name for p in out.iterdir()) == ["fidoctor.prom"], (sh, r.stderr)
+        text = (out / "fidoctor.prom").read_text()
+        assert 'fidoctor_finding{id="cache-incomplete-module",severity="error"} 1' in text
+
+
+def test_the_prom_textfile_recipes_keep_the_last_file_when_fidoctor_fails(tmp_path, built_so):
+    """A run that prints nothing (fidoctor could not run: a bad flag, killed at the memory
+    limit) must not replace the last good textfile with an empty one, nor leave its temp
+    file: the last run's timestamp metric then shows how stale it is. Before: the DaemonSet
+    moved whatever came out (an empty file) over it."""
+    runs, out, bindir, env = _textfile_runs(tmp_path, built_so)
+    good = "fidoctor_exit_code{level=\"quick\"} 0\n"
+    (bindir / "fidoctor").unlink()
+    (bindir / "fidoctor").write_text("#!/bin/sh\necho 'fidoctor: error: boom' >&2\nexit 2\n")
+    (bindir / "fidoctor").chmod(0o755)
+    for sh in runs:
+        (out / "fidoctor.prom").write_text(good)
+        subprocess.run(["sh", "-c", sh], env=env, capture_output=True, text=True, timeout=60)
+        assert sorted(p.name for p in out.iterdir()) == ["fidoctor.prom"], sh
+        assert (out / "fidoctor.prom").read_text() == good, sh
