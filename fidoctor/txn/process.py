@@ -83,6 +83,11 @@ class Terminate:
             return  # already gone: apply has nothing to do
         if os.getpid() in self.live:
             raise StepError("refusing to terminate fidoctor itself")
+        for pid in self.live:
+            other = _other_namespace(pid, self.module_dir)
+            if other:
+                raise StepError(f"{other}; nothing was signalled",
+                                "end it from inside its container if it really is stuck")
         if self.orphans_only:
             owner = _python_ancestor(self.live)
             if owner is not None:
@@ -144,6 +149,31 @@ class Terminate:
 
     def cleanup(self) -> None:
         pass
+
+
+def _other_namespace(pid: int, module_dir: str) -> str:
+    """Why ``pid`` builds something that is not this cache ('' when it is ours).
+
+    A process in another mount namespace (a container) may name the very same path as our
+    module dir while it works on another directory (its own cache, or a copy bind-mounted
+    there): argv and cwd strings cannot tell. The dir as that process sees it
+    (``/proc/PID/root`` + path) must be the same inode as ours, else it is not our build.
+    """
+    try:
+        if os.stat(f"/proc/{pid}/ns/mnt").st_ino == os.stat("/proc/self/ns/mnt").st_ino:
+            return ""
+    except OSError:
+        return ""  # gone, or not ours to inspect (then the signal is refused anyway)
+    where = module_dir or "the module dir"
+    try:
+        theirs = os.stat(f"/proc/{pid}/root/{module_dir.lstrip('/')}") if module_dir else None
+        ours = os.stat(module_dir) if module_dir else None
+        if theirs and ours and (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino):
+            return ""
+    except OSError:
+        pass
+    return (f"pid {pid} runs in another mount namespace (a container?) where {where} is not "
+            "this machine's directory: it builds someone else's cache")
 
 
 def _python_ancestor(pids: List[int]) -> Any:

@@ -1,0 +1,59 @@
+"""QA of terminate-build-tree against processes that are not ours to end (real processes, a real
+mount namespace made with unshare(1), real signals)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import psutil
+import pytest
+from conftest import DECODE
+from fix_helpers import cli, fix_env
+from proc_helpers import (
+    SERVER,
+    fakecc,
+    make_fifo,
+    reparented,
+    same_alive,
+    script,
+    wait_for,
+    write_module,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_a_stuck_build_of_a_containers_own_cache_at_the_same_path_is_never_ended(
+        box, procs, tmp_path):
+    """A 'container' (its own mount namespace) has its own cache bind-mounted at the very path
+    of ours and a build there is stuck and orphaned (its server SIGKILLed). From the host, its
+    argv and cwd name our module dir; but it is not our cache. `fidoctor fix --use
+    terminate-build-tree` on the host must not signal it (before: it was SIGKILLed)."""
+    if not shutil.which("unshare"):
+        pytest.skip("unshare(1) not installed")
+    ws = box.workspace()
+    fifo = make_fifo(tmp_path / "never.fifo")
+    bindir = fakecc()
+    write_module(ws, DECODE, f"--fifo {fifo}")
+    theirs = tmp_path / "container-cache"
+    shutil.copytree(ws, theirs, symlinks=True)  # the same names, other inodes
+    server_py = script(procs.tmp, "server.py", SERVER)
+    server = procs.start(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh", str(theirs), str(ws),
+         sys.executable, str(server_py), str(ws / "cached_ops" / "tmp" / f"{DECODE}.lock"),
+         str(ws / "cached_ops" / DECODE), str(ws / "flashinfer_jit.log")], env=box.env())
+    ninja = procs.find("ninja")
+    nvcc = procs.find("nvcc")
+    assert bindir
+    server.kill()
+    server.wait()
+    wait_for(lambda: reparented(ninja, server.pid), what="ninja re-parented")
+    theirs_pids = {p: psutil.Process(p).create_time() for p in (ninja, nvcc)}
+    env = fix_env(box, tmp_path / "state")
+    r = cli(["fix", "--yes", "--no-warmup", "--only", "build-process-stuck",
+             "--use", "terminate-build-tree"], env, timeout=150)
+    assert all(same_alive(p, ct) for p, ct in theirs_pids.items()), r.stdout + r.stderr
+    assert "another mount namespace" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
