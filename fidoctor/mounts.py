@@ -140,10 +140,9 @@ def owner_mode(path: str) -> Dict[str, Any]:
         return {"path": path, "exists": False}
     except OSError as e:
         return {"path": path, "exists": False, "error": e.strerror or str(e)}
-    import stat as _stat
+    from fidoctor.fsutil import file_kind
 
-    kind = "dir" if _stat.S_ISDIR(st.st_mode) else "symlink" if _stat.S_ISLNK(st.st_mode) \
-        else "file" if _stat.S_ISREG(st.st_mode) else "other"
+    kind = file_kind(st.st_mode)  # dir | file | fifo | socket | special
     out = {"path": path, "exists": True, "kind": kind, "uid": st.st_uid, "gid": st.st_gid,
            "mode": st.st_mode & 0o7777}
     if os.path.islink(path):

@@ -67,3 +67,29 @@ def test_no_home_is_the_servers_uid_home_not_fidoctors(tmp_path, procs):
     doc = json.loads(r.stdout)
     want = os.path.join(pwd.getpwuid(65534).pw_dir, ".cache", "flashinfer")
     assert doc["target"]["flashinfer_root"] == os.path.normpath(want), doc["target"]
+
+
+@pytest.mark.parametrize("blocker", ["fifo", "file"])
+def test_a_file_or_fifo_where_the_cache_must_be(tmp_path, blocker):
+    """``FLASHINFER_WORKSPACE_BASE`` naming a FIFO said "uid 0 cannot write … Permission
+    denied", "… is a other, not a directory", offered ``chown -R`` of the FIFO (which changes
+    nothing) and a cache-unreadable "…: error" with more chowns; a regular file at
+    ``.cache/flashinfer`` (FlashInfer's mkdir: File exists) was not seen at all."""
+    if blocker == "fifo":
+        base = tmp_path / "base.fifo"
+        os.mkfifo(base)
+        words = f"{base} is a FIFO (named pipe), not a directory"
+    else:
+        base = tmp_path / "base"
+        (base / ".cache").mkdir(parents=True)
+        (base / ".cache" / "flashinfer").write_text("x\n")
+        words = f"{base}/.cache/flashinfer is a regular file, not a directory"
+    r = run_cli(["diagnose", "--json"], timeout=120,
+                env=dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(base)))
+    doc = json.loads(r.stdout)
+    f = [x for x in doc["findings"] if x["id"] == "cache-not-writable"]
+    assert f, [x["id"] for x in doc["findings"]]
+    assert words in f[0]["title"] and "Permission denied" not in f[0]["title"], f[0]["title"]
+    cmds = [c for fx in f[0]["fixes"] for c in fx["commands"]]
+    assert not any(c.startswith("chown") for c in cmds), cmds
+    assert "cache-unreadable" not in [x["id"] for x in doc["findings"]]

@@ -53,6 +53,15 @@ def ro_reason(m: Optional[Dict[str, Any]], src: str) -> Optional[str]:
     return None
 
 
+_KIND_WORDS = {"file": "a regular file", "fifo": "a FIFO (named pipe)", "socket": "a socket",
+               "special": "a device node", "other": "not a directory"}
+NOT_A_DIR = ", not a directory"  # marks a blocked path in a problem text (no chown fixes it)
+
+
+def _not_dir(path: str, kind: Optional[str]) -> str:
+    return f"{path} is {_KIND_WORDS.get(str(kind), f'a {kind}')}{NOT_A_DIR}"
+
+
 def write_problem(fs: Dict[str, Any], place: Dict[str, Any]) -> Optional[str]:
     """Why the target cannot create or write ``place`` (None: it can)."""
     ident = fs.get("identity", {})
@@ -62,6 +71,9 @@ def write_problem(fs: Dict[str, Any], place: Dict[str, Any]) -> Optional[str]:
     for anc in place.get("ancestors", []):
         if anc.get("exists") and anc.get("kind") == "dir" and not may(ident, anc, X):
             return f"{anc['path']}: {fmt_owner(anc)}: uid {ident.get('uid')} cannot enter it"
+    if place.get("exists") and place.get("role") not in ("log", "tmpdir", "candidate") \
+            and place.get("kind") not in ("dir", None):
+        return _not_dir(place["path"], place.get("kind"))  # FlashInfer's mkdir: File exists
     if place.get("exists"):
         need = W | X if place.get("kind") == "dir" else W
         if not may(ident, place, need):
@@ -73,7 +85,7 @@ def write_problem(fs: Dict[str, Any], place: Dict[str, Any]) -> Optional[str]:
         return (f"{place['path']} does not exist and its nearest existing parent {near['path']} "
                 f"({fmt_owner(near)}) does not let uid {ident.get('uid')} create it")
     if near.get("exists") and near.get("kind") not in ("dir", None):
-        return f"{near['path']} is a {near.get('kind')}, not a directory"
+        return _not_dir(near["path"], near.get("kind"))  # mkdir below it: Not a directory
     return None
 
 

@@ -22,7 +22,16 @@ from typing import Any, Dict, Iterable, List
 
 from fidoctor.model import Finding, Fix
 from fidoctor.probes._facts import env_fix
-from fidoctor.probes._fsfacts import gib, local_base, mount, places, ro_reason, who, write_problem
+from fidoctor.probes._fsfacts import (
+    NOT_A_DIR,
+    gib,
+    local_base,
+    mount,
+    places,
+    ro_reason,
+    who,
+    write_problem,
+)
 from fidoctor.snapshot import Snapshot
 
 ID = "cache-not-writable"
@@ -43,7 +52,8 @@ def check(snap: Snapshot) -> Iterable[Finding]:
             continue
         seen.add(why)
         problems.append({"role": pl["role"], "path": pl["path"], "why": why,
-                         "ro": bool(ro_reason(mount(fs, pl), ""))})
+                         "ro": bool(ro_reason(mount(fs, pl), "")),
+                         "not_dir": why.endswith(NOT_A_DIR)})
     if not problems:
         return
     affects: List[str] = []
@@ -71,7 +81,12 @@ def check(snap: Snapshot) -> Iterable[Finding]:
             f"Point FLASHINFER_WORKSPACE_BASE at {base['path']} (uid "
             f"{ident.get('uid')} may create it; local {base['fstype']}, {gib(base['avail_bytes'])} "
             "free): the next start builds a fresh cache there (cold: minutes of compiling)"))
-    if not ro:
+    blocked = all(p["not_dir"] for p in problems)
+    if blocked:  # a file, FIFO or device where a directory must be: no chown or remount helps
+        fixes.append(Fix(description=f"Move aside what stands where the cache must be: "
+                         f"{problems[0]['why']} (FlashInfer cannot create its directories there)",
+                         safety="caution"))
+    elif not ro:
         target = problems[0]["path"] if problems[0]["role"] != "root" else root
         fixes.append(Fix(
             description="Give the cache back to the user the server runs as",
@@ -87,8 +102,9 @@ def check(snap: Snapshot) -> Iterable[Finding]:
     yield Finding(
         id=ID, severity="error", subject=root,
         title=("the FlashInfer cache is on a read-only mount: builds and the JIT log fail"
-               if ro else f"uid {ident.get('uid')} cannot write the FlashInfer cache: builds fail "
-               "with Permission denied"),
+               if ro else f"the FlashInfer cache cannot be created: {problems[0]['why']}"
+               if blocked else f"uid {ident.get('uid')} cannot write the FlashInfer cache: builds "
+               "fail with Permission denied"),
         evidence=evidence, fixes=fixes,
         data={"affects": affects, "uid": ident.get("uid"), "read_only": ro,
               "places": problems, "workspace_base": base["path"] if base else None})

@@ -11,6 +11,8 @@ Fix: run fidoctor as the server's user, or give that user the cache back
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Iterable
 
 from fidoctor.model import Finding, Fix
@@ -24,8 +26,11 @@ REQUIRES = ("cache",)
 def check(snap: Snapshot) -> Iterable[Finding]:
     cache = snap.data("cache")
     problems = []
-    if cache.get("root_kind") in ("denied", "error"):
-        problems.append(f"{cache.get('root')}: {cache.get('root_kind')}")
+    why = cache.get("root_error")
+    if cache.get("root_kind") == "denied" or cache.get("root_kind") == "error" and \
+            why != os.strerror(errno.ENOTDIR):  # a file/FIFO above it: cache-not-writable's
+        problems.append(f"{cache.get('root')}: {cache.get('root_kind')}"
+                        + (f" ({why})" if why else ""))
     for ws in workspaces(snap):
         problems.extend(ws.get("errors", []))
         problems.extend(f"{m['path']}: {m['error']}" for m in ws.get("modules", [])

@@ -364,6 +364,7 @@ class CacheFacts(TypedDict, total=False):
     root: str                        # $FLASHINFER_WORKSPACE_BASE (else $HOME)/.cache/flashinfer
     root_kind: str                   # "dir" | "absent" | "symlink" | "denied" | …
     root_real: str                   # when root is a symlink
+    root_error: str                  # why lstat of the root failed (root_kind "error")
     workspaces: List[WorkspaceFacts]
 
 

@@ -397,6 +397,8 @@ def gather(ctx, done) -> Dict[str, Any]:
     out: Dict[str, Any] = {"root": root, "root_kind": info["kind"], "workspaces": []}
     if info["kind"] == "symlink":
         out["root_real"] = os.path.realpath(root)
+    if info["kind"] == "error":
+        out["root_error"] = info.get("error")
     if info["kind"] in ("absent", "denied", "error"):
         return out
     deadline = time.monotonic() + SCAN_S
