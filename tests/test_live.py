@@ -658,3 +658,38 @@ def test_a_server_command_that_daemonizes_is_said_not_silently_left(tmp_path, pr
     assert left[0] in procs.alive()
     assert f"left 1 process(es) running: {left[0]} (" in last["text"]
     assert f"fidoctor watch --pid {left[0]}" in last["text"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_to_watch_ends_its_snapshot_child_and_removes_its_file(tmp_path, procs, sig):
+    """watch --pid of a hung compile, stopped by SIGTERM (kubectl, timeout(1)) or SIGHUP (the
+    terminal closed) while its stall snapshot is being gathered: it takes Ctrl-C's way out
+    (130), the snapshot child ends and its unredacted file (the server's environment) is
+    removed. Before, the watch died at once (143/129): the child ran on and the file stayed in
+    /tmp (found by QA)."""
+    p, _ws = hung_build(tmp_path, procs)
+    w = procs.start(fidoctor_argv("watch", "--pid", str(p.pid), "--stall-after", "12",
+                                  "--events", str(tmp_path / "ev.jsonl")), new_session=False)
+    deadline = time.time() + 60
+    child = None
+    while child is None:
+        assert time.time() < deadline and w.poll() is None
+        for c in psutil.Process(w.pid).children():
+            try:
+                argv = c.cmdline()
+            except psutil.Error:
+                continue
+            if "snapshot" in argv and "--no-redact" in argv:
+                child = (c, argv[argv.index("-o") + 1])
+        time.sleep(0.1)
+    proc, path = child
+    procs.remember(proc.pid)
+    try:
+        assert os.path.exists(path)
+        os.kill(w.pid, sig)
+        assert w.wait(timeout=30) == 130
+        proc.wait(timeout=10)          # gone (psutil.TimeoutExpired if it ran on)
+        assert not os.path.exists(path)
+    finally:
+        if os.path.exists(path):       # never leave a failed run's secrets in /tmp
+            os.unlink(path)

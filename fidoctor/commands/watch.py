@@ -35,6 +35,7 @@ def command(pid_arg, once, state_path, stall_after, lock_idle_after, on_stall, r
     opts = make_options(stall_after, lock_idle_after, on_stall, report_path, deadline,
                         progress_every)
     emitter = make_emitter(events, quiet)
+    restore = _terminate_is_interrupt()
     try:
         if once:
             if state_path is None:
@@ -46,4 +47,24 @@ def command(pid_arg, once, state_path, stall_after, lock_idle_after, on_stall, r
             raise FidoctorError(f"no process with pid {pid}", "check the pid with: ps aux")
         return watch_pid(pid, opts, emitter)
     finally:
+        restore()
         emitter.close()
+
+
+def _terminate_is_interrupt():
+    """SIGTERM (kubectl, timeout(1), a sidecar's stop) and SIGHUP (the terminal closed) take
+    Ctrl-C's way out: the watch's own helpers end and its unredacted snapshot file is removed,
+    exit 130. They killed the watch outright: its snapshot child ran on and the file (the
+    server's environment, secrets and all) stayed in /tmp."""
+    import signal
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+
+    def restore() -> None:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    return restore
