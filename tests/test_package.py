@@ -152,3 +152,26 @@ def test_tool_install_from_a_fresh_clone(tool, tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("# cache-incomplete-module")
+
+
+def test_readme_venv_install_line_works_on_a_fresh_home(tmp_path):
+    """README's third install form, run verbatim by a real shell in a fresh clone with an empty
+    HOME (a new machine): fidoctor ends up in ~/.local/bin. Before: ``ln -s … ~/.local/bin/``
+    failed ("No such file or directory") where ~/.local/bin did not exist yet."""
+    text = (ROOT / "README.md").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("python3 -m venv ~/.local/fidoctor"))
+    clone = _fresh_clone(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    bindir = tmp_path / "pybin"
+    bindir.mkdir()
+    (bindir / "python3").symlink_to(sys.executable)
+    env = dict(os.environ, HOME=str(home), PATH=f"{bindir}:/usr/bin:/bin")
+    env.pop("VIRTUAL_ENV", None)
+    r = subprocess.run(["sh", "-c", line], cwd=clone, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    exe = home / ".local" / "bin" / "fidoctor"
+    r = subprocess.run([str(exe), "--version"], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert fidoctor.__version__ in r.stdout
