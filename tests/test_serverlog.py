@@ -473,3 +473,14 @@ def test_stdin_that_is_a_terminal_is_refused_not_waited_on():
         os.close(master)
         os.close(slave)
     assert r.returncode == 2 and "stdin is a terminal" in r.stderr, r.stderr
+
+
+def test_log_only_report_says_no_machine_was_looked_at(tmp_path):
+    """``report --log-only``: a real captured log (a SIGKILLed build) and no machine. Before:
+    the verdict ended "Target: the target interpreter (no torch/flashinfer found) at `None`",
+    as if an interpreter had been examined and found empty."""
+    log = write_log(tmp_path / "server.log", plain(capture("killed")))
+    r = run_cli(["report", "--log-only", "--log", str(log)])
+    assert r.returncode == 0, r.stderr
+    assert "Target: this machine was not looked at (--log-only" in r.stdout
+    assert "`None`" not in r.stdout and "no torch/flashinfer found" not in r.stdout

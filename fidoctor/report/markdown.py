@@ -95,6 +95,8 @@ def verdict(diag: Diagnosis) -> List[str]:
              f"flashinfer-python {esc(t['flashinfer'])}" if t["flashinfer"] else ""]
     stack_s = ", ".join(s for s in stack if s) or "no torch/flashinfer found"
     target = f"Target: {who} ({stack_s}) at {code(t['python'])}."
+    if not t["python"]:  # --log-only without --from: no machine was looked at
+        target = "Target: this machine was not looked at (--log-only: the logs alone)."
     problems = [f for f in ordered(diag.findings) if f.is_problem]
     if not problems and diag.unchecked:
         head = "**Verdict: not checked.**"
