@@ -293,14 +293,13 @@ def gather(ctx, done) -> Dict[str, Any]:
     cache = done["cache"].data if "cache" in done and done["cache"].ok else {}
     ext = _extension_locks(dict(getattr(ctx, "env", None) or {}))
     entries, err = read_proc_locks()
-    quick = (getattr(ctx, "extra", None) or {}).get("level") == "quick"
-    idle = _idle_count(cache, ext, entries) if quick else None
+    idle = _idle_count(cache, ext, entries)  # any level: 10,000 idle files are just counted
     locks = [] if idle else _lock_files(cache) + ext
     out: Dict[str, Any] = {"locks": locks, "procs": {}, "sample_window_s": 0.0}
     out["proc_locks_ok"] = err is None
     if err is not None:
         out["proc_locks_error"] = err
-    if idle:  # 10,000 idle lock files are megabytes no quick probe reads: a count
+    if idle:  # 10,000 idle lock files are megabytes no probe reads: a count
         out["own_pids"] = sorted(selfprocs.own_pids(scan_table()))
         out["idle_lock_files"] = idle
         return out
