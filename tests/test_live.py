@@ -693,3 +693,26 @@ def test_sigterm_to_watch_ends_its_snapshot_child_and_removes_its_file(tmp_path,
     finally:
         if os.path.exists(path):       # never leave a failed run's secrets in /tmp
             os.unlink(path)
+
+
+def test_eta_text_says_what_the_re_estimate_rests_on():
+    """The progress line's ETA for a build past its start estimate (the seed said 19 s; this
+    box took 70+): with a queued object it is re-estimated from ninja's own finished objects;
+    when the one object left has outrun them all, no end is made up and the line says why
+    instead of repeating the start estimate alone."""
+    from fidoctor.flashinfer import eta
+    from fidoctor.live.observe import Build
+    from fidoctor.live.session import Session
+
+    est = eta.estimate(DECODE, cores=2, jobs=2)
+    b = Build("/ws/cached_ops/m", "m", "m", None, "90a", 1, 1, time.time() - 73,
+              outputs=["a", "b", "c"], estimate=est, finished=[24.0, 25.0], running=[40.0],
+              jobs_seen=1)
+    s = object.__new__(Session)
+    text = Session.eta_text(s, b, time.time())
+    assert text.startswith("longer than expected (estimated ") and "at its start" in text
+    assert "1 still compiling has run longer than any finished object" in text
+    assert "2/3 objects built in this run, median 24 s each, 1 at a time" in text
+    b.finished, b.running = [24.0], [20.0, 3.0]
+    text = Session.eta_text(s, b, time.time())
+    assert text.startswith("ETA ≈ ") and "1/3 objects built in this run" in text

@@ -286,8 +286,10 @@ class Session:
         else:
             text = f"ETA {duration(left)}"
         if re is not None and re.low >= 1 and (left is None or re.low > left):
-            text = (f"ETA ≥ {duration(re.low)} ({re.outrun} compiling longer than any "
-                    f"finished object; {re.source})")
+            text = f"ETA ≥ {duration(re.low)} ({_outran(re.outrun)}; {re.source})"
+        elif re is not None and left is None and b.estimate is not None:
+            text = (f"longer than expected (estimated {duration(b.estimate.seconds)} at its "
+                    f"start; {_outran(re.outrun)}; {re.source})")
         return text
 
     def eta_fields(self, b: Build, now: float) -> Dict[str, Any]:
@@ -461,6 +463,11 @@ class Session:
                                   error=str(e))
         elif self.opts.on_stall == "exit":
             self.kill_requested = True
+
+
+def _outran(n: int) -> str:
+    return (f"{n} still compiling {'has' if n == 1 else 'have'} run longer than any finished "
+            "object")
 
 
 def _short(name: str) -> str:
