@@ -114,3 +114,41 @@ def test_export_of_a_module_dir_holding_a_1tb_sparse_file_refuses_it_without_rea
     assert r.returncode == 2, r.stdout + r.stderr
     assert "1099511627776 bytes" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not list(tmp_path.glob("out.tar*"))
+
+
+def test_a_member_declared_1tb_in_manifest_and_header_is_refused_by_its_size(
+        bundle, t2, tmp_path):  # noqa: F811
+    """The manifest and the tar header agree on 1 TB for an extra module file (no data follows):
+    refused from the declared size before reading, and the message says what is wrong
+    (it used to read '1099511627776 bytes, the manifest says 1099511627776')."""
+    import io
+    import json
+    import tarfile
+
+    big = 1 << 40
+    name = None
+    bad = tmp_path / "big.tar"
+    with tarfile.open(bundle) as tin, open(bad, "wb") as raw:
+        tout = tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115 - no close: no end blocks
+        for m in tin.getmembers():
+            data = tin.extractfile(m).read() if m.isreg() else b""
+            if m.name == "manifest.json":
+                doc = json.loads(data)
+                mod = doc["modules"][0]
+                name = f"cached_ops/{mod['name']}/core"
+                mod["files"].append({"path": name, "sha256": "0" * 64, "size": big,
+                                     "mode": 0o644, "mtime_ns": 0})
+                data = json.dumps(doc).encode()
+                m.size = len(data)
+            tout.addfile(m, io.BytesIO(data))
+        ti = tarfile.TarInfo(f"ws/{name}")
+        ti.size = big
+        raw.write(ti.tobuf(format=tarfile.PAX_FORMAT))  # a header, then the stream ends
+    base = tmp_path / "base"
+    (workspace_of(base) / "cached_ops").mkdir(parents=True)
+    before = tree(tmp_path)
+    r = do(t2, base, "import", str(bad))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "the manifest says" not in r.stderr and "more than a bundle member may hold" in \
+        r.stderr, r.stderr
+    assert tree(tmp_path) == before

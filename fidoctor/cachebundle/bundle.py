@@ -255,7 +255,11 @@ def iter_files(path: str, expected: Dict[str, Dict[str, Any]]) -> Iterator[Tuple
                     raise BundleError(f"bundle member {name}: not listed in the manifest")
                 if rel in seen:
                     raise BundleError(f"bundle member {name}: appears twice")
-                if ti.size != want["size"] or ti.size > MAX_FILE:
+                if ti.size > MAX_FILE or want["size"] > MAX_FILE:
+                    raise BundleError(f"bundle member {name}: {max(ti.size, want['size'])} "
+                                      f"bytes, more than a bundle member may hold "
+                                      f"({MAX_FILE >> 30} GiB); nothing was read")
+                if ti.size != want["size"]:
                     raise BundleError(f"bundle member {name}: {ti.size} bytes, the manifest "
                                       f"says {want['size']}")
                 total += ti.size
