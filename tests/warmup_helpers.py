@@ -128,6 +128,9 @@ def build_env(venv: Path, base: Path, cuda_home: str = CUDA_HOME,
     env["FLASHINFER_EXTRA_LDFLAGS"] = f"-L{stub_libcuda()}"
     env["NO_COLOR"] = "1"
     env.pop("VIRTUAL_ENV", None)
+    # fidoctor's journals (warmup's quarantine, --clear-incomplete) beside the test's own
+    # workspace, never in the user's real ~/.local/state where `fidoctor undo` acts
+    env["XDG_STATE_HOME"] = str(base.parent / f"{base.name}.state")
     env.update(extra or {})
     return env
 
