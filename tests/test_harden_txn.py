@@ -424,3 +424,25 @@ def test_a_damaged_journal_is_listed_and_undo_says_so_not_no_such_fix(box, tmp_p
     plain = cli(["history"], env)
     assert plain.returncode == 0 and "damaged" in plain.stdout, plain.stdout
     assert (ws / "cached_ops").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_first_fix_on_a_full_state_disk_says_so_and_changes_nothing(box, tmp_path):
+    """QA: the very first fix on a box whose state disk is full (no fix.lock yet): taking the
+    lock wrote the holder's note into the new lock file and died with 'internal error: OSError
+    ENOSPC'. The lock needs no byte on disk; the journal does, and says so (exit 2, nothing
+    moved)."""
+    broken(box)
+    before = tree_hashes(box.root)
+    mod = tmp_path / "state"
+    mount_tmpfs(mod, "64k")
+    try:
+        (mod / "fidoctor").mkdir(mode=0o700)
+        fill(mod)
+        r = cli(["fix", "--yes", "--no-warmup", "--only", ID], fix_env(box, mod))
+        assert "internal error" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "nothing was changed" in r.stderr and "No space" in r.stderr, r.stderr
+        assert tree_hashes(box.root) == before
+    finally:
+        umount(mod)

@@ -102,9 +102,12 @@ class FixLock:
         except OSError as e:
             os.close(fd)
             raise FidoctorError(f"cannot lock {self.path}: {e.strerror}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}, {self.what}, since "
-                      f"{time.strftime('%H:%M:%S')}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}, {self.what}, since "
+                          f"{time.strftime('%H:%M:%S')}\n".encode(), 0)
+        except OSError:
+            pass  # a full disk: the flock is held all the same, only the holder's note is lost
         self.fd = fd
         self._held[self.path] = 1
         return self
