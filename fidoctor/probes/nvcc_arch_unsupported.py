@@ -18,6 +18,10 @@ toolkit decides the runtime the modules need), or prebuilt kernels
 (flashinfer-jit-cache); an arch list that names an arch the GPU does not
 have is corrected in the server's environment.
 
+A ``FLASHINFER_CUDA_ARCH_LIST`` FlashInfer's own parser refuses (0.3+: ``split(" ")`` then
+``MAJOR.MINOR``; an empty value, ``;``, a newline, two spaces) fails ``import flashinfer``
+itself: reported here too (``data.unparsable``), with the variable as the only fix.
+
 ``data`` keys: toolkit_path, nvcc_version, source, value, unsupported ([{arch,
 entry, how, message}]), list_gpu_arch, suggested_cuda_home, missing (the refused archs, for
 cuda-home-advice), affects (["*"]:
@@ -66,10 +70,32 @@ def _verdict(arch: str, check: Optional[Dict[str, Any]], listed: Optional[List[s
     return {"supported": None, "how": "", "message": (check or {}).get("message", "")}
 
 
+def _unparsable(req: Dict[str, Any], t: Dict[str, Any]) -> Finding:
+    """FLASHINFER_CUDA_ARCH_LIST that FlashInfer's own parser refuses: no toolkit helps."""
+    var, value = req.get("source"), req.get("value")
+    return Finding(
+        id=ID, severity="error", subject=str(var),
+        title=f"FlashInfer cannot parse {var}={value!r}: `import flashinfer` raises ValueError, "
+              "so nothing builds or loads",
+        evidence=[f"{var}={value!r} in the target's environment",
+                  f"FlashInfer splits it on single spaces and each entry on '.' "
+                  f"(compilation_context.py, 0.3+): {req['unparsable']}"],
+        fixes=[Fix(description=f"Correct {var} in the server's environment: archs separated by "
+                   "single spaces, each MAJOR.MINOR with an optional suffix (e.g. '9.0a 10.0a'), "
+                   "or unset it (then the GPUs decide)", safety="caution")],
+        data={"toolkit_path": t.get("path"), "nvcc_version": None, "source": var,
+              "value": value, "unsupported": [], "list_gpu_arch": None,
+              "suggested_cuda_home": None, "missing": [], "unparsable": req["unparsable"],
+              "affects": ["*"]})
+
+
 def check(snap: Snapshot) -> Iterable[Finding]:
     tc = toolchain(snap)
     req = tc.get("archs") or {}
     t = toolkit(snap)
+    if req.get("unparsable"):
+        yield _unparsable(req, t)
+        return
     if not t.get("exists") or not (t.get("nvcc") or {}).get("ok"):
         return  # no usable nvcc at all: cuda-toolkit-unusable speaks for it
     if not req.get("source"):

@@ -161,6 +161,7 @@ class ArchRequest(TypedDict, total=False):
     value: str
     entries: List[dict]             # [{entry: "9.0", arch: "90a" | None, note}]
     checks: dict                    # {arch: ArchCheck}
+    unparsable: str                 # why FlashInfer's own parse of the list raises (0.3+)
 
 
 class ToolchainModule(TypedDict, total=False):

@@ -96,10 +96,39 @@ def _torch_builds(fi: Optional[str]) -> bool:
     return m is not None and tuple(int(x) for x in m.groups()) < (0, 2, 6)
 
 
+def _reads_arch_list(fi: Optional[str]) -> bool:
+    """FlashInfer 0.3+ parses FLASHINFER_CUDA_ARCH_LIST itself (``compilation_context.py``);
+    0.2.x never reads it. Unknown (no FlashInfer seen): assume a current release."""
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", fi or "")
+    return m is None or tuple(int(x) for x in m.groups()) >= (0, 3, 0)
+
+
+def arch_list_problem(value: str) -> Optional[str]:
+    """Why FlashInfer's own parse of FLASHINFER_CUDA_ARCH_LIST raises (None: it does not).
+
+    It runs at ``import flashinfer`` (0.3–0.7: ``for arch in value.split(" "): major, minor =
+    arch.split("."); int(major); minor[-1].isalpha() or int(minor)``): an empty value, a ``;``,
+    a newline or two spaces in a row make the import itself fail with ValueError."""
+    for arch in value.split(" "):
+        try:
+            major, minor = arch.split(".")
+            int(major)
+            if not minor[-1].isalpha():
+                int(minor)
+        except (ValueError, IndexError) as e:
+            return f"entry {arch!r}: {type(e).__name__}: {e}"
+    return None
+
+
 def _requested(env: Dict[str, str], cache: Dict[str, Any], gpus: List[Dict[str, Any]],
                version: Optional[str], fi: Optional[str] = None) -> Dict[str, Any]:
     src, value = None, ""
     names = ["FLASHINFER_CUDA_ARCH_LIST"] + (["TORCH_CUDA_ARCH_LIST"] if _torch_builds(fi) else [])
+    if "FLASHINFER_CUDA_ARCH_LIST" in env and _reads_arch_list(fi):
+        why = arch_list_problem(env["FLASHINFER_CUDA_ARCH_LIST"])
+        if why:  # set, even empty: FlashInfer parses it at import and raises
+            return {"source": "FLASHINFER_CUDA_ARCH_LIST", "unparsable": why,
+                    "value": env["FLASHINFER_CUDA_ARCH_LIST"], "entries": [], "checks": {}}
     for var in names:
         if env.get(var, "").strip():
             src, value = var, env[var]
