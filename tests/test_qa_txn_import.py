@@ -152,3 +152,23 @@ def test_a_member_declared_1tb_in_manifest_and_header_is_refused_by_its_size(
     assert "the manifest says" not in r.stderr and "more than a bundle member may hold" in \
         r.stderr, r.stderr
     assert tree(tmp_path) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_export_to_a_full_disk_says_so_and_leaves_no_partial_bundle(built, tmp_path):  # noqa: F811
+    """`cache export -o` onto a real 256 KiB tmpfs (the bundle is over 1 MB): it was 'internal
+    error: OSError ENOSPC … this is a fidoctor bug'; now one line naming the disk, exit 2, and
+    no partial file left on that disk."""
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(full)], check=True)
+    try:
+        py = target_venv()
+        r = run_cli(["cache", "export", "--python", str(py), *ARCH, "-o", str(full / "b.tar")],
+                    env=build_env(py.parent.parent, built))
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "internal error" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert "No space left" in r.stderr and "nothing was written" in r.stderr, r.stderr
+        assert list(full.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(full)], check=False)

@@ -62,6 +62,13 @@ def source_facts(t: Target) -> Dict[str, Any]:
     return d
 
 
+def _write_error(out_path: str, e: OSError) -> FidoctorError:
+    """A full disk, a read-only or unwritable output dir: one line, the partial file gone."""
+    return FidoctorError(f"cannot write {out_path}: {e.strerror or e}; nothing was written "
+                         "(the partial bundle was removed)",
+                         "free some space (df -h) or pick another path with -o FILE")
+
+
 def export(t: Target, out_path: str, wanted: Optional[List[str]] = None,
            env: Optional[Dict[str, str]] = None) -> ExportResult:
     """Write the bundle; ``env`` is the target's environment (what FlashInfer built under)."""
@@ -89,7 +96,10 @@ def export(t: Target, out_path: str, wanted: Optional[List[str]] = None,
     doc = {"format": manifest.FORMAT, "format_version": manifest.FORMAT_VERSION,
            "fidoctor_version": __version__, "created_at": time.time(),
            "source": source_facts(t), "modules": mods}
-    w = bundle.Writer(out_path)
+    try:
+        w = bundle.Writer(out_path)
+    except OSError as e:
+        raise _write_error(out_path, e) from None
     try:
         w.add_bytes(bundle.MANIFEST, bundle.dumps(doc))
         written = set()
@@ -103,6 +113,9 @@ def export(t: Target, out_path: str, wanted: Optional[List[str]] = None,
                     raise FidoctorError(f"{src} changed while exporting; nothing was written")
                 w.add_file(bundle.PREFIX + fe["path"], src, fe["mode"], fe["mtime_ns"])
         w.close()
+    except OSError as e:
+        w.abort()
+        raise _write_error(out_path, e) from None
     except BaseException:
         w.abort()
         raise
