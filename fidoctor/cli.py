@@ -78,6 +78,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from fidoctor import selfprocs
 
     selfprocs.claim_cli()
+    _reserve_std_fds()
     try:
         rc = cli.main(args=argv, prog_name="fidoctor", standalone_mode=False)
     except FidoctorError as e:
@@ -110,7 +111,26 @@ def main(argv: Optional[List[str]] = None) -> None:
                        err=True)
         sys.exit(EXIT_FAILED)
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:   # None: started with stdout closed (`>&-`)
+            sys.stdout.flush()
     except BrokenPipeError:
         _stdout_gone()
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _reserve_std_fds() -> None:
+    """Started with stdin, stdout or stderr closed (`cmd >&-`): hold /dev/null there, so no
+    file fidoctor opens (an --events file, a pipe to the server's forwarder) lands on fd 0-2
+    and gets the server's or fidoctor's output. `run -- CMD >&-` ended in a traceback from
+    flushing a stdout that is None, and lost the server's exit code."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                nfd = os.open(os.devnull, os.O_RDWR)
+            except OSError:
+                return
+            if nfd != fd:
+                os.dup2(nfd, fd)
+                os.close(nfd)

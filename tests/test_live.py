@@ -716,3 +716,19 @@ def test_eta_text_says_what_the_re_estimate_rests_on():
     b.finished, b.running = [24.0], [20.0, 3.0]
     text = Session.eta_text(s, b, time.time())
     assert text.startswith("ETA ≈ ") and "1/3 objects built in this run" in text
+
+
+@pytest.mark.parametrize("closing", [">&-", "2>&-", ">&- 2>&-"])
+def test_run_started_with_a_closed_stdout_or_stderr_passes_the_code_back(tmp_path, closing):
+    """`fidoctor run -- CMD >&-` (a supervisor that closed stdout): the server's code came
+    back as 1 with a traceback (flushing a stdout that is None at exit), and a file fidoctor
+    opened could land on fd 1. Now fd 0-2 hold /dev/null while fidoctor runs (found by QA)."""
+    ev = tmp_path / "ev.jsonl"
+    argv = fidoctor_argv("run", "--events", str(ev), "--", "sh", "-c",
+                         "echo out; echo err >&2; exit 4")
+    r = subprocess.run(["sh", "-c", f'exec "$@" {closing}', "sh", *argv], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 4, r.stderr
+    assert "Traceback" not in r.stderr
+    events = valid(events_of(ev))
+    assert [e["event"] for e in events] == ["start", "exit"] and events[-1]["code"] == 4
