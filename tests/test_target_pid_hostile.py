@@ -78,3 +78,24 @@ def test_the_shell_fidoctor_runs_in_is_refused_without_naming_fidoctor(tmp_path)
                        env=dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path / "ws")))
     assert "not a Python interpreter" in r.stderr, r.stderr
     assert "the Python below it" not in r.stderr, r.stderr
+
+
+def test_a_thread_id_is_its_process(tmp_path, procs):
+    """``--pid`` of a thread id (what ``top -H``, py-spy and a log's thread column show): /proc
+    answers for it like a process, and fidoctor judged the thread as if it were the server
+    (``target.pid``, every printed ``--pid``, watch's state file). Now the thread group's
+    leader is taken, and stderr says so."""
+    ready = tmp_path / "ready"
+    server = procs.start([sys.executable, "-c",
+                          "import threading, time\n"
+                          "t = threading.Thread(target=time.sleep, args=(600,), daemon=True)\n"
+                          f"t.start(); open({str(ready)!r}, 'w').close(); time.sleep(600)\n"])
+    from proc_helpers import wait_for
+
+    wait_for(ready.exists, what="the server's thread")
+    tid = next(int(t) for t in os.listdir(f"/proc/{server.pid}/task") if int(t) != server.pid)
+    r = cli(["diagnose", "--json", "--pid", str(tid)],
+            env=dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path / "ws")))
+    doc = json.loads(r.stdout)
+    assert doc["target"]["pid"] == server.pid, doc["target"]
+    assert f"{tid} is a thread of process {server.pid}" in r.stderr, r.stderr

@@ -126,10 +126,28 @@ def output_options(what: str) -> Callable[[Callable], Callable]:
     return lambda f: output(_NO_REDACT(f))
 
 
+def _thread_group(pid: int) -> Optional[int]:
+    """The process (thread group) a thread id belongs to, from ``/proc/PID/status``."""
+    from fidoctor.procfs import read_proc
+
+    for line in (read_proc(pid, "status", 1 << 16) or b"").decode("utf-8", "replace").splitlines():
+        words = line.split()
+        if words[:1] == ["Tgid:"] and len(words) > 1 and words[1].isdigit():
+            return int(words[1])
+    return None
+
+
 def resolve_pid(pid: Union[int, str, None], quiet: bool = False) -> Tuple[Optional[int], Any]:
     """``--pid auto`` → (the chosen pid, the Choice), saying on stderr which and why."""
     if pid != "auto":
-        return (int(pid) if pid is not None else None), None
+        n = int(pid) if pid is not None else None
+        tgid = _thread_group(n) if n else None
+        if n and tgid and tgid != n:  # a thread id (top -H, py-spy, a log's tid): its process
+            if not quiet:
+                click.echo(f"fidoctor: {n} is a thread of process {tgid}: looking at {tgid}",
+                           err=True)
+            n = tgid
+        return n, None
     from fidoctor.servers import pick_serving
 
     choice = pick_serving()
