@@ -3,13 +3,17 @@ mount namespace made with unshare(1), real signals)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
 from conftest import DECODE
 from fix_helpers import cli, fix_env
+from nobody_helpers import nobody_python
 from proc_helpers import (
     SERVER,
     fakecc,
@@ -57,3 +61,52 @@ def test_a_stuck_build_of_a_containers_own_cache_at_the_same_path_is_never_ended
     assert all(same_alive(p, ct) for p, ct in theirs_pids.items()), r.stdout + r.stderr
     assert "another mount namespace" in r.stdout + r.stderr, r.stdout + r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_stuck_build_of_another_uid_is_refused_as_not_ours_not_blamed_on_io(
+        built_so, procs, tmp_path):
+    """fidoctor run as `nobody` on a cache where root's orphaned build is stuck (a real tree,
+    real uids): it cannot signal another user's processes. It said 'pids [...] survived SIGKILL
+    (uninterruptible I/O?)' after trying; it now says whose they are before signalling anything
+    (exit 2), and the tree is untouched."""
+    import tempfile
+
+    from conftest import Box
+    from proc_helpers import start_server
+
+    top = Path(tempfile.mkdtemp(prefix="fidoctor-qa-uid-", dir="/tmp"))
+    try:
+        top.chmod(0o755)  # nobody must reach the workspace (pytest's tmp dirs are 0700)
+        box = Box(top / "base", built_so)
+        ws = box.workspace()
+        fifo = make_fifo(top / "never.fifo")
+        fakecc()
+        write_module(ws, DECODE, f"--fifo {fifo}")
+        server = start_server(procs, ws, DECODE, box.env())
+        ninja = procs.find("ninja")
+        nvcc = procs.find("nvcc")
+        server.kill()
+        server.wait()
+        wait_for(lambda: reparented(ninja, server.pid), what="ninja re-parented")
+        roots = {p: psutil.Process(p).create_time() for p in (ninja, nvcc)}
+        for d in ("state", "xc"):
+            (top / d).mkdir()
+            os.chown(top / d, NOBODY, NOBODY)
+        env = box.env(XDG_STATE_HOME=str(top / "state"), XDG_CACHE_HOME=str(top / "xc"),
+                      HOME=str(top / "xc"))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        r = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                            "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
+                            nobody_python(), "-m", "fidoctor", "fix", "--yes", "--no-warmup",
+                            "--only", "build-process-stuck", "--use", "terminate-build-tree"],
+                           env=env, capture_output=True, text=True, timeout=150,
+                           stdin=subprocess.DEVNULL, cwd="/")
+        out = r.stdout + r.stderr
+        assert all(same_alive(p, ct) for p, ct in roots.items()), out
+        assert "Traceback" not in r.stderr and "uninterruptible" not in out, out
+        assert "uid 0" in out and r.returncode == 2, out
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+NOBODY = 65534

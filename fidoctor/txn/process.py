@@ -83,6 +83,11 @@ class Terminate:
             return  # already gone: apply has nothing to do
         if os.getpid() in self.live:
             raise StepError("refusing to terminate fidoctor itself")
+        theirs = _not_ours_to_signal(self.live)
+        if theirs:
+            raise StepError(f"{theirs}; fidoctor (uid {os.geteuid()}) cannot signal them, "
+                            "nothing was signalled",
+                            "run the fix as that user (or root), or ask them to end the build")
         for pid in self.live:
             other = _other_namespace(pid, self.module_dir)
             if other:
@@ -149,6 +154,27 @@ class Terminate:
 
     def cleanup(self) -> None:
         pass
+
+
+def _not_ours_to_signal(pids: List[int]) -> str:
+    """'pid N (uid U), …' for the processes this user may not signal ('' when it may all).
+
+    Signal 0 asks the kernel's permission check and delivers nothing; without it the tree
+    was signalled in vain and then reported as having 'survived SIGKILL (uninterruptible
+    I/O?)'."""
+    out = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except PermissionError:
+            try:
+                uid: Any = psutil.Process(pid).uids().real
+            except psutil.Error:
+                uid = "?"
+            out.append(f"pid {pid} (uid {uid})")
+        except OSError:
+            continue  # gone: nothing to signal
+    return ("the build tree belongs to another user: " + ", ".join(out)) if out else ""
 
 
 def _other_namespace(pid: int, module_dir: str) -> str:
