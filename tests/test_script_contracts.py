@@ -217,3 +217,19 @@ def test_warmup_run_json_validates(tmp_path):
 def test_schema_files_ship_in_the_package():
     root = Path(resources.files("fidoctor").joinpath("schema"))
     assert (root / "fix.schema.json").is_file()
+
+
+def test_fix_on_a_box_it_could_not_check_is_exit_2_not_nothing_to_fix(box, tmp_path):
+    """``fix`` where diagnose says "not checked" (here: the named interpreter has no FlashInfer
+    and there is no cache; the same for a cache too big to scan in time): exit 2, status
+    ``not-checked`` with the reason, nothing changed. Before: "Nothing to fix" and exit 0, so
+    a script's ``fidoctor fix --yes --python /wrong/venv`` passed as fixed."""
+    env = fix_env(box, tmp_path / "state")
+    r = run_cli(["fix", "--python", sys.executable, "--yes", "--json"], env=env)
+    doc = json.loads(r.stdout)
+    jsonschema.validate(doc, schema("fix"))
+    assert r.returncode == 2 and doc["status"] == "not-checked" and doc["exit_code"] == 2
+    assert any("no FlashInfer" in n for n in doc["notes"]) and doc["txid"] is None
+    r = run_cli(["fix", "--python", sys.executable, "--yes"], env=env)
+    assert r.returncode == 2 and r.stdout.startswith("Not checked: ") and "Traceback" not in r.stderr
+    assert not (tmp_path / "state").exists() or not list((tmp_path / "state").rglob("*.jsonl"))

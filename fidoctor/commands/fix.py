@@ -86,6 +86,10 @@ def command(python, pid, deep, yes, dry_run, only, skip, prefer, no_warmup, as_j
                 "recover it first with: fidoctor undo   (then run fidoctor fix again)")
         diag = diagnose(gather_snapshot(ctx))
         chosen = planner.select(diag.findings, only, skip)
+        if not chosen and diag.exit_code == 2:
+            # diagnose says "not checked": "nothing to fix" would pass an unexamined box
+            _echo(f"Not checked: {diag.unchecked}; nothing was changed.")
+            return _done(2, "not-checked", notes=[f"not checked: {diag.unchecked}"])
         if not chosen:
             _echo("Nothing to fix: no matching problem findings.")
             return _done(0, "nothing-to-fix")
