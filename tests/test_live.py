@@ -732,3 +732,38 @@ def test_run_started_with_a_closed_stdout_or_stderr_passes_the_code_back(tmp_pat
     assert "Traceback" not in r.stderr
     events = valid(events_of(ev))
     assert [e["event"] for e in events] == ["start", "exit"] and events[-1]["code"] == 4
+
+
+def _on_open(path):
+    """Block until a file in ``path``'s dir is opened (real kernel inotify, IN_OPEN)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    assert fd >= 0
+    try:
+        assert libc.inotify_add_watch(fd, str(path).encode(), 0x20) >= 0
+        os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+def test_watch_once_of_a_server_that_exits_during_the_look_could_not_tell(tmp_path, procs):
+    """The server exits between --once's two samples (killed the moment fidoctor opens its
+    --state file, which it reads between them): 'could not tell' (2). It said 'not
+    compiling' (0) about a process that was gone (found by QA)."""
+    import threading
+
+    p = procs.start(["sleep", "600"])
+    state = tmp_path / "state" / "s.json"
+    state.parent.mkdir()
+    state.write_text("{}")
+    t = threading.Thread(target=lambda: (_on_open(state.parent), p.kill()), daemon=True)
+    t.start()
+    try:
+        r = run(["watch", "--pid", str(p.pid), "--once", "--state", str(state)])
+    finally:
+        p.kill()
+        t.join(timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert f"status: could not tell: pid {p.pid} exited while it was looked at" in r.stderr

@@ -726,6 +726,9 @@ def probe_once(pid: int, opts: Options, emitter: Emitter, state_path: str,
     if any(c.kind == "build-end" and not c.ok for c in changes) or obs.failed and not obs.builds:
         text, code, status = (f"status: FAILED: a JIT build ended without its module "
                               f"({', '.join(_short(n) for n in obs.failed[-3:])})", 1, "failed")
+    elif not is_running(pid):
+        text, code, status = (f"status: could not tell: pid {pid} exited while it was looked "
+                              "at", 2, "unknown")
     elif stalled:
         b = stalled[0]
         text, code, status = (f"status: STALLED: {b.label}: no progress for "
