@@ -137,10 +137,10 @@ def problem(path: str) -> Optional[str]:
     return "neither an executable program nor a script with #!"
 
 
-def check(path: str, what: str = "--python") -> None:
+def check(path: str, what: str = "--python", hint: str = "") -> None:
     """Raise a FidoctorError (exit 2) when ``path`` is not a Python interpreter (see above)."""
     why = problem(path)
     if why:
         raise FidoctorError(f"{what} {path}: {why}",
-                            "pass the serving environment's interpreter, e.g. "
+                            hint or "pass the serving environment's interpreter, e.g. "
                             "/opt/venv/bin/python (or --pid <server pid>)")

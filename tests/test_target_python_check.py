@@ -197,3 +197,16 @@ def test_a_bare_name_says_where_path_would_find_it(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"--python takes a path; on PATH that name is {bindir / 'python3'}: pass that" \
         in r.stderr, r.stderr
+
+
+def test_fleet_ray_python_that_is_a_shell_is_refused_and_never_run(tmp_path):
+    """``fleet --ray --ray-python /bin/bash``: the Ray driver (Python) was run as ``bash -c
+    <driver>``, whose first line ran the ``import`` on PATH (twice). One word is an interpreter
+    and is judged like ``--python``; a command (``uv run python``) is still run as given."""
+    env, marker = _trap(tmp_path)
+    for word in ("/bin/bash", "bash"):
+        r = run_cli(["fleet", "--ray", "--ray-python", word, "--timeout", "20"], env=env,
+                    timeout=60)
+        _refused(r, "--ray-python", "no Python interpreter")
+        assert "Python that has ray" in r.stderr, r.stderr
+    assert not marker.exists(), marker.read_text()

@@ -24,7 +24,8 @@ from fidoctor.commands._common import Seconds
 @click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None,
               metavar="[ADDRESS]", help="Run diagnose on every alive Ray node, pinned to it.")
 @click.option("--ray-python", default="python3", show_default=True, metavar="CMD",
-              help="The interpreter that has ray (runs the driver).")
+              help="The interpreter that has ray (runs the driver); one word is checked to be "
+              "a Python interpreter, a command (uv run python) is run as given.")
 @click.option("--per-node-timeout", type=Seconds(1, 86400), default=120.0,
               show_default=True, metavar="SECONDS", help="One node's own budget.")
 @click.option("--level", type=click.Choice(["full", "quick"]), default="full",
@@ -55,6 +56,16 @@ def command(reports, as_json, as_md, timeout, hostfile, slurm, ray_address, ray_
         raise click.UsageError("--json and --markdown contradict each other; pick one")
     if sum(bool(x) for x in (hostfile, slurm, ray_address)) > 1:
         raise click.UsageError("--ssh, --slurm and --ray each collect a fleet; pick one")
+    if ray_address and len(ray_python.split()) == 1:
+        # one word: an interpreter, run as `<it> -c <driver>`: never a shell or a program (a
+        # command such as `uv run python` is the user's own composition and is run as given)
+        import shutil
+
+        from fidoctor import pyexe
+
+        found = ray_python if "/" in ray_python else shutil.which(ray_python)
+        pyexe.check(found or ray_python, what="--ray-python",
+                    hint="pass the Python that has ray, e.g. --ray-python /opt/ray/bin/python")
     if hostfile or slurm or ray_address:
         from fidoctor.fleet.collect import collect
 
