@@ -482,7 +482,7 @@ class Redactor:
             if flags:
                 self._learn_argv([x for x in obj if isinstance(x, str)])
             vmemo = self._memo[self._versioned(key)]
-            out_list = None if type(obj) is list and not flags else []
+            out_list: Optional[List[Any]] = None if type(obj) is list and not flags else []
             for i, x in enumerate(obj):
                 if isinstance(x, str):
                     nx = vmemo.get(x) or self.text(x, key)
@@ -493,7 +493,7 @@ class Redactor:
                 if out_list is None:
                     if nx is x or (type(nx) is str and nx == x):
                         continue
-                    out_list = obj[:i]
+                    out_list = list(obj[:i])
                 out_list.append(nx)
             if out_list is None:
                 return obj
