@@ -12,6 +12,11 @@
          server starting to wait (its "loading" line) to the printed diagnosis.
   eta    the ETA table against every measured module wall it knows (eta.MEASURED, the H200
          warmup's per-module walls): per-module error and the median.
+  reeta  the mid-build re-estimate (eta.reestimate): (1) the H200's six real .ninja_logs
+         replayed after each finished object: the predicted end's error where a range is said,
+         how often the range holds the real end, how often only a floor is said; (2) a real
+         cold CPU build (MAX_JOBS=2, --progress-every 2) under ``fidoctor run``: the first
+         re-estimated end against the real end, beside the start estimate's error.
 
 Uses the cached target venv of the tests (tests/warmup_helpers.py). Each run prints one JSON
 object per measurement and a summary.
@@ -190,6 +195,52 @@ def bench_eta() -> dict:
                  for w in walls]
     return {"what": "eta table", "rows": rows,
             "h200_default_set_median_abs_error": round(statistics.median(default_set), 3)}
+
+
+def bench_reeta(tmp: Path) -> dict:
+    logs = HERE.parent / "tests" / "fixtures" / "real-h200" / "ninja_logs"
+    errs, held, floors, said = [], 0, 0, 0
+    for log in sorted(logs.iterdir()):
+        edges = [(e.start_ms / 1000, e.end_ms / 1000) for e in eta.read_ninja_log(str(log))
+                 if not e.output.endswith(".so")]
+        end = max(b for _, b in edges)
+        jobs = max(sum(1 for a, b in edges if a <= t < b) for t, _ in edges)
+        for t in sorted({b for _, b in edges})[:-1]:
+            t += 0.5
+            fin = [b - a for a, b in edges if b <= t]
+            if len(fin) == len(edges):
+                continue
+            re = eta.reestimate(fin, [t - a for a, b in edges if a <= t < b], len(edges), jobs)
+            if re is None or re.high is None:
+                floors += 1
+                continue
+            said += 1
+            errs.append((t + re.left - end) / end)
+            held += t + re.low <= end <= t + re.high
+    env = standin_env(tmp / "base", extra={"XDG_CACHE_HOME": str(tmp / "xdg"), "MAX_JOBS": "2"})
+    p, _lines = start(["--progress-every", "2", "--", *standin(tmp, "now", 0)], env, tmp)
+    end_ev = wait_event(tmp, "build-end", p)
+    p.wait(timeout=120)
+    evs = events_of(tmp / "ev.jsonl")
+    bs = next(e for e in evs if e["event"] == "build-start")
+    first = next((e for e in evs if e["event"] == "progress"
+                  and e.get("eta_basis") == "ninja-progress" and e.get("eta_high_s")), None)
+    real = end_ev["seconds"]
+    live = None
+    if first:
+        at = first["elapsed_s"]
+        live = {"at_s": at, "done": first["done"], "predicted_end_s": round(at + first["eta_left_s"], 1),
+                "range_s": [round(at + first["eta_low_s"], 1), round(at + first["eta_high_s"], 1)],
+                "end_error": round((at + first["eta_left_s"] - real) / real, 3)}
+    return {"what": "mid-build re-estimate",
+            "h200_replay": {"points_with_range": said, "points_floor_only": floors,
+                            "range_holds_end": held,
+                            "median_abs_end_error": round(statistics.median(map(abs, errs)), 3)
+                            if errs else None},
+            "cpu_build": {"build_s": real, "start_eta_s": bs.get("eta_s"),
+                          "start_eta_error": round((bs["eta_s"] - real) / real, 3)
+                          if bs.get("eta_s") else None, "first_reestimate": live,
+                          "cores": os.cpu_count()}}
 
 
 def main(argv: List[str]) -> None:
