@@ -224,3 +224,32 @@ def test_fidoctor_in_the_node_users_home_is_reached_with_a_tilde(bare_nodes, tmp
                 timeout=120)
     doc = json.loads(r.stdout)
     assert doc["unreachable"] == [] and [n["name"] for n in doc["nodes"]] == ["node-pipx"]
+
+
+def test_python_points_each_nodes_diagnose_at_the_serving_venv(bare_nodes, tmp_path):
+    """README's layout (fidoctor in its own venv, the server in another) over ssh: without a
+    way to name the serving venv, every node's full diagnose examined fidoctor's own
+    interpreter (no FlashInfer: not checked, or target-lacks-flashinfer on every node). Now
+    ``fleet --python PATH`` passes ``diagnose --python PATH`` on: the node reports the real
+    serving venv's FlashInfer (CPU torch + flashinfer-python 0.7.2.post1)."""
+    from warmup_helpers import target_venv
+
+    py = str(target_venv())
+    port = bare_nodes.node("node-venv", _empty_ws(tmp_path, "node-venv"))
+    hf = tmp_path / "hosts"
+    hf.write_text(f"127.0.0.1:{port}\n")
+    base = ["fleet", "--json", "--ssh", str(hf), "--fidoctor", _fidoctor_cmd(),
+            "--timeout", "120"]
+    r = run_cli([*base, "--python", py, "--", *bare_nodes.ssh_args()], timeout=200)
+    doc = json.loads(r.stdout)
+    assert doc["unreachable"] == [], doc["unreachable"]
+    [node] = doc["nodes"]
+    assert node["name"] == "node-venv" and node["status"] != "unchecked", doc
+    ids = {i for g in doc["groups"] for i in g["ids"]}
+    assert not ids & {"target-lacks-flashinfer", "flashinfer-not-installed"}, ids
+    r = run_cli([*base, "--", *bare_nodes.ssh_args()], timeout=200)  # fidoctor's own venv
+    doc = json.loads(r.stdout)
+    ids = {i for g in doc["groups"] for i in g["ids"]}
+    assert doc["nodes"][0]["status"] == "unchecked" or "target-lacks-flashinfer" in ids, doc
+    r = run_cli(["fleet", "--python", py, str(hf)])
+    assert r.returncode == 2 and "--python names the nodes' interpreter" in r.stderr

@@ -32,10 +32,13 @@ from fidoctor.commands._common import Seconds
               show_default=True, help="The diagnose level run on each node.")
 @click.option("--fidoctor", "remote", default="fidoctor", show_default=True, metavar="CMD",
               help="How fidoctor is run on the nodes.")
+@click.option("--python", "node_python", metavar="PATH",
+              help="The serving venv's interpreter on each node (passed on: diagnose --python "
+              "PATH); without it each node diagnoses fidoctor's own there.")
 @click.option("--parallel", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="ssh: at most this many nodes at once.")
 def command(reports, as_json, as_md, timeout, hostfile, slurm, ray_address, ray_python,
-            per_node_timeout, level, remote, parallel) -> int:
+            per_node_timeout, level, remote, node_python, parallel) -> int:
     """Group many nodes' reports by verdict; find shared caches, drift and stragglers.
 
     \b
@@ -66,11 +69,14 @@ def command(reports, as_json, as_md, timeout, hostfile, slurm, ray_address, ray_
         found = ray_python if "/" in ray_python else shutil.which(ray_python)
         pyexe.check(found or ray_python, what="--ray-python",
                     hint="pass the Python that has ray, e.g. --ray-python /opt/ray/bin/python")
+    if node_python and not (hostfile or slurm or ray_address):
+        raise click.UsageError("--python names the nodes' interpreter for --ssh, --slurm or "
+                               "--ray; reports already say which they diagnosed")
     if hostfile or slurm or ray_address:
         from fidoctor.fleet.collect import collect
 
         loaded = collect(hostfile, slurm, ray_address, ray_python, list(reports), timeout,
-                         per_node_timeout, level, remote, parallel)
+                         per_node_timeout, level, remote, parallel, node_python)
     else:
         loaded = load(list(reports), stdin_timeout=timeout)
     rep = build(loaded)

@@ -51,8 +51,10 @@ class Job:
     why: str = ""
 
 
-def remote_command(fidoctor: str, level: str) -> List[str]:
+def remote_command(fidoctor: str, level: str, python: Optional[str] = None) -> List[str]:
     cmd = shlex.split(fidoctor) + ["diagnose", "--json"]
+    if python:
+        cmd += ["--python", python]
     if level == "quick":
         cmd += ["--level", "quick"]
     return cmd
@@ -347,11 +349,11 @@ def ray_lines(job: Job, loaded: Loaded) -> None:
 
 def collect(hostfile: Optional[str], slurm: bool, ray_address: Optional[str], ray_python: str,
             extra: List[str], timeout_s: float, per_node_s: float, level: str, fidoctor: str,
-            parallel: int) -> Loaded:
+            parallel: int, python: Optional[str] = None) -> Loaded:
     """Run the chosen collector and load what came back (see the module docstring)."""
     import shutil
 
-    cmd = remote_command(fidoctor, level)
+    cmd = remote_command(fidoctor, level, python)
     loaded = Loaded()
     per = min(per_node_s, timeout_s)
     if hostfile:
