@@ -30,12 +30,17 @@ def parse_argv(raw: bytes) -> List[str]:
 
 
 def parse_environ(raw: bytes) -> Dict[str, str]:
-    """``/proc/PID/environ`` bytes as a dict (entries without ``=`` dropped)."""
+    """``/proc/PID/environ`` bytes as a dict (entries without ``=`` dropped).
+
+    Decoded as ``os.environ`` is (the file system encoding, undecodable bytes kept as
+    surrogates): a ``FLASHINFER_WORKSPACE_BASE`` or ``HOME`` with non-UTF-8 bytes must still
+    name the directory the server uses (with U+FFFD it named none, and a broken cache there
+    was "no FlashInfer cache")."""
     env: Dict[str, str] = {}
     for item in raw.split(b"\0"):
         k, sep, v = item.partition(b"=")
         if sep:
-            env[k.decode("utf-8", "replace")] = v.decode("utf-8", "replace")
+            env[os.fsdecode(k)] = os.fsdecode(v)
     return env
 
 

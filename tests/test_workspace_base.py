@@ -13,6 +13,7 @@ import os
 import pwd
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import DECODE, Box, run_cli
@@ -93,3 +94,21 @@ def test_a_file_or_fifo_where_the_cache_must_be(tmp_path, blocker):
     cmds = [c for fx in f[0]["fixes"] for c in fx["commands"]]
     assert not any(c.startswith("chown") for c in cmds), cmds
     assert "cache-unreadable" not in [x["id"] for x in doc["findings"]]
+
+
+def test_a_base_path_that_is_not_utf8(tmp_path, built_so, procs):
+    """A server whose ``FLASHINFER_WORKSPACE_BASE`` holds a Latin-1 byte (``café`` made on a
+    Latin-1 box): ``/proc/PID/environ`` was decoded with U+FFFD, the root named no directory,
+    and the broken module there was "no FlashInfer cache" (flashinfer-not-installed)."""
+    made = Box(tmp_path / "cafe", built_so)  # built under a UTF-8 name, then renamed
+    made.module(made.workspace(), DECODE, so="truncated")
+    base = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9")
+    os.rename(made.base, base)
+    box = Box(Path(base), built_so)
+    env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
+    env[b"FLASHINFER_WORKSPACE_BASE"] = os.fsencode(base)
+    server = procs.start([sys.executable, "-c", "import time; time.sleep(600)"], env=env)
+    r = run_cli(["diagnose", "--json", "--pid", str(server.pid)], timeout=120)
+    doc = json.loads(r.stdout)
+    assert doc["target"]["flashinfer_root"] == str(box.root), ascii(doc["target"]["flashinfer_root"])
+    assert "cache-incomplete-module" in [f["id"] for f in doc["findings"]], doc["findings"]
