@@ -177,3 +177,47 @@ def test_holder_with_blocked_build_and_waiter_is_error_with_terminate(box, procs
     # The tree itself: idle with its Python alive is a warning, not an error.
     [s] = [x for x in diag.findings if x.id == "build-process-stuck" and str(box.base) in x.subject]
     assert s.severity == "warning" and s.data["orphaned"] is False
+
+
+OPENER = '''
+"""Keep a lock file open without locking it (a filelock poller between two tries)."""
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+print("open", flush=True)
+time.sleep(600)
+'''
+
+
+def test_lock_files_behind_symlinks_are_matched_to_their_openers(tmp_path, built_so, procs):
+    """The cache is reached through a symlinked base (a home on /scratch) and one lock file
+    is itself a symlink: /proc/PID/fd shows real paths, so each lock file's real path must
+    be known. The paths are resolved once per directory (10,000 lock files share one),
+    the symlinked file on its own; both openers are matched."""
+    from conftest import Box
+
+    real = tmp_path / "scratch" / "me"
+    real.mkdir(parents=True)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "me").symlink_to(real)
+    box = Box(tmp_path / "home" / "me", built_so)
+    ws = box.workspace()
+    for m in (DECODE, FA2):
+        box.module(ws, m)
+    elsewhere = tmp_path / "elsewhere.lock"
+    elsewhere.write_bytes(b"")
+    linked = ws / "cached_ops" / "tmp" / "linked_mod.lock"
+    linked.symlink_to(elsewhere)
+    holder, _ = _held(procs, ws, DECODE)  # one held lock: the gather matches open files
+    fa2_lock = ws / "cached_ops" / "tmp" / f"{FA2}.lock"
+    openers = []
+    for path in (fa2_lock, linked):
+        p = procs.python(script(procs.tmp, "opener.py", OPENER), path, stdout=-1)
+        assert p.stdout.readline().strip() == b"open"
+        openers.append(p)
+    snap = snap_of(box.env())
+    _, lk = _lock(snap, fa2_lock)
+    assert openers[0].pid in lk["open_by"] and lk["holders"] == []
+    _, lk = _lock(snap, linked)
+    assert openers[1].pid in lk["open_by"], lk
+    _, lk = _lock(snap, ws / "cached_ops" / "tmp" / f"{DECODE}.lock")
+    assert lk["holders"] == [holder.pid] and holder.pid in lk["open_by"]
