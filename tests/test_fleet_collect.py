@@ -193,6 +193,8 @@ def test_hostfile_ipv6_parsing_and_refusals(tmp_path):
         ("fe80::1", None, "fe80::1"), ("alice@2001:db8::5", "2222", "alice@[2001:db8::5]:2222"),
         ("2001:db8::7", None, "2001:db8::7"), ("gpu1", None, "gpu1"),
         ("bob@gpu2", "2200", "bob@gpu2:2200")]
+    hf.write_bytes(b"\xef\xbb\xbfgpu1\r\ngpu2\r\n")  # saved by a Windows editor: BOM, CRLF
+    assert [h[0] for h in read_hostfile(str(hf))] == ["gpu1", "gpu2"]
     for bad in ("gpu1:99999", "-oProxyCommand=x", "[::1", "a b"):
         hf.write_text(bad + "\n")
         r = run_cli(["fleet", "--ssh", str(hf)])

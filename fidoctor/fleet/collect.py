@@ -107,7 +107,7 @@ def read_hostfile(path: str) -> List[Tuple[str, Optional[str], str]]:
     hosts: List[Tuple[str, Optional[str], str]] = []
     seen = set()
     for n, line in enumerate(read_bytes(path, SMALL_CAP, what="host file").decode(
-            "utf-8", "replace").splitlines(), 1):
+            "utf-8-sig", "replace").splitlines(), 1):  # -sig: a BOM from a Windows editor
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
