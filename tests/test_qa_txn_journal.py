@@ -164,3 +164,23 @@ def test_history_of_a_journal_with_a_time_out_of_range(tmp_path, when):
     rows = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     assert [x["id"] for x in rows] == [TX]
     assert rows[0]["time"] is None or isinstance(rows[0]["time"], (int, float))
+
+
+def test_a_journal_of_millions_of_junk_lines_neither_hangs_nor_floods(tmp_path):
+    """A 63 MiB journal of 21 million `{}` lines (under the 64 MiB read cap): history parsed each
+    line and kept a warning for each (over 120 s and 2.9 GB before it was killed). Now such a
+    file is not read (listed as damaged), and a journal with many bad lines warns about 20 of
+    them and counts the rest."""
+    d = tmp_path / "state" / "fidoctor" / "transactions" / TX
+    d.mkdir(parents=True)
+    begin = f'{{"op": "begin", "txid": "{TX}", "time": 1.0, "command": "fix", "steps": []}}\n'
+    (d / "journal.jsonl").write_bytes(begin.encode() + b"{}\n" * (21 << 20))
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
+    r = run_cli(["history", "--json"], env=env, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [x["status"] for x in json.loads(r.stdout)] == ["damaged"]
+    assert len(r.stderr.splitlines()) < 5 and "not read" in r.stderr
+    (d / "journal.jsonl").write_bytes(begin.encode() + b"{}\n" * 1000 + b'{"op": "commit"}\n')
+    r = run_cli(["history", "--json"], env=env, timeout=60)
+    assert [x["status"] for x in json.loads(r.stdout)] == ["committed"], r.stderr[-2000:]
+    assert len(r.stderr.splitlines()) <= 21 and "980 more line(s) skipped" in r.stderr

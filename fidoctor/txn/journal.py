@@ -28,6 +28,8 @@ from fidoctor.fsutil import fsync_dir
 from fidoctor.paths import state_dir
 
 ENDINGS = ("commit", "rolled-back", "undone")
+MAX_LINES = 500_000  # a 10,000-module --clear-incomplete writes about 30,000
+MAX_WARNINGS = 20
 
 
 def tx_root(env: Optional[Dict[str, str]] = None) -> str:
@@ -94,7 +96,14 @@ class Journal:
             if os.path.lexists(j.path):
                 j.warnings.append(e.message)
             return j
+        if raw.count(b"\n") > MAX_LINES:
+            # no fix writes that many records (three a step): garbage, not a journal; reading
+            # it line by line cost minutes and gigabytes (history hung on a 63 MiB one)
+            j.warnings.append(f"{j.path}: more than {MAX_LINES} lines, not a journal fidoctor "
+                              "wrote; not read")
+            return j
         lines = raw.split(b"\n")
+        skipped = 0
         for i, line in enumerate(lines):
             if not line.strip():
                 continue
@@ -108,9 +117,13 @@ class Journal:
             if not why:
                 why = _bad_record(rec)
             if why:
-                j.warnings.append(f"{j.path}: line {i + 1} skipped ({why})")
+                skipped += 1
+                if skipped <= MAX_WARNINGS:
+                    j.warnings.append(f"{j.path}: line {i + 1} skipped ({why})")
                 continue
             j.records.append(rec)
+        if skipped > MAX_WARNINGS:
+            j.warnings.append(f"{j.path}: {skipped - MAX_WARNINGS} more line(s) skipped")
         return j
 
     def append(self, rec: Dict[str, Any]) -> None:
