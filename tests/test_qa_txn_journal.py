@@ -184,3 +184,17 @@ def test_a_journal_of_millions_of_junk_lines_neither_hangs_nor_floods(tmp_path):
     r = run_cli(["history", "--json"], env=env, timeout=60)
     assert [x["status"] for x in json.loads(r.stdout)] == ["committed"], r.stderr[-2000:]
     assert len(r.stderr.splitlines()) <= 21 and "980 more line(s) skipped" in r.stderr
+
+
+def test_undo_prints_a_fix_id_holding_terminal_escapes_escaped(tmp_path):
+    """A journal dir whose name holds an OSC escape (retitles the terminal) and a BEL: history
+    showed it escaped, undo printed it raw to the terminal."""
+    name = "20261129-000000-a\x1b]0;pwned\x07b"
+    d = tmp_path / "state" / "fidoctor" / "transactions" / name
+    d.mkdir(parents=True)
+    (d / "journal.jsonl").write_text('{"op": "begin", "time": 1.0, "command": "fix", '
+                                     '"steps": []}\n{"op": "commit"}\n')
+    r = run_cli(["undo"], env=dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state")))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout, repr(r.stdout)
+    assert "pwned" in r.stdout

@@ -51,7 +51,7 @@ def command(txid, as_json) -> int:
             indent=2))
         return 1 if out.left else 0
     verb = "rolled back interrupted fix" if was == "interrupted" else "undid fix"
-    click.echo(f"{verb} {out.txid}: {len(out.done)} change(s) reverted")
+    click.echo(f"{verb} {shown(out.txid)}: {len(out.done)} change(s) reverted")
     for d in out.done:
         click.echo(f"  {d}")
     for w in out.warnings:
