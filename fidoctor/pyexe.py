@@ -18,6 +18,8 @@ the server, or pip. So the file is judged first, by what it is:
 - a ``#!`` shell script named ``python…`` that passes its arguments on (``"$@"``) is a
   wrapper such as a pyenv or asdf shim, and is accepted; any other script is refused;
 - Python 2 (a ``libpython2.*`` or a ``python2…`` name) is refused: no FlashInfer runs on it;
+- an ELF for another CPU than fidoctor's own interpreter (an aarch64 venv copied to x86_64) is
+  refused: the kernel cannot execute it;
 - anything else — a directory, a FIFO, a device, an empty or non-executable file, a
   dangling symlink — is refused with what it is.
 
@@ -27,9 +29,11 @@ table (a musl build), which cannot load torch's extension modules anyway.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
+import sys
 from typing import Optional
 
 from fidoctor.errors import FidoctorError
@@ -49,6 +53,17 @@ def _python2(names) -> bool:
     return any(re.search(r"(?:^|/)(?:lib)?python2(?:\.\d+)?(?:\.so|$)", n) for n in names if n)
 
 
+@functools.lru_cache(maxsize=1)
+def _own_machine() -> Optional[str]:
+    """The ELF machine of fidoctor's own interpreter (what this kernel runs), or None."""
+    from fidoctor.elf import ElfError, read_facts
+
+    try:
+        return read_facts(os.path.realpath(sys.executable), prefixes=()).get("machine")
+    except (ElfError, OSError):
+        return None
+
+
 def _elf_problem(path: str, real: str) -> Optional[str]:
     from fidoctor.elf import ElfError, read_facts
 
@@ -56,6 +71,11 @@ def _elf_problem(path: str, real: str) -> Optional[str]:
         facts = read_facts(real, prefixes=(b"Py_", b"_Py_UnixMain"))
     except ElfError as e:
         return f"an ELF file fidoctor cannot read ({e}), not a Python interpreter"
+    mine = _own_machine()
+    if mine and facts.get("machine") != mine and not (mine == "EM_X86_64"
+                                                      and facts.get("machine") == "EM_386"):
+        return (f"a program for another CPU ({facts.get('machine')}; this machine runs "
+                f"{mine}): it cannot run here")
     needed = [n for n in facts.get("needed") or [] if isinstance(n, str)]
     imports = {u[0] for u in facts.get("undefined") or [] if u}
     exports = set(facts.get("exports") or {})
@@ -121,6 +141,12 @@ def problem(path: str) -> Optional[str]:
     if not stat.S_ISREG(st.st_mode):
         return f"a {file_kind(st.st_mode)}, not an interpreter"
     if not os.access(path, os.X_OK):
+        try:
+            noexec = bool(os.statvfs(path).f_flag & os.ST_NOEXEC)
+        except OSError:
+            noexec = False
+        if noexec and st.st_mode & 0o111:
+            return "on a file system mounted noexec: the kernel refuses to run anything there"
         return f"not executable (mode {stat.S_IMODE(st.st_mode):o})"
     if st.st_size == 0:
         return "an empty file"

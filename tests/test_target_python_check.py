@@ -210,3 +210,53 @@ def test_fleet_ray_python_that_is_a_shell_is_refused_and_never_run(tmp_path):
         _refused(r, "--ray-python", "no Python interpreter")
         assert "Python that has ray" in r.stderr, r.stderr
     assert not marker.exists(), marker.read_text()
+
+
+def _foreign(tmp_path) -> Path:
+    """A copy of this machine's CPython with its ELF header's e_machine set to another CPU's
+    (aarch64, or x86_64 on an aarch64 box): what an image built for the other platform holds.
+    The kernel refuses it with ENOEXEC; no such interpreter can be installed here for real."""
+    import struct
+
+    exe = tmp_path / "foreign" / "bin" / "python3"
+    exe.parent.mkdir(parents=True)
+    shutil.copy(base_python(), exe)
+    with open(exe, "r+b") as f:
+        head = f.read(20)
+        machine = struct.unpack_from("<H", head, 18)[0]
+        f.seek(18)
+        f.write(struct.pack("<H", 183 if machine != 183 else 62))
+    return exe
+
+
+def test_an_interpreter_for_another_cpu_is_refused(tmp_path):
+    """``warmup --plan --python <aarch64 python>`` on x86_64 died with "internal error: OSError:
+    Exec format error"; diagnose called it an unusable target. Now both refuse it up front,
+    and a child that cannot be executed at all is a one-line error in warmup too."""
+    exe = _foreign(tmp_path)
+    env, _ = _trap(tmp_path)
+    for cmd in (["diagnose"], ["warmup", "--plan", "--arch", "9.0a"]):
+        _refused(run_cli([*cmd, "--python", str(exe)], env=env, timeout=60),
+                 "a program for another CPU")
+    from fidoctor.errors import FidoctorError
+    from fidoctor.warmup.supervisor import run_child
+
+    with pytest.raises(FidoctorError, match="cannot start the target interpreter"):
+        run_child(str(exe), {"mode": "describe"}, env, timeout=30)
+
+
+def test_an_interpreter_on_a_noexec_mount_says_so(tmp_path):
+    """A venv on a ``noexec`` mount (a hardened /tmp, a container volume): "not executable (mode
+    755)" pointed at the mode bits; the mount is what forbids it. A real tmpfs mounted noexec."""
+    mnt = tmp_path / "noexec"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "noexec,size=64m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        shutil.copy(base_python(), mnt / "python3")
+        _refused(run_cli(["diagnose", "--python", str(mnt / "python3")], timeout=60),
+                 "mounted noexec")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

@@ -8,7 +8,6 @@ allow, run their ninjas, watch each tree alone, finish each on its own.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import shutil
@@ -18,6 +17,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from fidoctor.errors import FidoctorError
 from fidoctor.fsutil import elf_header_problem, read_head
 from fidoctor.kill import terminate_tree
 from fidoctor.warmup import verdicts
@@ -39,7 +39,6 @@ from fidoctor.warmup.parallel import (
 )
 from fidoctor.warmup.result import ModuleResult
 from fidoctor.warmup.supervisor import (
-    CHILD,
     Hooks,
     Interrupted,
     StartFailed,
@@ -48,6 +47,7 @@ from fidoctor.warmup.supervisor import (
     read_events,
     send_line,
     shield_cleanup,
+    spawn_child,
     stall_verdict,
 )
 from fidoctor.warmup.watch import TreeWatch
@@ -69,8 +69,11 @@ def build_parallel(python: str, modules: List[Dict[str, Any]], mem_class: Dict[s
     """Build ``modules`` several at once; (results, the child's info). Never leaves a process."""
     req = {"mode": "serve", "modules": modules, "load": load}
     errf = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finally
-    p = subprocess.Popen([python, CHILD, json.dumps(req)], stdout=subprocess.PIPE, stderr=errf,
-                         stdin=subprocess.PIPE, env=dict(env), start_new_session=True)
+    try:
+        p = spawn_child(python, req, env, subprocess.PIPE, errf)
+    except FidoctorError:
+        errf.close()
+        raise
     events: queue.Queue[Dict[str, Any]] = queue.Queue()
     threading.Thread(target=read_events, args=(p.stdout, events), daemon=True).start()
     results: List[ModuleResult] = []

@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import psutil
 
+from fidoctor.errors import FidoctorError
 from fidoctor.kill import terminate_tree
 from fidoctor.model import Finding
 from fidoctor.proctree import describe_live as describe_proc
@@ -43,6 +44,18 @@ class Interrupted(Exception):
     """Ctrl-C or SIGTERM arrived while a module was building."""
 
 
+def spawn_child(python: str, request: Dict[str, Any], env: Mapping[str, str], stdin: Any,
+                stderr: Any) -> subprocess.Popen:
+    """The warmup child in its own session; a target that cannot be executed at all (another
+    CPU's binary, a noexec mount) is a one-line error, not an internal one."""
+    try:
+        return subprocess.Popen([python, CHILD, json.dumps(request)], stdout=subprocess.PIPE,
+                                stderr=stderr, stdin=stdin, env=dict(env), start_new_session=True)
+    except OSError as e:
+        raise FidoctorError(f"cannot start the target interpreter {python}: {e.strerror or e}",
+                            "pass --python /path/to/serving-venv/bin/python") from None
+
+
 def run_child(python: str, request: Dict[str, Any], env: Mapping[str, str],
               timeout: float) -> List[Dict[str, Any]]:
     """Run the child to completion (describe mode) and return its events.
@@ -50,9 +63,7 @@ def run_child(python: str, request: Dict[str, Any], env: Mapping[str, str],
     Guarded like a build: its own session, the whole tree ended on timeout.
     """
     with tempfile.TemporaryFile() as err:
-        p = subprocess.Popen([python, CHILD, json.dumps(request)], stdout=subprocess.PIPE,
-                             stderr=err, stdin=subprocess.DEVNULL, env=dict(env),
-                             start_new_session=True)
+        p = spawn_child(python, request, env, subprocess.DEVNULL, err)
         try:
             out, _ = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -111,8 +122,11 @@ def build_session(python: str, modules: List[Dict[str, Any]], env: Mapping[str, 
     """
     req = {"mode": "build", "modules": modules, "load": load, "handshake": True}
     errf = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finally
-    p = subprocess.Popen([python, CHILD, json.dumps(req)], stdout=subprocess.PIPE, stderr=errf,
-                         stdin=subprocess.PIPE, env=dict(env), start_new_session=True)
+    try:
+        p = spawn_child(python, req, env, subprocess.PIPE, errf)
+    except FidoctorError:
+        errf.close()
+        raise
     events: queue.Queue[Dict[str, Any]] = queue.Queue()
     reader = threading.Thread(target=read_events, args=(p.stdout, events), daemon=True)
     reader.start()
