@@ -10,6 +10,7 @@ or (for ``garbage``) told the user to install a newer CUDA toolkit.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -51,3 +52,16 @@ def test_a_well_formed_arch_list_is_quiet(tmp_path):
     doc = json.loads(r.stdout)
     assert not [x for x in doc["findings"] if x["id"] == "nvcc-arch-unsupported"
                 and x["data"].get("unparsable")]
+
+
+def test_an_ignored_torch_arch_list_is_not_called_absent(tmp_path):
+    """``TORCH_CUDA_ARCH_LIST=9.0+PTX`` set (FlashInfer 0.2.6+ ignores it): the inconclusive
+    line said there was no TORCH_CUDA_ARCH_LIST in the environment."""
+    env = dict(os.environ, TORCH_CUDA_ARCH_LIST="9.0+PTX",
+               FLASHINFER_WORKSPACE_BASE=str(tmp_path / "ws"))
+    env.pop("FLASHINFER_CUDA_ARCH_LIST", None)
+    doc = json.loads(run_cli(["diagnose", "--json"], env=env, timeout=120).stdout)
+    why = [i["reason"] for i in doc["inconclusive"] if i["probe"] == "nvcc-arch-unsupported"]
+    if not why:
+        pytest.skip("nvcc-arch-unsupported was judged here (a GPU or a usable arch source)")
+    assert "TORCH_CUDA_ARCH_LIST='9.0+PTX' is set, but FlashInfer 0.2.6+ ignores it" in why[0]

@@ -99,9 +99,13 @@ def check(snap: Snapshot) -> Iterable[Finding]:
     if not t.get("exists") or not (t.get("nvcc") or {}).get("ok"):
         return  # no usable nvcc at all: cuda-toolkit-unusable speaks for it
     if not req.get("source"):
-        raise ProbeInconclusive("no arch to check: no FLASHINFER_CUDA_ARCH_LIST or "
-                                "TORCH_CUDA_ARCH_LIST in the target's environment, no GPU seen "
-                                "and no arch dir in the cache")
+        env = snap.context.get("env")
+        torch_list = env.get("TORCH_CUDA_ARCH_LIST") if isinstance(env, dict) else None
+        named = (f"TORCH_CUDA_ARCH_LIST={torch_list!r} is set, but FlashInfer 0.2.6+ ignores it "
+                 "(only FLASHINFER_CUDA_ARCH_LIST counts)" if torch_list else
+                 "no FLASHINFER_CUDA_ARCH_LIST or TORCH_CUDA_ARCH_LIST in the target's environment")
+        raise ProbeInconclusive(f"no arch to check: {named}, no GPU seen and no arch dir in the "
+                                "cache")
     nv = tc.get("nvcc") or {}
     listed = nv.get("archs")
     version = cuda_version(snap)
