@@ -198,3 +198,33 @@ def test_undo_prints_a_fix_id_holding_terminal_escapes_escaped(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "\x1b" not in r.stdout and "\x07" not in r.stdout, repr(r.stdout)
     assert "pwned" in r.stdout
+
+
+def test_a_killed_fix_whose_module_was_rebuilt_does_not_block_every_later_fix(box, tmp_path):
+    """A real quarantine fix SIGKILLed right after its rename, then the module rebuilt at its old
+    path: undo rightly leaves both (it never overwrites), but the fix stayed 'interrupted' for
+    good, so every later `fix` refused with 'recover it first with: fidoctor undo', which could
+    never settle it. Now undo settles it as rolled back, naming what it left; fix runs again."""
+    from conftest import FA2
+    from fix_helpers import fix_env, kill_and_reap, spawn_paused, wait_paused
+
+    ws = box.workspace()
+    box.module(ws, FA2, so="text")
+    state = tmp_path / "state"
+    env = fix_env(box, state)
+    p = spawn_paused(["fix", "--yes", "--no-warmup", "--only", "cache-incomplete-module"], env,
+                     "after-step")
+    try:
+        wait_paused(p, state, "after-step")
+    finally:
+        kill_and_reap(p)
+    (ws / "cached_ops" / FA2).mkdir()
+    (ws / "cached_ops" / FA2 / "rebuilt.txt").write_text("newer\n")
+    (moved,) = (ws / "fidoctor-quarantine").glob(f"*/{FA2}")
+    r = run_cli(["undo"], env=env)
+    assert r.returncode == 1 and "left both" in r.stdout, r.stdout + r.stderr
+    assert (ws / "cached_ops" / FA2 / "rebuilt.txt").read_text() == "newer\n"
+    assert moved.is_dir(), "the moved copy must stay where undo said it is"
+    r = run_cli(["fix", "--yes", "--no-warmup", "--only", "cache-incomplete-module"], env=env)
+    assert "was interrupted" not in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

@@ -242,6 +242,12 @@ def undo(state: str, txid: Optional[str] = None) -> Outcome:
         j = open_[-1]
     if j.status == "interrupted":
         out = rollback(j)
+        if out.left and not out.retry and not out.journal_error:
+            # What is left cannot be settled by fidoctor (the module was rebuilt beside the
+            # moved copy, or both are gone): every step was judged and nothing overwritten.
+            # Left open, the fix stayed 'interrupted' for good and every later fix and
+            # --clear-incomplete refused to start ("recover it first with fidoctor undo").
+            _record(j, {"op": "rolled-back", "left": out.left}, out)
     else:
         out = Outcome(j.txid)
         _walk_back(j, out, undoing=True)
