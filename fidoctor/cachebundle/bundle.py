@@ -188,7 +188,7 @@ class _Header(tarfile.TarInfo):
             raise tarfile.ReadError(f"an extended header of {self.size} bytes (over "
                                     f"{MAX_HEADER >> 20} MiB: not a fidoctor bundle, or a "
                                     "decompression bomb)")
-        return super()._proc_member(tarfile_)
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
 
 
 def _check_name(name: str) -> str:
