@@ -161,7 +161,8 @@ def _documents(data: bytes) -> Iterator[Tuple[int, Any, str]]:
     dec = json.JSONDecoder()
     pos, line = 0, 1
     while True:
-        start = _SPACE.match(text, pos).end()
+        gap = _SPACE.match(text, pos)  # \s* always matches; mypy cannot know
+        start = gap.end() if gap else pos
         line += text.count("\n", pos, start)
         if start >= len(text):
             return
