@@ -97,6 +97,17 @@ LOCAL_FUSE = ("fuse.lxcfs", "fuse.portal", "fuse.gvfsd-fuse", "fuse.fuse-overlay
               "fuse.squashfuse", "fuse.squashfuse_ll", "fuse.snapfuse", "fuse.bindfs")
 
 
+KERNEL_FS = ("proc", "sysfs", "debugfs", "tracefs", "securityfs", "cgroup", "cgroup2", "pstore",
+             "bpf", "configfs", "fusectl", "efivarfs")
+
+
+def kernel_fs(path: str) -> Optional[str]:
+    """The kernel pseudo file system ``path`` lies on (procfs, sysfs, …), or None: files there
+    look regular but are interfaces (``/proc/kmsg``'s read blocks and takes the messages)."""
+    m = mount_of(path, read_mountinfo(None)[0])
+    return m["fstype"] if m and m.get("fstype") in KERNEL_FS else None
+
+
 def is_network(fstype: str) -> bool:
     base = fstype.split(".", 1)[0]
     return base in NETWORK_FS or fstype.startswith("fuse.") and fstype not in LOCAL_FUSE

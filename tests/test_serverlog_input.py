@@ -106,3 +106,30 @@ def test_a_copytruncated_log_with_a_nul_hole_is_still_text(tmp_path):
     d = analyse([str(p)])
     assert d["files"][0]["not_text"] == "", d["files"][0]["not_text"]
     assert "cuda-toolkit-unusable" in [f["id"] for f in d["findings"]]
+
+
+def test_a_kernel_interface_file_is_refused_not_read(tmp_path):
+    """``--log /proc/kmsg`` (a hurried look for the OOM killer's lines): a "regular file" to
+    stat whose read blocks until the kernel logs something — ``--log-timeout 3`` never ended
+    it — and takes each message from syslog/journald. Files of procfs/sysfs/debugfs… are
+    refused before they are opened."""
+    if not os.path.exists("/proc/kmsg"):
+        pytest.skip("no /proc/kmsg here")
+    for path in ("/proc/kmsg", "/proc/self/status"):
+        r = run_cli(["diagnose", "--log-only", "--log", path, "--log-timeout", "3"], timeout=60)
+        assert r.returncode == 2, (path, r.stdout, r.stderr)
+        assert "kernel's proc interface" in r.stderr and "dmesg >" in r.stderr, r.stderr
+
+
+def test_a_build_log_variable_naming_a_kernel_file_is_not_read(tmp_path):
+    """``FLASHINFER_JIT_BUILD_LOG=/proc/kmsg`` in the server's environment: the gatherer sat in
+    the blocking read for its whole budget ("gave up after 5 s"), taking kernel messages."""
+    if not os.path.exists("/proc/kmsg"):
+        pytest.skip("no /proc/kmsg here")
+    out = tmp_path / "s.json"
+    r = run_cli(["snapshot", "--no-redact", "-o", str(out)], timeout=120,
+                env=dict(os.environ, FLASHINFER_JIT_BUILD_LOG="/proc/kmsg",
+                         FLASHINFER_WORKSPACE_BASE=str(tmp_path / "ws")))
+    assert r.returncode == 0, r.stderr
+    sec = json.loads(out.read_text())["sections"]["jit_build_log"]
+    assert sec["status"] == "ok" and "kernel's proc interface" in sec["data"]["error"], sec

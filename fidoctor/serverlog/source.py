@@ -90,6 +90,15 @@ def _open(path: str, deadline: float) -> BinaryIO:
             raise FidoctorError("--log -: stdin is a terminal, not a log",
                                 "pipe one in: kubectl logs POD | fidoctor diagnose --log-only --log -")
         return cast(BinaryIO, io.BufferedReader(DeadlineReader(fd, deadline), BLOCK))
+    from fidoctor.mounts import kernel_fs
+
+    kernel = kernel_fs(path)
+    if kernel:  # /proc/kmsg is a "regular file" whose read blocks and takes the messages
+        raise FidoctorError(
+            f"--log {path}: a file of the kernel's {kernel} interface, not a log (reading it can "
+            "block for good, or take messages from whoever else reads them)",
+            "save what you need first: dmesg > kernel.log (or journalctl -k > kernel.log), "
+            "then --log kernel.log")
     try:
         return open_regular(path)
     except FileNotFoundError:

@@ -22,6 +22,11 @@ def gather(ctx, done) -> Dict[str, Any]:
     path = ctx.env.get("FLASHINFER_JIT_BUILD_LOG")
     if not path:
         return {"path": None}
+    from fidoctor.mounts import kernel_fs
+
+    kernel = kernel_fs(path)
+    if kernel:  # the server's environment names /proc/kmsg or the like: never read it
+        return {"path": path, "error": f"a file of the kernel's {kernel} interface, not a build log"}
     try:
         return parse(path)
     except FileNotFoundError:
