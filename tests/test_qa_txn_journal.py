@@ -228,3 +228,26 @@ def test_a_killed_fix_whose_module_was_rebuilt_does_not_block_every_later_fix(bo
     r = run_cli(["fix", "--yes", "--no-warmup", "--only", "cache-incomplete-module"], env=env)
     assert "was interrupted" not in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_undo_on_a_read_only_state_dir_does_not_advise_moving_the_journals_away(tmp_path):
+    """A real read-only bind mount over a state dir holding a fix's journal: undo cannot take
+    its lock. The hint said 'set XDG_STATE_HOME to a writable directory', which hides that very
+    journal from undo; it now says to make this dir writable again."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("a bind mount needs root")
+    state = tmp_path / "state"
+    d = state / "fidoctor" / "transactions" / TX
+    d.mkdir(parents=True)
+    (d / "journal.jsonl").write_text('{"op": "begin", "time": 1.0, "command": "fix", '
+                                     '"steps": []}\n{"op": "commit"}\n')
+    subprocess.run(["mount", "--bind", str(state), str(state)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(state)], check=True)
+        r = run_cli(["undo"], env=dict(os.environ, XDG_STATE_HOME=str(state)))
+        assert r.returncode == 2 and "Read-only file system" in r.stderr, r.stderr
+        assert "set XDG_STATE_HOME" not in r.stderr and "writable again" in r.stderr, r.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)

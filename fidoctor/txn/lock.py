@@ -81,9 +81,14 @@ class FixLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
                          | os.O_NONBLOCK, 0o600)
         except OSError as e:
-            raise FidoctorError(f"cannot open fidoctor's lock {self.path}: {e.strerror}",
-                                "set XDG_STATE_HOME to a writable directory of your own") \
-                from None
+            state = os.path.dirname(self.path)
+            kept = os.path.isdir(os.path.join(state, "transactions"))
+            raise FidoctorError(
+                f"cannot open fidoctor's lock {self.path}: {e.strerror}",
+                # another XDG_STATE_HOME would hide the journals undo needs
+                f"make {state} writable again (remount it read-write, free space): the "
+                "journals of earlier fixes are there, and undo needs them" if kept else
+                "set XDG_STATE_HOME to a writable directory of your own") from None
         if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_uid != os.geteuid():
             os.close(fd)
             raise FidoctorError(f"{self.path} is not a regular file of this user; fidoctor "
