@@ -67,6 +67,13 @@ def read_bytes(path: str, cap: int, follow: bool = True, what: str = "file") -> 
         if st.st_size > cap:
             raise UnsafeFile(f"{what} {path} is {st.st_size} bytes, more than the {cap} "
                              "fidoctor reads")
+        if st.st_size == 0:  # what procfs/sysfs files say: /proc/kmsg's read takes messages
+            from fidoctor.mounts import kernel_fs
+
+            kernel = kernel_fs(path)
+            if kernel:
+                raise UnsafeFile(f"{what} {path} is a file of the kernel's {kernel} interface, "
+                                 "not a file fidoctor reads")
         parts: List[bytes] = []
         got = 0
         while True:

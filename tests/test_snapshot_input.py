@@ -68,3 +68,12 @@ def test_wrong_typed_context_is_one_line_exit_2(tmp_path, snap_text, key, value)
         r = run_cli([*cmd, "--from", str(p)], timeout=120)
         assert r.returncode == 2, (cmd, r.stdout[-500:], r.stderr)
         assert f"context.{key}" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_kernel_interface_file_is_not_read_as_a_snapshot():
+    """``--from /proc/kmsg``: a zero-size "regular file" whose read (non-blocking here) took the
+    pending kernel messages from syslog before failing as "not JSON". It is refused unread."""
+    if not os.path.exists("/proc/kmsg"):
+        pytest.skip("no /proc/kmsg here")
+    r = run_cli(["diagnose", "--from", "/proc/kmsg"], timeout=60)
+    assert r.returncode == 2 and "kernel's proc interface" in r.stderr, r.stderr
