@@ -130,6 +130,8 @@ def problem(path: str) -> Optional[str]:
             if found:  # `--python python3`: a name, read as a file here, not looked up
                 return (f"no such file in the current directory (--python takes a path; "
                         f"on PATH that name is {os.path.abspath(found)}: pass that)")
+        if path.strip() != path and os.path.exists(path.strip()):  # a pasted space or newline
+            return f"no such file ({path.strip()!r} exists: the path has whitespace around it)"
         return "no such file"
     except OSError as e:
         return f"cannot be examined ({e.strerror or e})"

@@ -260,3 +260,12 @@ def test_an_interpreter_on_a_noexec_mount_says_so(tmp_path):
                  "mounted noexec")
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_pasted_path_with_whitespace_says_so(tmp_path):
+    """``--python "/opt/venv/bin/python "`` (a copy-paste with a trailing space or newline) said
+    only "no such file" for a file the user can see."""
+    py = str(base_python())
+    for pasted in (py + " ", py + "\n"):
+        _refused(run_cli(["diagnose", "--python", pasted], timeout=60),
+                 "the path has whitespace around it")
