@@ -767,3 +767,25 @@ def test_watch_once_of_a_server_that_exits_during_the_look_could_not_tell(tmp_pa
         t.join(timeout=30)
     assert r.returncode == 2, r.stderr
     assert f"status: could not tell: pid {p.pid} exited while it was looked at" in r.stderr
+
+
+def test_watch_on_stall_exit_ends_the_watched_tree_and_exits_124(tmp_path, procs):
+    """watch --pid N --on-stall exit, as --help and the README's 'options as run' promise: a
+    hung compile is diagnosed, then the watched server's whole tree is ended (by pid) and watch
+    exits 124. It printed the diagnosis and kept watching the hung server forever (found by
+    QA)."""
+    p, _ws = hung_build(tmp_path, procs)
+    procs.sweep()
+    tree = set(procs.alive())
+    assert len(tree) >= 4                          # python, ninja, sh, nvcc
+    ev = tmp_path / "ev.jsonl"
+    w = procs.start(fidoctor_argv("watch", "--pid", str(p.pid), "--stall-after", "3",
+                                  "--on-stall", "exit", "--events", str(ev)), new_session=False)
+    assert w.wait(timeout=120) == 124
+    events = valid(events_of(ev))
+    kinds = [e["event"] for e in events]
+    assert "stall" in kinds and "diagnosis" in kinds and kinds[-1] == "exit"
+    assert events[-1]["code"] == 124 and events[-1]["survivors"] == []
+    p.wait(timeout=10)
+    procs.sweep()
+    assert [q for q in procs.alive() if q in tree] == []

@@ -672,6 +672,9 @@ def watch_pid(pid: int, opts: Options, emitter: Emitter) -> int:
     pidfd = _pidfd(pid)
     first = read_stat(pid)
     born = first["starttime"] if first else None
+    from fidoctor.kill import create_time_of
+
+    created = create_time_of(pid)   # --on-stall exit signals this very process, never a reuse
 
     def ended() -> bool:
         """The server exited: its pidfd is readable (it ends for an unreaped zombie too, and
@@ -685,6 +688,8 @@ def watch_pid(pid: int, opts: Options, emitter: Emitter) -> int:
     try:
         while not ended():
             sess.tick()
+            if sess.kill_requested:
+                break
             if pidfd is not None:
                 select.select([pidfd], [], [], opts.tick)
             else:
@@ -693,6 +698,15 @@ def watch_pid(pid: int, opts: Options, emitter: Emitter) -> int:
         sess.close()
         if pidfd is not None:
             os.close(pidfd)
+    if sess.kill_requested:   # --on-stall exit: the watched server's tree, as run does
+        from fidoctor.kill import terminate_tree
+
+        left = terminate_tree(pid, grace=5.0,
+                              expect={pid: created} if created is not None else None)
+        emitter.emit("exit", f"stopped pid {pid} and its whole tree (--on-stall exit); "
+                     f"{'nothing left running' if not left else f'still alive: {left}'}",
+                     code=EXIT_STALLED, reason="stalled", survivors=left)
+        return EXIT_STALLED
     sess.tick()
     sess.close()
     rc = 1 if sess.stalls or sess.failures else 0
