@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 from conftest import run_cli
@@ -133,3 +134,21 @@ def test_a_build_log_variable_naming_a_kernel_file_is_not_read(tmp_path):
     assert r.returncode == 0, r.stderr
     sec = json.loads(out.read_text())["sections"]["jit_build_log"]
     assert sec["status"] == "ok" and "kernel's proc interface" in sec["data"]["error"], sec
+
+
+@pytest.mark.parametrize("body", [b"", b"\n\n   \n"])
+def test_an_empty_or_blank_log_is_not_checked_not_healthy(tmp_path, body):
+    """``--log`` of an empty file (the server wrote to the other stream; ``kubectl logs`` of the
+    wrong container) said "no FlashInfer JIT activity … the cause is elsewhere", healthy, exit
+    0. An empty or blank log shows nothing either way: not read; ``--log-only``: exit 2. Same
+    for stdin from /dev/null."""
+    p = tmp_path / "server.log"
+    p.write_bytes(body)
+    r = run_cli(["diagnose", "--log-only", "--json", "--log", str(p)], timeout=60)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 2 and doc["summary"]["verdict"] != "healthy", doc["summary"]
+    assert "log-no-jit-activity" not in [f["id"] for f in doc["findings"]]
+    with open(os.devnull, "rb") as null:
+        r = subprocess.run([sys.executable, "-m", "fidoctor", "diagnose", "--log-only", "--log",
+                            "-"], stdin=null, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "empty (0 bytes)" in r.stdout, r.stdout + r.stderr

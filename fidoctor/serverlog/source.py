@@ -53,8 +53,13 @@ def _compressed(head: bytes):
     return None
 
 
-def not_text(n: int, nul: int, sampled: int, odd: int) -> str:
-    """Why what was read is no text log ("" if it is one)."""
+def not_text(n: int, nul: int, sampled: int, odd: int, blank: bool = False) -> str:
+    """Why what was read is no text log ("" if it is one): an empty or blank file shows nothing
+    either way, so it is not "a log without JIT activity" (a healthy verdict for nothing)."""
+    if n == 0:
+        return "empty (0 bytes): nothing to read (the server wrote elsewhere?)"
+    if blank:
+        return f"nothing but blank lines ({n} bytes)"
     if n and nul == n:
         return f"nothing but NUL bytes ({n} read): a sparse or zeroed file, not a log"
     if sampled >= 64 and odd > NOT_TEXT * sampled:
@@ -142,6 +147,7 @@ def scan_file(path: str, max_bytes: int = MAX_BYTES, max_s: float = MAX_S,
         else:
             stream = buffered
         n = nul = sampled = odd = 0
+        blank = True  # no byte but whitespace so far
         carry = b""
         skipping = False  # inside a line longer than MAX_LINE: its rest is dropped
         while True:
@@ -156,6 +162,8 @@ def scan_file(path: str, max_bytes: int = MAX_BYTES, max_s: float = MAX_S,
             if not block:
                 break
             n += len(block)
+            if blank and block.strip():
+                blank = False
             zeros = block.count(b"\0")
             nul += zeros
             if sampled < SAMPLE and zeros < len(block):
@@ -190,7 +198,8 @@ def scan_file(path: str, max_bytes: int = MAX_BYTES, max_s: float = MAX_S,
         if carry and not skipping:
             sc.feed(carry.decode("utf-8", "replace"))
         info["bytes_read"] = n
-        info["not_text"] = not_text(n, nul, sampled, odd)
+        # nothing read before a budget ran out is said by ``stopped``, not called empty
+        info["not_text"] = not_text(n, nul, sampled, odd, blank) if n or info["complete"] else ""
     finally:
         if path != "-":
             raw.close()
