@@ -10,6 +10,7 @@ gdb (a program embedding libpython) where this machine has them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -269,3 +270,20 @@ def test_a_pasted_path_with_whitespace_says_so(tmp_path):
     for pasted in (py + " ", py + "\n"):
         _refused(run_cli(["diagnose", "--python", pasted], timeout=60),
                  "the path has whitespace around it")
+
+
+@pytest.mark.parametrize("reply", ["[" * 200000, '{"modules": 5, "packages": "x"}'])
+def test_a_target_whose_reply_is_garbage_is_unusable_not_uncheckable(tmp_path, reply):
+    """A real CPython whose sitecustomize prints at exit (after fidoctor's query script): a
+    200,000-deep JSON line died in RecursionError, a wrong-shaped one in AttributeError, inside
+    the gatherer — "not gathered: target", every target probe inconclusive, and
+    target-python-unusable itself silent. Now that interpreter is unusable, said so."""
+    from target_helpers import misbehaving_python
+
+    py = misbehaving_python(tmp_path / "python3", "import atexit, os\n"
+                            f"atexit.register(lambda: os.write(1, b'\\n' + {reply.encode()!r}))\n")
+    r = run_cli(["diagnose", "--json", "--python", str(py)], timeout=120,
+                env=dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path / "ws")))
+    doc = json.loads(r.stdout)
+    f = [x for x in doc["findings"] if x["id"] == "target-python-unusable"]
+    assert f and "not the reply" in " ".join(f[0]["evidence"]), [x["id"] for x in doc["findings"]]

@@ -8,13 +8,13 @@ torch's CUDA version is read from ``torch/version.py`` as text.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any, Dict, Optional
 
 from fidoctor import proc
 from fidoctor.fsutil import read_head
+from fidoctor.safeio import UnsafeFile, loads_json
 from fidoctor.snapshot.gather._target_script import SCRIPT
 
 NAME = "target"
@@ -57,10 +57,16 @@ def query(python: str, env: Dict[str, str], timeout: float = QUERY_TIMEOUT_S) ->
         return {"usable": False, "python": python, "reason": r.describe(),
                 "stderr_tail": r.stderr[-2000:]}
     try:
-        info = json.loads(r.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
+        info = loads_json(r.stdout.strip().splitlines()[-1].encode("utf-8", "replace"), python)
+    except (UnsafeFile, IndexError):
+        info = None
+    shapes = {"modules": dict, "packages": dict, "executable": str, "version": str}
+    if not isinstance(info, dict) or any(k in info and not isinstance(info[k], t)
+                                         for k, t in shapes.items()):
+        # no JSON, or not the reply the script prints (a sitecustomize that prints at exit)
         return {"usable": False, "python": python,
-                "reason": "interpreter ran but printed no JSON (not CPython 3.9+?)",
+                "reason": "interpreter ran but its last line is not the reply fidoctor's query "
+                          "prints (not CPython 3.9+? a sitecustomize printing at exit?)",
                 "stdout_tail": r.stdout[-500:]}
     torch_dir = (info.get("modules", {}).get("torch") or {}).get("dir")
     info["torch"] = _torch_version_file(torch_dir)
