@@ -99,3 +99,26 @@ def test_a_thread_id_is_its_process(tmp_path, procs):
     doc = json.loads(r.stdout)
     assert doc["target"]["pid"] == server.pid, doc["target"]
     assert f"{tid} is a thread of process {server.pid}" in r.stderr, r.stderr
+
+
+def test_watch_of_a_process_in_another_mount_namespace_is_refused(tmp_path, procs):
+    """``diagnose --pid`` refuses a container's server (its paths are not ours); ``watch --once
+    --pid`` of the same process said "status: not compiling", exit 0 — a liveness verdict on
+    build dirs it cannot see. A real ``unshare -m`` process."""
+    import shutil
+
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare(1) here")
+    ready = tmp_path / "ready"
+    p = procs.start(["unshare", "-m", sys.executable, "-c",
+                     f"import time; open({str(ready)!r}, 'w').close(); time.sleep(600)"])
+    from proc_helpers import wait_for
+
+    wait_for(ready.exists, what="the process in its own mount namespace")
+    pid = p.pid  # unshare execs the python in place
+    if os.readlink(f"/proc/{pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt"):
+        pytest.skip("unshare -m gave no new mount namespace here")
+    for cmd in (["watch", "--once", "--pid", str(pid), "--state", str(tmp_path / "s.json")],
+                ["diagnose", "--pid", str(pid)]):
+        r = cli(cmd)
+        assert r.returncode == 2 and "another mount namespace" in r.stderr, (cmd, r.stderr)

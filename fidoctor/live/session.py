@@ -652,8 +652,14 @@ def _cmd(pid: int) -> str:
 def read_target(pid: int) -> Tuple[List[str], Dict[str, str], float, Optional[str]]:
     """argv, environment, start time (epoch) and interpreter of a running process."""
     from fidoctor.snapshot.context import read_proc_environ
+    from fidoctor.snapshot.interpreter import same_mount_ns
 
     env = read_proc_environ(pid)
+    if same_mount_ns(pid) is False:  # as diagnose --pid: its paths are not ours to watch
+        raise FidoctorError(
+            f"pid {pid} runs in another mount namespace (a container): its cache and build "
+            "dirs are not the ones fidoctor sees, so 'not compiling' here would mean nothing",
+            "run fidoctor watch inside that container (kubectl exec / docker exec)")
     argv = parse_argv(read_proc(pid, "cmdline") or b"")
     st = read_stat(pid)
     start = start_epoch(st["starttime"]) if st else time.time()
