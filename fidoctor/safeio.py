@@ -142,13 +142,15 @@ def read_json(path: str, cap: int, follow: bool = True, what: str = "file",
 def check_writable_target(path: str, what: str = "output") -> None:
     """Refuse an output path that is not absent or a regular file, or whose dir is missing."""
     kind = _kind_of(path)
+    # the option that named the path: "--once flag" → --once; outputs of -o keep "-o FILE"
+    opt = what.split()[0] if what.startswith("--") else "-o FILE"
     if kind not in ("absent", "file"):
         raise UnsafeFile(f"cannot write {path}: it is a {kind}, not a regular file; fidoctor "
-                         "never replaces one", "pick another path with -o FILE")
+                         "never replaces one", f"pick another path with {opt}")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise UnsafeFile(f"cannot write {path}: no such directory {parent}",
-                         "create it first or pick another path with -o FILE")
+                         f"create it first or pick another path with {opt}")
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o600, what: str = "output") -> None:

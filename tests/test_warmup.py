@@ -141,6 +141,9 @@ def test_cli_list_plain_and_json():
     (["--plan", "--arch", "sm_90;rm -rf /"], "'sm_90' is not MAJOR.MINOR"),
     (["--arch", "90a"], "'90a' is not MAJOR.MINOR"),
     (["--arch", "9.0a.1"], "is not MAJOR.MINOR"),
+    # the hint named -o FILE, an option warmup does not have (found by QA)
+    (["--arch", "9.0a", "--once", "/"], "hint: pick another path with --once"),
+    (["--arch", "9.0a", "--once", "/dev/full"], "hint: pick another path with --once"),
 ])
 def test_cli_bad_arguments_exit_2_one_line(args, words):
     r = run_cli(["warmup", *args])
