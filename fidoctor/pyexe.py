@@ -17,6 +17,7 @@ the server, or pip. So the file is judged first, by what it is:
   naming the interpreter in its shebang (what ``--python`` should be);
 - a ``#!`` shell script named ``python…`` that passes its arguments on (``"$@"``) is a
   wrapper such as a pyenv or asdf shim, and is accepted; any other script is refused;
+- a link named ``python…`` to the binary of mise (rtx) or rye is their shim, and is accepted;
 - Python 2 (a ``libpython2.*`` or a ``python2…`` name) is refused: no FlashInfer runs on it;
 - an ELF for another CPU than fidoctor's own interpreter (an aarch64 venv copied to x86_64) is
   refused: the kernel cannot execute it;
@@ -42,6 +43,9 @@ from fidoctor.fsutil import file_kind, open_regular
 HEAD = 4096
 _MAINS = ("Py_BytesMain", "_Py_UnixMain", "Py_Main")
 _PY_NAME = re.compile(r"^(?:python|pypy)(\d+(?:\.\d+)?t?)?(?:-dbg)?$")
+# Version managers whose shims are one binary linked under each tool's name (mise, formerly
+# rtx: ~/.local/share/mise/shims/python3 -> mise; rye: ~/.rye/shims/python).
+_MULTIPLEXERS = ("mise", "rtx", "rye")
 _SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox")
 
 
@@ -87,6 +91,8 @@ def _elf_problem(path: str, real: str) -> Optional[str]:
         return None
     if any(n.startswith("libpypy") for n in needed):
         return None
+    if _name_is_python(path) and os.path.basename(real) in _MULTIPLEXERS:
+        return None  # mise's/rye's shim: their binary, named python, runs the chosen Python
     embeds = [n for n in needed if n.startswith("libpython")]
     if embeds:
         return (f"a program that embeds Python ({embeds[0]}) but does not run Python's own "

@@ -287,3 +287,25 @@ def test_a_target_whose_reply_is_garbage_is_unusable_not_uncheckable(tmp_path, r
     doc = json.loads(r.stdout)
     f = [x for x in doc["findings"] if x["id"] == "target-python-unusable"]
     assert f and "not the reply" in " ".join(f[0]["evidence"]), [x["id"] for x in doc["findings"]]
+
+
+def test_a_mise_shim_is_accepted(tmp_path):
+    """mise (formerly rtx) links every shim to its own binary (``shims/python3 -> mise``), which
+    picks the Python by argv[0]. mise is not installed here: ``mise`` is a gcc-built stand-in
+    that does what the shim does (exec the Python with the same arguments); what is judged
+    is the link's name and the binary it resolves to, never run."""
+    src = tmp_path / "mise.c"
+    src.write_text('#include <unistd.h>\nint main(int c, char **v) { (void)c; '
+                   f'execv("{base_python()}", v); return 127; }}\n')
+    mise = tmp_path / "bin" / "mise"
+    mise.parent.mkdir()
+    subprocess.run(["gcc", "-o", str(mise), str(src)], check=True, timeout=120)
+    shim = tmp_path / "shims" / "python3"
+    shim.parent.mkdir()
+    shim.symlink_to(mise)
+    assert pyexe.problem(str(shim)) is None
+    assert pyexe.problem(str(mise)) is not None  # the binary itself, not named python
+    r = run_cli(["diagnose", "--json", "--python", str(shim)], timeout=120,
+                env=dict(os.environ, FLASHINFER_WORKSPACE_BASE=str(tmp_path / "ws")))
+    doc = json.loads(r.stdout)
+    assert doc["target"]["usable"] is True, doc["target"]
