@@ -264,3 +264,45 @@ def test_json_and_a_health_format_is_a_usage_error(box):
     for fmt in ("slurm", "prom", "npd"):
         r = diag(_healthy(box), "--level", "quick", "--format", fmt, "--json")
         assert r.returncode == 2 and "contradict" in r.stderr and r.stdout == "", (fmt, r)
+
+
+def _scrape(exe, d, procs) -> str:
+    port = _free_port()
+    procs.start([exe, "--collector.disable-defaults", "--collector.textfile",
+                 f"--collector.textfile.directory={d}", f"--web.listen-address=127.0.0.1:{port}"])
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                return resp.read().decode()
+        except OSError:
+            assert time.monotonic() < deadline, "node-exporter did not answer"
+            time.sleep(0.2)
+
+
+def test_prom_has_one_series_per_module_building_in_two_workspaces(box, tmp_path, procs):
+    """The same module left building in two workspaces (two FlashInfer versions' dirs under one
+    base, as after an upgrade): prom wrote ``fidoctor_build_seconds{module="m"}`` twice, and a
+    real node-exporter rejects a textfile with a duplicate series (scrape error: the node's
+    whole fidoctor file is dropped, findings included). Now one series, the longest age."""
+    from conftest import log_line
+
+    for version, age in (("0.7.2.post1", 60), ("0.7.1", 600)):
+        ws = box.workspace(version=version)
+        box.module(ws, FA2, so="missing", objects=1)
+        box.log(ws, [log_line("new", "building", FA2, time.time() - age)])
+    r = diag(box, "--level", "quick", "--format", "prom")
+    assert r.returncode == 1, r.stderr
+    series = [ln.rsplit(" ", 1)[0] for ln in r.stdout.splitlines() if not ln.startswith("#")]
+    assert len(series) == len(set(series)), r.stdout
+    [build] = [ln for ln in r.stdout.splitlines() if ln.startswith("fidoctor_build_seconds{")]
+    assert float(build.rsplit(" ", 1)[1]) >= 600
+    exe = ensure_node_exporter()
+    if not exe:
+        pytest.skip("prometheus-node-exporter could not be installed from Debian")
+    d = tmp_path / "textfile"
+    d.mkdir()
+    (d / "fidoctor.prom").write_text(r.stdout)
+    body = _scrape(exe, d, procs)
+    assert re.search(r"node_textfile_scrape_error 0\b", body), body[-2000:]
+    assert f'fidoctor_build_seconds{{module="{FA2}"}}' in body

@@ -94,8 +94,19 @@ def _lock_ages(diag: Diagnosis) -> Dict[str, float]:
     for f in diag.findings:
         if f.id == "build-lock-held":
             path = str(f.data.get("lock_path") or f.subject)
-            if path in mtimes:
-                out[os.path.basename(path)] = max(0.0, diag.snapshot.taken_at - mtimes[path])
+            if path in mtimes:  # one series per name: the same lock in two workspaces
+                name, age = os.path.basename(path), diag.snapshot.taken_at - mtimes[path]
+                out[name] = max(0.0, age, out.get(name, 0.0))
+    return out
+
+
+def _longest(pairs: List[Tuple[str, float]]) -> Dict[str, float]:
+    """One value per label: a module building in two workspaces (two FlashInfer versions or
+    arch dirs) is one series, its longest age; two samples of one series make node-exporter
+    drop the whole textfile."""
+    out: Dict[str, float] = {}
+    for k, v in pairs:
+        out[k] = max(v, out.get(k, v))
     return out
 
 
@@ -115,7 +126,8 @@ def prom(diag: Diagnosis, level: str = "full") -> Tuple[str, int]:
               and isinstance(f.data.get("age_s"), (int, float))]
     out += ["# HELP fidoctor_build_seconds How long an unfinished JIT build has been running "
             "(its start in the JIT log).", "# TYPE fidoctor_build_seconds gauge"]
-    out += [f'fidoctor_build_seconds{{module="{_label(m)}"}} {s:.1f}' for m, s in sorted(builds)]
+    out += [f'fidoctor_build_seconds{{module="{_label(m)}"}} {s:.1f}'
+            for m, s in sorted(_longest(builds).items())]
     out += ["# HELP fidoctor_lock_wait_seconds How long a build lock others wait on has been "
             "held (its file's mtime).", "# TYPE fidoctor_lock_wait_seconds gauge"]
     out += [f'fidoctor_lock_wait_seconds{{lock="{_label(k)}"}} {s:.1f}'
