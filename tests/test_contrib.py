@@ -192,3 +192,55 @@ def test_the_prom_textfile_recipes_keep_the_last_file_when_fidoctor_fails(tmp_pa
         subprocess.run(["sh", "-c", sh], env=env, capture_output=True, text=True, timeout=60)
         assert sorted(p.name for p in out.iterdir()) == ["fidoctor.prom"], sh
         assert (out / "fidoctor.prom").read_text() == good, sh
+
+
+def test_slurm_health_check_never_drains_for_fidoctors_own_failure(tmp_path, built_so):
+    """The script as printed, run by a real ``sh`` with fidoctor.env pointing at a fidoctor
+    that is missing, hangs, crashes, or prints garbage. Stand-ins: the failing fidoctors are
+    small scripts (a broken install's real Python traceback, a real ``sleep``), and
+    ``scontrol`` is a recorder (the drain itself is checked on a real slurmd above). Before:
+    any exit 1 drained the node with whatever was printed: a traceback (a broken venv's
+    ImportError) drained it with an empty Reason, two lines of garbage with a two-line one;
+    a hang or a missing fidoctor passed the node silently. Now only exactly one
+    ``Reason=fidoctor: …`` line with exit 1 drains; the rest exit 0 and say "not checked"."""
+    script = _script(tmp_path)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    calls = tmp_path / "scontrol.calls"
+    (bindir / "scontrol").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    fakes = {
+        "crash": f"#!{sys.executable}\nimport fidoctor_not_installed_here\n",
+        "garbage": "#!/bin/sh\necho 'Reason=fidoctor: x'\necho garbage\nexit 1\n",
+        "stray": "#!/bin/sh\necho 'Warning: something else'\nexit 1\n",
+        "hang": "#!/bin/sh\nexec sleep 60\n",
+    }
+    for name, text in fakes.items():
+        (bindir / name).write_text(text)
+    for p in bindir.iterdir():
+        p.chmod(0o755)
+    env = {"PATH": f"{bindir}:{os.environ['PATH']}", "SLURMD_NODENAME": "n1"}
+    for name in (*fakes, "missing"):
+        (script.parent / "fidoctor.env").write_text(
+            f"FIDOCTOR={bindir / name}\nFIDOCTOR_TIMEOUT=2\n")
+        r = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=60,
+                           env=env)
+        assert r.returncode == 0 and not calls.exists(), (name, r)
+        assert "n1 not checked (" in r.stderr and "left alone" in r.stderr, (name, r.stderr)
+    # the one shape that drains, from the real CLI: still drains
+    box = _box(tmp_path, built_so, "bad", True)
+    _env_file(script.parent / "fidoctor.env", box)
+    r = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 1 and r.stdout == "Reason=fidoctor: cache-incomplete-module\n"
+    assert calls.read_text() == \
+        "update NodeName=n1 State=DRAIN Reason=fidoctor: cache-incomplete-module\n"
+
+
+def test_slurm_health_check_passes_shellcheck():
+    from test_health import _apt_tool
+
+    exe = _apt_tool("shellcheck", "shellcheck")
+    if not exe:
+        pytest.skip("shellcheck is not installable here")
+    r = subprocess.run([exe, "-s", "sh", str(CONTRIB / "slurm" / "fidoctor-healthcheck.sh")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout
