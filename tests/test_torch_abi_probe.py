@@ -60,14 +60,38 @@ def load_in_target(py: Path, so: Path) -> subprocess.CompletedProcess:
                            "print('loaded')"], capture_output=True, text=True, timeout=300)
 
 
+def venv_020(py: Path, tmp_path: Path) -> Path:
+    """A venv that sees the real CPU torch (its package dir linked in) and a stand-in
+    flashinfer-python 0.2.0 (a package dir and its dist-info): 0.2.x cannot be installed
+    with a CPU torch here (its bindings need CUDA torch's headers), and only its version
+    matters to the probe (0.2.x loads from the unversioned cache layout)."""
+    import sys as _sys
+
+    venv = tmp_path / "venv"
+    subprocess.run([_sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    [site] = venv.glob("lib/python*/site-packages")
+    real_site = torch_lib(py).parent.parent
+    (site / "torch").symlink_to(real_site / "torch")
+    for dist in real_site.glob("torch-*.dist-info"):
+        (site / dist.name).symlink_to(dist)
+    fi = site / "flashinfer"
+    fi.mkdir()
+    (fi / "__init__.py").write_text("")
+    (site / "flashinfer_python-0.2.0.dist-info").mkdir()
+    (site / "flashinfer_python-0.2.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: flashinfer-python\nVersion: 0.2.0\n")
+    return venv / "bin" / "python"
+
+
 def abi_findings(box, py):
     diag = diagnose(snapshot_of(box, python=str(py)))
     return diag, [f for f in diag.findings if f.id == "torch-abi-mismatch"]
 
 
-def test_old_abi_module_against_cxx11_torch(box, py):
+def test_old_abi_module_against_cxx11_torch(box, py, tmp_path):
+    """The module sits in the unversioned layout, which a 0.2.x target loads from."""
     so = module(box, py, abi=0)
-    diag, [f] = abi_findings(box, py)
+    diag, [f] = abi_findings(box, venv_020(py, tmp_path))
     assert f.severity == "error" and f.data["kind"] == "cached"
     assert f.data["missing"] == [OLD_SYM] and f.data["abi_twins"] == {OLD_SYM: NEW_SYM}
     assert f.data["affects"] == [so.parent.name]
@@ -77,14 +101,36 @@ def test_old_abi_module_against_cxx11_torch(box, py):
     assert r.returncode != 0 and f"undefined symbol: {OLD_SYM}" in r.stderr
 
 
-def test_matching_abi_module_is_quiet_and_loads(box, py):
+def test_matching_abi_module_is_quiet_and_loads(box, py, tmp_path):
     so = module(box, py, abi=1)
-    diag, found = abi_findings(box, py)
+    diag, found = abi_findings(box, venv_020(py, tmp_path))
     assert found == []
     assert not [i for i in diag.inconclusive if i.probe == "torch-abi-mismatch"]
     entry = diag.snapshot.data("torch_abi")["modules"][str(so)]
     assert entry["needs"] == 1 and entry["missing"] == []
     assert "loaded" in load_in_target(py, so).stdout
+
+
+def test_old_abi_leftover_the_target_never_loads_is_not_an_error(box, py):
+    """A 0.2.x leftover (the unversioned layout) with the old-ABI module, and the real
+    FlashInfer 0.7.2 target, which loads only from ``0.7.2.post1/<arch>``: no error "loading
+    it fails" and no "safe" rebuild the target would never do; cache-stale-version names the
+    dir as unused, and diagnose exits 0 (it said error, exit 1)."""
+    import json
+    import os
+    import sys
+
+    so = module(box, py, abi=0)
+    env = box.env(XDG_CACHE_HOME=os.environ["XDG_CACHE_HOME"])
+    r = subprocess.run([sys.executable, "-m", "fidoctor", "diagnose", "--python", str(py),
+                        "--json"], env=env, capture_output=True, text=True, timeout=300)
+    doc = json.loads(r.stdout)
+    assert [f["id"] for f in doc["findings"]] == ["cache-stale-version"], doc["findings"]
+    [stale] = doc["findings"]
+    assert stale["severity"] == "info" and str(so.parent.parent.parent) in stale["data"][
+        "workspaces"]
+    assert r.returncode == 0, r.stderr
+    assert load_in_target(py, so).returncode != 0  # broken, but nothing the target loads
 
 
 def test_tvm_ffi_modules_need_no_torch(box, py):
@@ -120,28 +166,15 @@ def test_prebuilt_aot_kernels_of_the_wrong_abi(box, py, tmp_path):
     """An installed FlashInfer whose prebuilt ``flashinfer_kernels.abi3.so`` (FI#911's file
     name; 0.2.x AOT wheels are not on PyPI, so g++ builds it here with the old ABI against
     the real torch) in a venv that sees the real CPU torch (its package dir linked in)."""
-    import sys as _sys
-
-    venv = tmp_path / "venv"
-    subprocess.run([_sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    [site] = venv.glob("lib/python*/site-packages")
-    real_site = torch_lib(py).parent.parent
-    (site / "torch").symlink_to(real_site / "torch")
-    for dist in real_site.glob("torch-*.dist-info"):
-        (site / dist.name).symlink_to(dist)
-    fi = site / "flashinfer"
-    fi.mkdir()
-    (fi / "__init__.py").write_text("")
-    (site / "flashinfer_python-0.2.0.dist-info").mkdir()
-    (site / "flashinfer_python-0.2.0.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: flashinfer-python\nVersion: 0.2.0\n")
+    venv = venv_020(py, tmp_path)
+    [fi] = venv.parent.parent.glob("lib/python*/site-packages/flashinfer")
     src = tmp_path / "k.cpp"
     src.write_text(SRC)
     so = fi / "flashinfer_kernels.abi3.so"
     subprocess.run(["g++", "-shared", "-fPIC", "-D_GLIBCXX_USE_CXX11_ABI=0", str(src), "-o",
                     str(so), f"-L{torch_lib(py)}", "-Wl,--no-as-needed", "-ltorch_cpu", "-lc10"],
                    check=True, capture_output=True)
-    diag, [f] = abi_findings(box, venv / "bin" / "python")
+    diag, [f] = abi_findings(box, venv)
     assert f.data["kind"] == "prebuilt" and f.data["missing"] == [OLD_SYM]
     assert f.data["affects"] == [] and f.fixes[0].id == ""
     assert "wheel built for this torch" in f.fixes[0].description

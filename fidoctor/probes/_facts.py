@@ -17,6 +17,25 @@ def workspaces(snap: Snapshot) -> List[WorkspaceFacts]:
     return sections.cache(snap).get("workspaces", [])
 
 
+def target_uses(ws: WorkspaceFacts, fi: str) -> bool:
+    """Whether FlashInfer ``fi`` builds into (and loads from) workspace ``ws``:
+    the unversioned layout up to 0.4.0, ``<fi>/<arch>`` from 0.4.1."""
+    from fidoctor.flashinfer.layout import family_of
+
+    if family_of(fi) in ("A", "B") or fi in ("0.4.0",):
+        return ws.get("version") is None
+    return ws.get("version") == fi
+
+
+def unused_workspaces(snap: Snapshot) -> List[str]:
+    """Paths of the cache's workspaces the target's FlashInfer never loads from
+    ([] when its version is unknown: then every workspace may be its own)."""
+    fi = snap.data("fi_install").get("version")
+    if not fi:
+        return []
+    return [os.path.normpath(ws["path"]) for ws in workspaces(snap) if not target_uses(ws, fi)]
+
+
 def iter_modules(snap: Snapshot) -> Iterator[Tuple[WorkspaceFacts, ModuleFacts]]:
     """(workspace, module) pairs for every module dir in the cache."""
     for ws in workspaces(snap):

@@ -20,9 +20,8 @@ import os
 import time
 from typing import Iterable, List
 
-from fidoctor.flashinfer.layout import family_of
 from fidoctor.model import Finding, Fix
-from fidoctor.probes._facts import quote, so_problem, workspaces
+from fidoctor.probes._facts import quote, so_problem, target_uses, workspaces
 from fidoctor.snapshot import Snapshot
 from fidoctor.snapshot.types import WorkspaceFacts
 
@@ -35,13 +34,6 @@ def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
-def _uses(ws: WorkspaceFacts, fi: str) -> bool:
-    """Whether FlashInfer ``fi`` builds into workspace ``ws``."""
-    if family_of(fi) in ("A", "B") or fi in ("0.4.0",):
-        return ws.get("version") is None
-    return ws.get("version") == fi
-
-
 def check(snap: Snapshot) -> Iterable[Finding]:
     inst = snap.data("fi_install")
     fi = inst.get("version")
@@ -51,7 +43,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
     unused: List[WorkspaceFacts] = []
     for ws in workspaces(snap):
         mods = [m for m in ws.get("modules", []) if not m.get("error")]
-        if not _uses(ws, fi):
+        if not target_uses(ws, fi):
             if mods:
                 unused.append(ws)
             continue

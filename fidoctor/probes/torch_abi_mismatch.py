@@ -7,7 +7,10 @@ flashinfer-jit-cache) leaves torch-namespace C++ symbols undefined that no
 ``.dynsym`` of the module, ``.gnu.hash`` lookups in torch's libraries). When
 torch defines the same symbol with the other ``std::string`` ABI
 (``…RKSsb`` vs ``…RKNSt7__cxx1112basic_string…``) the module was built with
-the other ``-D_GLIBCXX_USE_CXX11_ABI``.
+the other ``-D_GLIBCXX_USE_CXX11_ABI``. Cached modules in a workspace the
+target's FlashInfer never loads from (a 0.2.x leftover under 0.7.x: the
+unversioned layout, another version's dir) are not judged: the target cannot
+fail on them and never rebuilds them (``cache-stale-version`` lists those dirs).
 Why: loading fails with ``undefined symbol: _ZN5torch3jit17parseSchemaOrNameERKSsb``
 (FI#911, FI#382); for the AOT wheel FlashInfer then silently falls back to JIT
 (``Prebuilt kernels not found, using JIT backend``), for cached modules the
@@ -26,6 +29,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from fidoctor.model import Finding, Fix, ProbeInconclusive
+from fidoctor.probes._facts import unused_workspaces
 from fidoctor.snapshot import Snapshot
 
 ID = "torch-abi-mismatch"
@@ -35,7 +39,10 @@ CAUSE = True
 
 def check(snap: Snapshot) -> Iterable[Finding]:
     ta = snap.data("torch_abi")
-    mods = {so: m for so, m in (ta.get("modules") or {}).items() if m.get("needs")}
+    unused = [w.rstrip("/") + "/" for w in unused_workspaces(snap)]
+    mods = {so: m for so, m in (ta.get("modules") or {}).items() if m.get("needs")
+            and not (m.get("kind") == "cached" and m.get("module_dir")
+                     and (str(m["module_dir"]).rstrip("/") + "/").startswith(tuple(unused)))}
     if mods and not ta.get("torch_lib"):
         raise ProbeInconclusive(f"{len(mods)} module(s) need torch symbols, but the target's "
                                 "torch/lib was not found")
