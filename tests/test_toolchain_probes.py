@@ -225,6 +225,27 @@ def test_env_asking_for_debug_fires_before_any_build(box):
     assert f.data["env"] == {"FLASHINFER_JIT_DEBUG": "0"}
 
 
+def test_debug_build_of_another_version_the_target_never_loads_is_quiet(box, generated):
+    """A debug-built module in the workspace of FlashInfer 0.7.1 (left behind by an upgrade),
+    the real FlashInfer 0.7.2 target with its own release build: the target never loads or
+    rebuilds the 0.7.1 module, so no warning and no "rebuild the debug-built module" fix (it
+    said "1 cached module(s) were built with device debug flags"); cache-stale-version lists
+    the dir. The 0.7.2 target's own debug-built module still fires."""
+    from warmup_helpers import target_venv
+
+    py = str(target_venv())
+    old = box.workspace(version="0.7.1") / "cached_ops" / generated["debug"].name
+    shutil.copytree(generated["debug"], old)
+    put(box, generated["release"])
+    diag = diagnose_box(box, python=py)
+    assert not by_id(diag, "build-flags-debug")
+    assert [str(old.parent.parent) in f.data["workspaces"] for f in by_id(
+        diag, "cache-stale-version")] == [True]
+    mine = put(box, generated["debug"])
+    [f] = by_id(diagnose_box(box, python=py), "build-flags-debug")
+    assert f.data["affects"] == [mine.name] and f.data["module_dir"] == str(mine)
+
+
 @pytest.mark.parametrize("env", [{}, {"FLASHINFER_JIT_VERBOSE": "1", "FLASHINFER_JIT_DEBUG": "0"},
                                  {"FLASHINFER_JIT_DEBUG": "0"}])
 def test_release_build_and_verbose_without_debug_are_quiet(box, generated, env):

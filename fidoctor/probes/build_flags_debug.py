@@ -1,7 +1,8 @@
 """build-flags-debug: modules are (or will be) compiled as debug builds.
 
 What: ``--device-debug``/``-G``/``-O0`` in the ``cuda_cflags`` of cached
-``build.ninja`` files, or the target's environment asks for them: since
+``build.ninja`` files (of the workspace the target's FlashInfer loads from:
+another version's leftovers are never loaded nor rebuilt), or the target's environment asks for them: since
 FlashInfer 0.5, ``FLASHINFER_JIT_DEBUG=1``, or ``FLASHINFER_JIT_VERBOSE=1``
 without ``FLASHINFER_JIT_DEBUG`` (verbose silently implies debug; 0.7.x still
 does, ``jit/core.py``), adds ``-g -O0 --device-debug -lineinfo``.
@@ -23,7 +24,7 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 from fidoctor.model import Finding, Fix
-from fidoctor.probes._toolchain import flashinfer_version, toolchain, vtuple
+from fidoctor.probes._toolchain import fi_modules, flashinfer_version, vtuple
 from fidoctor.snapshot import Snapshot
 
 ID = "build-flags-debug"
@@ -46,7 +47,7 @@ def env_asks(env: dict, fi: Optional[str]) -> Optional[str]:
 
 
 def check(snap: Snapshot) -> Iterable[Finding]:
-    mods = {n: m for n, m in (toolchain(snap).get("modules") or {}).items() if m.get("debug")}
+    mods = {n: m for n, m in fi_modules(snap).items() if m.get("debug")}
     env = snap.context.get("env") or {}
     fi = flashinfer_version(snap)
     asks = env_asks(env, fi)
