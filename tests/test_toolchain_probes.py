@@ -246,6 +246,21 @@ def test_debug_build_of_another_version_the_target_never_loads_is_quiet(box, gen
     assert f.data["affects"] == [mine.name] and f.data["module_dir"] == str(mine)
 
 
+def test_same_module_name_in_another_version_does_not_hide_the_targets_own(box, generated):
+    """The target's own debug-built module, and a module of the same name in the workspace of
+    FlashInfer 0.7.4 (a downgrade back to the real 0.7.2 target; a release build.ninja that
+    real FlashInfer 0.7.2 wrote, copied under the same name). The toolchain facts are keyed by
+    module name: the 0.7.4 entry, scanned later, replaced the target's own and
+    build-flags-debug said nothing."""
+    from warmup_helpers import target_venv
+
+    mine = put(box, generated["debug"])
+    other = box.workspace(version="0.7.4") / "cached_ops" / mine.name
+    shutil.copytree(generated["release"], other)
+    [f] = by_id(diagnose_box(box, python=str(target_venv())), "build-flags-debug")
+    assert f.data["affects"] == [mine.name] and f.data["module_dir"] == str(mine)
+
+
 @pytest.mark.parametrize("env", [{}, {"FLASHINFER_JIT_VERBOSE": "1", "FLASHINFER_JIT_DEBUG": "0"},
                                  {"FLASHINFER_JIT_DEBUG": "0"}])
 def test_release_build_and_verbose_without_debug_are_quiet(box, generated, env):

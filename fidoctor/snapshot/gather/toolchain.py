@@ -424,10 +424,16 @@ def gather(ctx, done) -> Dict[str, Any]:
     out: Dict[str, Any] = {"nvcc": None, "archs": None, "modules": {}, "host_config": None}
     tools = ToolCache(QUERY_BUDGET_S)
 
+    tsec = done.get("target")
+    pkgs = ((tsec.data or {}).get("packages") or {}) if tsec is not None and tsec.ok else {}
+    fi = (pkgs.get("flashinfer-python") or pkgs.get("flashinfer") or {}).get("version")
     modules: Dict[str, Any] = {}
-    for ws in cache.get("workspaces", []):
+    # keyed by name: the target's own workspace first, and a name seen once keeps its first
+    # entry (another version's leftover of the same name hid the target's own module)
+    for ws in sorted(cache.get("workspaces", []), key=lambda w: w.get("version") != fi):
         for mod in ws.get("modules", []):
-            if len(modules) >= MAX_MODULES or not mod.get("build_ninja"):
+            if len(modules) >= MAX_MODULES or not mod.get("build_ninja") \
+                    or mod["name"] in modules:
                 continue
             f = module_flags(mod["path"])
             if f is not None:
@@ -455,9 +461,6 @@ def gather(ctx, done) -> Dict[str, Any]:
         else:
             n["archs"] = r["value"]
         out["nvcc"] = n
-    tsec = done.get("target")
-    pkgs = ((tsec.data or {}).get("packages") or {}) if tsec is not None and tsec.ok else {}
-    fi = (pkgs.get("flashinfer-python") or pkgs.get("flashinfer") or {}).get("version")
     req = _requested(ctx.env, cache, _gpus(done), version, fi)
     if runnable:
         with tempfile.TemporaryDirectory(prefix="fidoctor-dryrun-") as tmp:
