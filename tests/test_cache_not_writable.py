@@ -185,3 +185,35 @@ def test_cache_root_symlinked_to_a_root_owned_dir_is_judged_by_its_target(open_b
     [f] = by_id(_diagnose_pid(p.pid), "cache-not-writable")
     assert any(e.startswith(f"{box.root}: owner 0:0 mode drwxr-xr-x") for e in f.evidence), \
         f.evidence
+
+
+def test_chown_and_remount_commands_name_a_path_with_a_space_whole(built_so, procs):
+    """The base under ``/tmp/…/my cache``: the printed ``chown -R`` (a foreign-owned cache, the
+    real uid 65534 server) and ``mount -o remount,rw`` (a real read-only tmpfs) are run by a
+    shell as printed; unquoted, ``chown -R 65534:65534 /tmp/…/my cache/base/…`` chowned
+    ``/tmp/…/my`` recursively (and a relative ``cache/…``)."""
+    import shlex
+
+    d = Path(tempfile.mkdtemp(prefix="fidoctor-cnw-", dir="/tmp"))
+    try:
+        os.chmod(d, 0o755)
+        (d / "my cache" / "base").mkdir(parents=True, mode=0o755)
+        os.chmod(d / "my cache", 0o755)
+        box = Box(d / "my cache" / "base", built_so)
+        box.module(box.workspace(), DECODE)
+        for x in (box.base, box.base / ".cache", box.root):
+            os.chmod(x, 0o755)
+        diag = _diagnose_pid(_server_as(65534, box.env(), procs).pid)
+        [f] = by_id(diag, "cache-not-writable")
+        [chown] = [shlex.split(c) for x in f.fixes for c in x.commands if c.startswith("chown")]
+        assert chown[:3] == ["chown", "-R", "65534:65534"] and len(chown) == 4
+        assert chown[3].startswith(str(box.base)), chown
+        with tmpfs(box.base, "64m"):
+            box.module(box.workspace(), DECODE)
+            remount(box.base, "ro")
+            [f] = by_id(diagnose_box(box), "cache-not-writable")
+            [mount] = [shlex.split(c) for x in f.fixes for c in x.commands
+                       if c.startswith("mount")]
+            assert mount == ["mount", "-o", "remount,rw", str(box.base)]
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -137,3 +137,35 @@ def test_mountinfo_lines_and_lock_semantics_of_real_option_spellings():
     assert is_network("nfs4") and is_network("fuse.sshfs") and is_network("lustre")
     assert not is_network("fuse.fuse-overlayfs") and not is_network("ext4")
     assert mount_of("/etc", ms)["fstype"] == "ext4"
+
+
+def test_full_cache_fixes_are_shell_safe_and_spare_the_targets_own_cache(tmp_path, built_so):
+    """A full cache under a base whose path has a space and a ``;`` (real tmpfs), an old
+    0.7.1 workspace, and the real FlashInfer 0.7.2 target. The fix commands are run by a
+    shell as printed: each must name exactly the dir it means (it printed ``rm -rf /…/my
+    cache;x/…/0.7.1`` unquoted: ``rm -rf /…/my`` and then a command ``x/…``). Where the
+    target's version is unknown, no workspace is offered for removal (every versioned one
+    was, the target's own included)."""
+    import shlex
+
+    from warmup_helpers import target_venv
+
+    box = Box(tmp_path / "my cache;x" / "base", built_so)
+    box.base.mkdir(parents=True)
+    with tmpfs(box.base, "16m"):
+        old = box.workspace(version="0.7.1")
+        box.module(old, DECODE)
+        mine = box.workspace()
+        box.module(mine, FA3, so="missing", objects=2)
+        fill(box.base, leave_bytes=1 << 20)
+        [f] = [x for x in by_id(diagnose_box(box, python=str(target_venv())), "disk-space-low")
+               if "the cache" in x.evidence[0]]
+        argvs = [shlex.split(c) for fx in f.fixes for c in fx.commands]
+        assert ["rm", "-rf", str(old.parent)] in argvs
+        assert all(str(mine.parent) not in a for a in argvs)
+        assert ["df", "-h", str(box.root)] in argvs
+        [du] = [c for fx in f.fixes for c in fx.commands if c.startswith("du ")]
+        assert du == f"du -sh {shlex.quote(str(box.root))}/*"
+        [f] = [x for x in by_id(diagnose_box(box), "disk-space-low")
+               if "the cache" in x.evidence[0]]
+        assert not [c for fx in f.fixes for c in fx.commands if c.startswith("rm ")]

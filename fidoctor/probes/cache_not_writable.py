@@ -21,7 +21,7 @@ import os
 from typing import Any, Dict, Iterable, List
 
 from fidoctor.model import Finding, Fix
-from fidoctor.probes._facts import env_fix
+from fidoctor.probes._facts import env_fix, quote
 from fidoctor.probes._fsfacts import (
     NOT_A_DIR,
     gib,
@@ -90,7 +90,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
         target = problems[0]["path"] if problems[0]["role"] != "root" else root
         fixes.append(Fix(
             description="Give the cache back to the user the server runs as",
-            commands=[f"chown -R {ident.get('uid')}:{ident.get('gid')} {target}"],
+            commands=[f"chown -R {ident.get('uid')}:{ident.get('gid')} {quote(target)}"],
             safety="caution"))
     else:
         mp = next((mount(fs, pl) or {}).get("mount_point") for pl in places(snap, *ROLES)
@@ -98,7 +98,7 @@ def check(snap: Snapshot) -> Iterable[Finding]:
         fixes.append(Fix(
             description="If this mount is meant to be writable, remount it read-write (it "
             "may be read-only on purpose, e.g. a shared image)",
-            commands=[f"mount -o remount,rw {mp}"], safety="risky"))
+            commands=[f"mount -o remount,rw {quote(str(mp))}"], safety="risky"))
     yield Finding(
         id=ID, severity="error", subject=root,
         title=("the FlashInfer cache is on a read-only mount: builds and the JIT log fail"

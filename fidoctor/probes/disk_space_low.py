@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, List, Tuple
 
 from fidoctor.flashinfer.eta import jobs_for, kind_of
 from fidoctor.model import Finding, Fix
-from fidoctor.probes._facts import iter_modules, so_problem
+from fidoctor.probes._facts import iter_modules, quote, so_problem
 from fidoctor.probes._fsfacts import gib, mount, places
 from fidoctor.snapshot import Snapshot
 from fidoctor.snapshot.types import ModuleFacts
@@ -115,22 +115,24 @@ def _fixes(snap: Snapshot, roles, avail: int, need: int) -> List[Fix]:
     target = (snap.data("target").get("packages", {}).get("flashinfer-python") or {}).get("version")
     root = snap.data("cache").get("root", "")
     if any(r == "root" for r, _ in roles):
+        # only with the target's version known: else its own workspace may be among them
         old = sorted({os.path.join(root, ws["version"]) for ws in snap.data("cache").get(
-            "workspaces", []) if ws.get("version") and ws["version"] != target})
+            "workspaces", []) if ws.get("version") and ws["version"] != target}) if target else []
         if old:
             out.append(Fix(
                 description="Remove the caches of FlashInfer versions the target no longer uses "
-                f"(the target has {target or 'an unknown version'})",
-                commands=[f"rm -rf {d}" for d in old], safety="caution"))
+                f"(the target has {target})",
+                commands=[f"rm -rf {quote(d)}" for d in old], safety="caution"))
         out.append(Fix(description=f"Free at least {gib(need - avail + (64 << 20))} on this "
                        "filesystem, or move the cache to one with room (FLASHINFER_WORKSPACE_BASE)",
-                       commands=["df -h " + root, "du -sh " + root + "/*"], safety="caution"))
+                       commands=["df -h " + quote(root), "du -sh " + quote(root) + "/*"],
+                       safety="caution"))
     if any(r == "tmpdir" for r, _ in roles):
         fs = snap.data("fs")
         roomy = [pl for pl in places(snap, "candidate")
                  if ((mount(fs, pl) or {}).get("statvfs") or {}).get("avail_bytes", 0) > 4 * need
                  and not (mount(fs, pl) or {}).get("network")]
-        cmd = (f"export TMPDIR={os.path.dirname(roomy[0]['path'])}" if roomy
+        cmd = (f"export TMPDIR={quote(os.path.dirname(roomy[0]['path']))}" if roomy
                else "export TMPDIR=/path/with/room")
         out.append(Fix(description="Point the server's TMPDIR (where nvcc writes its "
                        "intermediates) at a filesystem with room", commands=[cmd],
