@@ -30,9 +30,13 @@ STALL_SECTIONS = ("cache", "fs", "jitlog")
 
 
 def _probe_mount(ctx, done) -> dict:
-    """stat, statvfs and one directory read of the cache root (in a child: it may block)."""
+    """stat, statvfs and one directory read of the cache root, then of every mount point
+    below it (a module dir or cached_ops on its own, stalled, NFS/FUSE mount blocks the scan
+    as surely as a stalled root); in a child: it may block."""
     import os
     import time
+
+    from fidoctor.mounts import read_mountinfo
 
     root = ctx.flashinfer_root
     t0 = time.monotonic()
@@ -44,7 +48,16 @@ def _probe_mount(ctx, done) -> dict:
     if os.path.isdir(p):
         with os.scandir(p) as it:
             next(it, None)
-    return {"path": p, "seconds": round(time.monotonic() - t0, 4)}
+    below = os.path.realpath(p).rstrip("/") + "/"
+    subs = sorted(m["mount_point"] for m in read_mountinfo(None)[0]
+                  if m["mount_point"].startswith(below))
+    for mp in subs:
+        os.stat(mp)
+        os.statvfs(mp)
+        if os.path.isdir(mp):
+            with os.scandir(mp) as it:
+                next(it, None)
+    return {"path": p, "mounts_below": subs, "seconds": round(time.monotonic() - t0, 4)}
 
 
 MOUNT_GATHERER_BUDGET_S = 2.0
@@ -68,13 +81,15 @@ def stalled(snap) -> List[Finding]:
     return [Finding(
         id="cache-unreadable", severity="error", subject=root,
         title=f"the FlashInfer cache did not answer within {MOUNT_GATHERER_BUDGET_S:g} s "
-        "(stat/statvfs/readdir of its root): a stalled or dead mount",
+        "(stat/statvfs/readdir of its root and of the mounts below it): a stalled or dead "
+        "mount",
         evidence=[f"cache_mount: {probe.error}"] + [f"{n}: {s.error}" for n, s in late] + [
             f"{root} is where FlashInfer builds and loads its kernels; a server here would "
             "block on it too"],
         fixes=[Fix(description="Check the mount holding the cache (df -h, mount, dmesg), or "
                    "point FLASHINFER_WORKSPACE_BASE at node-local disk",
-                   commands=[f"timeout 5 stat {root}", "dmesg | tail -n 30"])],
+                   commands=[f"timeout 5 stat {root}", f"findmnt -R {root}",
+                             "dmesg | tail -n 30"])],
         data={"sections": ["cache_mount"] + [n for n, _ in late], "level": "quick"})]
 
 

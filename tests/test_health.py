@@ -227,6 +227,8 @@ def test_quick_level_names_a_stalled_mount_and_ends(tmp_path, built_so, procs):
         os.kill(server, signal.SIGSTOP)
         try:
             r = run_cli(["diagnose", "--level", "quick", "--json"], env=box.env(), timeout=30)
+            fmts = {fmt: run_cli(["diagnose", "--level", "quick", "--format", fmt],
+                                 env=box.env(), timeout=30) for fmt in ("slurm", "prom", "npd")}
         finally:
             os.kill(server, signal.SIGCONT)
     finally:
@@ -237,6 +239,14 @@ def test_quick_level_names_a_stalled_mount_and_ends(tmp_path, built_so, procs):
     assert doc["gather"]["cache_mount"]["status"] == "timeout"
     [f] = [f for f in doc["findings"] if f["id"] == "cache-unreadable"]
     assert f["severity"] == "error" and "stalled or dead mount" in f["title"]
+    # each health format says unreadable (never healthy, never "not checked" = left alone)
+    assert (fmts["slurm"].returncode, fmts["slurm"].stdout) == (
+        1, "Reason=fidoctor: cache-unreadable\n"), fmts["slurm"]
+    assert fmts["npd"].returncode == 1, fmts["npd"]
+    assert fmts["npd"].stdout.startswith("FlashInfer JIT: cache-unreadable")
+    assert fmts["prom"].returncode == 1, fmts["prom"]
+    assert 'fidoctor_finding{id="cache-unreadable",severity="error"} 1' in fmts["prom"].stdout
+    assert 'fidoctor_exit_code{level="quick"} 1' in fmts["prom"].stdout
 
 
 def test_slurm_and_npd_say_not_checked_when_this_node_cannot_be_looked_at(box, tmp_path):
@@ -306,3 +316,55 @@ def test_prom_has_one_series_per_module_building_in_two_workspaces(box, tmp_path
     body = _scrape(exe, d, procs)
     assert re.search(r"node_textfile_scrape_error 0\b", body), body[-2000:]
     assert f'fidoctor_build_seconds{{module="{FA2}"}}' in body
+
+
+def test_quick_level_names_a_stalled_mount_below_the_cache_root(tmp_path, built_so, procs):
+    """The cache on local disk, one module dir on its own sshfs mount whose sftp-server is
+    stopped (a module dir or cached_ops bind/NFS-mounted from shared storage, gone dead).
+    Before: the root answered, the module scan blocked, the cache section timed out, and every
+    format said "not checked" (slurm: exit 0, the node left alone; npd/prom: 2) for a node
+    whose cache hangs every reader. Now the mount probe also stats the mounts below the root:
+    cache-unreadable (error) in every format, within the cap."""
+    from fs_helpers import SFTP_SERVER, ensure_sshfs
+
+    why = ensure_sshfs()
+    if why:
+        pytest.skip(why)
+    box = _healthy(Box(tmp_path / "base", built_so))
+    mnt = box.workspace() / "cached_ops" / "batch_decode_on_shared_storage"
+    served, pidfile = tmp_path / "served", tmp_path / "sftp.pid"
+    served.mkdir()
+    mnt.mkdir()
+    ssh = tmp_path / "ssh-to-sftp-server"
+    ssh.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec {SFTP_SERVER}\n")
+    ssh.chmod(0o755)
+    procs.start(["sshfs", "-f", "-o", f"ssh_command={ssh}", f"localhost:{served}", str(mnt)])
+    deadline = time.monotonic() + 20
+    while f" {mnt} " not in Path("/proc/self/mountinfo").read_text() or not pidfile.exists():
+        assert time.monotonic() < deadline, "sshfs did not mount"
+        time.sleep(0.05)
+    server = int(pidfile.read_text())
+    procs.remember(server)
+    try:
+        (mnt / "batch_decode_on_shared_storage.so").write_bytes(built_so.read_bytes())
+        live = run_cli(["diagnose", "--level", "quick", "--json"], env=box.env(), timeout=30)
+        assert "cache-unreadable" not in {f["id"] for f in json.loads(live.stdout)["findings"]}
+        os.kill(server, signal.SIGSTOP)
+        try:
+            fmts = {fmt: run_cli(["diagnose", "--level", "quick", "--format", fmt],
+                                 env=box.env(), timeout=30)
+                    for fmt in ("json", "slurm", "prom", "npd")}
+        finally:
+            os.kill(server, signal.SIGCONT)
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    doc = json.loads(fmts["json"].stdout)
+    assert fmts["json"].returncode == 1, fmts["json"].stderr
+    [f] = [f for f in doc["findings"] if f["id"] == "cache-unreadable"]
+    assert f["severity"] == "error" and "stalled or dead mount" in f["title"]
+    assert (fmts["slurm"].returncode, fmts["slurm"].stdout) == (
+        1, "Reason=fidoctor: cache-unreadable\n"), fmts["slurm"]
+    assert fmts["npd"].returncode == 1 and "cache-unreadable" in fmts["npd"].stdout
+    assert fmts["prom"].returncode == 1
+    assert 'fidoctor_finding{id="cache-unreadable",severity="error"} 1' in fmts["prom"].stdout
