@@ -135,3 +135,24 @@ def test_fresh_cache_is_quiet_and_old_layouts_are_info_only(box):
 @pytest.fixture(autouse=True)
 def _fi_target():
     target_venv()
+
+
+def test_pip_commands_name_a_target_under_a_path_with_a_space_whole(box, tmp_path):
+    """The real 0.7.2 venv reached through ``/…/my envs/venv`` (a symlink to it, so its
+    ``sys.executable`` has the space) and a stand-in flashinfer-cubin 0.6.13: the printed
+    ``… -m pip install`` / ``uninstall`` commands run as printed must start that Python (they
+    ran ``/…/my`` with ``envs/venv/bin/python`` as its first argument)."""
+    import shlex
+
+    from fidoctor.snapshot.context import build_context as ctx_of
+
+    (tmp_path / "my envs").mkdir()
+    link = tmp_path / "my envs" / "venv"
+    link.symlink_to(target_venv().parent.parent)
+    py = link / "bin" / "python"
+    site = tmp_path / "site"
+    dist(site, "flashinfer-cubin", "0.6.13")
+    d = diagnose(gather_snapshot(ctx_of(python=str(py), env=env_for(box, site))))
+    [f] = by_id(d, "flashinfer-package-mismatch")
+    pips = [shlex.split(c) for x in f.fixes for c in x.commands if " pip " in c]
+    assert pips and all(a[:3] == [str(py), "-m", "pip"] for a in pips), pips

@@ -24,6 +24,7 @@ requires, or a FlashInfer release whose requirement the index can meet.
 
 from __future__ import annotations
 
+import shlex
 from typing import Any, Dict, Iterable, List
 
 from fidoctor.model import Finding, Fix
@@ -86,7 +87,9 @@ def check(snap: Snapshot) -> Iterable[Finding]:
     inst = snap.data("fi_install")
     env = snap.context.get("env") or {}
     disabled = bool(env.get("FLASHINFER_DISABLE_VERSION_CHECK"))
-    python = t.get("python") or snap.context.get("python") or "python"
+    # quoted once here: it goes into commands a shell runs as printed (a venv under a path
+    # with a space; the evidence lines say it quoted as well, which reads the same)
+    python = shlex.quote(t.get("python") or snap.context.get("python") or "python")
     yield from _requirements(fi, pkgs, inst, python)
     for pkg in ("flashinfer-cubin", "flashinfer-jit-cache"):
         have = (pkgs.get(pkg) or {}).get("version")
