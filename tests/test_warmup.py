@@ -322,7 +322,9 @@ def test_child_script_is_standalone():
 
 def test_once_flag_holds_only_while_request_and_modules_are_unchanged(box, tmp_path):
     """--once decides from the flag alone (no target started): same request, every .so it
-    recorded unchanged (size, mtime) and still an ELF."""
+    recorded unchanged (size, mtime) and still an ELF, the same build environment and the
+    same flashinfer/torch package files (before: a changed environment or another FlashInfer
+    release in the venv still said "nothing to do"). Found by QA."""
     from conftest import DECODE
 
     from fidoctor.warmup import cache
@@ -331,16 +333,36 @@ def test_once_flag_holds_only_while_request_and_modules_are_unchanged(box, tmp_p
     mod = box.module(ws, DECODE, so="good")
     so = mod / f"{DECODE}.so"
     flag = tmp_path / "flags" / "warm"
+    pkg = tmp_path / "site" / "flashinfer" / "__init__.py"  # the target's package file
+    pkg.parent.mkdir(parents=True)
+    pkg.write_text("__version__ = '0.7.2.post1'\n")
+    env = box.env()
     expect = {"python": "/venv/bin/python", "modules": "", "arch": "9.0a",
-              "disable_sm90": False, "workspace_base": str(box.base)}
-    cache.write_flag(str(flag), {"modules": [{"name": DECODE, "module_dir": str(mod)}]}, expect)
+              "disable_sm90": False, "workspace_base": str(box.base),
+              "build_env": cache.build_env(env)}
+    result = {"modules": [{"name": DECODE, "module_dir": str(mod)}],
+              "target": {"package_files": {"flashinfer": str(pkg)}}}
+    cache.write_flag(str(flag), result, expect)
     assert "nothing to do" in cache.once_satisfied(str(flag), expect)
     assert cache.once_satisfied(str(flag), dict(expect, arch="10.0a")) is None
     assert cache.once_satisfied(str(flag), dict(expect, workspace_base="/elsewhere")) is None
+    # Another environment writes another build.ninja (ninja would relink: the issue's
+    # FLASHINFER_EXTRA_LDFLAGS case), another toolkit too: the warm path must not say ready.
+    bare = {k: v for k, v in env.items() if k != "FLASHINFER_EXTRA_LDFLAGS"}
+    assert cache.once_satisfied(str(flag), dict(expect, build_env=cache.build_env(bare))) is None
+    moved = dict(env, CUDA_HOME=os.path.realpath(env["CUDA_HOME"]) + "/../cuda-11.8")
+    assert cache.once_satisfied(str(flag), dict(expect, build_env=cache.build_env(moved))) is None
+    # Another FlashInfer release installed into the same venv (pip replaces the files; the
+    # .so files the flag lists, under the old version's workspace, are all still there).
+    pkg.unlink()
+    pkg.write_text("__version__ = '0.7.4'\n")
+    assert cache.once_satisfied(str(flag), expect) is None
+    cache.write_flag(str(flag), result, expect)
+    assert "nothing to do" in cache.once_satisfied(str(flag), expect)
     st = so.stat()
     os.utime(so, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # rebuilt since
     assert cache.once_satisfied(str(flag), expect) is None
-    cache.write_flag(str(flag), {"modules": [{"name": DECODE, "module_dir": str(mod)}]}, expect)
+    cache.write_flag(str(flag), result, expect)
     assert cache.once_satisfied(str(flag), expect)
     st2 = so.stat()
     so.write_bytes(b"not an ELF" + bytes(st2.st_size - 10))  # same size and mtime, broken

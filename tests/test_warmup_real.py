@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+from fix_helpers import tree_hashes
 from warmup_helpers import alive, build_env, hold_flock, hung_toolkit, kill_and_wait, target_venv
 
 from fidoctor.fsutil import elf_header_problem
@@ -332,12 +333,26 @@ def test_changed_environment_never_breaks_a_good_module(target_py, tmp_path):
     assert plans["same"]["state"] == "cached", plans
     assert plans["bare"]["state"] == "rebuild" and "command line changed" in plans["bare"]["why"]
     assert "eta_s" in plans["bare"]
+    # --once: the flag written in the module's own environment must not pass the warm
+    # path once the environment changed (it said "nothing to do", no rebuild-pending word:
+    # the next server start relinked and failed). Found by QA.
+    flag = tmp_path / "flags" / "warm"
+    r = warmup(target_py, env, "--modules", SMALL, "--once", str(flag))
+    assert r.returncode == 0 and flag.exists(), r.stderr[-2000:]
+    r = warmup(target_py, env, "--modules", SMALL, "--once", str(flag))
+    assert r.returncode == 0 and "nothing to do" in r.stdout, (r.stdout, r.stderr[-2000:])
+    r = warmup(target_py, bare, "--modules", SMALL, "--once", str(flag), "--json")
+    assert "nothing to do" not in r.stdout, r.stdout
+    m = module_of(json.loads(r.stdout))
+    assert r.returncode == 0 and m["status"] == "cached", (m, r.stderr[-2000:])
+    assert any("command line changed" in w for w in m["rebuild_pending"]), m
     r = warmup(target_py, bare, "--modules", SMALL, "--json")
     m = module_of(json.loads(r.stdout))
     assert r.returncode == 0 and m["status"] == "cached", (m, r.stderr[-2000:])
     assert any("command line changed" in w for w in m["rebuild_pending"]), m
     assert "--rebuild" in r.stderr
     assert so.stat().st_ino == before.st_ino and so.stat().st_mtime_ns == before.st_mtime_ns
+    kept = tree_hashes(so.parent)
     r = warmup(target_py, bare, "--modules", SMALL, "--rebuild", "--json", timeout=800)
     assert r.returncode == 1, r.stderr[-3000:]
     m = module_of(json.loads(r.stdout))
@@ -346,6 +361,9 @@ def test_changed_environment_never_breaks_a_good_module(target_py, tmp_path):
     assert m["quarantined"] and Path(m["quarantined"]).is_dir()  # the failed attempt
     assert not list(Path(m["quarantined"]).glob("*.so"))
     assert elf_header_problem(str(so)) is None and so.stat().st_ino == before.st_ino
+    # The module put back is the module as it was: its build.ninja too (it came back with
+    # the failed attempt's build.ninja, this environment's, over its own). Found by QA.
+    assert tree_hashes(so.parent) == kept
     h = subprocess.run([sys.executable, "-m", "fidoctor", "history", "--json"], env=env,
                        capture_output=True, text=True, timeout=60)
     assert [row["status"] for row in json.loads(h.stdout)] == ["undone", "committed"], h.stdout

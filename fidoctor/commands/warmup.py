@@ -130,7 +130,8 @@ def command(python, modules, list_only, plan_only, arch, jobs, sequential, rebui
               "arch": arch or os.environ.get("FLASHINFER_CUDA_ARCH_LIST") or "",
               "disable_sm90": bool(disable_sm90),
               "workspace_base": os.environ.get("FLASHINFER_WORKSPACE_BASE")
-              or os.environ.get("HOME") or ""}
+              or os.environ.get("HOME") or "",
+              "build_env": cache.build_env(os.environ)}
     if once:
         from fidoctor.safeio import check_writable_target
 

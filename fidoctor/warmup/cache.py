@@ -15,8 +15,12 @@ scratch). ``--clear-incomplete`` is the fix planner's business
 (``fidoctor.fixes._clear``), not ours.
 
 ``--once`` must cost nothing on a warm container start: the flag file records
-each module's ``.so`` path, size and mtime; when every one is unchanged and
-still an ELF, nothing else is looked at (no torch import in the target).
+each module's ``.so`` path, size and mtime, the target's flashinfer and torch
+package files (size, mtime, inode: a ``pip install`` of another release replaces
+them) and the build environment FlashInfer writes into build.ninja (``expect``,
+see ``build_env``); when all of it is unchanged and every ``.so`` still an ELF,
+nothing else is looked at (no torch import in the target). Any change sends the
+run down the full path, which asks ninja whether this environment would rebuild.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ INCOMPLETE = "cache-incomplete-module"
 UNFINISHED = "jit-log-unfinished"
 CHECK_SECTIONS = ["cache", "processes", "locks", "jitlog"]
 CAUSE_SECTIONS = ["target", "toolkit", "elf", "cudart"]  # the ELF probes' (with --python)
-FLAG_VERSION = 2
+FLAG_VERSION = 3  # 3: package files and build environment recorded
 
 
 @dataclass
@@ -143,13 +147,39 @@ def _so_sig(path: str) -> Optional[List[float]]:
     return [st.st_size, st.st_mtime_ns]
 
 
+def _pkg_sig(path: str) -> Optional[List[int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def build_env(env: Mapping[str, str]) -> Dict[str, str]:
+    """What FlashInfer writes into build.ninja from the environment (the toolkit, the
+    compilers, the extra flags), with the toolkit resolved (a re-pointed /usr/local/cuda
+    link is another toolkit): a change means ninja would rebuild the cached modules."""
+    import shutil
+
+    from fidoctor.cachebundle.target import BUILD_ENV
+
+    out = {k: env[k] for k in BUILD_ENV + ("CUDA_HOME", "CUDA_PATH") if k in env}
+    home = env.get("CUDA_HOME") or env.get("CUDA_PATH")
+    if not home:
+        nvcc = shutil.which("nvcc", path=env.get("PATH"))
+        home = os.path.dirname(os.path.dirname(nvcc)) if nvcc else "/usr/local/cuda"
+    out["toolkit_realpath"] = os.path.realpath(home)
+    return out
+
+
 def once_satisfied(flag: str, expect: Optional[Dict[str, Any]] = None) -> Optional[str]:
     """Why the ``--once`` flag still holds (None: it does not; build).
 
     Holds when the flag was written by this flag format, for the same
-    request (``expect``: python, modules, arch), and every ``.so`` it lists
-    is unchanged (size, mtime) and still starts with an ELF header. Reads a
-    few bytes per module: no target interpreter is started.
+    request (``expect``: python, modules, arch, build environment), every
+    ``.so`` it lists is unchanged (size, mtime) and still starts with an ELF
+    header, and the target's flashinfer and torch package files are the ones
+    it recorded. Reads a few bytes per module: no target interpreter is started.
     """
     from fidoctor.safeio import read_text_or_none
 
@@ -168,6 +198,12 @@ def once_satisfied(flag: str, expect: Optional[Dict[str, Any]] = None) -> Option
     for path, sig in sos.items():
         if _so_sig(path) != sig or elf_header_problem(path) is not None:
             return None
+    pkgs = doc.get("packages")
+    if not isinstance(pkgs, dict) or not pkgs:  # the target's FlashInfer/torch: unknown
+        return None
+    for path, sig in pkgs.items():
+        if _pkg_sig(path) != sig:  # another release installed (or removed) since
+            return None
     return f"{flag} is valid and all {len(sos)} modules are cached: nothing to do"
 
 
@@ -185,6 +221,11 @@ def write_flag(flag: str, result: Dict[str, Any], expect: Dict[str, Any]) -> Non
         os.makedirs(os.path.dirname(os.path.abspath(flag)), exist_ok=True)
     except OSError as e:
         raise FidoctorError(f"cannot write --once flag {flag}: {e.strerror or e}") from None
-    doc = dict(expect, flag_version=FLAG_VERSION, time=time.time(), sos=sos,
+    pkgs = {}
+    for path in ((result.get("target") or {}).get("package_files") or {}).values():
+        sig = _pkg_sig(path) if isinstance(path, str) else None
+        if sig is not None:
+            pkgs[path] = sig
+    doc = dict(expect, flag_version=FLAG_VERSION, time=time.time(), sos=sos, packages=pkgs,
                module_names=[m.get("name") for m in result.get("modules", [])])
     write_atomic(flag, json.dumps(doc).encode(), mode=0o644, what="--once flag")

@@ -353,7 +353,10 @@ def main():
             "python": sys.version.split()[0],
             "workspace": str(getattr(env, "FLASHINFER_WORKSPACE_DIR", "") or "") or None,
             "jit_dir": str(getattr(env, "FLASHINFER_JIT_DIR", "") or "") or None,
-            "arch_list": os.environ.get("FLASHINFER_CUDA_ARCH_LIST")}
+            "arch_list": os.environ.get("FLASHINFER_CUDA_ARCH_LIST"),
+            # what --once stats on a warm start instead of importing these again
+            "package_files": {n: getattr(sys.modules[n], "__file__", None)
+                              for n in ("flashinfer", "torch")}}
     if req.get("fa3_source"):
         info["fa3"] = fa3_facts()
     gens = generators(jit)

@@ -334,6 +334,11 @@ def _written(s: Slot, ninja: str, budget: Budget, env: Dict[str, str], running: 
                     "left alone")
                 finish(s, "cached")
                 return
+        if problem is None:
+            # The child has just written this environment's build.ninja over the one the
+            # module was built with: the copy moved aside (which a failed rebuild puts back,
+            # or fidoctor undo restores) must be the module exactly as it was.
+            _restore_ninja(s)
         moved = hooks.quarantine(s.res, "rebuild" if problem is None else f"broken .so ({problem})")
         if not moved:
             s.res.error = "could not move the old module aside before rebuilding; left alone"
