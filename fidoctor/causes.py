@@ -84,7 +84,10 @@ def hold(symptom: Finding, cause: Finding) -> None:
             {"id": f.id, "description": f.description, "commands": list(f.commands),
              "safety": f.safety} for f in symptom.fixes]
     first = cause.fixes[0] if cause.fixes else None
-    if first is not None and not first.id and first.commands:
+    if first is None:  # nothing to apply: a command would send the user to an empty plan
+        how, commands = (f"{cause.id} offers no fix here; its evidence says what to look "
+                         "at"), []
+    elif not first.id and first.commands:
         how, commands = f"{cause.id}: {first.description}", list(first.commands)
     else:  # fidoctor can apply it, or the cause offers no command: send the user to fix
         how, commands = cause.id, [f"fidoctor fix --only {cause.id}"]
@@ -92,8 +95,8 @@ def hold(symptom: Finding, cause: Finding) -> None:
         description=f"Fix the cause first ({how}); rebuilding or moving this module "
         "before that fails the same way. Once it is fixed, the next start rebuilds the "
         "module (or fidoctor fix offers its own fix again)",
-        commands=commands, safety=first.safety if first is not None and not first.id
-        else "safe")]
+        # the step is the cause's first fix, so it carries that fix's grade
+        commands=commands, safety=first.safety if first is not None else "caution")]
 
 
 def causal_order(findings: Sequence[Finding]) -> List[Finding]:

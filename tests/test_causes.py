@@ -50,6 +50,25 @@ def test_symptom_of_an_affected_module_points_to_its_cause_and_holds_its_fix():
     assert s.data["held_fixes"][0]["id"] == "quarantine-module"
 
 
+def test_held_step_carries_the_grade_of_the_causes_fix_and_no_empty_command():
+    """The held step runs the cause's first fix, so it is graded as that fix is (it was
+    "safe" for any fix fidoctor applies, e.g. cuda-home-advice graded caution); a cause that
+    offers no fix (build-killed when the jobs already fit its estimate) gets no
+    ``fidoctor fix --only`` command, which would only print an empty plan (it was graded
+    safe)."""
+    t, c = symptom(), cause()
+    c.fixes[0].id = "cuda-home-advice"
+    link([t, c], ["disk-space-low"])
+    assert t.fixes[0].commands == ["fidoctor fix --only disk-space-low"]
+    assert t.fixes[0].safety == "caution"
+    u, bare = symptom(), cause(id_="build-killed")
+    bare.fixes = []
+    link([u, bare], ["build-killed"])
+    assert u.caused_by == "build-killed" and u.fixes[0].commands == []
+    assert "build-killed offers no fix here" in u.fixes[0].description
+    assert u.fixes[0].safety != "safe"
+
+
 def test_unaffected_module_and_non_cause_ids_are_left_alone():
     other, c = symptom(module="norm"), cause(affects=[MOD])
     link([other, c], ["disk-space-low"])

@@ -303,6 +303,8 @@ def test_a_half_built_module_points_to_the_toolchain_cause(box, cu118, generated
     [sym] = [f for f in diag.findings if f.id == "cache-incomplete-module"]
     assert sym.caused_by in causes
     assert all(fx.id != "quarantine-module" for fx in sym.fixes)
+    [cause] = [f for f in diag.findings if f.id == sym.caused_by]
+    assert sym.fixes[0].safety == cause.fixes[0].safety  # it said safe for a caution fix
     order = [f.id for f in diag.findings]
     assert order.index(sym.caused_by) < order.index("cache-incomplete-module")
 
