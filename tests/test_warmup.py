@@ -551,3 +551,32 @@ def test_idle_tokens_admit_the_next_module():
     assert big.fits(running, fa2)                        # … until fewer than 16 are left
     assert Admission(Budget(2, True, ""), 1 << 40).fits([slot(4)], decode, idle=1)
     assert not Admission(Budget(16, True, ""), 2 << 30).fits([slot(11, "fa3")], fa2, idle=8)
+
+
+def test_check_calls_a_good_module_whose_lock_a_live_process_holds_busy(box, tmp_path):
+    """A loadable module whose FlashInfer lock a live process holds: diagnose says
+    build-lock-held (a server loading it waits on that lock first), --check said "ok" (its
+    schema promises "busy: a live process … holds its lock"). Now busy, still complete;
+    once the holder is gone, ok again. Found by QA (the fixture walk of --check vs diagnose)."""
+    from conftest import DECODE
+
+    ws = box.workspace()
+    box.module(ws, DECODE, so="good")
+    env = box.env(XDG_STATE_HOME=str(tmp_path / "state"))
+    holder = hold_flock(ws / "cached_ops" / "tmp" / f"{DECODE}.lock")
+    try:
+        r = run_cli(["warmup", "--check", "--json"], env=env)
+        t = run_cli(["warmup", "--check"], env=env)
+        d = run_cli(["diagnose", "--json"], env=env)
+    finally:
+        kill_and_wait(holder)
+    held = [f for f in json.loads(d.stdout)["findings"] if f["id"] == "build-lock-held"]
+    assert len(held) == 1 and held[0]["subject"].endswith(f"{DECODE}.lock"), d.stdout[-2000:]
+    [row] = json.loads(r.stdout)["workspaces"][0]["modules"]
+    assert (row["state"], row["complete"]) == ("busy", True), row
+    assert row["problem"] == f"its lock is held by pid {holder.pid}"
+    assert r.returncode == 0 and t.returncode == 0  # busy is not incomplete: no exit 1
+    assert f"BUSY        its lock is held by pid {holder.pid}: {DECODE}" in t.stdout, t.stdout
+    r = run_cli(["warmup", "--check", "--json"], env=env)
+    [row] = json.loads(r.stdout)["workspaces"][0]["modules"]
+    assert (row["state"], row["complete"]) == ("ok", True), row

@@ -9,7 +9,8 @@ disagree. A module whose complete ``.so`` the target failed to load (0.2.0–0.2
 reports ``jit-log-unfinished`` with ``verdict: load-failed`` for it (its cause,
 when the ELF probes name one, rides along as ``caused_by``): never ``ok``, and
 never incomplete (rebuilding gives the same file). A module dir that a live
-process builds, or whose lock a live process holds, is *busy*; one with
+process builds, or whose lock a live process holds, is *busy* (a loadable one
+too: a server loading it waits on that lock; its ``complete`` stays true); one with
 neither a ``.so`` nor build files is *empty* (FlashInfer starts it from
 scratch). ``--clear-incomplete`` is the fix planner's business
 (``fidoctor.fixes._clear``), not ours.
@@ -96,17 +97,21 @@ def check(env: Mapping[str, str], snap: Any = None, python: Optional[str] = None
                 f = unloadable[path]
                 state, why = "load-failed", f.title + (
                     f" (caused by {f.caused_by})" if f.caused_by else "")
-            elif problem is not None:
+            else:
+                # A live builder or lock holder makes a module busy, a loadable one too: a
+                # server that loads it waits on that lock first (diagnose: build-lock-held);
+                # "ok" there was a promise --check could not keep. Found by QA.
                 who = builders(snap, path)
                 holders = lock_holders_of(snap, mod["name"], ws["path"])
                 if who or holders:
                     state = "busy"
                     why = (f"pid {who[0]['pid']} ({who[0].get('name')}) works in it" if who
                            else f"its lock is held by pid {holders[0]}")
-                else:
+                elif problem is not None:
                     state, why = "empty", problem or ""
             rows.append({"name": mod["name"], "dir": mod["path"], "state": state,
-                         "complete": state == "ok", "problem": why or None,
+                         "complete": state == "ok" or (state == "busy" and problem is None),
+                         "problem": why or None,
                          "size": so.get("size"), "mtime": so.get("mtime")})
         out.workspaces.append({"path": ws["path"], "version": ws.get("version"),
                                "arch": ws.get("arch"), "modules": rows})
