@@ -368,3 +368,42 @@ def test_quick_level_names_a_stalled_mount_below_the_cache_root(tmp_path, built_
     assert fmts["npd"].returncode == 1 and "cache-unreadable" in fmts["npd"].stdout
     assert fmts["prom"].returncode == 1
     assert 'fidoctor_finding{id="cache-unreadable",severity="error"} 1' in fmts["prom"].stdout
+
+
+def test_prom_ages_a_held_build_lock_at_the_quick_level(box, tmp_path, procs):
+    """A real flock(1) holding a module's build lock (mtime 15 min ago) and a real flock(1)
+    blocked on it, the lock named with a quote, a backslash, a newline, ``=`` and non-ASCII.
+    Before: ``--level quick`` (what every health check runs) lists lock files without lstat,
+    so ``fidoctor_lock_wait_seconds`` was never written and the text said "modified unknown
+    age ago". Now the few held locks are aged; the label is escaped so that a real
+    node-exporter scrapes it back to the same name."""
+    ws = box.workspace()
+    name = 'ev"il\\mod\nname=é'
+    box.module(ws, name, so="missing", objects=1)
+    lk = ws / "cached_ops" / "tmp" / f"{name}.lock"
+    os.utime(lk, (time.time() - 900, time.time() - 900))
+    procs.start(["flock", str(lk), "sleep", "120"])
+    deadline = time.monotonic() + 20
+    while True:  # held before the waiter queues up
+        probe = subprocess.run(["flock", "-n", str(lk), "true"], capture_output=True)
+        if probe.returncode != 0:
+            break
+        assert time.monotonic() < deadline, "flock did not take the lock"
+        time.sleep(0.05)
+    procs.start(["flock", str(lk), "true"])
+    r = diag(box, "--level", "quick", "--format", "prom")
+    assert r.returncode == 1, r.stderr
+    assert 'fidoctor_finding{id="build-lock-held",severity="error"} 1' in r.stdout
+    [line] = [ln for ln in r.stdout.splitlines() if ln.startswith("fidoctor_lock_wait_seconds{")]
+    label = 'ev\\"il\\\\mod\\nname=é.lock'
+    assert line.startswith(f'fidoctor_lock_wait_seconds{{lock="{label}"}} ')
+    assert float(line.rsplit(" ", 1)[1]) >= 890
+    exe = ensure_node_exporter()
+    if not exe:
+        pytest.skip("prometheus-node-exporter could not be installed from Debian")
+    d = tmp_path / "textfile"
+    d.mkdir()
+    (d / "fidoctor.prom").write_text(r.stdout)
+    body = _scrape(exe, d, procs)
+    assert re.search(r"node_textfile_scrape_error 0\b", body), body[-2000:]
+    assert f'fidoctor_lock_wait_seconds{{lock="{label}"}}' in body

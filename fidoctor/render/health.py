@@ -90,6 +90,9 @@ def _lock_ages(diag: Diagnosis) -> Dict[str, float]:
         for lk in ws.get("locks") or [] if isinstance(ws, dict) else []:
             if isinstance(lk, dict) and isinstance(lk.get("mtime"), (int, float)):
                 mtimes[str(lk.get("path"))] = float(lk["mtime"])
+    for lk in diag.snapshot.data("locks").get("locks") or []:  # held ones: aged at any level
+        if isinstance(lk, dict) and isinstance(lk.get("mtime"), (int, float)):
+            mtimes[str(lk.get("path"))] = float(lk["mtime"])
     out: Dict[str, float] = {}
     for f in diag.findings:
         if f.id == "build-lock-held":

@@ -354,6 +354,12 @@ def gather(ctx, done) -> Dict[str, Any]:
         # each file's path, inode and mtime).
         out["locks"], out["idle_lock_files"] = [], len(locks)
         return out
+    for lk in locks:  # quick scans skip each file's lstat: the few held ones get their age
+        if lk.get("mtime") is None and (lk["holders"] or lk["blocked"]):
+            try:
+                lk["mtime"] = os.lstat(lk["path"]).st_mtime
+            except OSError:
+                pass
     for lk, rp in zip(locks, _realpaths([lk["path"] for lk in locks])):
         real[rp] = lk  # what /proc/PID/fd shows for it
         real[lk["path"]] = lk
