@@ -178,3 +178,33 @@ def test_prebuilt_aot_kernels_of_the_wrong_abi(box, py, tmp_path):
     assert f.data["kind"] == "prebuilt" and f.data["missing"] == [OLD_SYM]
     assert f.data["affects"] == [] and f.fixes[0].id == ""
     assert "wheel built for this torch" in f.fixes[0].description
+
+
+@pytest.mark.parametrize("abi", [0, 1])
+def test_warmup_check_agrees_the_old_abi_module_cannot_load(box, py, tmp_path, abi):
+    """``warmup --check --python`` said "ok" (exit 0) for the old-ABI module that diagnose
+    (rightly: the real loader refuses it) calls torch-abi-mismatch, error; its twin loads.
+    Now "unloadable" with the finding (exit 1); the twin stays ok. Found by QA."""
+    import json
+
+    from conftest import run_cli
+
+    so = module(box, py, abi=abi)
+    target = venv_020(py, tmp_path)
+    env = box.env()
+    c = run_cli(["warmup", "--check", "--python", str(target), "--json"], env=env, timeout=300)
+    t = run_cli(["warmup", "--check", "--python", str(target)], env=env, timeout=300)
+    d = run_cli(["diagnose", "--python", str(target), "--json"], env=env, timeout=300)
+    [row] = json.loads(c.stdout)["workspaces"][0]["modules"]
+    ids = [f["id"] for f in json.loads(d.stdout)["findings"]]
+    if abi == 0:
+        assert "torch-abi-mismatch" in ids, ids
+        assert (row["state"], row["complete"]) == ("unloadable", False), row
+        assert row["problem"].startswith("torch-abi-mismatch: "), row
+        assert [f["id"] for f in json.loads(c.stdout)["findings"]] == ["torch-abi-mismatch"]
+        assert c.returncode == 1 and t.returncode == 1, c.stderr
+        assert "UNLOADABLE  torch-abi-mismatch: " in t.stdout and so.parent.name in t.stdout
+        assert "1 module(s) the target cannot load" in t.stdout, t.stdout
+    else:
+        assert "torch-abi-mismatch" not in ids, ids
+        assert row["state"] == "ok" and c.returncode == 0, (row, c.stderr)

@@ -8,7 +8,9 @@ disagree. A module whose complete ``.so`` the target failed to load (0.2.0–0.2
 ``Loading JIT ops`` and no ``Finished``) is *load-failed* exactly when diagnose
 reports ``jit-log-unfinished`` with ``verdict: load-failed`` for it (its cause,
 when the ELF probes name one, rides along as ``caused_by``): never ``ok``, and
-never incomplete (rebuilding gives the same file). A module dir that a live
+never incomplete (rebuilding gives the same file). With ``--python``, a
+complete ``.so`` that diagnose says the target cannot load (torch-abi-mismatch,
+cudart-missing-symbol, severity error) is *unloadable*. A module dir that a live
 process builds, or whose lock a live process holds, is *busy* (a loadable one
 too: a server loading it waits on that lock; its ``complete`` stays true); one with
 neither a ``.so`` nor build files is *empty* (FlashInfer starts it from
@@ -40,7 +42,9 @@ from fidoctor.textsafe import shown
 INCOMPLETE = "cache-incomplete-module"
 UNFINISHED = "jit-log-unfinished"
 CHECK_SECTIONS = ["cache", "processes", "locks", "jitlog"]
-CAUSE_SECTIONS = ["target", "toolkit", "elf", "cudart"]  # the ELF probes' (with --python)
+CAUSE_SECTIONS = ["target", "toolkit", "elf", "cudart", "torch_abi"]  # the ELF probes'
+# A complete .so that the ELF probes (with --python) say the target cannot load: never "ok".
+UNLOADABLE_BY = ("torch-abi-mismatch", "cudart-missing-symbol")
 FLAG_VERSION = 3  # 3: package files and build environment recorded
 
 
@@ -83,7 +87,13 @@ def check(env: Mapping[str, str], snap: Any = None, python: Optional[str] = None
     unloadable = {os.path.normpath(f.data.get("module_dir") or ""): f
                   for f in diag.findings
                   if f.id == UNFINISHED and f.data.get("verdict") == "load-failed"}
-    out = CacheCheck(findings=list(bad.values()) + list(unloadable.values()), snapshot=snap)
+    cannot_load = {os.path.normpath(f.data.get("module_dir") or ""): f
+                   for f in diag.findings
+                   if f.id in UNLOADABLE_BY and f.severity == "error" and f.data.get("module_dir")}
+    for k in list(bad) + list(unloadable):
+        cannot_load.pop(k, None)
+    out = CacheCheck(findings=list(bad.values()) + list(unloadable.values())
+                     + list(cannot_load.values()), snapshot=snap)
     for ws in workspaces(snap):
         rows = []
         for mod in ws.get("modules", []):
@@ -97,6 +107,8 @@ def check(env: Mapping[str, str], snap: Any = None, python: Optional[str] = None
                 f = unloadable[path]
                 state, why = "load-failed", f.title + (
                     f" (caused by {f.caused_by})" if f.caused_by else "")
+            elif path in cannot_load:  # diagnose: loading it fails (a torch/cudart symbol)
+                state, why = "unloadable", f"{cannot_load[path].id}: {cannot_load[path].title}"
             else:
                 # A live builder or lock holder makes a module busy, a loadable one too: a
                 # server that loads it waits on that lock first (diagnose: build-lock-held);
@@ -137,10 +149,15 @@ def render_check(result: CacheCheck, now: float) -> List[str]:
     if n:
         lines.append(f"{n} {INCOMPLETE} finding(s): move them aside with "
                      "`fidoctor warmup --clear-incomplete` (undo: fidoctor undo)")
-    if len(result.findings) > n:
-        lines.append(f"{len(result.findings) - n} module(s) built but failed to load "
+    n_failed = sum(f.id == UNFINISHED for f in result.findings)
+    if n_failed:
+        lines.append(f"{n_failed} module(s) built but failed to load "
                      f"({UNFINISHED}): a rebuild gives the same file; `fidoctor diagnose` "
                      "names why and what to do")
+    n_unl = len(result.findings) - n - n_failed
+    if n_unl:
+        lines.append(f"{n_unl} module(s) the target cannot load ({', '.join(UNLOADABLE_BY)}): "
+                     "`fidoctor diagnose` names why and what to do")
     return [shown(line) for line in lines]  # module names can hold anything but / and NUL
 
 
