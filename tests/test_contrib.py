@@ -244,3 +244,35 @@ def test_slurm_health_check_passes_shellcheck():
     r = subprocess.run([exe, "-s", "sh", str(CONTRIB / "slurm" / "fidoctor-healthcheck.sh")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout
+
+
+def test_the_prom_textfile_recipes_never_publish_a_file_cut_short(tmp_path, built_so):
+    """The textfile dir on a real tmpfs with 8 KiB left, a node whose textfile is bigger
+    (100 unfinished builds). Before: fidoctor's write hit ENOSPC after 4 KiB and said nothing
+    (click.echo swallowed it; exit 1, the verdict), and README's line and the DaemonSet moved
+    the 4 KiB stub over the last good file (node-exporter then rejects the cut line: all of
+    the node's fidoctor metrics gone). Now fidoctor says so (exit 2) and the recipes keep the
+    last file: a textfile is published only when its last line is the timestamp."""
+    from conftest import FA2, log_line
+    from fs_helpers import fill, tmpfs
+
+    runs, out, _, env = _textfile_runs(tmp_path, built_so)
+    box = Box(Path(env["FLASHINFER_WORKSPACE_BASE"]), built_so)
+    ws = box.workspace()
+    for i in range(100):
+        name = f"{FA2}_{i}"
+        box.module(ws, name, so="missing", objects=1)
+        box.log(ws, [log_line("new", "building", name, time.time() - 60)])
+    good = "fidoctor_exit_code{level=\"quick\"} 0\n"
+    with tmpfs(out, size="1m"):
+        for sh in runs:
+            for f in out.iterdir():
+                f.unlink()
+            (out / "fidoctor.prom").write_text(good)
+            fill(out, 8192)
+            r = subprocess.run(["sh", "-c", sh], env=env, capture_output=True, text=True,
+                               timeout=120)
+            (out / "filler").unlink()
+            assert sorted(p.name for p in out.iterdir()) == ["fidoctor.prom"], (sh, r.stderr)
+            assert (out / "fidoctor.prom").read_text() == good, sh
+            assert "could not be written whole" in r.stderr, (sh, r)

@@ -157,5 +157,25 @@ def emit(diag: Diagnosis, fmt: str, level: str) -> int:
         click.echo(line)
         return code
     text, code = prom(diag, level)
-    click.echo(text, nl=False)
+    import sys
+
+    from fidoctor.errors import FidoctorError
+
+    # Written by hand: on a full disk write(2) is short, and Python's buffered stdout (and
+    # click.echo) dropped the rest silently, exit 0/1, a textfile cut mid-line. The format is
+    # UTF-8 whatever the locale says.
+    view = memoryview(text.encode("utf-8", "replace"))
+    try:
+        sys.stdout.flush()
+        while view:
+            view = view[os.write(sys.stdout.fileno(), view):]
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        try:  # the rest of the buffer goes nowhere: the exit flush must not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        raise FidoctorError(f"the textfile could not be written whole: {e.strerror or e}",
+                            hint="free space where stdout goes; the file is incomplete") from e
     return code
