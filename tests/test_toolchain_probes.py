@@ -241,6 +241,10 @@ def test_debug_build_of_another_version_the_target_never_loads_is_quiet(box, gen
     assert not by_id(diag, "build-flags-debug")
     assert [str(old.parent.parent) in f.data["workspaces"] for f in by_id(
         diag, "cache-stale-version")] == [True]
+    # nor a 0.2.x-0.4.0 leftover (the unversioned layout), which 0.7.2 never builds into
+    shutil.copytree(generated["debug"], box.workspace(version=None, arch="90") / "cached_ops"
+                    / "leftover_decode")
+    assert not by_id(diagnose_box(box, python=py), "build-flags-debug")
     mine = put(box, generated["debug"])
     [f] = by_id(diagnose_box(box, python=py), "build-flags-debug")
     assert f.data["affects"] == [mine.name] and f.data["module_dir"] == str(mine)

@@ -39,12 +39,17 @@ def flashinfer_version(snap: Snapshot) -> Optional[str]:
 
 
 def fi_modules(snap: Snapshot) -> Dict[str, Dict[str, Any]]:
-    """Cached modules whose build.ninja this FlashInfer wrote (its version's workspace, or
-    any workspace when the target's version or the layout's is unknown)."""
+    """Cached modules whose build.ninja this FlashInfer wrote (its version's workspace; the
+    unversioned layout only for FlashInfer < 0.4.1, which builds there; any workspace when
+    the target's version is unknown)."""
+    from fidoctor.flashinfer.layout import family_of
+
     fi = flashinfer_version(snap)
     mods = toolchain(snap).get("modules") or {}
+    unversioned = not fi or family_of(fi) in (None, "A", "B") or fi == "0.4.0"
     return {n: m for n, m in mods.items()
-            if not fi or not m.get("workspace_version") or m["workspace_version"] == fi}
+            if not fi or (m["workspace_version"] == fi if m.get("workspace_version")
+                          else unversioned)}
 
 
 def newer_toolkits(snap: Snapshot, need: Tuple[int, int]) -> List[Dict[str, Any]]:
