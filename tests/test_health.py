@@ -407,3 +407,29 @@ def test_prom_ages_a_held_build_lock_at_the_quick_level(box, tmp_path, procs):
     body = _scrape(exe, d, procs)
     assert re.search(r"node_textfile_scrape_error 0\b", body), body[-2000:]
     assert f'fidoctor_lock_wait_seconds{{lock="{label}"}}' in body
+
+
+def test_not_checked_stays_one_line_when_the_reason_quotes_a_hostile_path(tmp_path, built_so):
+    """A real snapshot of a box whose workspace base has a newline in its name, its cache
+    marked as cut by the scan budget (``not_scanned``: what a too-big cache leaves; set in
+    the snapshot, the one stand-in), only quick's sections kept. The not-checked reason
+    quotes the workspace path.
+    Before: slurm's stderr note broke in two (what fails here), and npd printed the reason
+    raw too (two lines when the path falls within its 80 characters). Now each is one line,
+    the newline shown as ``\\n``."""
+    base = tmp_path / "evil\nbase"
+    box = _healthy(Box(base, built_so))
+    snap = tmp_path / "s.json"
+    assert run_cli(["snapshot", "-o", str(snap)], env=box.env()).returncode == 0
+    doc = json.loads(snap.read_text())
+    [ws] = doc["sections"]["cache"]["data"]["workspaces"]
+    assert "\n" in ws["path"]
+    ws["not_scanned"] = {"count": 3}
+    doc["sections"] = {k: v for k, v in doc["sections"].items() if k in QUICK}  # as quick's
+    snap.write_text(json.dumps(doc))
+    r = run_cli(["diagnose", "--from", str(snap), "--format", "npd"])
+    assert r.returncode == 2 and r.stdout.startswith("fidoctor could not check: 3 module")
+    assert r.stdout.count("\n") == 1 and len(r.stdout.strip()) <= 80, r.stdout
+    r = run_cli(["diagnose", "--from", str(snap), "--format", "slurm"])
+    assert (r.returncode, r.stdout) == (0, "")
+    assert r.stderr.count("\n") == 1 and "evil\\nbase" in r.stderr, r.stderr

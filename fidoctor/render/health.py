@@ -52,7 +52,9 @@ def slurm(diag: Diagnosis) -> Tuple[str, int, Optional[str]]:
         reason = _short(diag, SLURM_REASON_MAX - len("Reason="), "fidoctor: ")
         return "Reason=" + reason.replace("\n", " "), 1, None
     if code == EXIT_FAILED:
-        return "", 0, f"fidoctor: not checked ({diag.unchecked}); the node is left alone"
+        from fidoctor.textsafe import shown  # one line, whatever path the reason quotes
+
+        return "", 0, f"fidoctor: not checked ({shown(diag.unchecked)}); the node is left alone"
     return "", 0, None
 
 
@@ -76,7 +78,9 @@ def npd(diag: Diagnosis) -> Tuple[str, int]:
     if code == EXIT_PROBLEMS:
         return _short(diag, NPD_MAX, "FlashInfer JIT: "), 1
     if code == EXIT_FAILED:
-        return f"fidoctor could not check: {diag.unchecked}"[:NPD_MAX], 2
+        from fidoctor.textsafe import shown  # one line, whatever path the reason quotes
+
+        return f"fidoctor could not check: {shown(diag.unchecked)}"[:NPD_MAX], 2
     return "FlashInfer JIT healthy", EXIT_HEALTHY
 
 
