@@ -30,8 +30,15 @@ pytestmark = pytest.mark.timeout(120)
 def diag(tmp_path: Path, env: Dict[str, str], python: str = None) -> Dict:
     args = ["diagnose", "--json"] + (["--python", python] if python else [])
     r = run_cli(args, env=env)
-    assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stderr
-    return json.loads(r.stdout)
+    assert "Traceback" not in r.stderr, r.stderr
+    d = json.loads(r.stdout)
+    # These venvs hold the stand-in torch and no FlashInfer, on an empty workspace: where no
+    # other finding fires diagnose says "not checked" (exit 2, flashinfer-not-installed), and
+    # the toolkit probes have still run; any other exit 2 is a failure.
+    ids = {f["id"] for f in d["findings"]}
+    assert r.returncode in (0, 1) or (r.returncode == 2 and "flashinfer-not-installed" in ids), \
+        (r.returncode, ids, r.stderr)
+    return d
 
 
 def findings(d: Dict, fid: str) -> List[Dict]:
@@ -156,6 +163,8 @@ def test_older_nvcc_than_runtime_is_not_skew(tmp_path):
     v = make_venv(tmp_path, "12.9.79")
     d = diag(tmp_path, env_for(tmp_path, CUDA_HOME=str(tk)), python=str(v["python"]))
     assert not findings(d, "cuda-version-skew") and not findings(d, "cuda-toolkit-unusable")
+    judged = json.dumps(d["inconclusive"])
+    assert "cuda-version-skew" not in judged and "cuda-toolkit-unusable" not in judged, judged
 
 
 def test_skew_without_cached_modules_still_errors_for_byversion(tmp_path):
