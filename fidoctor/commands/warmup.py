@@ -154,7 +154,13 @@ def command(python, modules, list_only, plan_only, arch, jobs, sequential, rebui
     doc = result.to_dict()
     if disable_sm90:
         doc["fa3_advice"] = fa3_advice(result.target)
-    if once and result.exit_code == 0:
+    pending = [m.key for m in result.modules if m.info.get("rebuild_pending")]
+    if once and result.exit_code == 0 and pending:
+        # Not warm: the next server start in this environment rebuilds them (and a failed
+        # relink leaves no .so). The flag would say "nothing to do" from now on. Found by QA.
+        click.echo(f"fidoctor: --once flag {shown(once)} not written: this environment would "
+                   f"rebuild {', '.join(pending)} (see above; --rebuild rebuilds it)", err=True)
+    elif once and result.exit_code == 0:
         try:
             cache.write_flag(once, doc, expect)
         except FidoctorError as e:  # the kernels are ready; only the shortcut is lost
