@@ -704,12 +704,12 @@ def watch_pid(pid: int, opts: Options, emitter: Emitter) -> int:
         sess.close()
         if pidfd is not None:
             os.close(pidfd)
-    if sess.kill_requested and created is None:   # never signal a pid we cannot identify
-        emitter.emit("exit", f"pid {pid} was not stopped (--on-stall exit): its start time "
-                     "could not be read, so it could not be told from a reused pid",
-                     code=1, reason="stalled")
-        return 1
     if sess.kill_requested:   # --on-stall exit: the watched server's tree, as run does
+        if created is None:   # never signal a pid we cannot identify
+            emitter.emit("exit", f"pid {pid} was not stopped (--on-stall exit): its start "
+                         "time could not be read, so it could not be told from a reused pid",
+                         code=1, reason="stalled")
+            return 1
         from fidoctor.kill import terminate_tree
 
         left = terminate_tree(pid, grace=5.0, expect={pid: created})

@@ -54,7 +54,7 @@ def slurm(diag: Diagnosis) -> Tuple[str, int, Optional[str]]:
     if code == EXIT_FAILED:
         from fidoctor.textsafe import shown  # one line, whatever path the reason quotes
 
-        return "", 0, f"fidoctor: not checked ({shown(diag.unchecked)}); the node is left alone"
+        return "", 0, f"fidoctor: not checked ({shown(diag.unchecked or '')}); the node is left alone"
     return "", 0, None
 
 
@@ -80,7 +80,7 @@ def npd(diag: Diagnosis) -> Tuple[str, int]:
     if code == EXIT_FAILED:
         from fidoctor.textsafe import shown  # one line, whatever path the reason quotes
 
-        return f"fidoctor could not check: {shown(diag.unchecked)}"[:NPD_MAX], 2
+        return f"fidoctor could not check: {shown(diag.unchecked or '')}"[:NPD_MAX], 2
     return "FlashInfer JIT healthy", EXIT_HEALTHY
 
 

@@ -245,9 +245,9 @@ def write_flag(flag: str, result: Dict[str, Any], expect: Dict[str, Any]) -> Non
         raise FidoctorError(f"cannot write --once flag {flag}: {e.strerror or e}") from None
     pkgs = {}
     for path in ((result.get("target") or {}).get("package_files") or {}).values():
-        sig = _pkg_sig(path) if isinstance(path, str) else None
-        if sig is not None:
-            pkgs[path] = sig
+        psig = _pkg_sig(path) if isinstance(path, str) else None
+        if psig is not None:
+            pkgs[path] = psig
     doc = dict(expect, flag_version=FLAG_VERSION, time=time.time(), sos=sos, packages=pkgs,
                module_names=[m.get("name") for m in result.get("modules", [])])
     write_atomic(flag, json.dumps(doc).encode(), mode=0o644, what="--once flag")
