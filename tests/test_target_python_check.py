@@ -272,7 +272,10 @@ def test_a_pasted_path_with_whitespace_says_so(tmp_path):
                  "the path has whitespace around it")
 
 
-@pytest.mark.parametrize("reply", ["[" * 200000, '{"modules": 5, "packages": "x"}'])
+# Short ids: pytest puts the test id into PYTEST_CURRENT_TEST, and a 200,000-character id
+# made that one environment variable too long for execve (E2BIG) under older pytest.
+@pytest.mark.parametrize("reply", ["[" * 200000, '{"modules": 5, "packages": "x"}'],
+                         ids=["200000-deep", "wrong-shape"])
 def test_a_target_whose_reply_is_garbage_is_unusable_not_uncheckable(tmp_path, reply):
     """A real CPython whose sitecustomize prints at exit (after fidoctor's query script): a
     200,000-deep JSON line died in RecursionError, a wrong-shaped one in AttributeError, inside
